@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Both install everything into .venv first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS=1
+export MLFLOW_DISABLE_TELEMETRY=true
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export GX_ANALYTICS_ENABLED=false
+export HF_HUB_OFFLINE=1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
+export PREFECT_HOME=$(CURDIR)/.prefect
+export MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow/mlflow.db
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	@[ -d .dvc ] || $(BIN)/dvc init --quiet
+	$(BIN)/dvc config core.analytics false
+	$(BIN)/gifqa data
+	$(BIN)/gifqa run
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --timeout=1800 tests
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf outputs metrics .prefect mlflow/mlflow.db mlflow/artifacts

@@ -1,0 +1,126 @@
+"""The retrain flow: every DVC stage in order, one MLflow run, a registered model version."""
+
+from __future__ import annotations
+
+from gifqa_model.env import apply_offline_env
+
+apply_offline_env()
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import mlflow  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from gifqa_model.config import flat_params, load_params  # noqa: E402
+from gifqa_model.pipeline import MLFLOW_RUN_ENV, STAGES, out_dir, stage_data  # noqa: E402
+from tasks.stages import log_stage_metrics, run_dvc_stage  # noqa: E402
+
+EXPERIMENT = "gifqa"
+
+
+def lineage_tags(project: Path) -> dict[str, str]:
+    """Git commit and the DVC hashes of the data and every stage output."""
+    tags: dict[str, str] = {}
+    try:
+        tags["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, text=True,
+                                            capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=project, text=True, capture_output=True).stdout.strip()
+        tags["git_dirty"] = str(bool(dirty)).lower()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        tags["git_commit"] = "unknown"
+    data_dvc = project / "data.dvc"
+    if data_dvc.is_file():
+        for out in yaml.safe_load(data_dvc.read_text()).get("outs", []):
+            tags[f"dvc.data.{out['path']}.md5"] = str(out.get("md5"))
+    lock = project / "dvc.lock"
+    if lock.is_file():
+        for stage, body in (yaml.safe_load(lock.read_text()).get("stages") or {}).items():
+            for out in body.get("outs", []):
+                tags[f"dvc.{stage}.{out['path']}.md5"] = str(out.get("md5"))
+    return tags
+
+
+@task(name="ensure-data")
+def ensure_data(project_dir: str) -> dict:
+    """The embedded corpus is generated (deterministically) when data/ is absent."""
+    cwd = os.getcwd()
+    os.chdir(project_dir)
+    try:
+        return stage_data(load_params())
+    finally:
+        os.chdir(cwd)
+
+
+@task(name="register-model")
+def register_model(project: Path, run_id: str, accuracy: float) -> dict:
+    from gifqa_model.pyfunc import log_pyfunc
+    from gifqa_model.registry import register
+
+    params = load_params(project / "params.yaml")
+    manifest = pd.read_parquet(out_dir("validate", project) / "manifest_clean.parquet")
+    qa = pd.read_parquet(out_dir("validate", project) / "qa_clean.parquet")
+    test = qa[qa.split == "test"]
+    example = test.iloc[0] if len(test) else qa.iloc[0]
+    gif_path = manifest.set_index("gif_id").loc[example.gif_id, "path"]
+    gif_path = Path(gif_path) if Path(gif_path).is_absolute() else project / gif_path
+    info = log_pyfunc(out_dir("train", project) / "model", out_dir("index", project) / "clip",
+                      gif_path, example.question)
+    return register(MlflowClient(), info.model_uri, run_id, accuracy, params.registry)
+
+
+@flow(name="gifqa-retrain", log_prints=True)
+def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
+    """ingest → synth_qa → validate → index → train → evaluate → register/promote."""
+    logger = get_run_logger()
+    project = Path(project_dir).resolve()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    (project / "mlflow").mkdir(exist_ok=True)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT,
+                                 artifact_location=(project / "mlflow" / "artifacts").as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    params = load_params(project / "params.yaml")
+    ensure_data(str(project))
+
+    with mlflow.start_run(run_name=f"retrain-{flow_run.get_name() or 'local'}") as run:
+        mlflow.log_params(flat_params(params))
+        mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()),
+                         "prefect.flow_run_name": str(flow_run.get_name())})
+        env = {MLFLOW_RUN_ENV: run.info.run_id,
+               "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+        results = {}
+        for stage in stages or STAGES:  # serial: never two DVC calls at once in one workspace
+            results[stage] = run_dvc_stage(stage, str(project), env)
+            log_stage_metrics(stage, results[stage])
+        mlflow.set_tags(lineage_tags(project))
+        for path in [out_dir("train", project) / "training_curve.png",
+                     out_dir("evaluate", project) / "accuracy_by_qtype.png"]:
+            if path.is_file():
+                mlflow.log_artifact(str(path), "plots")
+        for stage in STAGES:
+            m = project / "metrics" / f"{'eval' if stage == 'evaluate' else stage}.json"
+            if m.is_file():
+                mlflow.log_artifact(str(m), "metrics")
+        docs = out_dir("validate", project) / "data_docs"
+        if docs.is_dir():
+            mlflow.log_artifacts(str(docs), "data_docs")
+        ev = results.get("evaluate", {}).get("metrics", {})
+        summary = {"run_id": run.info.run_id, "accuracy": float(ev.get("accuracy", 0.0)),
+                   "baseline": float(ev.get("baseline_prior_accuracy", 0.0))}
+        if "evaluate" in results:
+            summary.update(register_model(project, run.info.run_id, summary["accuracy"]))
+            logger.info("registered gifqa v%s (champion v%s): %s", summary["version"],
+                        summary["champion_version"], summary["reason"])
+    return summary
+
+
+if __name__ == "__main__":
+    print(retrain())

@@ -1,0 +1,156 @@
+"""`gifqa`: one command per stage (what dvc.yaml calls), plus run, answer, qa and data."""
+
+from __future__ import annotations
+
+from gifqa_model.env import apply_offline_env
+
+apply_offline_env()
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="gifqa: GIF question answering, from GIFs to a registered model.")
+console = Console()
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
+
+
+def _params(path: Path):
+    from gifqa_model.config import load_params
+
+    return load_params(path)
+
+
+def _show(stage: str, metrics: dict) -> None:
+    console.print(f"[bold green]{stage}[/] " + json.dumps(metrics, default=str)[:2000])
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def data(params: Path = PARAMS, force: bool = typer.Option(False, help="regenerate")) -> None:
+    """Generate the embedded ShapesWorld corpus into data/shapesworld (tracked by data.dvc)."""
+    from gifqa_model.pipeline import stage_data
+
+    _show("data", stage_data(_params(params), force=force))
+
+
+@app.command()
+def ingest(
+    params: Path = PARAMS,
+    from_folder: Path | None = typer.Option(None, help="a folder with descriptions.tsv"),
+    out: Path | None = typer.Option(None, help="output folder (with --from-folder)"),
+) -> None:
+    """Stage: GIFs → manifest.parquet + quarantine.parquet. Alone: --from-folder DIR --out DIR."""
+    if from_folder is not None:
+        from gifqa_model.ingest import ingest_folder
+
+        if out is None:
+            raise typer.BadParameter("--out is required with --from-folder")
+        _show("ingest", ingest_folder(from_folder, out))
+        return
+    from gifqa_model.pipeline import stage_ingest
+
+    _show("ingest", stage_ingest(_params(params)))
+
+
+@app.command("synth-qa")
+def synth_qa(params: Path = PARAMS) -> None:
+    """Stage: descriptions → typed question/answer pairs (outputs/qa/qa.parquet)."""
+    from gifqa_model.pipeline import stage_synth_qa
+
+    _show("synth_qa", stage_synth_qa(_params(params)))
+
+
+@app.command()
+def qa(
+    input: Path = typer.Option(..., "--input", help="TSV with gif_name, description"),
+    output: Path = typer.Option(..., "--output", help="TSV: gif_name, question, answer, qtype"),
+    params: Path = PARAMS,
+) -> None:
+    """Standalone question generation over a TSV of descriptions."""
+    from gifqa_model.qa import QAParams, qa_tsv
+
+    qa_params = _params(params).qa if params.is_file() else QAParams()
+    _show("qa", qa_tsv(input, output, qa_params))
+
+
+@app.command()
+def validate(params: Path = PARAMS) -> None:
+    """Stage: Great Expectations suites; clean tables + quarantine; fails over the threshold."""
+    from gifqa_model.pipeline import stage_validate
+    from gifqa_model.validation import ValidationFailed
+
+    try:
+        _show("validate", stage_validate(_params(params)))
+    except ValidationFailed as exc:
+        console.print(f"[bold red]validation failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def index(params: Path = PARAMS) -> None:
+    """Stage: fit + freeze CLIP, cache frame tokens, FAISS index, keyframes per question."""
+    from gifqa_model.pipeline import stage_index
+
+    _show("index", stage_index(_params(params)))
+
+
+@app.command()
+def train(params: Path = PARAMS) -> None:
+    """Stage: train GifQAModel on cached features (torchrun-compatible)."""
+    from gifqa_model.pipeline import stage_train
+
+    _show("train", stage_train(_params(params)))
+
+
+@app.command()
+def evaluate(params: Path = PARAMS) -> None:
+    """Stage: exact match overall and per qtype, baselines, blanked/shuffled frames."""
+    from gifqa_model.pipeline import stage_evaluate
+
+    _show("evaluate", stage_evaluate(_params(params)))
+
+
+@app.command()
+def run(project: Path = typer.Option(Path("."), help="project directory")) -> None:
+    """Run the retrain flow (Prefect) over every stage; registers a model version."""
+    from flows.retrain import retrain
+
+    summary = retrain(project_dir=str(project.resolve()))
+    console.print(f"[bold]champion:[/] gifqa v{summary['champion_version']}  "
+                  f"[bold]this run:[/] v{summary['version']} test accuracy "
+                  f"{summary['accuracy']:.3f} (prior baseline {summary['baseline']:.3f}); "
+                  f"promoted={summary['promoted']}")
+
+
+@app.command()
+def answer(
+    gif: Path,
+    question: str,
+    model_uri: str = typer.Option("models:/gifqa@champion", help="MLflow model URI"),
+) -> None:
+    """Answer a question about a GIF with a registered model."""
+    import mlflow
+    import pandas as pd
+
+    if not gif.is_file():
+        console.print(f"[red]no such file: {gif}[/]")
+        raise typer.Exit(2)
+    model = mlflow.pyfunc.load_model(model_uri)
+    out = model.predict(pd.DataFrame({"gif": [str(gif.resolve())], "question": [question]}))
+    console.print(f"[bold]answer:[/] {out.answer[0]}")
+    console.print(f"[bold]keyframes:[/] {out.keyframes[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,187 @@
+"""The CLIP encoder behind CLIP-Cut and the model's visual tokens (open_clip).
+
+The tiny profile is an open_clip architecture registered from `clip_configs/` (architectures are
+data) and fitted contrastively on (frame, description) pairs: a random-init CLIP retrieves
+nothing, and two CPU cores cannot train the vision tower end to end with the LM. After the fit
+the encoder is frozen; the index stage caches its per-frame tokens for training. The full
+profile loads a pretrained open_clip model (e.g. ViT-B-32) from a local checkpoint file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "clip_configs"
+open_clip.add_model_config(CONFIG_DIR)
+
+
+class ClipParams(BaseModel):
+    model_name: str = "gifqa-tiny-vit"
+    pretrained_path: str | None = None  # full profile: a local open_clip checkpoint
+    fit_steps: int = 600
+    fit_minutes: float = 4.0  # wall-clock cap on the contrastive fit
+    fit_batch_size: int = 128
+    fit_lr: float = 1e-3
+    token_pool: int = 2  # average-pool the patch-token grid by this factor before caching
+    seed: int = 0
+
+
+class ClipEncoder:
+    """An open_clip model plus its tokenizer and normalisation, with the calls gifqa needs."""
+
+    def __init__(self, model: open_clip.CLIP, model_name: str, token_pool: int) -> None:
+        self.model = model
+        self.model_name = model_name
+        self.token_pool = token_pool
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        pp = open_clip.get_model_preprocess_cfg(model)
+        self.mean = torch.tensor(pp["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(pp["std"]).view(1, 3, 1, 1)
+        size = pp["size"]
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        model.visual.output_tokens = True
+
+    @property
+    def token_width(self) -> int:
+        return int(self.model.visual.transformer.width)
+
+    # ---- inputs --------------------------------------------------------------------------
+    def pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (T, H, W, 3) at image_size → normalised float (T, 3, H, W)."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
+
+    # ---- encoders ------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_frames(self, frames: np.ndarray,
+                     batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Frames → (tokens float16 (T, N', Dv), pooled L2-normalised float32 (T, E))."""
+        self.model.eval()
+        toks, pooled = [], []
+        for i in range(0, len(frames), batch_size):
+            p, t = self.model.visual(self.pixels(frames[i : i + batch_size]))
+            toks.append(self._pool_tokens(t).half().numpy())
+            pooled.append(F.normalize(p, dim=-1).numpy())
+        return np.concatenate(toks), np.concatenate(pooled).astype(np.float32)
+
+    def _pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        # (T, g·g, D) patch grid → (T, (g/p)², D): fewer tokens to cache and cross-attend to,
+        # while a 4×4 grid still tells the 3×3 ShapesWorld positions apart
+        t, n, d = tokens.shape
+        g = int(math.isqrt(n))
+        if self.token_pool <= 1 or g * g != n:
+            return tokens
+        grid = tokens.transpose(1, 2).reshape(t, d, g, g)
+        grid = F.avg_pool2d(grid, self.token_pool)
+        return grid.flatten(2).transpose(1, 2)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str], batch_size: int = 512) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for i in range(0, len(texts), batch_size):
+            e = self.model.encode_text(self.tokenizer(texts[i : i + batch_size]))
+            out.append(F.normalize(e, dim=-1).numpy())
+        if not out:
+            return np.zeros((0, self.model.text_projection.shape[-1]), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, out_dir: Path) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(out_dir / "clip.safetensors"))
+        meta = {"model_name": self.model_name, "token_pool": self.token_pool,
+                "model_config": open_clip.get_model_config(self.model_name)}
+        (out_dir / "clip_config.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, clip_dir: Path) -> ClipEncoder:
+        """Rebuild a saved encoder from its own directory (config travels with the weights)."""
+        clip_dir = Path(clip_dir)
+        meta = json.loads((clip_dir / "clip_config.json").read_text())
+        name = meta["model_name"]
+        if open_clip.get_model_config(name) is None:
+            # a config that is not shipped with this package: register the saved copy
+            cfg_file = clip_dir / f"{name}.json"
+            cfg_file.write_text(json.dumps(meta["model_config"]))
+            open_clip.add_model_config(cfg_file)
+        model = open_clip.create_model(name, pretrained=None)
+        model.load_state_dict(load_file(str(clip_dir / "clip.safetensors")))
+        return cls(model.eval(), name, int(meta["token_pool"]))
+
+
+def build_clip(params: ClipParams) -> ClipEncoder:
+    """Tiny: random init from the registered config. Full: a local pretrained checkpoint."""
+    torch.manual_seed(params.seed)
+    model = open_clip.create_model(params.model_name, pretrained=params.pretrained_path)
+    return ClipEncoder(model, params.model_name, params.token_pool)
+
+
+def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tuple[int, int]],
+             descriptions: list[str], params: ClipParams,
+             on_step=None) -> dict[str, float]:
+    """Contrastive fit on (random frame of a GIF, its description) pairs.
+
+    `frames` holds every cached frame; `gif_frame_ranges[i]` is GIF i's [start, end) in it.
+    Stops at `fit_steps` or `fit_minutes`, whichever comes first; returns fit metrics.
+    """
+    model = encoder.model.train()
+    rng = np.random.default_rng(params.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.fit_lr, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.fit_lr,
+                                                total_steps=max(params.fit_steps, 2),
+                                                pct_start=0.1)
+    loss_fn = open_clip.ClipLoss()
+    texts = encoder.tokenizer(descriptions)
+    n = len(descriptions)
+    bs = min(params.fit_batch_size, n)
+    t0, step, loss_val, first = time.time(), 0, float("nan"), None
+    bar = tqdm(total=params.fit_steps, desc="fit CLIP", unit="step")
+    while step < params.fit_steps and (time.time() - t0) < params.fit_minutes * 60:
+        idx = rng.choice(n, size=bs, replace=False)
+        frame_idx = [rng.integers(*gif_frame_ranges[i]) for i in idx]
+        img = encoder.pixels(frames[frame_idx])
+        img_f, _ = model.visual(img)
+        txt_f = model.encode_text(texts[idx])
+        loss = loss_fn(F.normalize(img_f, dim=-1), F.normalize(txt_f, dim=-1),
+                       model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        loss_val = float(loss.detach())
+        first = loss_val if first is None else first
+        if on_step is not None:
+            on_step(step, loss_val)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_val:.3f}")
+    bar.close()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return {"clip_fit_steps": step, "clip_fit_seconds": round(time.time() - t0, 1),
+            "clip_fit_loss_first": first if first is not None else float("nan"),
+            "clip_fit_loss_last": loss_val}

@@ -1,0 +1,45 @@
+"""Read side of the index stage's frame cache: per-frame CLIP tokens and keyframes per question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+TOKENS_FILE = "frame_tokens.npy"
+EMB_FILE = "frame_emb.npy"
+FRAMES_FILE = "frames.parquet"
+KEYFRAMES_FILE = "keyframes.parquet"
+INDEX_FILE = "groups.faiss"
+CLIP_DIR = "clip"
+
+
+class FrameCache:
+    """Memory-mapped (T, N, Dv) float16 frame tokens, addressed by (gif_id, local frame)."""
+
+    def __init__(self, index_dir: Path) -> None:
+        index_dir = Path(index_dir)
+        self.tokens = np.load(index_dir / TOKENS_FILE, mmap_mode="r")
+        frames = pd.read_parquet(index_dir / FRAMES_FILE)
+        self.offset = dict(zip(frames.gif_id, frames.offset.astype(int), strict=True))
+        self.count = dict(zip(frames.gif_id, frames.n_cached.astype(int), strict=True))
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return int(self.tokens.shape[1]), int(self.tokens.shape[2])
+
+    def rows(self, gif_ids: list[str], local_frames: list[list[int]]) -> np.ndarray:
+        """Global cache rows (B, F) for each question's keyframes."""
+        return np.array([[self.offset[g] + f for f in fr]
+                         for g, fr in zip(gif_ids, local_frames, strict=True)], dtype=np.int64)
+
+    def gather(self, rows: np.ndarray) -> torch.Tensor:
+        """(B, F) cache rows → float32 (B, F, N, Dv)."""
+        flat = np.asarray(self.tokens[np.asarray(rows).reshape(-1)], dtype=np.float32)
+        return torch.from_numpy(flat.reshape(*rows.shape, *flat.shape[1:]))
+
+
+def load_keyframes(index_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(index_dir) / KEYFRAMES_FILE)

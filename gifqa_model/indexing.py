@@ -1,0 +1,105 @@
+"""The index stage: fit (then freeze) the CLIP encoder, cache frame tokens, pick keyframes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from gifqa_model.clip_encoder import ClipEncoder, ClipParams, build_clip, fit_clip
+from gifqa_model.clipcut import (
+    GroupLayout,
+    IndexParams,
+    build_index,
+    group_embeddings,
+    retrieve_keyframes,
+    save_index,
+)
+from gifqa_model.features import (
+    CLIP_DIR,
+    EMB_FILE,
+    FRAMES_FILE,
+    INDEX_FILE,
+    KEYFRAMES_FILE,
+    TOKENS_FILE,
+)
+from gifqa_model.gifs import decode_frames, sample_indices
+
+log = logging.getLogger(__name__)
+
+INDEX_PARAMS_FILE = "index_params.json"
+
+
+def cached_frame_indices(n_frames: int, frames_per_gif: int) -> list[int]:
+    """Which source frames of a GIF are cached: all of them, or an even spread."""
+    if n_frames <= frames_per_gif:
+        return list(range(n_frames))
+    return list(sample_indices(n_frames, frames_per_gif))
+
+
+def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int,
+                  image_size: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Decode every GIF's cached frames into one uint8 (T, S, S, 3) array plus its layout."""
+    chunks, rows, offset = [], [], 0
+    for row in tqdm(manifest.itertuples(), total=len(manifest), desc="decode frames",
+                    unit="gif"):
+        idx = cached_frame_indices(int(row.n_frames), frames_per_gif)
+        frames = decode_frames(row.path, indices=idx, size=image_size)
+        chunks.append(frames)
+        rows.append({"gif_id": row.gif_id, "offset": offset, "n_cached": len(frames),
+                     "source_frames": idx[: len(frames)]})
+        offset += len(frames)
+    return np.concatenate(chunks), pd.DataFrame(rows)
+
+
+def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
+              params: IndexParams, out_dir: Path,
+              encoder: ClipEncoder | None = None) -> dict:
+    """Fit CLIP on train GIFs, cache all frame tokens, index groups, choose keyframes."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    encoder = encoder or build_clip(clip_params)
+    manifest = manifest.reset_index(drop=True)
+    frames, frame_table = decode_corpus(manifest, params.frames_per_gif, encoder.image_size)
+
+    train = manifest.index[manifest.split == "train"].to_numpy()
+    ranges = [(int(frame_table.offset[i]), int(frame_table.offset[i] + frame_table.n_cached[i]))
+              for i in train]
+    metrics: dict = {}
+    if clip_params.pretrained_path is None and len(train) >= 2:
+        metrics.update(fit_clip(encoder, frames, ranges,
+                                manifest.description[train].tolist(), clip_params))
+    encoder.save(out_dir / CLIP_DIR)
+    # the serving path must cut and group frames exactly as this stage did
+    (out_dir / CLIP_DIR / INDEX_PARAMS_FILE).write_text(params.model_dump_json(indent=2))
+
+    tokens, emb = encoder.embed_frames(frames)
+    np.save(out_dir / TOKENS_FILE, tokens)
+    np.save(out_dir / EMB_FILE, emb)
+    frame_table.to_parquet(out_dir / FRAMES_FILE, index=False)
+
+    layout = GroupLayout.from_counts(frame_table.n_cached.to_numpy(), params.group_size)
+    index = build_index(group_embeddings(emb, layout), params)
+    save_index(index, out_dir / INDEX_FILE)
+
+    row_of = {g: i for i, g in enumerate(manifest.gif_id)}
+    qa = qa[qa.gif_id.isin(row_of)].reset_index(drop=True)
+    q_emb = encoder.embed_texts(qa.question.tolist())
+    gif_rows = qa.gif_id.map(row_of).to_numpy()
+    local = retrieve_keyframes(index, layout, gif_rows, q_emb, params)
+    src = [[frame_table.source_frames[g][f] for f in fr] for g, fr in zip(gif_rows, local,
+                                                                          strict=True)]
+    pd.DataFrame({"qa_id": qa.qa_id, "gif_id": qa.gif_id, "frames": local,
+                  "source_frames": src}).to_parquet(out_dir / KEYFRAMES_FILE, index=False)
+    metrics.update({
+        "n_gifs": len(manifest), "n_frames_cached": int(len(frames)),
+        "n_groups": int(layout.group_counts.sum()), "n_questions": len(qa),
+        "token_shape": list(tokens.shape[1:]), "index_type": type(index).__name__,
+        "index_seconds": round(time.time() - t0, 1),
+    })
+    return metrics

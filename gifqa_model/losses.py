@@ -1,0 +1,87 @@
+"""Masked video modelling (ST-LLM) on top of the answer cross-entropy.
+
+Per batch a ratio ρ ~ N(mean, std) clipped to [lo, hi] is drawn and that share of the visual
+tokens is dropped (removed from the sequence, the kept ones keep their original positions).
+The LM runs on the masked sequence with gradients; the unmasked sequence runs under no_grad as
+the target. On the kept visual positions the last hidden states are compared with 2 - 2·cos.
+The answer cross-entropy is taken on the masked pass, so the masking also regularises the
+answer head. With λ = 0 the masked pass is skipped and the loss is the plain cross-entropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gifqa_model.model import GifQAModel
+
+
+@dataclass
+class MVMConfig:
+    weight: float = 1.0  # λ
+    ratio_mean: float = 0.5
+    ratio_std: float = 0.1
+    ratio_min: float = 0.1
+    ratio_max: float = 0.7
+
+
+def draw_mask_ratio(cfg: MVMConfig, generator: torch.Generator | None = None) -> float:
+    r = cfg.ratio_mean + cfg.ratio_std * torch.randn((), generator=generator).item()
+    return float(min(max(r, cfg.ratio_min), cfg.ratio_max))
+
+
+def keep_indices(b: int, v: int, ratio: float, device: torch.device,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, V_keep) sorted indices of the visual tokens that survive a drop of `ratio`."""
+    n_keep = max(1, round(v * (1.0 - ratio)))
+    scores = torch.rand(b, v, generator=generator).to(device)
+    return scores.topk(n_keep, dim=1).indices.sort(dim=1).values
+
+
+def mvm_distance(masked_hidden: torch.Tensor, target_hidden: torch.Tensor) -> torch.Tensor:
+    """Mean of 2 - 2·cos between L2-normalised hidden states, shape (B, V_keep, D)."""
+    a = F.normalize(masked_hidden.float(), dim=-1)
+    b = F.normalize(target_hidden.float(), dim=-1)
+    return (2 - 2 * (a * b).sum(-1)).mean()
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    answer_loss: torch.Tensor
+    mvm_loss: torch.Tensor
+    mask_ratio: float
+    n_visual: int
+    n_visual_kept: int
+
+
+def gifqa_loss(
+    model: GifQAModel,
+    frame_tokens: torch.Tensor,
+    text_ids: torch.Tensor,
+    text_mask: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: MVMConfig,
+    generator: torch.Generator | None = None,
+) -> LossOutput:
+    visual = model.encode_visual(frame_tokens)
+    b, v = visual.shape[:2]
+    if cfg.weight <= 0:
+        logits, _ = model.run_lm(visual, text_ids, text_mask)
+        ce = model.answer_loss(logits, labels)
+        return LossOutput(ce, ce.detach(), torch.zeros(()), 0.0, v, v)
+
+    ratio = draw_mask_ratio(cfg, generator)
+    keep = keep_indices(b, v, ratio, visual.device, generator)
+    # gather makes a new tensor: the masked input is not a view of the unmasked one
+    masked_visual = visual.gather(1, keep[..., None].expand(-1, -1, visual.shape[-1]))
+    logits, hidden = model.run_lm(masked_visual, text_ids, text_mask,
+                                  visual_positions=keep, n_visual_slots=v)
+    ce = model.answer_loss(logits, labels)
+    with torch.no_grad():
+        _, full_hidden = model.run_lm(visual.detach(), text_ids, text_mask)
+        target = full_hidden.gather(1, keep[..., None].expand(-1, -1, full_hidden.shape[-1]))
+    mvm = mvm_distance(hidden[:, : keep.shape[1]], target)
+    return LossOutput(ce + cfg.weight * mvm, ce.detach(), mvm.detach(), ratio, v, keep.shape[1])

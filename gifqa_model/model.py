@@ -1,0 +1,241 @@
+"""GifQAModel: cached CLIP frame tokens → Q-Former → projection → causal LM.
+
+The shape of the data through the model (B questions, F keyframes, N CLIP tokens per frame):
+
+    frame tokens   (B, F, N, Dv)   frozen CLIP vision tokens, cached by the index stage
+    + frame pos    (F, Dv)         so the Q-Former output of frame t knows it is frame t
+    Q-Former       (B·F, Q, Hq)    Q learned queries cross-attend to one frame's N tokens
+    projection     (B, F·Q, Dlm)   visual tokens in the LM's embedding space, time order
+    LM input       [visual tokens][BOS question SEP][answer EOS]
+
+The LM is trained with the answer cross-entropy plus ST-LLM's masked video modelling loss
+(`gifqa_model.losses`). One code path serves both profiles: `tiny` builds every component from
+small configs (random init), `full` loads a pretrained Q-Former and causal LM from local
+directories and freezes the LM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    Blip2QFormerConfig,
+    Blip2QFormerModel,
+    GPT2Config,
+    PreTrainedTokenizerBase,
+)
+
+
+@dataclass
+class GifQAConfig:
+    profile: str = "tiny"
+    vision_width: int = 128  # width of the cached CLIP tokens (Dv)
+    max_frames: int = 16  # size of the frame-position table
+    n_query: int = 4  # Q-Former queries per frame
+    qformer_hidden: int = 128
+    qformer_layers: int = 2
+    qformer_heads: int = 4
+    qformer_intermediate: int = 256
+    lm_hidden: int = 128
+    lm_layers: int = 2
+    lm_heads: int = 4
+    lm_max_positions: int = 160
+    dropout: float = 0.1
+    vocab_size: int = 0  # set from the tokenizer
+    # full profile: pretrained components from local directories (never a hub name)
+    qformer_dir: str | None = None
+    lm_dir: str | None = None
+    freeze_lm: bool = False
+    # filled in at build time so a saved model can be rebuilt without the source dirs
+    qformer_config: dict = field(default_factory=dict)
+    lm_config: dict = field(default_factory=dict)
+
+
+def _qformer_config(cfg: GifQAConfig) -> Blip2QFormerConfig:
+    if cfg.qformer_config:
+        return Blip2QFormerConfig(**cfg.qformer_config)
+    return Blip2QFormerConfig(
+        hidden_size=cfg.qformer_hidden,
+        num_hidden_layers=cfg.qformer_layers,
+        num_attention_heads=cfg.qformer_heads,
+        intermediate_size=cfg.qformer_intermediate,
+        encoder_hidden_size=cfg.vision_width,
+        cross_attention_frequency=1,
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
+    )
+
+
+def _lm_from_config(cfg: GifQAConfig) -> nn.Module:
+    if cfg.lm_config:
+        lm_cfg = AutoConfig.for_model(**cfg.lm_config)
+    else:
+        lm_cfg = GPT2Config(
+            vocab_size=cfg.vocab_size,
+            n_embd=cfg.lm_hidden,
+            n_layer=cfg.lm_layers,
+            n_head=cfg.lm_heads,
+            n_positions=cfg.lm_max_positions,
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+        )
+    return AutoModelForCausalLM.from_config(lm_cfg)
+
+
+class GifQAModel(nn.Module):
+    def __init__(self, cfg: GifQAConfig, pretrained: bool = False) -> None:
+        """Build the model. `pretrained=True` loads the full profile's local directories."""
+        super().__init__()
+        if pretrained and cfg.qformer_dir:
+            self.qformer = Blip2QFormerModel.from_pretrained(cfg.qformer_dir)
+        else:
+            self.qformer = Blip2QFormerModel(_qformer_config(cfg))
+        if pretrained and cfg.lm_dir:
+            self.lm = AutoModelForCausalLM.from_pretrained(cfg.lm_dir)
+        else:
+            self.lm = _lm_from_config(cfg)
+        cfg.qformer_config = self.qformer.config.to_diff_dict()
+        cfg.lm_config = self.lm.config.to_diff_dict()
+        cfg.qformer_hidden = self.qformer.config.hidden_size
+        cfg.lm_hidden = self.lm.get_input_embeddings().embedding_dim
+        cfg.vocab_size = self.lm.get_input_embeddings().num_embeddings
+        self.cfg = cfg
+
+        self.frame_pos = nn.Embedding(cfg.max_frames, self.qformer.config.encoder_hidden_size)
+        self.query_tokens = nn.Parameter(torch.randn(1, cfg.n_query, cfg.qformer_hidden) * 0.02)
+        self.proj = nn.Linear(cfg.qformer_hidden, cfg.lm_hidden)
+        if cfg.freeze_lm:
+            for p in self.lm.parameters():
+                p.requires_grad_(False)
+
+    # ---- visual side -------------------------------------------------------------------
+    def encode_visual(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, F, N, Dv) cached CLIP tokens → (B, F·Q, Dlm) visual tokens in time order."""
+        b, f, n, dv = frame_tokens.shape
+        x = frame_tokens + self.frame_pos.weight[:f].view(1, f, 1, dv)
+        x = x.reshape(b * f, n, dv)
+        queries = self.query_tokens.expand(b * f, -1, -1)
+        out = self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
+        return self.proj(out).reshape(b, f * self.cfg.n_query, -1)
+
+    # ---- LM side -----------------------------------------------------------------------
+    def run_lm(
+        self,
+        visual: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        visual_positions: torch.Tensor | None = None,
+        n_visual_slots: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the LM on [visual][text]; returns (logits, last hidden states).
+
+        `visual_positions` (B, V') lets the masked pass keep each kept visual token at its
+        original position, so the masked and unmasked passes compare like with like; text
+        positions always start after all `n_visual_slots` visual slots.
+        """
+        b, v = visual.shape[:2]
+        slots = n_visual_slots if n_visual_slots is not None else v
+        if visual_positions is None:
+            visual_positions = torch.arange(v, device=visual.device).expand(b, v)
+        # left-padded text (inference) must not shift positions: count real tokens only
+        text_pos = slots + (text_mask.long().cumsum(1) - 1).clamp(min=0)
+        position_ids = torch.cat([visual_positions, text_pos], dim=1)
+        embeds = torch.cat([visual.to(self.lm.dtype), self.lm.get_input_embeddings()(text_ids)], 1)
+        mask = torch.cat([torch.ones(b, v, dtype=text_mask.dtype, device=text_mask.device),
+                          text_mask], dim=1)
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                      output_hidden_states=True)
+        return out.logits, out.hidden_states[-1]
+
+    def answer_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the answer tokens; logits cover [visual][text], labels cover text."""
+        text_logits = logits[:, -labels.shape[1]:]
+        return F.cross_entropy(
+            text_logits[:, :-1].reshape(-1, text_logits.shape[-1]).float(),
+            labels[:, 1:].reshape(-1),
+            ignore_index=-100,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        frame_tokens: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        eos_id: int,
+        max_new_tokens: int = 4,
+    ) -> list[list[int]]:
+        """Greedy decoding of the answer; prompts are left-padded. Returns token ids per row."""
+        visual = self.encode_visual(frame_tokens)
+        ids, mask = prompt_ids, prompt_mask
+        out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            logits, _ = self.run_lm(visual, ids, mask)
+            nxt = logits[:, -1].argmax(-1)
+            for i, tok in enumerate(nxt.tolist()):
+                if not done[i] and tok != eos_id:
+                    out[i].append(tok)
+            done |= nxt == eos_id
+            if bool(done.all()):
+                break
+            ids = torch.cat([ids, nxt[:, None]], 1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        return out
+
+    # ---- persistence -------------------------------------------------------------------
+    def save_pretrained(self, out_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        # GPT-2 ties lm_head to the token embedding; safetensors refuses shared storage
+        state = _drop_tied(self, state)
+        save_file(state, str(out_dir / "model.safetensors"))
+        (out_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2, default=str))
+        tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+
+    @classmethod
+    def from_pretrained(cls, model_dir: Path) -> GifQAModel:
+        """Rebuild from a saved directory; needs no source directories and no hub."""
+        model_dir = Path(model_dir)
+        cfg = GifQAConfig(**json.loads((model_dir / "config.json").read_text()))
+        model = cls(cfg, pretrained=False)
+        state = load_file(str(model_dir / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = set(_tied_keys(model))
+        if unexpected or set(missing) - tied:
+            raise RuntimeError(f"weights do not match config: missing={missing} "
+                               f"unexpected={unexpected}")
+        model.lm.tie_weights()
+        return model.eval()
+
+
+def _tied_keys(model: nn.Module) -> list[str]:
+    seen: dict[int, str] = {}
+    tied: list[str] = []
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        ptr = tensor.data_ptr()
+        if ptr in seen:
+            tied.append(name)
+        else:
+            seen[ptr] = name
+    return tied
+
+
+def _drop_tied(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for key in _tied_keys(model):
+        state.pop(key, None)
+    return state
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

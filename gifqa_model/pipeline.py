@@ -1,0 +1,134 @@
+"""Stage runners: where each stage reads its inputs and writes outputs/ and metrics/.
+
+The computing lives in the stage modules (pure functions); this module only knows the file
+layout, so `dvc repro`, the CLI and the tests run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from gifqa_model.config import Params
+
+log = logging.getLogger(__name__)
+
+STAGES = ["ingest", "synth_qa", "validate", "index", "train", "evaluate"]
+OUTPUTS = Path("outputs")
+METRICS = Path("metrics")
+DATA_DIR = Path("data") / "shapesworld"
+MLFLOW_RUN_ENV = "GIFQA_MLFLOW_RUN_ID"
+
+
+def out_dir(stage: str, root: Path = Path(".")) -> Path:
+    return root / OUTPUTS / {"synth_qa": "qa"}.get(stage, stage)
+
+
+def write_metrics(stage: str, metrics: dict, root: Path = Path(".")) -> Path:
+    path = root / METRICS / f"{'eval' if stage == 'evaluate' else stage}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    return path
+
+
+def read_metrics(stage: str, root: Path = Path(".")) -> dict:
+    path = root / METRICS / f"{'eval' if stage == 'evaluate' else stage}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> dict:
+    """Generate the embedded ShapesWorld corpus into data/ (deterministic by seed)."""
+    from gifqa_model.shapes import generate_corpus
+
+    target = root / DATA_DIR
+    if (target / "descriptions.tsv").is_file() and not force:
+        n = sum(1 for _ in (target / "gifs").glob("*.gif"))
+        return {"generated": False, "n_gifs": n, "path": str(target)}
+    table = generate_corpus(target, params.shapes)
+    return {"generated": True, "n_gifs": len(table), "path": str(target)}
+
+
+def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.ingest import run_ingest
+
+    metrics = run_ingest(params.ingest, out_dir("ingest", root))
+    write_metrics("ingest", metrics, root)
+    return metrics
+
+
+def stage_synth_qa(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.qa import synth_qa
+
+    manifest = pd.read_parquet(out_dir("ingest", root) / "manifest.parquet")
+    qa, metrics = synth_qa(manifest, params.qa)
+    out = out_dir("synth_qa", root)
+    out.mkdir(parents=True, exist_ok=True)
+    qa.to_parquet(out / "qa.parquet", index=False)
+    write_metrics("synth_qa", metrics, root)
+    return metrics
+
+
+def stage_validate(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.validation import ValidationFailed, run_validation
+
+    manifest = pd.read_parquet(out_dir("ingest", root) / "manifest.parquet")
+    qa = pd.read_parquet(out_dir("synth_qa", root) / "qa.parquet")
+    try:
+        result = run_validation(manifest, qa, params.validate_, out_dir("validate", root))
+    except ValidationFailed as exc:
+        write_metrics("validate", {"failed": True, "message": str(exc)}, root)
+        raise
+    write_metrics("validate", result.metrics, root)
+    return result.metrics
+
+
+def _clean_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    d = out_dir("validate", root)
+    return pd.read_parquet(d / "manifest_clean.parquet"), pd.read_parquet(d / "qa_clean.parquet")
+
+
+def stage_index(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.indexing import run_index
+
+    manifest, qa = _clean_tables(root)
+    metrics = run_index(manifest, qa, params.clip, params.index, out_dir("index", root))
+    write_metrics("index", metrics, root)
+    return metrics
+
+
+def stage_train(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.features import load_keyframes
+    from gifqa_model.plots import plot_training_curve
+    from gifqa_model.train import run_train
+
+    _, qa = _clean_tables(root)
+    keyframes = load_keyframes(out_dir("index", root))
+    out = out_dir("train", root)
+    metrics = run_train(qa, keyframes, out_dir("index", root), params.train, out,
+                        mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None)
+    if (out / "curve.csv").is_file():
+        plot_training_curve(out / "curve.csv", out / "training_curve.png")
+    write_metrics("train", metrics, root)
+    return metrics
+
+
+def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.evaluate import run_evaluate
+    from gifqa_model.features import load_keyframes
+    from gifqa_model.plots import plot_accuracy_by_qtype
+
+    _, qa = _clean_tables(root)
+    out = out_dir("evaluate", root)
+    metrics, _ = run_evaluate(out_dir("train", root) / "model", out_dir("index", root), qa,
+                              load_keyframes(out_dir("index", root)), params.evaluate, out)
+    plot_accuracy_by_qtype(metrics, out / "accuracy_by_qtype.png")
+    write_metrics("evaluate", metrics, root)
+    return metrics
+
+
+RUNNERS = {"ingest": stage_ingest, "synth_qa": stage_synth_qa, "validate": stage_validate,
+           "index": stage_index, "train": stage_train, "evaluate": stage_evaluate}

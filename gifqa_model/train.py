@@ -1,0 +1,236 @@
+"""The train stage: fit Q-Former + projection + LM on cached CLIP frame tokens.
+
+Runs on one CPU process, one GPU, or `torchrun` DDP (gloo on CPU, nccl on CUDA); only rank 0
+writes files and logs to MLflow. Cosine schedule with warmup, gradient accumulation and
+clipping, AMP on CUDA, checkpoints that resume to the same trajectory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from gifqa_model.evaluate import exact_match, predict_answers
+from gifqa_model.features import FrameCache
+from gifqa_model.losses import MVMConfig, gifqa_loss
+from gifqa_model.model import GifQAConfig, GifQAModel, count_parameters
+from gifqa_model.text import encode_train_batch, load_tokenizer, train_word_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class TrainParams(BaseModel):
+    seed: int = 0
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_steps: int = 3000
+    max_minutes: float = 6.0  # wall-clock cap; the cosine schedule is laid over max_steps
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_samples: int = 512
+    checkpoint_every: int = 500
+    resume: bool = True
+    mvm: dict = Field(default_factory=dict)  # MVMConfig fields
+    model: dict = Field(default_factory=dict)  # GifQAConfig fields
+    tokenizer_dir: str | None = None  # full profile: the pretrained LM's tokenizer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cosine_lr(step: int, params: TrainParams) -> float:
+    if step < params.warmup_steps:
+        return params.lr * (step + 1) / params.warmup_steps
+    progress = min(1.0, (step - params.warmup_steps) / max(1, params.max_steps - params.warmup_steps))
+    return params.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Join the torchrun process group when launched by torchrun; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank, world = _dist_info()
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+class MlflowCurveLogger:
+    """Logs per-step curves to an existing MLflow run (the flow's) from rank 0 only."""
+
+    def __init__(self, run_id: str | None, rank: int) -> None:
+        self.run_id = run_id if rank == 0 else None
+        self.client = None
+        if self.run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step)
+                                                    for k, v in metrics.items()])
+
+
+def _training_table(qa: pd.DataFrame, keyframes: pd.DataFrame, split: str) -> pd.DataFrame:
+    return qa[qa.split == split].merge(keyframes[["qa_id", "frames"]], on="qa_id")
+
+
+def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: TrainParams,
+              out_dir: Path, mlflow_run_id: str | None = None) -> dict:
+    """Train on the train split, monitor on val; returns metrics (rank 0 writes out_dir)."""
+    rank, world, device = init_distributed()
+    seed_everything(params.seed)
+    out_dir = Path(out_dir)
+    cache = FrameCache(index_dir)
+    train = _training_table(qa, keyframes, "train")
+    val = _training_table(qa, keyframes, "val").head(params.eval_samples)
+    train_rows = cache.rows(train.gif_id.tolist(), train.frames.tolist())
+    val_rows = cache.rows(val.gif_id.tolist(), val.frames.tolist())
+
+    tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
+                 train_word_tokenizer(pd.concat([train.question, train.answer]).tolist()))
+    n_frames = train_rows.shape[1]
+    cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "max_frames": max(16, n_frames),
+                         "vocab_size": len(tokenizer), **params.model})
+    model = GifQAModel(cfg, pretrained=cfg.profile == "full").to(device)
+    mvm_cfg = MVMConfig(**params.mvm)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    ddp_model = (torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model)
+
+    ckpt_path = out_dir / "checkpoints" / "last.pt"
+    step, curve = 0, []
+    if params.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, curve = state["step"], state["curve"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at step %d", ckpt_path, step)
+
+    amp_dtype = (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported()
+                 else torch.float16)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    logger = MlflowCurveLogger(mlflow_run_id, rank)
+    # the batch order is a pure function of (seed, step): a resumed run sees the same batches
+    n = len(train)
+    per_rank = max(1, params.batch_size // world)
+    t0, start_step = time.time(), step
+    bar = tqdm(total=params.max_steps, initial=step, desc="train", unit="step",
+               disable=rank != 0)
+    model.train()
+    while step < params.max_steps and (time.time() - t0) < params.max_minutes * 60:
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, params)
+        opt.zero_grad(set_to_none=True)
+        stats = []
+        for micro in range(params.grad_accum):
+            rng = np.random.default_rng([params.seed, step, micro])
+            idx = rng.choice(n, size=min(params.batch_size, n), replace=False)
+            idx = idx[rank::world][:per_rank]
+            ids, mask, labels = encode_train_batch(
+                tokenizer, train.question.iloc[idx].tolist(), train.answer.iloc[idx].tolist())
+            feats = cache.gather(train_rows[idx]).to(device)
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            sync = (contextlib.nullcontext() if world == 1 or micro == params.grad_accum - 1
+                    else ddp_model.no_sync())
+            with sync, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                out = gifqa_loss(ddp_model.module if world > 1 else model, feats, ids.to(device),
+                                 mask.to(device), labels.to(device), mvm_cfg, gen)
+                scaler.scale(out.loss / params.grad_accum).backward()
+            stats.append(out)
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        point = {"step": step, "loss": float(np.mean([float(s.loss) for s in stats])),
+                 "answer_loss": float(np.mean([float(s.answer_loss) for s in stats])),
+                 "mvm_loss": float(np.mean([float(s.mvm_loss) for s in stats])),
+                 "mask_ratio": float(np.mean([s.mask_ratio for s in stats])),
+                 "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
+                 "seconds": round(time.time() - t0, 2)}
+        if rank == 0 and len(val) and (step % params.eval_every == 0 or step == params.max_steps):
+            pred = predict_answers(model, tokenizer, cache, val_rows, val.question.tolist())
+            point["val_accuracy"] = float(exact_match(pred, val.answer.tolist()).mean())
+            model.train()
+        curve.append(point)
+        logger.log({k: v for k, v in point.items() if k != "step"}, step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{point['loss']:.3f}", acc=point.get("val_accuracy", ""))
+        if rank == 0 and step % params.checkpoint_every == 0:
+            save_checkpoint(ckpt_path, model, opt, step, curve)
+    bar.close()
+    elapsed = time.time() - t0
+
+    metrics = {"steps": step, "train_seconds": round(elapsed, 1),
+               "qa_per_second": round((step - start_step) * params.batch_size
+                                      * params.grad_accum / max(elapsed, 1e-9), 1),
+               "n_train_qa": n, "n_params_trainable": count_parameters(model),
+               "final_loss": curve[-1]["loss"] if curve else float("nan"),
+               "world_size": world, "device": device.type}
+    vals = [p["val_accuracy"] for p in curve if "val_accuracy" in p]
+    if vals:
+        metrics["val_accuracy"] = vals[-1]
+    if rank == 0:
+        model.save_pretrained(out_dir / "model", tokenizer)
+        save_checkpoint(ckpt_path, model, opt, step, curve)
+        write_curve(curve, out_dir / "curve.csv")
+        (out_dir / "model" / "train_params.json").write_text(params.model_dump_json(indent=2))
+    if world > 1:
+        dist.barrier()
+    return metrics
+
+
+def save_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer, step: int,
+                    curve: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "curve": curve, "torch_rng": torch.get_rng_state(),
+                "config": asdict(model.cfg)}, tmp)
+    tmp.replace(path)  # atomic: a kill mid-save never leaves a half checkpoint
+
+
+def write_curve(curve: list[dict], path: Path) -> None:
+    keys = sorted({k for p in curve for k in p}, key=lambda k: (k != "step", k))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(curve)

@@ -1,0 +1,87 @@
+"""CLIP-Cut: the FAISS group index, per-GIF search, time-ordered keyframes, the CLIP encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gifqa_model.clip_encoder import ClipEncoder, ClipParams, build_clip, fit_clip
+from gifqa_model.clipcut import (
+    GroupLayout,
+    IndexParams,
+    build_index,
+    group_embeddings,
+    keyframes_for,
+    retrieve_keyframes,
+    search_gif,
+    uniform_frames,
+)
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_layout_groups_and_offsets():
+    layout = GroupLayout.from_counts(np.array([5, 4]), group_size=2)
+    assert layout.group_counts.tolist() == [3, 2]
+    assert layout.group_offsets.tolist() == [0, 3]
+    assert layout.frame_offsets.tolist() == [0, 5]
+    assert layout.group_frames(0, 2) == [4]
+
+
+def test_search_stays_inside_its_gif_and_keyframes_are_time_ordered():
+    # two GIFs of 6 frames; GIF 1's best match for the query is its last group,
+    # GIF 0 holds an even better match that must not leak into GIF 1's answer
+    dim = 4
+    emb = np.tile(_unit([0, 0, 0, 1]), (12, 1))
+    emb[0:2] = _unit([1, 0, 0, 0])  # GIF 0, group 0: perfect match
+    emb[10:12] = _unit([1, 0.5, 0, 0])  # GIF 1, group 2: best within GIF 1
+    emb[6:8] = _unit([0.5, 0, 0, 1])  # GIF 1, group 0: second best
+    layout = GroupLayout.from_counts(np.array([6, 6]), group_size=2)
+    params = IndexParams(group_size=2, top_k=2)
+    index = build_index(group_embeddings(emb, layout), params)
+    ids, scores = search_gif(index, _unit([1, 0, 0, 0]), 3, 6, k=2)
+    assert set(ids.tolist()) <= {3, 4, 5}
+    assert ids[0] == 5 and scores[0] >= scores[-1]
+    frames = retrieve_keyframes(index, layout, np.array([1]), _unit([[1, 0, 0, 0]]), params)[0]
+    assert frames == [0, 1, 4, 5]
+    assert dim == emb.shape[1]
+
+
+def test_ivf_index_path_also_filters():
+    rng = np.random.default_rng(0)
+    emb = _unit(rng.normal(size=(400, 8)))
+    layout = GroupLayout.from_counts(np.full(100, 4), group_size=1)
+    params = IndexParams(group_size=1, top_k=3, ivf_min_groups=100, ivf_nlist=8, ivf_nprobe=8)
+    index = build_index(group_embeddings(emb, layout), params)
+    ids, _ = search_gif(index, emb[41], 40, 44, k=3)
+    assert ids[0] == 41 and set(ids.tolist()) <= set(range(40, 44))
+
+
+def test_short_gif_keyframes_padded_in_time_order():
+    layout = GroupLayout.from_counts(np.array([3]), group_size=2)
+    assert keyframes_for(layout, 0, np.array([1]), 4) == [2, 2, 2, 2]
+    assert keyframes_for(layout, 0, np.array([0, 1]), 4) == [0, 0, 1, 2]
+    assert uniform_frames(16, 4) == [0, 5, 10, 15]
+
+
+def test_clip_encoder_fit_embed_save_load(tmp_path):
+    params = ClipParams(fit_steps=3, fit_batch_size=4, token_pool=2)
+    enc = build_clip(params)
+    frames = np.random.default_rng(0).integers(0, 255, size=(12, 64, 64, 3), dtype=np.uint8)
+    before = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    m = fit_clip(enc, frames, [(0, 3), (3, 6), (6, 9), (9, 12)],
+                 ["a red circle", "a blue square", "two green stars", "a white diamond"], params)
+    assert m["clip_fit_steps"] == 3
+    assert any(not torch.equal(before[k], v) for k, v in enc.model.state_dict().items())
+    tokens, pooled = enc.embed_frames(frames)
+    assert tokens.shape == (12, 16, enc.token_width) and tokens.dtype == np.float16
+    assert np.allclose(np.linalg.norm(pooled, axis=1), 1, atol=1e-4)
+    enc.save(tmp_path / "clip")
+    again = ClipEncoder.load(tmp_path / "clip")
+    t2, p2 = again.embed_frames(frames)
+    assert np.allclose(pooled, p2, atol=1e-5)
+    q = again.embed_texts(["what is the color of the circle ?"])
+    assert q.shape == (1, pooled.shape[1])

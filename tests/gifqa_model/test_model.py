@@ -1,0 +1,87 @@
+"""GifQAModel and MVM on tiny configs: real modules, milliseconds."""
+
+from __future__ import annotations
+
+import torch
+
+from gifqa_model.losses import MVMConfig, gifqa_loss, keep_indices
+from gifqa_model.model import GifQAConfig, GifQAModel
+from gifqa_model.text import (
+    decode_answers,
+    encode_prompts,
+    encode_train_batch,
+    normalize_answer,
+    train_word_tokenizer,
+)
+
+QS = ["what is the color of the circle ?", "how many squares grow ?"]
+AS = ["red", "two"]
+
+
+def _tiny():
+    tok = train_word_tokenizer(QS + AS)
+    torch.manual_seed(0)
+    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
+                      lm_hidden=32, vocab_size=len(tok), dropout=0.0)
+    return GifQAModel(cfg), tok
+
+
+def test_visual_tokens_shape_and_time_order_matters():
+    model, _ = _tiny()
+    feats = torch.randn(3, 4, 5, 32)
+    vis = model.encode_visual(feats)
+    assert vis.shape == (3, 4 * 2, 32)
+    # the frame-position embedding makes the same frames in another order look different
+    flipped = model.encode_visual(feats.flip(1)).reshape(3, 4, 2, 32).flip(1).reshape(3, 8, 32)
+    assert not torch.allclose(vis, flipped)
+
+
+def test_mvm_masked_pass_sees_fewer_tokens_and_has_gradient():
+    model, tok = _tiny()
+    ids, mask, labels = encode_train_batch(tok, QS, AS)
+    feats = torch.randn(2, 4, 5, 32)
+    out = gifqa_loss(model, feats, ids, mask, labels, MVMConfig(weight=1.0),
+                     torch.Generator().manual_seed(0))
+    assert 0.1 <= out.mask_ratio <= 0.7
+    assert out.n_visual_kept < out.n_visual
+    assert float(out.mvm_loss) > 0  # the masked pass really differs from the unmasked one
+    out.loss.backward()
+    assert model.query_tokens.grad is not None and model.query_tokens.grad.abs().sum() > 0
+
+
+def test_mvm_off_is_plain_cross_entropy():
+    model, tok = _tiny()
+    model.eval()
+    ids, mask, labels = encode_train_batch(tok, QS, AS)
+    out = gifqa_loss(model, torch.randn(2, 4, 5, 32), ids, mask, labels, MVMConfig(weight=0.0))
+    assert out.n_visual_kept == out.n_visual and float(out.mvm_loss) == 0.0
+    assert torch.isclose(out.loss, out.answer_loss)
+
+
+def test_keep_indices_sorted_and_ratio():
+    keep = keep_indices(4, 20, 0.5, torch.device("cpu"), torch.Generator().manual_seed(1))
+    assert keep.shape == (4, 10)
+    assert torch.all(keep[:, 1:] > keep[:, :-1])
+
+
+def test_overfits_two_questions_and_generates(tmp_path):
+    model, tok = _tiny()
+    ids, mask, labels = encode_train_batch(tok, QS, AS)
+    feats = torch.randn(2, 4, 5, 32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = gifqa_loss(model, feats, ids, mask, labels, MVMConfig(weight=0.0)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    p, pm = encode_prompts(tok, QS)
+    assert decode_answers(tok, model.generate(feats, p, pm, tok.eos_token_id)) == AS
+    model.save_pretrained(tmp_path / "m", tok)
+    again = GifQAModel.from_pretrained(tmp_path / "m")
+    assert decode_answers(tok, again.generate(feats, p, pm, tok.eos_token_id)) == AS
+
+
+def test_normalize_answer():
+    assert normalize_answer(" The Red ") == "red"
+    assert normalize_answer("top-left") == "top left"

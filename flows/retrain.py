@@ -8,6 +8,7 @@ apply_offline_env()
 
 import os  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import mlflow  # noqa: E402
@@ -19,7 +20,7 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from gifqa_model.config import flat_params, load_params  # noqa: E402
 from gifqa_model.pipeline import MLFLOW_RUN_ENV, STAGES, out_dir, stage_data  # noqa: E402
-from tasks.stages import log_stage_metrics, run_dvc_stage  # noqa: E402
+from tasks.stages import log_stage_metrics, run_dvc_stage, stage_env  # noqa: E402
 
 EXPERIMENT = "gifqa"
 
@@ -49,13 +50,17 @@ def lineage_tags(project: Path) -> dict[str, str]:
 
 @task(name="ensure-data")
 def ensure_data(project_dir: str) -> dict:
-    """The embedded corpus is generated (deterministically) when data/ is absent."""
-    cwd = os.getcwd()
-    os.chdir(project_dir)
-    try:
-        return stage_data(load_params())
-    finally:
-        os.chdir(cwd)
+    """Generate the embedded corpus when data/ is absent and let DVC track it (data.dvc).
+
+    Generation is deterministic, so on a fresh clone the regenerated data/ hashes to the
+    committed data.dvc and `dvc add` changes nothing.
+    """
+    project = Path(project_dir)
+    result = stage_data(load_params(project / "params.yaml"), root=project)
+    if result["generated"] or not (project / "data.dvc").is_file():
+        subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data"], cwd=project,
+                       check=True, env=stage_env())
+    return result
 
 
 @task(name="register-model")

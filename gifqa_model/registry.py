@@ -23,9 +23,9 @@ class RegistryParams(BaseModel):
     min_improvement: float = 0.0  # challenger must beat the champion's accuracy by this
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return int(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -44,7 +44,7 @@ def register(client: MlflowClient, model_uri: str, run_id: str, accuracy: float,
     return {"version": int(mv.version), **decision}
 
 
-def promote_if_better(client: MlflowClient, version: str, accuracy: float,
+def promote_if_better(client: MlflowClient, version: int | str, accuracy: float,
                       params: RegistryParams) -> dict:
     champion = alias_version(client, params.model_name, CHAMPION)
     if champion is None:
@@ -60,5 +60,4 @@ def promote_if_better(client: MlflowClient, version: str, accuracy: float,
         client.set_registered_model_alias(params.model_name, CHAMPION, version)
     log.info("promotion of v%s: %s (%s)", version, promoted, reason)
     champion_now = alias_version(client, params.model_name, CHAMPION)
-    return {"promoted": promoted, "reason": reason,
-            "champion_version": int(champion_now) if champion_now else None}
+    return {"promoted": promoted, "reason": reason, "champion_version": champion_now}

@@ -1,0 +1,35 @@
+"""Evaluation helpers: the prior baseline, exact match, and the frame perturbations."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from gifqa_model.evaluate import (
+    accuracy_table,
+    blank_frames,
+    exact_match,
+    prior_answers,
+    shuffle_frames,
+)
+
+
+def test_prior_is_most_frequent_train_answer_per_qtype() -> None:
+    train = pd.DataFrame({"qtype": ["color", "color", "color", "number"],
+                          "answer": ["Red", "red", "blue", "two"]})
+    assert prior_answers(train) == {"color": "red", "number": "two"}
+
+
+def test_exact_match_normalises_gold_and_accuracy_table() -> None:
+    ok = exact_match(["red", "two", "circle"], ["The Red", "three", "a circle"])
+    assert ok.tolist() == [True, False, True]
+    table = accuracy_table(ok, pd.Series(["color", "number", "object"]))
+    assert table == {"color": 1.0, "number": 0.0, "object": 1.0}
+
+
+def test_blank_and_shuffle_change_frames_but_not_content() -> None:
+    feats = torch.arange(2 * 6 * 1 * 1, dtype=torch.float32).reshape(2, 6, 1, 1)
+    assert torch.count_nonzero(blank_frames(feats)) == 0
+    shuffled = shuffle_frames(0)(feats)
+    assert not torch.equal(shuffled, feats)
+    assert torch.equal(shuffled.sort(dim=1).values, feats)

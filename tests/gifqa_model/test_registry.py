@@ -19,6 +19,8 @@ def client(tmp_path, monkeypatch) -> MlflowClient:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    # artifacts into the temp dir too, not ./mlruns
+    mlflow.create_experiment("registry-test", artifact_location=(tmp_path / "art").as_uri())
     mlflow.set_experiment("registry-test")
     return MlflowClient(uri)
 

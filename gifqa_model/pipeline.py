@@ -95,9 +95,31 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.indexing import run_index
 
     manifest, qa = _clean_tables(root)
-    metrics = run_index(manifest, qa, params.clip, params.index, out_dir("index", root))
+    out = out_dir("index", root)
+    metrics = run_index(manifest, qa, params.clip, params.index, out)
+    truth = _ground_truth(manifest, root)
+    if truth:
+        from gifqa_model.features import FRAMES_FILE, load_keyframes
+        from gifqa_model.keyframe_eval import keyframe_precision
+
+        metrics.update(keyframe_precision(qa, load_keyframes(out), manifest,
+                                          pd.read_parquet(out / FRAMES_FILE), truth,
+                                          seed=params.clip.seed))
     write_metrics("index", metrics, root)
     return metrics
+
+
+def _ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
+    """ShapesWorld's per-frame truth for the GIFs that have it (keyed by file name)."""
+    from gifqa_model.shapes import load_ground_truth
+
+    truth: dict[str, dict] = {}
+    folders = {Path(p).parent.parent for p in manifest.path}
+    for folder in folders:
+        f = folder / "ground_truth.jsonl" if folder.is_absolute() else root / folder / "ground_truth.jsonl"
+        if f.is_file():
+            truth.update(load_ground_truth(f))
+    return truth
 
 
 def stage_train(params: Params, root: Path = Path(".")) -> dict:

@@ -47,6 +47,7 @@ class TrainParams(BaseModel):
     eval_samples: int = 512
     checkpoint_every: int = 500
     resume: bool = True
+    stop_at_step: int | None = None  # halt early (a preemption); the schedule keeps max_steps
     mvm: dict = Field(default_factory=dict)  # MVMConfig fields
     model: dict = Field(default_factory=dict)  # GifQAConfig fields
     tokenizer_dir: str | None = None  # full profile: the pretrained LM's tokenizer
@@ -155,7 +156,8 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     bar = tqdm(total=params.max_steps, initial=step, desc="train", unit="step",
                disable=rank != 0)
     model.train()
-    while step < params.max_steps and (time.time() - t0) < params.max_minutes * 60:
+    last = min(params.max_steps, params.stop_at_step or params.max_steps)
+    while step < last and (time.time() - t0) < params.max_minutes * 60:
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, params)
         opt.zero_grad(set_to_none=True)
@@ -180,7 +182,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         scaler.step(opt)
         scaler.update()
         step += 1
-        point = {"step": step, "loss": float(np.mean([float(s.loss) for s in stats])),
+        point = {"step": step, "loss": float(np.mean([float(s.loss.detach()) for s in stats])),
                  "answer_loss": float(np.mean([float(s.answer_loss) for s in stats])),
                  "mvm_loss": float(np.mean([float(s.mvm_loss) for s in stats])),
                  "mask_ratio": float(np.mean([s.mask_ratio for s in stats])),

@@ -152,5 +152,26 @@ def answer(
     console.print(f"[bold]keyframes:[/] {out.keyframes[0]}")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to bind"),
+    port: int = typer.Option(8000, help="port to bind"),
+    model_uri: str | None = typer.Option(
+        None, help="MLflow model URI (default: $GIFQA_MODEL_URI, else models:/gifqa@champion)"
+    ),
+    model_dir: Path | None = typer.Option(None, help="a local model dir (with --clip-dir)"),
+    clip_dir: Path | None = typer.Option(None, help="its CLIP dir (with --model-dir)"),
+) -> None:
+    """Serve POST /answer (GIF + question), GET /health and GET /info over HTTP."""
+    import uvicorn
+
+    from gifqa_model.serve import ServeSettings, create_app
+
+    # flags override GIFQA_* env vars, which override the defaults
+    overrides = {"model_uri": model_uri, "model_dir": model_dir, "clip_dir": clip_dir}
+    settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -116,7 +116,7 @@ def _ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
     truth: dict[str, dict] = {}
     folders = {Path(p).parent.parent for p in manifest.path}
     for folder in folders:
-        f = folder / "ground_truth.jsonl" if folder.is_absolute() else root / folder / "ground_truth.jsonl"
+        f = (folder if folder.is_absolute() else root / folder) / "ground_truth.jsonl"
         if f.is_file():
             truth.update(load_ground_truth(f))
     return truth

@@ -66,15 +66,16 @@ def log_pyfunc(model_dir: Path, clip_dir: Path, example_gif: Path,
 
     example = pd.DataFrame({"gif": [base64.b64encode(Path(example_gif).read_bytes()).decode()],
                             "question": [example_question]})
-    model = GifQAPyfunc()
-    # the signature comes from a real prediction on the example, not from a hand-written schema
-    model.load_context(type("Ctx", (), {"artifacts": {"model_dir": str(model_dir),
+    # the signature comes from a real prediction on the example, not a hand-written schema;
+    # a separate instance does it, since a model that has run a forward pass carries
+    # transformers hooks that cannot be pickled
+    probe = GifQAPyfunc()
+    probe.load_context(type("Ctx", (), {"artifacts": {"model_dir": str(model_dir),
                                                       "clip_dir": str(clip_dir)}})())
-    output = model.predict(None, example)
-    signature = mlflow.models.infer_signature(example, output)
+    signature = mlflow.models.infer_signature(example, probe.predict(None, example))
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=model,
+        python_model=GifQAPyfunc(),
         artifacts={"model_dir": str(model_dir), "clip_dir": str(clip_dir)},
         code_paths=[str(Path(gifqa_model.__file__).parent)],
         pip_requirements=PIP_REQUIREMENTS,

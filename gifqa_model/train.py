@@ -62,7 +62,8 @@ def seed_everything(seed: int) -> None:
 def cosine_lr(step: int, params: TrainParams) -> float:
     if step < params.warmup_steps:
         return params.lr * (step + 1) / params.warmup_steps
-    progress = min(1.0, (step - params.warmup_steps) / max(1, params.max_steps - params.warmup_steps))
+    span = max(1, params.max_steps - params.warmup_steps)
+    progress = min(1.0, (step - params.warmup_steps) / span)
     return params.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 

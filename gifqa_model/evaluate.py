@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from gifqa_model.features import FrameCache
-from gifqa_model.model import GifQAModel
+from gifqa_model.model import Frames, GifQAModel
 from gifqa_model.text import decode_answers, encode_prompts, normalize_answer
 
 
@@ -22,7 +22,7 @@ class EvalParams(BaseModel):
     seed: int = 0
 
 
-FrameTransform = Callable[[torch.Tensor], torch.Tensor]
+FrameTransform = Callable[[Frames], Frames]
 
 
 @torch.no_grad()
@@ -34,11 +34,11 @@ def predict_answers(model: GifQAModel, tokenizer, cache: FrameCache, rows: np.nd
     out: list[str] = []
     it = range(0, len(questions), batch_size)
     for i in tqdm(it, desc="answer", unit="batch", disable=not progress):
-        feats = cache.gather(rows[i : i + batch_size])
+        frames = cache.frames(rows[i : i + batch_size])
         if transform is not None:
-            feats = transform(feats)
+            frames = transform(frames)
         ids, mask = encode_prompts(tokenizer, questions[i : i + batch_size])
-        gen = model.generate(feats, ids, mask, tokenizer.eos_token_id, max_answer_tokens)
+        gen = model.generate(frames, ids, mask, tokenizer.eos_token_id, max_answer_tokens)
         out.extend(decode_answers(tokenizer, gen))
     return out
 
@@ -58,18 +58,21 @@ def prior_answers(train_qa: pd.DataFrame) -> dict[str, str]:
     return norm.groupby("qtype").a.agg(lambda s: s.value_counts().index[0]).to_dict()
 
 
-def blank_frames(feats: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(feats)
+def blank_frames(frames: Frames) -> Frames:
+    """Every visual token zero: what the model answers from the question alone."""
+    return Frames(torch.zeros_like(frames.tokens), frames.times, frames.index)
 
 
 def shuffle_frames(seed: int) -> FrameTransform:
+    """Each question's frames in a random order; the time stamps stay in slot order, so the
+    model is shown a scrambled clip rather than the right clip with the right times."""
     gen = torch.Generator().manual_seed(seed)
 
-    def _shuffle(feats: torch.Tensor) -> torch.Tensor:
-        # a fresh permutation of the time axis per question; reversal-free is not required
-        perm = torch.stack([torch.randperm(feats.shape[1], generator=gen)
-                            for _ in range(feats.shape[0])])
-        return feats[torch.arange(feats.shape[0])[:, None], perm]
+    def _shuffle(frames: Frames) -> Frames:
+        tokens, times = frames.per_question()
+        b, f = times.shape
+        perm = torch.stack([torch.randperm(f, generator=gen) for _ in range(b)])
+        return Frames.dense(tokens[torch.arange(b)[:, None], perm], times)
 
     return _shuffle
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gifqa_model.model import Frames
+
 TOKENS_FILE = "frame_tokens.npy"
 EMB_FILE = "frame_emb.npy"
 FRAMES_FILE = "frames.parquet"
@@ -25,6 +27,10 @@ class FrameCache:
         frames = pd.read_parquet(index_dir / FRAMES_FILE)
         self.offset = dict(zip(frames.gif_id, frames.offset.astype(int), strict=True))
         self.count = dict(zip(frames.gif_id, frames.n_cached.astype(int), strict=True))
+        # each cached row's index in its own GIF's timeline: the model's frame position
+        self.time = np.zeros(len(self.tokens), dtype=np.int64)
+        for off, n in zip(frames.offset.astype(int), frames.n_cached.astype(int), strict=True):
+            self.time[off : off + n] = np.arange(n)
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -35,10 +41,13 @@ class FrameCache:
         return np.array([[self.offset[g] + f for f in fr]
                          for g, fr in zip(gif_ids, local_frames, strict=True)], dtype=np.int64)
 
-    def gather(self, rows: np.ndarray) -> torch.Tensor:
-        """(B, F) cache rows → float32 (B, F, N, Dv)."""
-        flat = np.asarray(self.tokens[np.asarray(rows).reshape(-1)], dtype=np.float32)
-        return torch.from_numpy(flat.reshape(*rows.shape, *flat.shape[1:]))
+    def frames(self, rows: np.ndarray) -> Frames:
+        """(B, F) cache rows → the batch's distinct frames, read once, and the index into them."""
+        rows = np.asarray(rows)
+        uniq, inverse = np.unique(rows.reshape(-1), return_inverse=True)
+        tokens = torch.from_numpy(np.asarray(self.tokens[uniq], dtype=np.float32))
+        return Frames(tokens, torch.from_numpy(self.time[uniq]),
+                      torch.from_numpy(inverse.reshape(rows.shape).astype(np.int64)))
 
 
 def load_keyframes(index_dir: Path) -> pd.DataFrame:

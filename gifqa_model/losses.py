@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gifqa_model.model import GifQAModel
+from gifqa_model.model import Frames, GifQAModel
 
 
 @dataclass
@@ -59,14 +59,14 @@ class LossOutput:
 
 def gifqa_loss(
     model: GifQAModel,
-    frame_tokens: torch.Tensor,
+    frames: Frames,
     text_ids: torch.Tensor,
     text_mask: torch.Tensor,
     labels: torch.Tensor,
     cfg: MVMConfig,
     generator: torch.Generator | None = None,
 ) -> LossOutput:
-    visual = model.encode_visual(frame_tokens)
+    visual = model.encode_visual(frames)
     b, v = visual.shape[:2]
     if cfg.weight <= 0:
         logits, _ = model.run_lm(visual, text_ids, text_mask)
@@ -85,3 +85,16 @@ def gifqa_loss(
         target = full_hidden.gather(1, keep[..., None].expand(-1, -1, full_hidden.shape[-1]))
     mvm = mvm_distance(hidden[:, : keep.shape[1]], target)
     return LossOutput(ce + cfg.weight * mvm, ce.detach(), mvm.detach(), ratio, v, keep.shape[1])
+
+
+class GifQALoss(torch.nn.Module):
+    """The model with its training loss as `forward`, so DDP's gradient hooks see the pass."""
+
+    def __init__(self, model: GifQAModel, cfg: MVMConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, frames: Frames, text_ids: torch.Tensor, text_mask: torch.Tensor,
+                labels: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
+        return gifqa_loss(self.model, frames, text_ids, text_mask, labels, self.cfg, generator)

@@ -2,11 +2,16 @@
 
 The shape of the data through the model (B questions, F keyframes, N CLIP tokens per frame):
 
-    frame tokens   (B, F, N, Dv)   frozen CLIP vision tokens, cached by the index stage
-    + frame pos    (F, Dv)         so the Q-Former output of frame t knows it is frame t
-    Q-Former       (B·F, Q, Hq)    Q learned queries cross-attend to one frame's N tokens
-    projection     (B, F·Q, Dlm)   visual tokens in the LM's embedding space, time order
+    frame tokens   (U, N, Dv)      frozen CLIP vision tokens of the U distinct frames of a batch
+    + frame pos    (U, Dv)         each frame's time in its GIF, so its output knows when it is
+    Q-Former       (U, Q, Hq)      Q learned queries cross-attend to one frame's N tokens
+    projection     (U, Q, Dlm)     in the LM's embedding space
+    gather         (B, F·Q, Dlm)   each question's F keyframes, in time order
     LM input       [visual tokens][BOS question SEP][answer EOS]
+
+The Q-Former reads one frame at a time and never the question, so its output depends on the
+frame alone: a batch runs it once per distinct frame and gathers per question. Questions about
+the same GIF share most keyframes, which makes GIF-grouped batches several times cheaper.
 
 The LM is trained with the answer cross-entropy plus ST-LLM's masked video modelling loss
 (`gifqa_model.losses`). One code path serves both profiles: `tiny` builds every component from
@@ -57,6 +62,31 @@ class GifQAConfig:
     # filled in at build time so a saved model can be rebuilt without the source dirs
     qformer_config: dict = field(default_factory=dict)
     lm_config: dict = field(default_factory=dict)
+
+
+@dataclass
+class Frames:
+    """The visual input of a batch: U distinct frames and, per question, which F of them."""
+
+    tokens: torch.Tensor  # (U, N, Dv) float
+    times: torch.Tensor  # (U,) long: the frame's index in its GIF's cached timeline
+    index: torch.Tensor  # (B, F) long into U, time order
+
+    @classmethod
+    def dense(cls, tokens: torch.Tensor, times: torch.Tensor | None = None) -> Frames:
+        """(B, F, N, Dv) per-question frames (no sharing); times default to 0..F-1."""
+        b, f = tokens.shape[:2]
+        if times is None:
+            times = torch.arange(f).expand(b, f)
+        return cls(tokens.reshape(b * f, *tokens.shape[2:]), times.reshape(-1).long(),
+                   torch.arange(b * f).reshape(b, f))
+
+    def per_question(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F, N, Dv) tokens and (B, F) times, each question's frames laid out densely."""
+        return self.tokens[self.index], self.times[self.index]
+
+    def to(self, device: torch.device | str) -> Frames:
+        return Frames(self.tokens.to(device), self.times.to(device), self.index.to(device))
 
 
 def _qformer_config(cfg: GifQAConfig) -> Blip2QFormerConfig:
@@ -118,14 +148,15 @@ class GifQAModel(nn.Module):
                 p.requires_grad_(False)
 
     # ---- visual side -------------------------------------------------------------------
-    def encode_visual(self, frame_tokens: torch.Tensor) -> torch.Tensor:
-        """(B, F, N, Dv) cached CLIP tokens → (B, F·Q, Dlm) visual tokens in time order."""
-        b, f, n, dv = frame_tokens.shape
-        x = frame_tokens + self.frame_pos.weight[:f].view(1, f, 1, dv)
-        x = x.reshape(b * f, n, dv)
-        queries = self.query_tokens.expand(b * f, -1, -1)
+    def encode_visual(self, frames: Frames) -> torch.Tensor:
+        """Distinct frames + per-question index → (B, F·Q, Dlm) visual tokens in time order."""
+        times = frames.times.clamp(max=self.cfg.max_frames - 1)
+        x = frames.tokens + self.frame_pos(times)[:, None, :]
+        queries = self.query_tokens.expand(x.shape[0], -1, -1)
         out = self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
-        return self.proj(out).reshape(b, f * self.cfg.n_query, -1)
+        per_frame = self.proj(out)  # (U, Q, Dlm)
+        b, f = frames.index.shape
+        return per_frame[frames.index].reshape(b, f * self.cfg.n_query, -1)
 
     # ---- LM side -----------------------------------------------------------------------
     def run_lm(
@@ -168,14 +199,14 @@ class GifQAModel(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        frame_tokens: torch.Tensor,
+        frames: Frames,
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         eos_id: int,
         max_new_tokens: int = 4,
     ) -> list[list[int]]:
         """Greedy decoding of the answer; prompts are left-padded. Returns token ids per row."""
-        visual = self.encode_visual(frame_tokens)
+        visual = self.encode_visual(frames)
         ids, mask = prompt_ids, prompt_mask
         out: list[list[int]] = [[] for _ in range(ids.shape[0])]
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)

@@ -23,7 +23,7 @@ from gifqa_model.clipcut import (
 from gifqa_model.features import CLIP_DIR
 from gifqa_model.gifs import GifLimits, decode_frames, probe_gif
 from gifqa_model.indexing import INDEX_PARAMS_FILE, cached_frame_indices
-from gifqa_model.model import GifQAModel
+from gifqa_model.model import Frames, GifQAModel
 from gifqa_model.text import decode_answers, encode_prompts, load_tokenizer
 
 
@@ -56,8 +56,9 @@ class GifQAPredictor:
         index = build_index(group_embeddings(emb, layout), self.params)
         q = self.encoder.embed_texts([question])
         local = retrieve_keyframes(index, layout, np.array([0]), q, self.params)[0]
-        feats = torch.from_numpy(tokens[local].astype(np.float32))[None]
+        frames = Frames.dense(torch.from_numpy(tokens[local].astype(np.float32))[None],
+                              torch.tensor([local]))
         ids, mask = encode_prompts(self.tokenizer, [question])
-        gen = self.model.generate(feats, ids, mask, self.tokenizer.eos_token_id)
+        gen = self.model.generate(frames, ids, mask, self.tokenizer.eos_token_id)
         return {"answer": decode_answers(self.tokenizer, gen)[0],
                 "keyframes": [int(cached[f]) for f in local], "n_frames": info.n_frames}

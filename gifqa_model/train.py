@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from gifqa_model.evaluate import exact_match, predict_answers
 from gifqa_model.features import FrameCache
-from gifqa_model.losses import MVMConfig, gifqa_loss
+from gifqa_model.losses import GifQALoss, MVMConfig
 from gifqa_model.model import GifQAConfig, GifQAModel, count_parameters
 from gifqa_model.text import encode_train_batch, load_tokenizer, train_word_tokenizer
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 class TrainParams(BaseModel):
     seed: int = 0
-    batch_size: int = 64
+    gifs_per_batch: int = 8  # a batch holds every train question of this many GIFs
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -133,7 +133,9 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     mvm_cfg = MVMConfig(**params.mvm)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    ddp_model = (torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model)
+    loss_module = GifQALoss(model, mvm_cfg)
+    if world > 1:  # gradients are all-reduced by DDP's hooks on loss_module.forward
+        loss_module = torch.nn.parallel.DistributedDataParallel(loss_module)
 
     ckpt_path = out_dir / "checkpoints" / "last.pt"
     step, curve = 0, []
@@ -152,8 +154,12 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     logger = MlflowCurveLogger(mlflow_run_id, rank)
     # the batch order is a pure function of (seed, step): a resumed run sees the same batches
     n = len(train)
-    per_rank = max(1, params.batch_size // world)
-    t0, start_step = time.time(), step
+    # GIF-grouped batches: questions of one GIF share keyframes, so the Q-Former runs once
+    # per distinct frame (see GifQAModel.encode_visual)
+    by_gif = list(train.groupby("gif_id", sort=True).indices.values())
+    per_batch = max(world, min(params.gifs_per_batch, len(by_gif)))
+    n_seen = 0
+    t0 = time.time()
     bar = tqdm(total=params.max_steps, initial=step, desc="train", unit="step",
                disable=rank != 0)
     model.train()
@@ -165,17 +171,18 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         stats = []
         for micro in range(params.grad_accum):
             rng = np.random.default_rng([params.seed, step, micro])
-            idx = rng.choice(n, size=min(params.batch_size, n), replace=False)
-            idx = idx[rank::world][:per_rank]
+            gifs = rng.choice(len(by_gif), size=per_batch, replace=False)[rank::world]
+            idx = np.concatenate([by_gif[g] for g in gifs])
+            n_seen += len(idx) * world
             ids, mask, labels = encode_train_batch(
                 tokenizer, train.question.iloc[idx].tolist(), train.answer.iloc[idx].tolist())
-            feats = cache.gather(train_rows[idx]).to(device)
+            frames = cache.frames(train_rows[idx]).to(device)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             sync = (contextlib.nullcontext() if world == 1 or micro == params.grad_accum - 1
-                    else ddp_model.no_sync())
+                    else loss_module.no_sync())
             with sync, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                out = gifqa_loss(ddp_model.module if world > 1 else model, feats, ids.to(device),
-                                 mask.to(device), labels.to(device), mvm_cfg, gen)
+                out = loss_module(frames, ids.to(device), mask.to(device), labels.to(device),
+                                  gen)
                 scaler.scale(out.loss / params.grad_accum).backward()
             stats.append(out)
         scaler.unscale_(opt)
@@ -203,11 +210,13 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     elapsed = time.time() - t0
 
     metrics = {"steps": step, "train_seconds": round(elapsed, 1),
-               "qa_per_second": round((step - start_step) * params.batch_size
-                                      * params.grad_accum / max(elapsed, 1e-9), 1),
+               "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
                "n_train_qa": n, "n_params_trainable": count_parameters(model),
                "final_loss": curve[-1]["loss"] if curve else float("nan"),
-               "world_size": world, "device": device.type}
+               "world_size": world, "device": device.type,
+               # equal on every rank when DDP really all-reduced the gradients
+               "param_checksum": round(float(sum(p.detach().double().sum() for p in trainable)),
+                                       6)}
     vals = [p["val_accuracy"] for p in curve if "val_accuracy" in p]
     if vals:
         metrics["val_accuracy"] = vals[-1]

@@ -12,6 +12,7 @@ from gifqa_model.evaluate import (
     prior_answers,
     shuffle_frames,
 )
+from gifqa_model.model import Frames
 
 
 def test_prior_is_most_frequent_train_answer_per_qtype() -> None:
@@ -29,7 +30,10 @@ def test_exact_match_normalises_gold_and_accuracy_table() -> None:
 
 def test_blank_and_shuffle_change_frames_but_not_content() -> None:
     feats = torch.arange(2 * 6 * 1 * 1, dtype=torch.float32).reshape(2, 6, 1, 1)
-    assert torch.count_nonzero(blank_frames(feats)) == 0
-    shuffled = shuffle_frames(0)(feats)
-    assert not torch.equal(shuffled, feats)
-    assert torch.equal(shuffled.sort(dim=1).values, feats)
+    frames = Frames.dense(feats)
+    assert torch.count_nonzero(blank_frames(frames).tokens) == 0
+    shuffled = shuffle_frames(0)(frames)
+    tokens, times = shuffled.per_question()
+    assert not torch.equal(tokens, feats)
+    assert torch.equal(tokens.sort(dim=1).values, feats)
+    assert torch.equal(times, torch.arange(6).expand(2, 6))  # time stamps stay in slot order

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gifqa_model.losses import MVMConfig, gifqa_loss, keep_indices
-from gifqa_model.model import GifQAConfig, GifQAModel
+from gifqa_model.model import Frames, GifQAConfig, GifQAModel
 from gifqa_model.text import (
     decode_answers,
     encode_prompts,
@@ -29,18 +29,29 @@ def _tiny():
 def test_visual_tokens_shape_and_time_order_matters():
     model, _ = _tiny()
     feats = torch.randn(3, 4, 5, 32)
-    vis = model.encode_visual(feats)
+    vis = model.encode_visual(Frames.dense(feats))
     assert vis.shape == (3, 4 * 2, 32)
-    # the frame-position embedding makes the same frames in another order look different
-    flipped = model.encode_visual(feats.flip(1)).reshape(3, 4, 2, 32).flip(1).reshape(3, 8, 32)
-    assert not torch.allclose(vis, flipped)
+    # the frame-position embedding makes the same frames at other times look different
+    later = model.encode_visual(Frames.dense(feats, torch.arange(4, 8).expand(3, 4)))
+    assert not torch.allclose(vis, later)
+
+
+def test_shared_frames_give_the_same_tokens_as_dense_frames():
+    model, _ = _tiny()
+    model.eval()
+    distinct = torch.randn(6, 5, 32)
+    times = torch.tensor([0, 1, 2, 3, 4, 5])
+    index = torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5]])  # two questions share frames 2 and 3
+    shared = model.encode_visual(Frames(distinct, times, index))
+    dense = model.encode_visual(Frames.dense(distinct[index], times[index]))
+    assert torch.allclose(shared, dense, atol=1e-5)
 
 
 def test_mvm_masked_pass_sees_fewer_tokens_and_has_gradient():
     model, tok = _tiny()
     ids, mask, labels = encode_train_batch(tok, QS, AS)
     feats = torch.randn(2, 4, 5, 32)
-    out = gifqa_loss(model, feats, ids, mask, labels, MVMConfig(weight=1.0),
+    out = gifqa_loss(model, Frames.dense(feats), ids, mask, labels, MVMConfig(weight=1.0),
                      torch.Generator().manual_seed(0))
     assert 0.1 <= out.mask_ratio <= 0.7
     assert out.n_visual_kept < out.n_visual
@@ -53,7 +64,8 @@ def test_mvm_off_is_plain_cross_entropy():
     model, tok = _tiny()
     model.eval()
     ids, mask, labels = encode_train_batch(tok, QS, AS)
-    out = gifqa_loss(model, torch.randn(2, 4, 5, 32), ids, mask, labels, MVMConfig(weight=0.0))
+    frames = Frames.dense(torch.randn(2, 4, 5, 32))
+    out = gifqa_loss(model, frames, ids, mask, labels, MVMConfig(weight=0.0))
     assert out.n_visual_kept == out.n_visual and float(out.mvm_loss) == 0.0
     assert torch.isclose(out.loss, out.answer_loss)
 
@@ -70,16 +82,17 @@ def test_overfits_two_questions_and_generates(tmp_path):
     feats = torch.randn(2, 4, 5, 32)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
-        loss = gifqa_loss(model, feats, ids, mask, labels, MVMConfig(weight=0.0)).loss
+        loss = gifqa_loss(model, Frames.dense(feats), ids, mask, labels,
+                          MVMConfig(weight=0.0)).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     p, pm = encode_prompts(tok, QS)
-    assert decode_answers(tok, model.generate(feats, p, pm, tok.eos_token_id)) == AS
+    assert decode_answers(tok, model.generate(Frames.dense(feats), p, pm, tok.eos_token_id)) == AS
     model.save_pretrained(tmp_path / "m", tok)
     again = GifQAModel.from_pretrained(tmp_path / "m")
-    assert decode_answers(tok, again.generate(feats, p, pm, tok.eos_token_id)) == AS
+    assert decode_answers(tok, again.generate(Frames.dense(feats), p, pm, tok.eos_token_id)) == AS
 
 
 def test_normalize_answer():

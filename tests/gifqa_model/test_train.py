@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def make_cache(root: Path, n_gifs: int = 24, n_frames: int = 4) -> tuple[pd.Data
 
 
 def _params(**kw) -> TrainParams:
-    base = {"max_steps": 8, "batch_size": 8, "warmup_steps": 2, "eval_every": 4,
+    base = {"max_steps": 8, "gifs_per_batch": 8, "warmup_steps": 2, "eval_every": 4,
             "checkpoint_every": 4, "lr": 3e-3, "model": TINY_MODEL, "max_minutes": 5}
     return TrainParams(**{**base, **kw})
 
@@ -96,7 +97,7 @@ from tests.gifqa_model.test_train import TINY_MODEL
 root, run_id = Path(sys.argv[1]), sys.argv[2]
 qa = pd.read_parquet(root / "qa.parquet")
 kf = pd.read_parquet(root / "index" / "keyframes.parquet")
-p = TrainParams(max_steps=4, batch_size=8, warmup_steps=1, eval_every=2, checkpoint_every=2,
+p = TrainParams(max_steps=4, gifs_per_batch=8, warmup_steps=1, eval_every=2, checkpoint_every=2,
                 model=TINY_MODEL)
 m = run_train(qa, kf, root / "index", p, root / "out", mlflow_run_id=run_id)
 print("METRICS", m)
@@ -122,6 +123,8 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
         env={**__import__("os").environ, "PYTHONPATH": str(repo)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("'world_size': 2") == 2  # both ranks trained
+    sums = re.findall(r"'param_checksum': ([-0-9.e]+)", proc.stdout)
+    assert len(sums) == 2 and sums[0] == sums[1]  # gradients were all-reduced
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # rank 0 only: once per step

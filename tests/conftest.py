@@ -10,6 +10,9 @@ import pytest
 from gifqa_model.env import apply_offline_env
 
 apply_offline_env()
+# Prefect's ephemeral server logs "Stopping temporary server" at interpreter exit, after pytest
+# has closed the streams its handler writes to; warnings and errors still show
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

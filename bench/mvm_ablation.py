@@ -1,0 +1,65 @@
+"""MVM ablation: the same seed, data and budget with λ = 0 and with params.yaml's λ.
+
+Reads the pipeline's own outputs (outputs/validate, outputs/index: run `dvc repro index`
+first), trains twice into a temp folder and prints both per-qtype tables plus the deltas.
+
+    python bench/mvm_ablation.py [--minutes 6] [--lambdas 0 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from gifqa_model.env import apply_offline_env
+
+apply_offline_env()
+
+from gifqa_model.config import load_params  # noqa: E402
+from gifqa_model.evaluate import run_evaluate  # noqa: E402
+from gifqa_model.features import load_keyframes  # noqa: E402
+from gifqa_model.train import run_train  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=None, help="train budget (params.yaml)")
+    ap.add_argument("--lambdas", type=float, nargs="+", default=None)
+    ap.add_argument("--project", type=Path, default=Path("."))
+    args = ap.parse_args()
+    params = load_params(args.project / "params.yaml")
+    default_lambda = float(params.train.mvm.get("weight", 1.0))
+    lambdas = args.lambdas if args.lambdas is not None else [0.0, default_lambda]
+    index_dir = args.project / "outputs" / "index"
+    qa = pd.read_parquet(args.project / "outputs" / "validate" / "qa_clean.parquet")
+    keyframes = load_keyframes(index_dir)
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for lam in lambdas:
+            tp = params.train.model_copy(deep=True)
+            tp.mvm = {**tp.mvm, "weight": lam}
+            tp.resume = False
+            if args.minutes is not None:
+                tp.max_minutes = args.minutes
+            out = Path(tmp) / f"lambda_{lam}"
+            train_m = run_train(qa, keyframes, index_dir, tp, out)
+            m, _ = run_evaluate(out / "model", index_dir, qa, keyframes, params.evaluate,
+                                out / "eval")
+            rows[f"λ={lam:g}"] = {"overall": m["accuracy"], **m["accuracy_by_qtype"],
+                                  "blank": m["blank_frames_accuracy"],
+                                  "shuffled": m["shuffled_frames_accuracy"],
+                                  "steps": train_m["steps"], "QA/s": train_m["qa_per_second"]}
+    table = pd.DataFrame(rows).T
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    if len(table) == 2:
+        print("\ndelta (second - first):")
+        print((table.iloc[1] - table.iloc[0]).to_string(float_format=lambda v: f"{v:+.3f}"))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

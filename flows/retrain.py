@@ -106,8 +106,10 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             results[stage] = run_dvc_stage(stage, str(project), env)
             log_stage_metrics(stage, results[stage])
         mlflow.set_tags(lineage_tags(project))
-        for path in [out_dir("train", project) / "training_curve.png",
-                     out_dir("evaluate", project) / "accuracy_by_qtype.png"]:
+        # Every figure and table the evaluate stage wrote, so a new one needs no edit here.
+        ev_dir = out_dir("evaluate", project)
+        figures = sorted(ev_dir.glob("*.png")) + sorted(ev_dir.glob("*.csv"))
+        for path in [out_dir("train", project) / "training_curve.png", *figures]:
             if path.is_file():
                 mlflow.log_artifact(str(path), "plots")
         for stage in STAGES:

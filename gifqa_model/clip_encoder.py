@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import open_clip
@@ -36,6 +38,11 @@ class ClipParams(BaseModel):
     fit_minutes: float = 4.0  # wall-clock cap on the contrastive fit
     fit_batch_size: int = 128
     fit_lr: float = 1e-3
+    # "mil_clauses": one clause of the description vs the best of `fit_frames_per_gif` frames
+    # (multiple-instance), so a clause about an object that appears half-way is matched to the
+    # frames that show it; "frame_description": one random frame vs the whole description
+    fit_objective: Literal["mil_clauses", "frame_description"] = "mil_clauses"
+    fit_frames_per_gif: int = 4
     token_pool: int = 2  # average-pool the patch-token grid by this factor before caching
     seed: int = 0
 
@@ -136,10 +143,26 @@ def build_clip(params: ClipParams) -> ClipEncoder:
     return ClipEncoder(model, params.model_name, params.token_pool)
 
 
+_CLAUSE_BREAK = re.compile(
+    r"\s*(?:[,;]|\bwhile\b|\bas\b|\band\b(?=\s+(?:a|an|the|one|two|three|four|five|some)\b))\s*")
+
+
+def split_clauses(description: str) -> list[str]:
+    """'a red circle is growing while two blue squares are spinning .' → one text per clause.
+
+    Breaks at commas, "while", "as", and "and" before a new noun phrase; the whole description
+    is kept when no clause of two or more words comes out.
+    """
+    text = description.strip().rstrip(".").strip()
+    parts = [p.strip() for p in _CLAUSE_BREAK.split(text)]
+    parts = [p for p in parts if len(p.split()) >= 2]
+    return parts or [description]
+
+
 def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tuple[int, int]],
              descriptions: list[str], params: ClipParams,
              on_step=None) -> dict[str, float]:
-    """Contrastive fit on (random frame of a GIF, its description) pairs.
+    """Contrastive fit of the whole CLIP on the train GIFs (see `ClipParams.fit_objective`).
 
     `frames` holds every cached frame; `gif_frame_ranges[i]` is GIF i's [start, end) in it.
     Stops at `fit_steps` or `fit_minutes`, whichever comes first; returns fit metrics.
@@ -150,20 +173,25 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.fit_lr,
                                                 total_steps=max(params.fit_steps, 2),
                                                 pct_start=0.1)
-    loss_fn = open_clip.ClipLoss()
-    texts = encoder.tokenizer(descriptions)
+    mil = params.fit_objective == "mil_clauses"
+    per_gif = params.fit_frames_per_gif if mil else 1
+    texts = [split_clauses(d) if mil else [d] for d in descriptions]
     n = len(descriptions)
-    bs = min(params.fit_batch_size, n)
+    bs = max(2, min(params.fit_batch_size // per_gif, n))  # fit_batch_size counts images
+    labels = torch.arange(bs)
     t0, step, loss_val, first = time.time(), 0, float("nan"), None
     bar = tqdm(total=params.fit_steps, desc="fit CLIP", unit="step")
     while step < params.fit_steps and (time.time() - t0) < params.fit_minutes * 60:
         idx = rng.choice(n, size=bs, replace=False)
-        frame_idx = [rng.integers(*gif_frame_ranges[i]) for i in idx]
-        img = encoder.pixels(frames[frame_idx])
-        img_f, _ = model.visual(img)
-        txt_f = model.encode_text(texts[idx])
-        loss = loss_fn(F.normalize(img_f, dim=-1), F.normalize(txt_f, dim=-1),
-                       model.logit_scale.exp())
+        frame_idx = [rng.integers(*gif_frame_ranges[i], size=per_gif) for i in idx]
+        img_f, _ = model.visual(encoder.pixels(frames[np.concatenate(frame_idx)]))
+        img_f = F.normalize(img_f, dim=-1).reshape(bs, per_gif, -1)
+        batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
+        txt_f = F.normalize(model.encode_text(encoder.tokenizer(batch_texts)), dim=-1)
+        # similarity of GIF i to text j = its best-matching sampled frame
+        sim = torch.einsum("ime,je->ijm", img_f, txt_f).amax(-1)
+        logits = model.logit_scale.exp() * sim
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -184,4 +212,4 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
         p.requires_grad_(False)
     return {"clip_fit_steps": step, "clip_fit_seconds": round(time.time() - t0, 1),
             "clip_fit_loss_first": first if first is not None else float("nan"),
-            "clip_fit_loss_last": loss_val}
+            "clip_fit_loss_last": loss_val, "clip_fit_objective": params.fit_objective}

@@ -141,13 +141,15 @@ def stage_train(params: Params, root: Path = Path(".")) -> dict:
 def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.evaluate import run_evaluate
     from gifqa_model.features import load_keyframes
-    from gifqa_model.plots import plot_accuracy_by_qtype
+    from gifqa_model.report import write_eval_figures
 
-    _, qa = _clean_tables(root)
+    manifest, qa = _clean_tables(root)
     out = out_dir("evaluate", root)
-    metrics, _ = run_evaluate(out_dir("train", root) / "model", out_dir("index", root), qa,
-                              load_keyframes(out_dir("index", root)), params.evaluate, out)
-    plot_accuracy_by_qtype(metrics, out / "accuracy_by_qtype.png")
+    keyframes = load_keyframes(out_dir("index", root))
+    metrics, predictions = run_evaluate(out_dir("train", root) / "model", out_dir("index", root),
+                                        qa, keyframes, params.evaluate, out)
+    write_eval_figures(predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed,
+                       root=root)
     write_metrics("evaluate", metrics, root)
     return metrics
 

@@ -140,6 +140,8 @@ def build_clip(params: ClipParams) -> ClipEncoder:
     """Tiny: random init from the registered config. Full: a local pretrained checkpoint."""
     torch.manual_seed(params.seed)
     model = open_clip.create_model(params.model_name, pretrained=params.pretrained_path)
+    if params.pretrained_path:  # full profile: the pretrained encoder stays frozen
+        model.requires_grad_(False)
     return ClipEncoder(model, params.model_name, params.token_pool)
 
 

@@ -3,7 +3,8 @@
 The shape of the data through the model (B questions, F keyframes, N CLIP tokens per frame):
 
     frame tokens   (U, N, Dv)      frozen CLIP vision tokens of the U distinct frames of a batch
-    + frame pos    (U, Dv)         each frame's time in its GIF, so its output knows when it is
+    vision adapter (U, N, De)      only when the Q-Former expects another width (full profile)
+    + frame pos    (U, De)         each frame's time in its GIF, so its output knows when it is
     Q-Former       (U, Q, Hq)      Q learned queries cross-attend to one frame's N tokens
     projection     (U, Q, Dlm)     in the LM's embedding space
     gather         (B, F·Q, Dlm)   each question's F keyframes, in time order
@@ -16,7 +17,7 @@ the same GIF share most keyframes, which makes GIF-grouped batches several times
 The LM is trained with the answer cross-entropy plus ST-LLM's masked video modelling loss
 (`gifqa_model.losses`). One code path serves both profiles: `tiny` builds every component from
 small configs (random init), `full` loads a pretrained Q-Former and causal LM from local
-directories and freezes the LM.
+directories, freezes the LM and optionally adds LoRA adapters to it (peft).
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ class GifQAConfig:
     qformer_dir: str | None = None
     lm_dir: str | None = None
     freeze_lm: bool = False
+    # BLIP-2's Q-Former reads EVA ViT-g tokens (1408 wide), ViT-B-32's are 768: a learned
+    # Linear bridges them and keeps every pretrained Q-Former weight (re-initialising the
+    # cross-attention to fit would throw those away). Off, a width mismatch is an error.
+    vision_adapter: bool = False
+    # LoRA on the LM (lora_r = 0: off); an empty target list means peft's choice for the LM
+    # family (c_attn for GPT-2, q_proj/v_proj for Llama), written back here at build time
+    lora_r: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=list)
     # filled in at build time so a saved model can be rebuilt without the source dirs
     qformer_config: dict = field(default_factory=dict)
     lm_config: dict = field(default_factory=dict)
@@ -126,7 +137,8 @@ class GifQAModel(nn.Module):
         """Build the model. `pretrained=True` loads the full profile's local directories."""
         super().__init__()
         if pretrained and cfg.qformer_dir:
-            self.qformer = Blip2QFormerModel.from_pretrained(cfg.qformer_dir)
+            # trained weights stay float32 whatever the checkpoint holds; autocast does the rest
+            self.qformer = Blip2QFormerModel.from_pretrained(cfg.qformer_dir, dtype=torch.float32)
         else:
             self.qformer = Blip2QFormerModel(_qformer_config(cfg))
         if pretrained and cfg.lm_dir:
@@ -140,18 +152,37 @@ class GifQAModel(nn.Module):
         cfg.vocab_size = self.lm.get_input_embeddings().num_embeddings
         self.cfg = cfg
 
-        self.frame_pos = nn.Embedding(cfg.max_frames, self.qformer.config.encoder_hidden_size)
+        enc_width = self.qformer.config.encoder_hidden_size
+        if cfg.vision_adapter:
+            self.vision_proj: nn.Module = nn.Linear(cfg.vision_width, enc_width)
+        elif cfg.vision_width != enc_width:
+            raise ValueError(
+                f"the Q-Former cross-attends to {enc_width}-wide tokens (encoder_hidden_size) "
+                f"but the CLIP tokens are {cfg.vision_width} wide: set train.model."
+                f"vision_adapter: true to learn a projection, or use a Q-Former trained on "
+                f"this CLIP"
+            )
+        else:
+            self.vision_proj = nn.Identity()  # no parameters: tiny checkpoints are unchanged
+        self.frame_pos = nn.Embedding(cfg.max_frames, enc_width)
         self.query_tokens = nn.Parameter(torch.randn(1, cfg.n_query, cfg.qformer_hidden) * 0.02)
         self.proj = nn.Linear(cfg.qformer_hidden, cfg.lm_hidden)
         if cfg.freeze_lm:
             for p in self.lm.parameters():
                 p.requires_grad_(False)
+        if cfg.lora_r > 0:  # after loading and freezing, in every build: saved trees match
+            self.lm = _add_lora(self.lm, cfg)
 
     # ---- visual side -------------------------------------------------------------------
     def encode_visual(self, frames: Frames) -> torch.Tensor:
         """Distinct frames + per-question index → (B, F·Q, Dlm) visual tokens in time order."""
+        if frames.tokens.shape[-1] != self.cfg.vision_width:
+            raise ValueError(
+                f"frame tokens are {frames.tokens.shape[-1]} wide, the model was built for "
+                f"{self.cfg.vision_width}: index and train with one CLIP"
+            )
         times = frames.times.clamp(max=self.cfg.max_frames - 1)
-        x = frames.tokens + self.frame_pos(times)[:, None, :]
+        x = self.vision_proj(frames.tokens) + self.frame_pos(times)[:, None, :]
         queries = self.query_tokens.expand(x.shape[0], -1, -1)
         out = self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
         per_frame = self.proj(out)  # (U, Q, Dlm)
@@ -248,6 +279,28 @@ class GifQAModel(nn.Module):
                                f"unexpected={unexpected}")
         model.lm.tie_weights()
         return model.eval()
+
+
+def _add_lora(lm: nn.Module, cfg: GifQAConfig) -> nn.Module:
+    """Inject LoRA adapters into the LM in place; peft freezes every non-adapter weight."""
+    # imported here: only LoRA models need peft, and it adds seconds to every import
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_targets or None,
+    )
+    lm = inject_adapter_in_model(lora, lm)
+    # peft makes adapters in the base's dtype; trained weights stay float32 (a bf16 LM's
+    # adapters would otherwise be updated in bf16), as peft's get_peft_model also does
+    for p in lm.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    # pin the resolved targets: a saved model must rebuild the same tree under any peft version
+    cfg.lora_targets = sorted(lm.peft_config["default"].target_modules)
+    return lm
 
 
 def _tied_keys(model: nn.Module) -> list[str]:

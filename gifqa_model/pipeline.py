@@ -132,6 +132,8 @@ def stage_train(params: Params, root: Path = Path(".")) -> dict:
     out = out_dir("train", root)
     metrics = run_train(qa, keyframes, out_dir("index", root), params.train, out,
                         mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes files
+        return metrics
     if (out / "curve.csv").is_file():
         plot_training_curve(out / "curve.csv", out / "training_curve.png")
     write_metrics("train", metrics, root)

@@ -21,6 +21,7 @@ PIP_REQUIREMENTS = [
     "transformers==5.23.0",
     "tokenizers",
     "safetensors",
+    "peft==0.21.2",
     "faiss-cpu",
     "pillow",
     "numpy",

@@ -2,10 +2,12 @@
 
 Per batch a ratio ρ ~ N(mean, std) clipped to [lo, hi] is drawn and that share of the visual
 tokens is dropped (removed from the sequence, the kept ones keep their original positions).
-The LM runs on the masked sequence with gradients; the unmasked sequence runs under no_grad as
-the target. On the kept visual positions the last hidden states are compared with 2 - 2·cos.
-The answer cross-entropy is taken on the masked pass, so the masking also regularises the
-answer head. With λ = 0 the masked pass is skipped and the loss is the plain cross-entropy.
+The LM runs on the masked sequence with gradients; the unmasked sequence's last hidden states,
+detached, are the target (exactly what a no_grad pass would give, without a third pass). On
+the kept visual positions the two are compared with 2 - 2·cos. The answer cross-entropy is
+taken on the unmasked pass: answering from a clip with half its tokens gone teaches the
+answer prior, not the GIF (measured: the model sat at the prior when it was taken on the
+masked pass). With λ = 0 the masked pass is skipped and the loss is the plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -73,16 +75,15 @@ def gifqa_loss(
         ce = model.answer_loss(logits, labels)
         return LossOutput(ce, ce.detach(), torch.zeros(()), 0.0, v, v)
 
+    logits, full_hidden = model.run_lm(visual, text_ids, text_mask)
+    ce = model.answer_loss(logits, labels)
     ratio = draw_mask_ratio(cfg, generator)
     keep = keep_indices(b, v, ratio, visual.device, generator)
     # gather makes a new tensor: the masked input is not a view of the unmasked one
     masked_visual = visual.gather(1, keep[..., None].expand(-1, -1, visual.shape[-1]))
-    logits, hidden = model.run_lm(masked_visual, text_ids, text_mask,
-                                  visual_positions=keep, n_visual_slots=v)
-    ce = model.answer_loss(logits, labels)
-    with torch.no_grad():
-        _, full_hidden = model.run_lm(visual.detach(), text_ids, text_mask)
-        target = full_hidden.gather(1, keep[..., None].expand(-1, -1, full_hidden.shape[-1]))
+    _, hidden = model.run_lm(masked_visual, text_ids, text_mask,
+                             visual_positions=keep, n_visual_slots=v)
+    target = full_hidden.detach().gather(1, keep[..., None].expand(-1, -1, full_hidden.shape[-1]))
     mvm = mvm_distance(hidden[:, : keep.shape[1]], target)
     return LossOutput(ce + cfg.weight * mvm, ce.detach(), mvm.detach(), ratio, v, keep.shape[1])
 

@@ -120,7 +120,7 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          "--master_port=29533", str(script), str(tmp_path), run_id],
         cwd=repo, capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+        env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("'world_size': 2") == 2  # both ranks trained
     sums = re.findall(r"'param_checksum': ([-0-9.e]+)", proc.stdout)

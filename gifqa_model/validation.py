@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gifqa_model.env import apply_offline_env
+from gifqa_model.ingest import MANIFEST_COLUMNS
 
 # GX reads its analytics switch at import time, so the offline env must be set before it loads.
 apply_offline_env()
@@ -35,18 +36,6 @@ from great_expectations.data_context.types.base import (  # noqa: E402
     ProgressBarsConfig,
 )
 
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "gif_id",
-    "path",
-    "sha256",
-    "n_frames",
-    "width",
-    "height",
-    "duration_ms",
-    "description",
-    "split",
-    "source",
-)
 QA_COLUMNS: tuple[str, ...] = (
     "qa_id",
     "gif_id",

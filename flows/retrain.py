@@ -19,7 +19,13 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from gifqa_model.config import flat_params, load_params  # noqa: E402
-from gifqa_model.pipeline import MLFLOW_RUN_ENV, STAGES, out_dir, stage_data  # noqa: E402
+from gifqa_model.pipeline import (  # noqa: E402
+    MLFLOW_RUN_ENV,
+    STAGES,
+    metrics_path,
+    out_dir,
+    stage_data,
+)
 from tasks.stages import log_stage_metrics, run_dvc_stage, stage_env  # noqa: E402
 
 EXPERIMENT = "gifqa"
@@ -113,7 +119,7 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             if path.is_file():
                 mlflow.log_artifact(str(path), "plots")
         for stage in STAGES:
-            m = project / "metrics" / f"{'eval' if stage == 'evaluate' else stage}.json"
+            m = metrics_path(stage, project)
             if m.is_file():
                 mlflow.log_artifact(str(m), "metrics")
         docs = out_dir("validate", project) / "data_docs"

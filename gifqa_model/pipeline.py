@@ -28,15 +28,20 @@ def out_dir(stage: str, root: Path = Path(".")) -> Path:
     return root / OUTPUTS / {"synth_qa": "qa"}.get(stage, stage)
 
 
+def metrics_path(stage: str, root: Path = Path(".")) -> Path:
+    """metrics/<stage>.json; the evaluate stage writes metrics/eval.json."""
+    return root / METRICS / f"{'eval' if stage == 'evaluate' else stage}.json"
+
+
 def write_metrics(stage: str, metrics: dict, root: Path = Path(".")) -> Path:
-    path = root / METRICS / f"{'eval' if stage == 'evaluate' else stage}.json"
+    path = metrics_path(stage, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
     return path
 
 
 def read_metrics(stage: str, root: Path = Path(".")) -> dict:
-    path = root / METRICS / f"{'eval' if stage == 'evaluate' else stage}.json"
+    path = metrics_path(stage, root)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

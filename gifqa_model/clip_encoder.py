@@ -44,16 +44,24 @@ class ClipParams(BaseModel):
     fit_objective: Literal["mil_clauses", "frame_description"] = "mil_clauses"
     fit_frames_per_gif: int = 4
     token_pool: int = 2  # average-pool the patch-token grid by this factor before caching
+    # the vision submodule whose (T, C, h, w) feature map becomes the cached tokens, e.g.
+    # "layer2" of the ResNet tower (an 8x8 grid at 64 px); None = the ViT's final patch tokens
+    token_layer: str | None = None
     seed: int = 0
 
 
 class ClipEncoder:
     """An open_clip model plus its tokenizer and normalisation, with the calls gifqa needs."""
 
-    def __init__(self, model: open_clip.CLIP, model_name: str, token_pool: int) -> None:
+    def __init__(self, model: open_clip.CLIP, model_name: str, token_pool: int,
+                 token_layer: str | None = None) -> None:
         self.model = model
         self.model_name = model_name
         self.token_pool = token_pool
+        self.token_layer = token_layer
+        if token_layer is None and not hasattr(model.visual, "transformer"):
+            raise ValueError(f"{model_name} has no ViT patch tokens: set clip.token_layer to "
+                             f"the trunk stage whose feature map becomes the tokens")
         self.tokenizer = open_clip.get_tokenizer(model_name)
         pp = open_clip.get_model_preprocess_cfg(model)
         self.mean = torch.tensor(pp["mean"]).view(1, 3, 1, 1)
@@ -61,10 +69,12 @@ class ClipEncoder:
         size = pp["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])
         model.visual.output_tokens = True
-
-    @property
-    def token_width(self) -> int:
-        return int(self.model.visual.transformer.width)
+        with torch.no_grad():  # one dummy frame tells the token width of any tower
+            was_training = model.training
+            model.eval()
+            self.token_width = int(self.visual(torch.zeros(1, 3, self.image_size,
+                                                           self.image_size))[1].shape[-1])
+            model.train(was_training)
 
     # ---- inputs --------------------------------------------------------------------------
     def pixels(self, frames: np.ndarray) -> torch.Tensor:
@@ -76,6 +86,21 @@ class ClipEncoder:
         return (x - self.mean) / self.std
 
     # ---- encoders ------------------------------------------------------------------------
+    def visual(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels → (pooled embedding (T, E), tokens (T, N, Dv)) of the vision tower."""
+        if self.token_layer is None:
+            return self.model.visual(pixels)
+        # a hook, not forward_intermediates: open_clip 3.3's ResNet version stops at the
+        # taken stage and then fails in the attention pool
+        taken: list[torch.Tensor] = []
+        stage = self.model.visual.get_submodule(self.token_layer)
+        handle = stage.register_forward_hook(lambda _m, _i, out: taken.append(out))
+        try:
+            pooled = self.model.visual(pixels)
+        finally:
+            handle.remove()
+        return pooled, taken[0].flatten(2).transpose(1, 2)  # (T, C, h, w) → (T, h·w, C)
+
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray,
                      batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +108,7 @@ class ClipEncoder:
         self.model.eval()
         toks, pooled = [], []
         for i in range(0, len(frames), batch_size):
-            p, t = self.model.visual(self.pixels(frames[i : i + batch_size]))
+            p, t = self.visual(self.pixels(frames[i : i + batch_size]))
             toks.append(self._pool_tokens(t).half().numpy())
             pooled.append(F.normalize(p, dim=-1).numpy())
         return np.concatenate(toks), np.concatenate(pooled).astype(np.float32)
@@ -117,6 +142,7 @@ class ClipEncoder:
         state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(out_dir / "clip.safetensors"))
         meta = {"model_name": self.model_name, "token_pool": self.token_pool,
+                "token_layer": self.token_layer,
                 "model_config": open_clip.get_model_config(self.model_name)}
         (out_dir / "clip_config.json").write_text(json.dumps(meta, indent=2))
 
@@ -133,7 +159,7 @@ class ClipEncoder:
             open_clip.add_model_config(cfg_file)
         model = open_clip.create_model(name, pretrained=None)
         model.load_state_dict(load_file(str(clip_dir / "clip.safetensors")))
-        return cls(model.eval(), name, int(meta["token_pool"]))
+        return cls(model.eval(), name, int(meta["token_pool"]), meta.get("token_layer"))
 
 
 def build_clip(params: ClipParams) -> ClipEncoder:
@@ -142,7 +168,7 @@ def build_clip(params: ClipParams) -> ClipEncoder:
     model = open_clip.create_model(params.model_name, pretrained=params.pretrained_path)
     if params.pretrained_path:  # full profile: the pretrained encoder stays frozen
         model.requires_grad_(False)
-    return ClipEncoder(model, params.model_name, params.token_pool)
+    return ClipEncoder(model, params.model_name, params.token_pool, params.token_layer)
 
 
 _CLAUSE_BREAK = re.compile(
@@ -186,7 +212,7 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     while step < params.fit_steps and (time.time() - t0) < params.fit_minutes * 60:
         idx = rng.choice(n, size=bs, replace=False)
         frame_idx = [rng.integers(*gif_frame_ranges[i], size=per_gif) for i in idx]
-        img_f, _ = model.visual(encoder.pixels(frames[np.concatenate(frame_idx)]))
+        img_f, _ = encoder.visual(encoder.pixels(frames[np.concatenate(frame_idx)]))
         img_f = F.normalize(img_f, dim=-1).reshape(bs, per_gif, -1)
         batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
         txt_f = F.normalize(model.encode_text(encoder.tokenizer(batch_texts)), dim=-1)

@@ -29,8 +29,10 @@ class FrameCache:
         self.count = dict(zip(frames.gif_id, frames.n_cached.astype(int), strict=True))
         # each cached row's index in its own GIF's timeline: the model's frame position
         self.time = np.zeros(len(self.tokens), dtype=np.int64)
+        self.length = np.zeros(len(self.tokens), dtype=np.int64)  # its GIF's cached frames
         for off, n in zip(frames.offset.astype(int), frames.n_cached.astype(int), strict=True):
             self.time[off : off + n] = np.arange(n)
+            self.length[off : off + n] = n
 
     @property
     def token_shape(self) -> tuple[int, int]:
@@ -41,12 +43,22 @@ class FrameCache:
         return np.array([[self.offset[g] + f for f in fr]
                          for g, fr in zip(gif_ids, local_frames, strict=True)], dtype=np.int64)
 
-    def frames(self, rows: np.ndarray) -> Frames:
-        """(B, F) cache rows → the batch's distinct frames, read once, and the index into them."""
+    def frames(self, rows: np.ndarray, reverse: np.ndarray | None = None) -> Frames:
+        """(B, F) cache rows → the batch's distinct frames, read once, and the index into them.
+
+        `reverse` (B,) bool plays a question's clip backwards: its keyframes in reverse order,
+        each at time n - 1 - t (a reversed frame is another input: same tokens, other time).
+        """
         rows = np.asarray(rows)
+        total = len(self.tokens)
+        if reverse is not None and np.any(reverse):
+            flip = np.asarray(reverse, dtype=bool)[:, None]
+            rows = np.where(flip, rows[:, ::-1], rows) + total * flip
         uniq, inverse = np.unique(rows.reshape(-1), return_inverse=True)
-        tokens = torch.from_numpy(np.asarray(self.tokens[uniq], dtype=np.float32))
-        return Frames(tokens, torch.from_numpy(self.time[uniq]),
+        src, flipped = uniq % total, uniq >= total
+        times = np.where(flipped, self.length[src] - 1 - self.time[src], self.time[src])
+        tokens = torch.from_numpy(np.asarray(self.tokens[src], dtype=np.float32))
+        return Frames(tokens, torch.from_numpy(times),
                       torch.from_numpy(inverse.reshape(rows.shape).astype(np.int64)))
 
 

@@ -68,7 +68,8 @@ def gifqa_loss(
     cfg: MVMConfig,
     generator: torch.Generator | None = None,
 ) -> LossOutput:
-    visual = model.encode_visual(frames)
+    # the question is every real text token that is not the answer (labels mark the answer)
+    visual = model.encode_visual(frames, text_ids, text_mask * (labels == -100))
     b, v = visual.shape[:2]
     if cfg.weight <= 0:
         logits, _ = model.run_lm(visual, text_ids, text_mask)

@@ -45,6 +45,10 @@ class GifQAConfig:
     profile: str = "tiny"
     vision_width: int = 128  # width of the cached CLIP tokens (Dv)
     max_frames: int = 16  # size of the frame-position table
+    # a learned position per token of a frame (set from the cache): a CNN tower's feature map
+    # says what is at a cell but not where the cell is; ViT tokens carry their own
+    token_positions: bool = False
+    n_tokens: int = 64  # tokens per frame (N)
     n_query: int = 4  # Q-Former queries per frame
     qformer_hidden: int = 128
     qformer_layers: int = 2
@@ -56,6 +60,9 @@ class GifQAConfig:
     lm_max_positions: int = 160
     dropout: float = 0.1
     vocab_size: int = 0  # set from the tokenizer
+    # InstructBLIP: the question's words join the queries in the Q-Former's self-attention,
+    # so each frame is read for what is asked (costs one Q-Former pass per question-frame)
+    question_conditioned: bool = False
     # full profile: pretrained components from local directories (never a hub name)
     qformer_dir: str | None = None
     lm_dir: str | None = None
@@ -110,6 +117,7 @@ def _qformer_config(cfg: GifQAConfig) -> Blip2QFormerConfig:
         intermediate_size=cfg.qformer_intermediate,
         encoder_hidden_size=cfg.vision_width,
         cross_attention_frequency=1,
+        use_qformer_text_input=cfg.question_conditioned,  # the text tokens' own FFN
         hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout,
     )
@@ -165,8 +173,13 @@ class GifQAModel(nn.Module):
         else:
             self.vision_proj = nn.Identity()  # no parameters: tiny checkpoints are unchanged
         self.frame_pos = nn.Embedding(cfg.max_frames, enc_width)
+        if cfg.token_positions:
+            self.token_pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, enc_width))
         self.query_tokens = nn.Parameter(torch.randn(1, cfg.n_query, cfg.qformer_hidden) * 0.02)
         self.proj = nn.Linear(cfg.qformer_hidden, cfg.lm_hidden)
+        if cfg.question_conditioned:
+            # the question's LM word embeddings, in the Q-Former's width
+            self.question_proj = nn.Linear(cfg.lm_hidden, cfg.qformer_hidden)
         if cfg.freeze_lm:
             for p in self.lm.parameters():
                 p.requires_grad_(False)
@@ -174,20 +187,38 @@ class GifQAModel(nn.Module):
             self.lm = _add_lora(self.lm, cfg)
 
     # ---- visual side -------------------------------------------------------------------
-    def encode_visual(self, frames: Frames) -> torch.Tensor:
-        """Distinct frames + per-question index → (B, F·Q, Dlm) visual tokens in time order."""
+    def encode_visual(self, frames: Frames, question_ids: torch.Tensor | None = None,
+                      question_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames (+ question tokens when conditioned) → (B, F·Q, Dlm) visual tokens."""
         if frames.tokens.shape[-1] != self.cfg.vision_width:
             raise ValueError(
                 f"frame tokens are {frames.tokens.shape[-1]} wide, the model was built for "
                 f"{self.cfg.vision_width}: index and train with one CLIP"
             )
+        b, f = frames.index.shape
         times = frames.times.clamp(max=self.cfg.max_frames - 1)
         x = self.vision_proj(frames.tokens) + self.frame_pos(times)[:, None, :]
-        queries = self.query_tokens.expand(x.shape[0], -1, -1)
-        out = self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
-        per_frame = self.proj(out)  # (U, Q, Dlm)
-        b, f = frames.index.shape
-        return per_frame[frames.index].reshape(b, f * self.cfg.n_query, -1)
+        if self.cfg.token_positions:
+            x = x + self.token_pos
+        if not self.cfg.question_conditioned:
+            queries = self.query_tokens.expand(x.shape[0], -1, -1)
+            out = self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
+            per_frame = self.proj(out)  # (U, Q, Dlm)
+            return per_frame[frames.index].reshape(b, f * self.cfg.n_query, -1)
+        if question_ids is None or question_mask is None:
+            raise ValueError("a question-conditioned model needs the question tokens")
+        # one row per (question, keyframe): (B·F, N, De) frames, (B·F, Q + L, Hq) queries+words
+        x = x[frames.index.reshape(-1)]
+        words = self.question_proj(self.lm.get_input_embeddings()(question_ids))
+        words = words.repeat_interleave(f, dim=0)
+        q = self.cfg.n_query
+        queries = torch.cat([self.query_tokens.expand(b * f, -1, -1), words.float()], dim=1)
+        mask = torch.cat([torch.ones(b * f, q, dtype=question_mask.dtype,
+                                     device=question_mask.device),
+                          question_mask.repeat_interleave(f, dim=0)], dim=1)
+        out = self.qformer(query_embeds=queries, query_length=q, attention_mask=mask,
+                           encoder_hidden_states=x).last_hidden_state[:, :q]
+        return self.proj(out).reshape(b, f * q, -1)
 
     # ---- LM side -----------------------------------------------------------------------
     def run_lm(
@@ -237,7 +268,7 @@ class GifQAModel(nn.Module):
         max_new_tokens: int = 4,
     ) -> list[list[int]]:
         """Greedy decoding of the answer; prompts are left-padded. Returns token ids per row."""
-        visual = self.encode_visual(frames)
+        visual = self.encode_visual(frames, prompt_ids, prompt_mask)
         ids, mask = prompt_ids, prompt_mask
         out: list[list[int]] = [[] for _ in range(ids.shape[0])]
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)

@@ -25,7 +25,10 @@ def plot_training_curve(curve_csv: Path, out_png: Path) -> Path:
     ax[0].legend()
     if "val_accuracy" in curve:
         val = curve.dropna(subset=["val_accuracy"])
-        ax[1].plot(val.step, val.val_accuracy, marker="o")
+        ax[1].plot(val.step, val.val_accuracy, marker="o", color="black", label="all")
+        for col in sorted(c for c in curve if c.startswith("val_accuracy_")):
+            ax[1].plot(val.step, val[col], lw=1, label=col.removeprefix("val_accuracy_"))
+        ax[1].legend(fontsize=7, ncol=2)
     ax[1].set_ylim(0, 1)
     ax[1].set_xlabel("step")
     ax[1].set_title("val exact match")

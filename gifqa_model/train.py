@@ -24,7 +24,8 @@ import torch.distributed as dist
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from gifqa_model.evaluate import exact_match, predict_answers
+from gifqa_model.augment import reverse_qa
+from gifqa_model.evaluate import accuracy_table, exact_match, predict_answers
 from gifqa_model.features import FrameCache
 from gifqa_model.losses import GifQALoss, MVMConfig
 from gifqa_model.model import GifQAConfig, GifQAModel, count_parameters
@@ -43,6 +44,9 @@ class TrainParams(BaseModel):
     max_steps: int = 3000
     max_minutes: float = 6.0  # wall-clock cap; the cosine schedule is laid over max_steps
     grad_clip: float = 1.0
+    # share of a batch's GIFs shown played backwards, motion words swapped (gifqa_model.augment;
+    # ShapesWorld's vocabulary: keep 0 for other corpora)
+    time_reversal: float = 0.0
     eval_every: int = 250
     eval_samples: int = 512
     checkpoint_every: int = 500
@@ -127,8 +131,9 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
                  train_word_tokenizer(pd.concat([train.question, train.answer]).tolist()))
     n_frames = train_rows.shape[1]
-    cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "max_frames": max(16, n_frames),
-                         "vocab_size": len(tokenizer), **params.model})
+    cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
+                         "max_frames": max(16, n_frames), "vocab_size": len(tokenizer),
+                         **params.model})
     model = GifQAModel(cfg, pretrained=cfg.profile == "full").to(device)
     mvm_cfg = MVMConfig(**params.mvm)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -157,6 +162,14 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     # GIF-grouped batches: questions of one GIF share keyframes, so the Q-Former runs once
     # per distinct frame (see GifQAModel.encode_visual)
     by_gif = list(train.groupby("gif_id", sort=True).indices.values())
+    questions, answers = train.question.to_numpy(object), train.answer.to_numpy(object)
+    reversed_qa = [reverse_qa(q, a, t) for q, a, t in zip(questions, answers, train.qtype,
+                                                          strict=True)]
+    can_reverse = np.array([r is not None for r in reversed_qa])
+    rev_questions = np.array([r[0] if r else q for r, q in zip(reversed_qa, questions,
+                                                               strict=True)], dtype=object)
+    rev_answers = np.array([r[1] if r else a for r, a in zip(reversed_qa, answers,
+                                                             strict=True)], dtype=object)
     per_batch = max(world, min(params.gifs_per_batch, len(by_gif)))
     n_seen = 0
     t0 = time.time()
@@ -173,10 +186,17 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
             rng = np.random.default_rng([params.seed, step, micro])
             gifs = rng.choice(len(by_gif), size=per_batch, replace=False)[rank::world]
             idx = np.concatenate([by_gif[g] for g in gifs])
+            flip = np.zeros(len(idx), dtype=bool)
+            if params.time_reversal > 0:  # a reversed GIF keeps the questions it can answer
+                flip = np.repeat(rng.random(len(gifs)) < params.time_reversal,
+                                 [len(by_gif[g]) for g in gifs])
+                keep = ~flip | can_reverse[idx]
+                idx, flip = idx[keep], flip[keep]
             n_seen += len(idx) * world
             ids, mask, labels = encode_train_batch(
-                tokenizer, train.question.iloc[idx].tolist(), train.answer.iloc[idx].tolist())
-            frames = cache.frames(train_rows[idx]).to(device)
+                tokenizer, np.where(flip, rev_questions[idx], questions[idx]).tolist(),
+                np.where(flip, rev_answers[idx], answers[idx]).tolist())
+            frames = cache.frames(train_rows[idx], flip).to(device)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             sync = (contextlib.nullcontext() if world == 1 or micro == params.grad_accum - 1
                     else loss_module.no_sync())
@@ -198,7 +218,10 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                  "seconds": round(time.time() - t0, 2)}
         if rank == 0 and len(val) and (step % params.eval_every == 0 or step == params.max_steps):
             pred = predict_answers(model, tokenizer, cache, val_rows, val.question.tolist())
-            point["val_accuracy"] = float(exact_match(pred, val.answer.tolist()).mean())
+            correct = exact_match(pred, val.answer.tolist())
+            point["val_accuracy"] = float(correct.mean())
+            point.update({f"val_accuracy_{qt}": acc
+                          for qt, acc in accuracy_table(correct, val.qtype).items()})
             model.train()
         curve.append(point)
         logger.log({k: v for k, v in point.items() if k != "step"}, step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from gifqa_model.clip_encoder import ClipEncoder, ClipParams, build_clip, fit_clip
@@ -85,3 +86,23 @@ def test_clip_encoder_fit_embed_save_load(tmp_path):
     assert np.allclose(pooled, p2, atol=1e-5)
     q = again.embed_texts(["what is the color of the circle ?"])
     assert q.shape == (1, pooled.shape[1])
+
+
+def test_cnn_tower_tokens_come_from_its_feature_map(tmp_path):
+    params = ClipParams(model_name="gifqa-tiny-cnn", token_layer="layer2", token_pool=1,
+                        fit_steps=2, fit_batch_size=8)
+    enc = build_clip(params)
+    frames = np.random.default_rng(0).integers(0, 255, size=(8, 64, 64, 3), dtype=np.uint8)
+    fit_clip(enc, frames, [(0, 4), (4, 8)], ["a red circle", "two blue squares"], params)
+    tokens, pooled = enc.embed_frames(frames)
+    # layer2 of the ResNet tower is an 8x8 grid at 64 px: one token per cell
+    assert tokens.shape == (8, 64, enc.token_width)
+    enc.save(tmp_path / "clip")
+    again = ClipEncoder.load(tmp_path / "clip")
+    t2, p2 = again.embed_frames(frames)
+    assert np.allclose(pooled, p2, atol=1e-5) and np.allclose(tokens, t2, atol=1e-2)
+
+
+def test_cnn_tower_without_a_token_layer_is_a_clear_error():
+    with pytest.raises(ValueError, match="token_layer"):
+        build_clip(ClipParams(model_name="gifqa-tiny-cnn"))

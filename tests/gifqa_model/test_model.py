@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gifqa_model.losses import MVMConfig, gifqa_loss, keep_indices
@@ -98,3 +99,52 @@ def test_overfits_two_questions_and_generates(tmp_path):
 def test_normalize_answer():
     assert normalize_answer(" The Red ") == "red"
     assert normalize_answer("top-left") == "top left"
+
+
+def _conditioned():
+    tok = train_word_tokenizer(QS + AS)
+    torch.manual_seed(0)
+    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
+                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, question_conditioned=True,
+                      token_positions=True, n_tokens=5)
+    return GifQAModel(cfg), tok
+
+
+def test_question_conditioned_qformer_reads_the_question_not_the_answer():
+    model, tok = _conditioned()
+    model.eval()
+    frames = Frames.dense(torch.randn(2, 4, 5, 32))
+    ids, mask, labels = encode_train_batch(tok, [QS[0], QS[0]], ["red", "two"])
+    question = mask * (labels == -100)
+    vis = model.encode_visual(frames, ids, question)
+    assert vis.shape == (2, 4 * 2, 32)
+    # same frames and question, different answers: the answer never reaches the Q-Former
+    same = Frames.dense(frames.tokens.reshape(2, 4, 5, 32)[[0, 0]])
+    vis_same = model.encode_visual(same, ids, question)
+    assert torch.allclose(vis_same[0], vis_same[1], atol=1e-5)
+    # another question about the same frames gives other visual tokens
+    ids2, mask2, labels2 = encode_train_batch(tok, [QS[1], QS[1]], AS)
+    assert not torch.allclose(vis_same, model.encode_visual(same, ids2, mask2 * (labels2 == -100)))
+    with pytest.raises(ValueError, match="question"):
+        model.encode_visual(frames)
+
+
+def test_question_conditioned_trains_and_generates(tmp_path):
+    model, tok = _conditioned()
+    ids, mask, labels = encode_train_batch(tok, QS, AS)
+    feats = torch.randn(2, 4, 5, 32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        out = gifqa_loss(model, Frames.dense(feats), ids, mask, labels, MVMConfig(weight=1.0),
+                         torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert model.question_proj.weight.grad.abs().sum() > 0
+    assert model.token_pos.grad.abs().sum() > 0
+    model.eval()
+    p, pm = encode_prompts(tok, QS)
+    assert decode_answers(tok, model.generate(Frames.dense(feats), p, pm, tok.eos_token_id)) == AS
+    model.save_pretrained(tmp_path / "m", tok)
+    again = GifQAModel.from_pretrained(tmp_path / "m")
+    assert decode_answers(tok, again.generate(Frames.dense(feats), p, pm, tok.eos_token_id)) == AS

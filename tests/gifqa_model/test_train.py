@@ -128,3 +128,12 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # rank 0 only: once per step
+
+
+def test_time_reversal_trains_on_reversed_clips(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    m = run_train(qa, kf, idx, _params(time_reversal=0.5, max_steps=4), tmp_path / "out")
+    assert m["steps"] == 4
+    curve = pd.read_csv(tmp_path / "out" / "curve.csv")
+    assert "val_accuracy_color" in curve  # per-qtype validation curves

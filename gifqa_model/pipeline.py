@@ -132,11 +132,13 @@ def stage_train(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.plots import plot_training_curve
     from gifqa_model.train import run_train
 
-    _, qa = _clean_tables(root)
+    manifest, qa = _clean_tables(root)
     keyframes = load_keyframes(out_dir("index", root))
     out = out_dir("train", root)
     metrics = run_train(qa, keyframes, out_dir("index", root), params.train, out,
-                        mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None)
+                        mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None,
+                        descriptions=dict(zip(manifest.gif_id, manifest.description,
+                                              strict=True)))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes files
         return metrics
     if (out / "curve.csv").is_file():

@@ -47,6 +47,11 @@ class TrainParams(BaseModel):
     # share of a batch's GIFs shown played backwards, motion words swapped (gifqa_model.augment;
     # ShapesWorld's vocabulary: keep 0 for other corpora)
     time_reversal: float = 0.0
+    # BLIP-2's image-grounded generation as a second task: each batch also asks the LM for
+    # every GIF's whole description ("describe the gif ."), read from evenly spread frames.
+    # A description names every object's colour, shape, size, place and motion: ~25 target
+    # words about the frames where a QA pair has one.
+    captions: bool = False
     eval_every: int = 250
     eval_samples: int = 512
     checkpoint_every: int = 500
@@ -116,9 +121,16 @@ def _training_table(qa: pd.DataFrame, keyframes: pd.DataFrame, split: str) -> pd
     return qa[qa.split == split].merge(keyframes[["qa_id", "frames"]], on="qa_id")
 
 
+CAPTION_PROMPT = "describe the gif ."
+
+
 def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: TrainParams,
-              out_dir: Path, mlflow_run_id: str | None = None) -> dict:
-    """Train on the train split, monitor on val; returns metrics (rank 0 writes out_dir)."""
+              out_dir: Path, mlflow_run_id: str | None = None,
+              descriptions: dict[str, str] | None = None) -> dict:
+    """Train on the train split, monitor on val; returns metrics (rank 0 writes out_dir).
+
+    `descriptions` (gif_id → text) feed the caption task when `params.captions` is on.
+    """
     rank, world, device = init_distributed()
     seed_everything(params.seed)
     out_dir = Path(out_dir)
@@ -128,9 +140,12 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     train_rows = cache.rows(train.gif_id.tolist(), train.frames.tolist())
     val_rows = cache.rows(val.gif_id.tolist(), val.frames.tolist())
 
-    tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
-                 train_word_tokenizer(pd.concat([train.question, train.answer]).tolist()))
     n_frames = train_rows.shape[1]
+    gif_ids = sorted(train.gif_id.unique())  # the order of `by_gif` below
+    captions = _caption_table(gif_ids, descriptions, cache, n_frames) if params.captions else None
+    texts = [*train.question, *train.answer, *(captions[0] if captions else []), CAPTION_PROMPT]
+    tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
+                 train_word_tokenizer(texts))
     cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
                          "max_frames": max(16, n_frames), "vocab_size": len(tokenizer),
                          **params.model})
@@ -193,10 +208,16 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                 keep = ~flip | can_reverse[idx]
                 idx, flip = idx[keep], flip[keep]
             n_seen += len(idx) * world
-            ids, mask, labels = encode_train_batch(
-                tokenizer, np.where(flip, rev_questions[idx], questions[idx]).tolist(),
-                np.where(flip, rev_answers[idx], answers[idx]).tolist())
-            frames = cache.frames(train_rows[idx], flip).to(device)
+            batch_q = np.where(flip, rev_questions[idx], questions[idx]).tolist()
+            batch_a = np.where(flip, rev_answers[idx], answers[idx]).tolist()
+            rows = train_rows[idx]
+            if captions is not None:  # one description per GIF of the batch
+                batch_q += [CAPTION_PROMPT] * len(gifs)
+                batch_a += [captions[0][g] for g in gifs]
+                rows = np.concatenate([rows, captions[1][gifs]])
+                flip = np.concatenate([flip, np.zeros(len(gifs), dtype=bool)])
+            ids, mask, labels = encode_train_batch(tokenizer, batch_q, batch_a)
+            frames = cache.frames(rows, flip).to(device)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             sync = (contextlib.nullcontext() if world == 1 or micro == params.grad_accum - 1
                     else loss_module.no_sync())
@@ -251,6 +272,19 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     if world > 1:
         dist.barrier()
     return metrics
+
+
+def _caption_table(gif_ids: list[str], descriptions: dict[str, str] | None, cache: FrameCache,
+                   n_frames: int) -> tuple[list[str], np.ndarray]:
+    """Per train GIF: its description as an answer, and `n_frames` evenly spread cache rows."""
+    if not descriptions:
+        raise ValueError("train.captions needs the GIFs' descriptions (the clean manifest)")
+    texts, rows = [], []
+    for g in gif_ids:
+        texts.append(descriptions[g].strip().rstrip(".").strip().lower())
+        local = np.linspace(0, cache.count[g] - 1, n_frames).round().astype(int)
+        rows.append(cache.offset[g] + local)
+    return texts, np.stack(rows)
 
 
 def save_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer, step: int,

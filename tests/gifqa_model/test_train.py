@@ -137,3 +137,18 @@ def test_time_reversal_trains_on_reversed_clips(tmp_path: Path) -> None:
     assert m["steps"] == 4
     curve = pd.read_csv(tmp_path / "out" / "curve.csv")
     assert "val_accuracy_color" in curve  # per-qtype validation curves
+
+
+def test_caption_task_trains_on_descriptions_and_needs_them(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    texts = {g: f"a {a} circle is staying still ." for g, a in zip(qa.gif_id, qa.answer)}
+    m = run_train(qa, kf, idx, _params(captions=True, max_steps=4), tmp_path / "out",
+                  descriptions=texts)
+    assert m["steps"] == 4
+    # the description words are in the vocabulary the model was trained with
+    vocab = json.loads((tmp_path / "out" / "model" / "tokenizer" / "tokenizer.json")
+                       .read_text())["model"]["vocab"]
+    assert {"describe", "staying", "still"} <= set(vocab)
+    with pytest.raises(ValueError, match="descriptions"):
+        run_train(qa, kf, idx, _params(captions=True, max_steps=1), tmp_path / "again")

@@ -23,6 +23,7 @@ directories, freezes the LM and optionally adds LoRA adapters to it (peft).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -174,7 +175,7 @@ class GifQAModel(nn.Module):
             self.vision_proj = nn.Identity()  # no parameters: tiny checkpoints are unchanged
         self.frame_pos = nn.Embedding(cfg.max_frames, enc_width)
         if cfg.token_positions:
-            self.token_pos = nn.Parameter(torch.zeros(1, cfg.n_tokens, enc_width))
+            self.token_pos = nn.Parameter(grid_positions(cfg.n_tokens, enc_width)[None])
         self.query_tokens = nn.Parameter(torch.randn(1, cfg.n_query, cfg.qformer_hidden) * 0.02)
         self.proj = nn.Linear(cfg.qformer_hidden, cfg.lm_hidden)
         if cfg.question_conditioned:
@@ -310,6 +311,26 @@ class GifQAModel(nn.Module):
                                f"unexpected={unexpected}")
         model.lm.tie_weights()
         return model.eval()
+
+
+def grid_positions(n_tokens: int, width: int) -> torch.Tensor:
+    """(N, D) 2-D sin-cos positions of a square token grid (zeros when N is not a square).
+
+    The start value of the learned token positions: a cross-attention output is a weighted sum
+    of token values, so a cell's place must be in its value from the first step. A linear probe
+    reads a lone object's start cell from the 64 cached ViT tokens of a frame (0.96) but not
+    from their mean (0.15): without positions the Q-Former averages the place away.
+    """
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens or width % 4:
+        return torch.zeros(n_tokens, width)
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    freq = 1.0 / 100 ** (torch.arange(width // 4) / (width // 4))
+    parts = []
+    for coord in (rows.reshape(-1), cols.reshape(-1)):
+        angle = coord[:, None].float() * freq[None]
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1)
 
 
 def _add_lora(lm: nn.Module, cfg: GifQAConfig) -> nn.Module:

@@ -148,3 +148,12 @@ def test_question_conditioned_trains_and_generates(tmp_path):
     model.save_pretrained(tmp_path / "m", tok)
     again = GifQAModel.from_pretrained(tmp_path / "m")
     assert decode_answers(tok, again.generate(Frames.dense(feats), p, pm, tok.eos_token_id)) == AS
+
+
+def test_grid_positions_tell_every_cell_apart():
+    from gifqa_model.model import grid_positions
+
+    pos = grid_positions(16, 8)
+    assert pos.shape == (16, 8)
+    assert torch.cdist(pos, pos).add(torch.eye(16)).min() > 0.1  # no two cells alike
+    assert not grid_positions(5, 8).any()  # not a square grid: learned from zero

@@ -142,7 +142,8 @@ def test_time_reversal_trains_on_reversed_clips(tmp_path: Path) -> None:
 def test_caption_task_trains_on_descriptions_and_needs_them(tmp_path: Path) -> None:
     qa, idx = make_cache(tmp_path)
     kf = pd.read_parquet(idx / KEYFRAMES_FILE)
-    texts = {g: f"a {a} circle is staying still ." for g, a in zip(qa.gif_id, qa.answer)}
+    texts = {g: f"a {a} circle is staying still ."
+             for g, a in zip(qa.gif_id, qa.answer, strict=True)}
     m = run_train(qa, kf, idx, _params(captions=True, max_steps=4), tmp_path / "out",
                   descriptions=texts)
     assert m["steps"] == 4

@@ -46,8 +46,9 @@ class GifQAConfig:
     profile: str = "tiny"
     vision_width: int = 128  # width of the cached CLIP tokens (Dv)
     max_frames: int = 16  # size of the frame-position table
-    # a learned position per token of a frame (set from the cache): a CNN tower's feature map
-    # says what is at a cell but not where the cell is; ViT tokens carry their own
+    # a learned position per token of a frame (N set from the cache). Cached token values do
+    # not say where they sit (ViT or CNN), and the Q-Former's attention pooling drops the index:
+    # trained on location questions of 1-group GIFs alone, 0.21 without these, 0.91 with
     token_positions: bool = False
     n_tokens: int = 64  # tokens per frame (N)
     n_query: int = 4  # Q-Former queries per frame

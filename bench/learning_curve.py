@@ -25,7 +25,7 @@ apply_offline_env()
 
 from gifqa_model.config import load_params  # noqa: E402
 from gifqa_model.evaluate import run_evaluate  # noqa: E402
-from gifqa_model.features import load_keyframes  # noqa: E402
+from gifqa_model.pipeline import out_dir, train_inputs  # noqa: E402
 from gifqa_model.plots import plot_training_curve  # noqa: E402
 from gifqa_model.train import run_train  # noqa: E402
 
@@ -42,20 +42,23 @@ def main() -> None:
     tp.max_steps = int(tp.max_steps * args.minutes / tp.max_minutes)
     tp.max_minutes = args.minutes
     tp.resume = False
-    index_dir = args.project / "outputs" / "index"
-    qa = pd.read_parquet(args.project / "outputs" / "validate" / "qa_clean.parquet")
-    keyframes = load_keyframes(index_dir)
+    index_dir = out_dir("index", args.project)
+    qa, keyframes, descriptions = train_inputs(args.project)
     out = args.out
-    train_m = run_train(qa, keyframes, index_dir, tp, out / "train")
+    train_m = run_train(qa, keyframes, index_dir, tp, out / "train",
+                        descriptions=descriptions)
     m, _ = run_evaluate(out / "train" / "model", index_dir, qa, keyframes, params.evaluate,
                         out / "eval")
     curve = pd.read_csv(out / "train" / "curve.csv")
-    val = curve.dropna(subset=["val_accuracy"])
-    cols = ["step", "seconds", "val_accuracy",
-            *sorted(c for c in curve if c.startswith("val_accuracy_"))]
-    table = val[cols].assign(minutes=(val.seconds / 60).round(1)).drop(columns="seconds")
-    table.columns = [c.removeprefix("val_accuracy_") for c in table.columns]
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if "val_accuracy" in curve:
+        val = curve.dropna(subset=["val_accuracy"])
+        cols = ["step", "seconds", "val_accuracy",
+                *sorted(c for c in curve if c.startswith("val_accuracy_"))]
+        table = val[cols].assign(minutes=(val.seconds / 60).round(1)).drop(columns="seconds")
+        table.columns = [c.removeprefix("val_accuracy_") for c in table.columns]
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    else:
+        print(f"no validation point within {args.minutes} min (train.eval_every steps)")
     plot_training_curve(out / "train" / "curve.csv", out / "learning_curve.png")
     summary = {"minutes": args.minutes, "steps": train_m["steps"],
                "qa_per_second": train_m["qa_per_second"],

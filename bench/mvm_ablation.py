@@ -21,7 +21,7 @@ apply_offline_env()
 
 from gifqa_model.config import load_params  # noqa: E402
 from gifqa_model.evaluate import run_evaluate  # noqa: E402
-from gifqa_model.features import load_keyframes  # noqa: E402
+from gifqa_model.pipeline import out_dir, train_inputs  # noqa: E402
 from gifqa_model.train import run_train  # noqa: E402
 
 
@@ -34,9 +34,8 @@ def main() -> None:
     params = load_params(args.project / "params.yaml")
     default_lambda = float(params.train.mvm.get("weight", 1.0))
     lambdas = args.lambdas if args.lambdas is not None else [0.0, default_lambda]
-    index_dir = args.project / "outputs" / "index"
-    qa = pd.read_parquet(args.project / "outputs" / "validate" / "qa_clean.parquet")
-    keyframes = load_keyframes(index_dir)
+    index_dir = out_dir("index", args.project)
+    qa, keyframes, descriptions = train_inputs(args.project)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for lam in lambdas:
@@ -46,7 +45,7 @@ def main() -> None:
             if args.minutes is not None:
                 tp.max_minutes = args.minutes
             out = Path(tmp) / f"lambda_{lam}"
-            train_m = run_train(qa, keyframes, index_dir, tp, out)
+            train_m = run_train(qa, keyframes, index_dir, tp, out, descriptions=descriptions)
             m, _ = run_evaluate(out / "model", index_dir, qa, keyframes, params.evaluate,
                                 out / "eval")
             rows[f"λ={lam:g}"] = {"overall": m["accuracy"], **m["accuracy_by_qtype"],

@@ -9,6 +9,7 @@ profile loads a pretrained open_clip model (e.g. ViT-B-32) from a local checkpoi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -69,12 +70,16 @@ class ClipEncoder:
         size = pp["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])
         model.visual.output_tokens = True
-        with torch.no_grad():  # one dummy frame tells the token width of any tower
-            was_training = model.training
-            model.eval()
-            self.token_width = int(self.visual(torch.zeros(1, 3, self.image_size,
-                                                           self.image_size))[1].shape[-1])
-            model.train(was_training)
+
+    @functools.cached_property
+    def token_width(self) -> int:
+        """Dv of the cached tokens, for any tower: one dummy frame measures it on first use."""
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            tokens = self.visual(torch.zeros(1, 3, self.image_size, self.image_size))[1]
+        self.model.train(was_training)
+        return int(tokens.shape[-1])
 
     # ---- inputs --------------------------------------------------------------------------
     def pixels(self, frames: np.ndarray) -> torch.Tensor:

@@ -96,6 +96,16 @@ def _clean_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(d / "manifest_clean.parquet"), pd.read_parquet(d / "qa_clean.parquet")
 
 
+def train_inputs(root: Path = Path(".")) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """What training reads: the clean QA table, the index stage's keyframes, and each GIF's
+    description (the caption task's targets)."""
+    from gifqa_model.features import load_keyframes
+
+    manifest, qa = _clean_tables(root)
+    descriptions = dict(zip(manifest.gif_id, manifest.description, strict=True))
+    return qa, load_keyframes(out_dir("index", root)), descriptions
+
+
 def stage_index(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.indexing import run_index
 
@@ -128,17 +138,14 @@ def _ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
 
 
 def stage_train(params: Params, root: Path = Path(".")) -> dict:
-    from gifqa_model.features import load_keyframes
     from gifqa_model.plots import plot_training_curve
     from gifqa_model.train import run_train
 
-    manifest, qa = _clean_tables(root)
-    keyframes = load_keyframes(out_dir("index", root))
+    qa, keyframes, descriptions = train_inputs(root)
     out = out_dir("train", root)
     metrics = run_train(qa, keyframes, out_dir("index", root), params.train, out,
                         mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None,
-                        descriptions=dict(zip(manifest.gif_id, manifest.description,
-                                              strict=True)))
+                        descriptions=descriptions)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes files
         return metrics
     if (out / "curve.csv").is_file():

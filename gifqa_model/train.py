@@ -142,8 +142,9 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
 
     n_frames = train_rows.shape[1]
     gif_ids = sorted(train.gif_id.unique())  # the order of `by_gif` below
-    captions = _caption_table(gif_ids, descriptions, cache, n_frames) if params.captions else None
-    texts = [*train.question, *train.answer, *(captions[0] if captions else []), CAPTION_PROMPT]
+    caption_texts, caption_rows = (_caption_table(gif_ids, descriptions, cache, n_frames)
+                                   if params.captions else ([], None))
+    texts = [*train.question, *train.answer, *caption_texts, CAPTION_PROMPT]
     tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
                  train_word_tokenizer(texts))
     cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
@@ -178,13 +179,10 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     # per distinct frame (see GifQAModel.encode_visual)
     by_gif = list(train.groupby("gif_id", sort=True).indices.values())
     questions, answers = train.question.to_numpy(object), train.answer.to_numpy(object)
-    reversed_qa = [reverse_qa(q, a, t) for q, a, t in zip(questions, answers, train.qtype,
-                                                          strict=True)]
-    can_reverse = np.array([r is not None for r in reversed_qa])
-    rev_questions = np.array([r[0] if r else q for r, q in zip(reversed_qa, questions,
-                                                               strict=True)], dtype=object)
-    rev_answers = np.array([r[1] if r else a for r, a in zip(reversed_qa, answers,
-                                                             strict=True)], dtype=object)
+    can_reverse, rev_questions, rev_answers = np.zeros(len(train), dtype=bool), questions, answers
+    if params.time_reversal > 0:
+        can_reverse, rev_questions, rev_answers = _reversed_table(questions, answers,
+                                                                  train.qtype.to_numpy(object))
     per_batch = max(world, min(params.gifs_per_batch, len(by_gif)))
     n_seen = 0
     t0 = time.time()
@@ -211,10 +209,10 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
             batch_q = np.where(flip, rev_questions[idx], questions[idx]).tolist()
             batch_a = np.where(flip, rev_answers[idx], answers[idx]).tolist()
             rows = train_rows[idx]
-            if captions is not None:  # one description per GIF of the batch
+            if caption_rows is not None:  # one description per GIF of the batch
                 batch_q += [CAPTION_PROMPT] * len(gifs)
-                batch_a += [captions[0][g] for g in gifs]
-                rows = np.concatenate([rows, captions[1][gifs]])
+                batch_a += [caption_texts[g] for g in gifs]
+                rows = np.concatenate([rows, caption_rows[gifs]])
                 flip = np.concatenate([flip, np.zeros(len(gifs), dtype=bool)])
             ids, mask, labels = encode_train_batch(tokenizer, batch_q, batch_a)
             frames = cache.frames(rows, flip).to(device)
@@ -272,6 +270,16 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     if world > 1:
         dist.barrier()
     return metrics
+
+
+def _reversed_table(questions: np.ndarray, answers: np.ndarray,
+                    qtypes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per train QA: can it be reversed, and its reversed question and answer (else its own)."""
+    rev = [reverse_qa(q, a, t) for q, a, t in zip(questions, answers, qtypes, strict=True)]
+    ok = np.array([r is not None for r in rev])
+    rev_q = np.array([r[0] if r else q for r, q in zip(rev, questions, strict=True)], dtype=object)
+    rev_a = np.array([r[1] if r else a for r, a in zip(rev, answers, strict=True)], dtype=object)
+    return ok, rev_q, rev_a
 
 
 def _caption_table(gif_ids: list[str], descriptions: dict[str, str] | None, cache: FrameCache,

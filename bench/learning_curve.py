@@ -43,10 +43,11 @@ def main() -> None:
     tp.max_minutes = args.minutes
     tp.resume = False
     index_dir = out_dir("index", args.project)
-    qa, keyframes, descriptions = train_inputs(args.project)
+    inputs = train_inputs(args.project, tp)
+    qa, keyframes = inputs.qa, inputs.keyframes
     out = args.out
     train_m = run_train(qa, keyframes, index_dir, tp, out / "train",
-                        descriptions=descriptions)
+                        descriptions=inputs.descriptions, scene=inputs.scene)
     m, _ = run_evaluate(out / "train" / "model", index_dir, qa, keyframes, params.evaluate,
                         out / "eval")
     curve = pd.read_csv(out / "train" / "curve.csv")

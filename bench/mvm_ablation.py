@@ -35,7 +35,7 @@ def main() -> None:
     default_lambda = float(params.train.mvm.get("weight", 1.0))
     lambdas = args.lambdas if args.lambdas is not None else [0.0, default_lambda]
     index_dir = out_dir("index", args.project)
-    qa, keyframes, descriptions = train_inputs(args.project)
+    inputs = train_inputs(args.project, params.train)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for lam in lambdas:
@@ -45,9 +45,10 @@ def main() -> None:
             if args.minutes is not None:
                 tp.max_minutes = args.minutes
             out = Path(tmp) / f"lambda_{lam}"
-            train_m = run_train(qa, keyframes, index_dir, tp, out, descriptions=descriptions)
-            m, _ = run_evaluate(out / "model", index_dir, qa, keyframes, params.evaluate,
-                                out / "eval")
+            train_m = run_train(inputs.qa, inputs.keyframes, index_dir, tp, out,
+                                descriptions=inputs.descriptions, scene=inputs.scene)
+            m, _ = run_evaluate(out / "model", index_dir, inputs.qa, inputs.keyframes,
+                                params.evaluate, out / "eval")
             rows[f"λ={lam:g}"] = {"overall": m["accuracy"], **m["accuracy_by_qtype"],
                                   "blank": m["blank_frames_accuracy"],
                                   "shuffled": m["shuffled_frames_accuracy"],

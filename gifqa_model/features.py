@@ -59,7 +59,8 @@ class FrameCache:
         times = np.where(flipped, self.length[src] - 1 - self.time[src], self.time[src])
         tokens = torch.from_numpy(np.asarray(self.tokens[src], dtype=np.float32))
         return Frames(tokens, torch.from_numpy(times),
-                      torch.from_numpy(inverse.reshape(rows.shape).astype(np.int64)))
+                      torch.from_numpy(inverse.reshape(rows.shape).astype(np.int64)),
+                      torch.from_numpy(src.astype(np.int64)))
 
 
 def load_keyframes(index_dir: Path) -> pd.DataFrame:

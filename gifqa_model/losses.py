@@ -8,11 +8,14 @@ the kept visual positions the two are compared with 2 - 2·cos. The answer cross
 taken on the unmasked pass: answering from a clip with half its tokens gone teaches the
 answer prior, not the GIF (measured: the model sat at the prior when it was taken on the
 masked pass). With λ = 0 the masked pass is skipped and the loss is the plain cross-entropy.
+
+With scene targets (`gifqa_model.scene`) and a scene weight, the model's scene head adds a
+per-cell cross-entropy on the frames' Q-Former outputs: dense supervision for the visual side.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +60,7 @@ class LossOutput:
     mask_ratio: float
     n_visual: int
     n_visual_kept: int
+    scene_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
 
 
 def gifqa_loss(
@@ -67,9 +71,26 @@ def gifqa_loss(
     labels: torch.Tensor,
     cfg: MVMConfig,
     generator: torch.Generator | None = None,
+    scene: torch.Tensor | None = None,
+    scene_weight: float = 0.0,
 ) -> LossOutput:
+    """Answer cross-entropy + λ·MVM (+ scene_weight · scene loss when `scene` targets, one
+    (cells, attributes) row per distinct frame of `frames`, are given)."""
+    if scene is not None and scene_weight > 0:
+        states = model.frame_states(frames)
+        visual = model.gather_visual(states, frames)
+        scene_loss = model.scene_head.loss(states, scene)
+        out = _answer_and_mvm(model, visual, text_ids, text_mask, labels, cfg, generator)
+        return replace(out, loss=out.loss + scene_weight * scene_loss,
+                       scene_loss=scene_loss.detach())
     # the question is every real text token that is not the answer (labels mark the answer)
     visual = model.encode_visual(frames, text_ids, text_mask * (labels == -100))
+    return _answer_and_mvm(model, visual, text_ids, text_mask, labels, cfg, generator)
+
+
+def _answer_and_mvm(model: GifQAModel, visual: torch.Tensor, text_ids: torch.Tensor,
+                    text_mask: torch.Tensor, labels: torch.Tensor, cfg: MVMConfig,
+                    generator: torch.Generator | None) -> LossOutput:
     b, v = visual.shape[:2]
     if cfg.weight <= 0:
         logits, _ = model.run_lm(visual, text_ids, text_mask)
@@ -92,11 +113,14 @@ def gifqa_loss(
 class GifQALoss(torch.nn.Module):
     """The model with its training loss as `forward`, so DDP's gradient hooks see the pass."""
 
-    def __init__(self, model: GifQAModel, cfg: MVMConfig) -> None:
+    def __init__(self, model: GifQAModel, cfg: MVMConfig, scene_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
+        self.scene_weight = scene_weight
 
     def forward(self, frames: Frames, text_ids: torch.Tensor, text_mask: torch.Tensor,
-                labels: torch.Tensor, generator: torch.Generator | None = None) -> LossOutput:
-        return gifqa_loss(self.model, frames, text_ids, text_mask, labels, self.cfg, generator)
+                labels: torch.Tensor, generator: torch.Generator | None = None,
+                scene: torch.Tensor | None = None) -> LossOutput:
+        return gifqa_loss(self.model, frames, text_ids, text_mask, labels, self.cfg, generator,
+                          scene, self.scene_weight)

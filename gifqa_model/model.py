@@ -65,6 +65,10 @@ class GifQAConfig:
     # InstructBLIP: the question's words join the queries in the Q-Former's self-attention,
     # so each frame is read for what is asked (costs one Q-Former pass per question-frame)
     question_conditioned: bool = False
+    # training-only scene head (gifqa_model.scene): per cell of a G×G grid (scene_cells = G²),
+    # the classes of each attribute, read back from one frame's Q-Former outputs; 0 = none
+    scene_cells: int = 0
+    scene_classes: list[int] = field(default_factory=list)
     # full profile: pretrained components from local directories (never a hub name)
     qformer_dir: str | None = None
     lm_dir: str | None = None
@@ -91,6 +95,7 @@ class Frames:
     tokens: torch.Tensor  # (U, N, Dv) float
     times: torch.Tensor  # (U,) long: the frame's index in its GIF's cached timeline
     index: torch.Tensor  # (B, F) long into U, time order
+    source: torch.Tensor | None = None  # (U,) long: each frame's cache row, when read from one
 
     @classmethod
     def dense(cls, tokens: torch.Tensor, times: torch.Tensor | None = None) -> Frames:
@@ -106,7 +111,8 @@ class Frames:
         return self.tokens[self.index], self.times[self.index]
 
     def to(self, device: torch.device | str) -> Frames:
-        return Frames(self.tokens.to(device), self.times.to(device), self.index.to(device))
+        source = None if self.source is None else self.source.to(device)
+        return Frames(self.tokens.to(device), self.times.to(device), self.index.to(device), source)
 
 
 def _qformer_config(cfg: GifQAConfig) -> Blip2QFormerConfig:
@@ -182,6 +188,11 @@ class GifQAModel(nn.Module):
         if cfg.question_conditioned:
             # the question's LM word embeddings, in the Q-Former's width
             self.question_proj = nn.Linear(cfg.lm_hidden, cfg.qformer_hidden)
+        if cfg.scene_cells:
+            if cfg.question_conditioned:
+                raise ValueError("the scene head reads per-frame Q-Former outputs: a "
+                                 "question-conditioned Q-Former has none (scene_weight: 0)")
+            self.scene_head = SceneHead(cfg.qformer_hidden, cfg.scene_cells, cfg.scene_classes)
         if cfg.freeze_lm:
             for p in self.lm.parameters():
                 p.requires_grad_(False)
@@ -198,15 +209,9 @@ class GifQAModel(nn.Module):
                 f"{self.cfg.vision_width}: index and train with one CLIP"
             )
         b, f = frames.index.shape
-        times = frames.times.clamp(max=self.cfg.max_frames - 1)
-        x = self.vision_proj(frames.tokens) + self.frame_pos(times)[:, None, :]
-        if self.cfg.token_positions:
-            x = x + self.token_pos
+        x = self._frame_inputs(frames)
         if not self.cfg.question_conditioned:
-            queries = self.query_tokens.expand(x.shape[0], -1, -1)
-            out = self.qformer(query_embeds=queries, encoder_hidden_states=x).last_hidden_state
-            per_frame = self.proj(out)  # (U, Q, Dlm)
-            return per_frame[frames.index].reshape(b, f * self.cfg.n_query, -1)
+            return self.gather_visual(self.frame_states(frames), frames)
         if question_ids is None or question_mask is None:
             raise ValueError("a question-conditioned model needs the question tokens")
         # one row per (question, keyframe): (B·F, N, De) frames, (B·F, Q + L, Hq) queries+words
@@ -221,6 +226,25 @@ class GifQAModel(nn.Module):
         out = self.qformer(query_embeds=queries, query_length=q, attention_mask=mask,
                            encoder_hidden_states=x).last_hidden_state[:, :q]
         return self.proj(out).reshape(b, f * q, -1)
+
+    def _frame_inputs(self, frames: Frames) -> torch.Tensor:
+        """(U, N, De): the cached tokens with their frame's time (and each token's place)."""
+        times = frames.times.clamp(max=self.cfg.max_frames - 1)
+        x = self.vision_proj(frames.tokens) + self.frame_pos(times)[:, None, :]
+        if self.cfg.token_positions:
+            x = x + self.token_pos
+        return x
+
+    def frame_states(self, frames: Frames) -> torch.Tensor:
+        """(U, Q, Hq) question-blind Q-Former outputs, one pass per distinct frame."""
+        queries = self.query_tokens.expand(frames.tokens.shape[0], -1, -1)
+        return self.qformer(query_embeds=queries,
+                            encoder_hidden_states=self._frame_inputs(frames)).last_hidden_state
+
+    def gather_visual(self, states: torch.Tensor, frames: Frames) -> torch.Tensor:
+        """(U, Q, Hq) per-frame states → (B, F·Q, Dlm): each question's keyframes, in order."""
+        b, f = frames.index.shape
+        return self.proj(states)[frames.index].reshape(b, f * states.shape[1], -1)
 
     # ---- LM side -----------------------------------------------------------------------
     def run_lm(
@@ -312,6 +336,41 @@ class GifQAModel(nn.Module):
                                f"unexpected={unexpected}")
         model.lm.tie_weights()
         return model.eval()
+
+
+class SceneHead(nn.Module):
+    """Reads a frame's Q-Former outputs back into a grid: per cell, a class per attribute.
+
+    Each cell is a learned query (started from its 2-D sin-cos place) that attends over the
+    frame's Q outputs, so one Q-Former query that holds an object answers for that object's
+    cell — it pulls the queries towards one object each, which is what the LM needs to bind a
+    question's words to one object's colour, shape and place.
+    """
+
+    def __init__(self, hidden: int, n_cells: int, n_classes: list[int]) -> None:
+        super().__init__()
+        self.n_classes = list(n_classes)
+        self.cells = nn.Parameter(grid_positions(n_cells, hidden)
+                                  + torch.randn(n_cells, hidden) * 0.02)
+        self.attn = nn.MultiheadAttention(hidden, num_heads=4, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, sum(self.n_classes))
+
+    def forward(self, states: torch.Tensor) -> list[torch.Tensor]:
+        """(U, Q, H) → one (U, cells, classes) logit tensor per attribute."""
+        cells = self.cells.expand(states.shape[0], -1, -1)
+        read, _ = self.attn(cells, states, states, need_weights=False)
+        return list(self.out(self.norm(read + cells)).split(self.n_classes, dim=-1))
+
+    def loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over cells and attributes; targets (U, cells, attributes)."""
+        if not bool((targets != -100).any()):  # no frame of the batch has ground truth
+            return states.sum() * 0.0
+        logits = self(states)
+        losses = [F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(),
+                                  targets[..., i].reshape(-1), ignore_index=-100)
+                  for i, lg in enumerate(logits)]
+        return torch.stack(losses).mean()
 
 
 def grid_positions(n_tokens: int, width: int) -> torch.Tensor:

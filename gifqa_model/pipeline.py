@@ -10,10 +10,15 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from gifqa_model.config import Params
+
+if TYPE_CHECKING:
+    from gifqa_model.train import TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +101,29 @@ def _clean_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(d / "manifest_clean.parquet"), pd.read_parquet(d / "qa_clean.parquet")
 
 
-def train_inputs(root: Path = Path(".")) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
-    """What training reads: the clean QA table, the index stage's keyframes, and each GIF's
-    description (the caption task's targets)."""
-    from gifqa_model.features import load_keyframes
+class TrainInputs(NamedTuple):
+    """What training reads besides the frame cache."""
+
+    qa: pd.DataFrame  # the clean QA table
+    keyframes: pd.DataFrame  # the index stage's keyframes per question
+    descriptions: dict[str, str]  # gif_id → description (the caption task's targets)
+    scene: np.ndarray | None  # per cache row, the scene loss's targets (None when it is off)
+
+
+def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> TrainInputs:
+    """Load what `run_train` reads; with `train.scene_weight` > 0 also the scene targets of
+    every cached frame, from the corpus's ground truth."""
+    from gifqa_model.features import FRAMES_FILE, load_keyframes
 
     manifest, qa = _clean_tables(root)
     descriptions = dict(zip(manifest.gif_id, manifest.description, strict=True))
-    return qa, load_keyframes(out_dir("index", root)), descriptions
+    scene = None
+    if train is not None and train.scene_weight > 0:
+        from gifqa_model.scene import scene_table
+
+        frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
+        scene = scene_table(frames, manifest, _ground_truth(manifest, root), train.scene_grid)
+    return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
 
 
 def stage_index(params: Params, root: Path = Path(".")) -> dict:
@@ -141,11 +161,11 @@ def stage_train(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.plots import plot_training_curve
     from gifqa_model.train import run_train
 
-    qa, keyframes, descriptions = train_inputs(root)
+    inputs = train_inputs(root, params.train)
     out = out_dir("train", root)
-    metrics = run_train(qa, keyframes, out_dir("index", root), params.train, out,
+    metrics = run_train(inputs.qa, inputs.keyframes, out_dir("index", root), params.train, out,
                         mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None,
-                        descriptions=descriptions)
+                        descriptions=inputs.descriptions, scene=inputs.scene)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes files
         return metrics
     if (out / "curve.csv").is_file():

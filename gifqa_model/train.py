@@ -29,6 +29,7 @@ from gifqa_model.evaluate import accuracy_table, exact_match, predict_answers
 from gifqa_model.features import FrameCache
 from gifqa_model.losses import GifQALoss, MVMConfig
 from gifqa_model.model import GifQAConfig, GifQAModel, count_parameters
+from gifqa_model.scene import scene_classes
 from gifqa_model.text import encode_train_batch, load_tokenizer, train_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,11 @@ class TrainParams(BaseModel):
     # A description names every object's colour, shape, size, place and motion: ~25 target
     # words about the frames where a QA pair has one.
     captions: bool = False
+    # dense supervision from ground truth (gifqa_model.scene): per cell of a scene_grid² grid,
+    # the colour and shape of the object centred there, read back from each frame's Q-Former
+    # outputs by a training-only head; frames without ground truth add nothing. 0 = off
+    scene_weight: float = 0.0
+    scene_grid: int = 8
     eval_every: int = 250
     eval_samples: int = 512
     checkpoint_every: int = 500
@@ -126,10 +132,13 @@ CAPTION_PROMPT = "describe the gif ."
 
 def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: TrainParams,
               out_dir: Path, mlflow_run_id: str | None = None,
-              descriptions: dict[str, str] | None = None) -> dict:
+              descriptions: dict[str, str] | None = None,
+              scene: np.ndarray | None = None) -> dict:
     """Train on the train split, monitor on val; returns metrics (rank 0 writes out_dir).
 
-    `descriptions` (gif_id → text) feed the caption task when `params.captions` is on.
+    `descriptions` (gif_id → text) feed the caption task when `params.captions` is on;
+    `scene` (cache rows × cells × attributes, `gifqa_model.scene.scene_table`) feeds the scene
+    loss when `params.scene_weight` > 0.
     """
     rank, world, device = init_distributed()
     seed_everything(params.seed)
@@ -147,14 +156,20 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     texts = [*train.question, *train.answer, *caption_texts, CAPTION_PROMPT]
     tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
                  train_word_tokenizer(texts))
+    use_scene = params.scene_weight > 0
+    if use_scene and (scene is None or len(scene) != len(cache.tokens)):
+        raise ValueError("train.scene_weight needs scene targets for every cached frame "
+                         "(gifqa_model.scene.scene_table of the index stage's frames)")
+    scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": scene_classes()}
+                  if use_scene else {})
     cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
                          "max_frames": max(16, n_frames), "vocab_size": len(tokenizer),
-                         **params.model})
+                         **params.model, **scene_head})
     model = GifQAModel(cfg, pretrained=cfg.profile == "full").to(device)
     mvm_cfg = MVMConfig(**params.mvm)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    loss_module = GifQALoss(model, mvm_cfg)
+    loss_module = GifQALoss(model, mvm_cfg, params.scene_weight)
     if world > 1:  # gradients are all-reduced by DDP's hooks on loss_module.forward
         loss_module = torch.nn.parallel.DistributedDataParallel(loss_module)
 
@@ -215,13 +230,16 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                 rows = np.concatenate([rows, caption_rows[gifs]])
                 flip = np.concatenate([flip, np.zeros(len(gifs), dtype=bool)])
             ids, mask, labels = encode_train_batch(tokenizer, batch_q, batch_a)
-            frames = cache.frames(rows, flip).to(device)
+            frames = cache.frames(rows, flip)
+            scene_t = (torch.from_numpy(scene[frames.source.numpy()]).to(device) if use_scene
+                       else None)
+            frames = frames.to(device)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             sync = (contextlib.nullcontext() if world == 1 or micro == params.grad_accum - 1
                     else loss_module.no_sync())
             with sync, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = loss_module(frames, ids.to(device), mask.to(device), labels.to(device),
-                                  gen)
+                                  gen, scene_t)
                 scaler.scale(out.loss / params.grad_accum).backward()
             stats.append(out)
         scaler.unscale_(opt)
@@ -233,6 +251,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                  "answer_loss": float(np.mean([float(s.answer_loss) for s in stats])),
                  "mvm_loss": float(np.mean([float(s.mvm_loss) for s in stats])),
                  "mask_ratio": float(np.mean([s.mask_ratio for s in stats])),
+                 "scene_loss": float(np.mean([float(s.scene_loss) for s in stats])),
                  "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
                  "seconds": round(time.time() - t0, 2)}
         if rank == 0 and len(val) and (step % params.eval_every == 0 or step == params.max_steps):

@@ -1,0 +1,65 @@
+"""Scene targets: what each cached frame shows, cell by cell, from ShapesWorld's ground truth.
+
+A QA pair supervises one answer word per question; the generator knows far more about every
+frame — where each object is, its colour and its shape. The scene loss (`train.scene_weight`)
+asks the model to read that back from a frame's Q-Former outputs: for every cell of a G×G grid,
+the colour and the shape of the object centred there, or background. That is dense supervision
+for the visual side (G² cells × 2 labels per frame), which the answer loss alone gives slowly.
+
+Targets are laid out like the frame cache: row r of the table is cache row r (one frame).
+Frames of GIFs without ground truth (TGIF, user uploads) get IGNORE in every cell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gifqa_model.shapes import COLORS, SHAPES
+
+IGNORE = -100  # cross-entropy's ignore_index
+BACKGROUND = 0
+# class 0 is background in both attributes, so a cell's two labels are 0 or both positive
+ATTRIBUTES: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES}
+
+
+def scene_classes() -> list[int]:
+    """Classes per attribute, background included, in the order of the targets' last axis."""
+    return [len(v) + 1 for v in ATTRIBUTES.values()]
+
+
+def frame_scene(objects: list[dict], groups: list[dict], image_size: int, grid: int) -> np.ndarray:
+    """(G·G, n_attributes) labels of one frame: each visible object marks its bbox centre's cell."""
+    out = np.full((grid * grid, len(ATTRIBUTES)), BACKGROUND, dtype=np.int64)
+    index = {name: {v: i + 1 for i, v in enumerate(vals)} for name, vals in ATTRIBUTES.items()}
+    for obj in objects:
+        if not obj["visible"] or not obj["bbox"]:
+            continue
+        x0, y0, x1, y1 = obj["bbox"]
+        col = min(grid - 1, int((x0 + x1) / 2 * grid / image_size))
+        row = min(grid - 1, int((y0 + y1) / 2 * grid / image_size))
+        group = groups[obj["group"]]
+        out[row * grid + col] = [index[name][group[name]] for name in ATTRIBUTES]
+    return out
+
+
+def scene_table(frame_table: pd.DataFrame, manifest: pd.DataFrame,
+                truth_by_name: dict[str, dict], grid: int) -> np.ndarray:
+    """(T, G·G, n_attributes) labels per cache row; IGNORE where a GIF has no ground truth.
+
+    `frame_table` is the index stage's frames.parquet (offset, n_cached and source frame per
+    cached row), `manifest` maps gif_id to its file, whose name keys `truth_by_name`.
+    """
+    names = dict(zip(manifest.gif_id, manifest.path.map(lambda p: Path(p).name), strict=True))
+    total = int((frame_table.offset + frame_table.n_cached).max()) if len(frame_table) else 0
+    table = np.full((total, grid * grid, len(ATTRIBUTES)), IGNORE, dtype=np.int64)
+    for r in frame_table.itertuples():
+        truth = truth_by_name.get(names.get(r.gif_id, ""))
+        if truth is None:
+            continue
+        for local, src in enumerate(r.source_frames):
+            table[r.offset + local] = frame_scene(truth["frames"][int(src)], truth["groups"],
+                                                  truth["image_size"], grid)
+    return table

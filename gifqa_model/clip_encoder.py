@@ -26,6 +26,8 @@ from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from gifqa_model.scene import scene_classes, scene_loss
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"
@@ -44,6 +46,10 @@ class ClipParams(BaseModel):
     # frames that show it; "frame_description": one random frame vs the whole description
     fit_objective: Literal["mil_clauses", "frame_description"] = "mil_clauses"
     fit_frames_per_gif: int = 4
+    # dense supervision of the vision tower from ground truth (gifqa_model.scene): a linear
+    # head on the patch tokens names, per token cell, the colour and shape of the object
+    # centred there; the head is dropped after the fit. 0 = contrastive fit only
+    fit_scene_weight: float = 0.0
     token_pool: int = 2  # average-pool the patch-token grid by this factor before caching
     # the vision submodule whose (T, C, h, w) feature map becomes the cached tokens, e.g.
     # "layer2" of the ResNet tower (an 8x8 grid at 64 px); None = the ViT's final patch tokens
@@ -72,14 +78,19 @@ class ClipEncoder:
         model.visual.output_tokens = True
 
     @functools.cached_property
-    def token_width(self) -> int:
-        """Dv of the cached tokens, for any tower: one dummy frame measures it on first use."""
+    def tower_token_shape(self) -> tuple[int, int]:
+        """(N, Dv) of the tower's tokens before `token_pool`: one dummy frame measures it."""
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
             tokens = self.visual(torch.zeros(1, 3, self.image_size, self.image_size))[1]
         self.model.train(was_training)
-        return int(tokens.shape[-1])
+        return int(tokens.shape[1]), int(tokens.shape[2])
+
+    @property
+    def token_width(self) -> int:
+        """Dv of the cached tokens, for any tower (pooling keeps the width)."""
+        return self.tower_token_shape[1]
 
     # ---- inputs --------------------------------------------------------------------------
     def pixels(self, frames: np.ndarray) -> torch.Tensor:
@@ -192,17 +203,41 @@ def split_clauses(description: str) -> list[str]:
     return parts or [description]
 
 
+class _TokenHead(torch.nn.Linear):
+    """Per-token linear classifier for the fit's scene loss; no classes = off."""
+
+    def __init__(self, width: int, n_classes: list[int]) -> None:
+        super().__init__(width, max(1, sum(n_classes)))
+        self.n_classes = n_classes
+
+
+def _token_scene_head(encoder: ClipEncoder, params: ClipParams,
+                      scene: np.ndarray | None) -> _TokenHead:
+    if params.fit_scene_weight <= 0:
+        return _TokenHead(1, [])
+    n_tokens = encoder.tower_token_shape[0]
+    if scene is None or scene.shape[1] != n_tokens:
+        raise ValueError(f"clip.fit_scene_weight needs scene targets with one cell per token "
+                         f"({n_tokens}) for every cached frame: ground truth for the corpus, "
+                         f"and a square token grid")
+    return _TokenHead(encoder.token_width, scene_classes())
+
+
 def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tuple[int, int]],
              descriptions: list[str], params: ClipParams,
-             on_step=None) -> dict[str, float]:
+             on_step=None, scene: np.ndarray | None = None) -> dict[str, float]:
     """Contrastive fit of the whole CLIP on the train GIFs (see `ClipParams.fit_objective`).
 
     `frames` holds every cached frame; `gif_frame_ranges[i]` is GIF i's [start, end) in it.
+    `scene` (frames × token cells × attributes, `gifqa_model.scene.scene_table`) adds the
+    dense token loss when `params.fit_scene_weight` > 0.
     Stops at `fit_steps` or `fit_minutes`, whichever comes first; returns fit metrics.
     """
     model = encoder.model.train()
     rng = np.random.default_rng(params.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=params.fit_lr, weight_decay=0.1)
+    head = _token_scene_head(encoder, params, scene)
+    opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=params.fit_lr,
+                            weight_decay=0.1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.fit_lr,
                                                 total_steps=max(params.fit_steps, 2),
                                                 pct_start=0.1)
@@ -216,8 +251,9 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     bar = tqdm(total=params.fit_steps, desc="fit CLIP", unit="step")
     while step < params.fit_steps and (time.time() - t0) < params.fit_minutes * 60:
         idx = rng.choice(n, size=bs, replace=False)
-        frame_idx = [rng.integers(*gif_frame_ranges[i], size=per_gif) for i in idx]
-        img_f, _ = encoder.visual(encoder.pixels(frames[np.concatenate(frame_idx)]))
+        frame_idx = np.concatenate([rng.integers(*gif_frame_ranges[i], size=per_gif)
+                                    for i in idx])
+        img_f, tokens = encoder.visual(encoder.pixels(frames[frame_idx]))
         img_f = F.normalize(img_f, dim=-1).reshape(bs, per_gif, -1)
         batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
         txt_f = F.normalize(model.encode_text(encoder.tokenizer(batch_texts)), dim=-1)
@@ -225,6 +261,10 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
         sim = torch.einsum("ime,je->ijm", img_f, txt_f).amax(-1)
         logits = model.logit_scale.exp() * sim
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        if len(head.n_classes):
+            token_loss = scene_loss(list(head(tokens).split(head.n_classes, dim=-1)),
+                                    torch.from_numpy(scene[frame_idx]))
+            loss = loss + params.fit_scene_weight * token_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from gifqa_model.features import (
     TOKENS_FILE,
 )
 from gifqa_model.gifs import decode_frames, sample_indices
+from gifqa_model.scene import scene_table
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,13 @@ def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int,
 
 def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
               params: IndexParams, out_dir: Path,
-              encoder: ClipEncoder | None = None) -> dict:
-    """Fit CLIP on train GIFs, cache all frame tokens, index groups, choose keyframes."""
+              encoder: ClipEncoder | None = None,
+              truth_by_name: dict[str, dict] | None = None) -> dict:
+    """Fit CLIP on train GIFs, cache all frame tokens, index groups, choose keyframes.
+
+    `truth_by_name` (ShapesWorld's ground truth by file name) feeds the fit's dense token loss
+    when `clip_params.fit_scene_weight` > 0.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -72,8 +79,12 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
               for i in train]
     metrics: dict = {}
     if clip_params.pretrained_path is None and len(train) >= 2:
+        scene = None
+        if clip_params.fit_scene_weight > 0:
+            grid = math.isqrt(encoder.tower_token_shape[0])
+            scene = scene_table(frame_table, manifest, truth_by_name or {}, grid)
         metrics.update(fit_clip(encoder, frames, ranges,
-                                manifest.description[train].tolist(), clip_params))
+                                manifest.description[train].tolist(), clip_params, scene=scene))
     encoder.save(out_dir / CLIP_DIR)
     # the serving path must cut and group frames exactly as this stage did
     (out_dir / CLIP_DIR / INDEX_PARAMS_FILE).write_text(params.model_dump_json(indent=2))

@@ -363,14 +363,11 @@ class SceneHead(nn.Module):
         return list(self.out(self.norm(read + cells)).split(self.n_classes, dim=-1))
 
     def loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over cells and attributes; targets (U, cells, attributes)."""
-        if not bool((targets != -100).any()):  # no frame of the batch has ground truth
-            return states.sum() * 0.0
-        logits = self(states)
-        losses = [F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(),
-                                  targets[..., i].reshape(-1), ignore_index=-100)
-                  for i, lg in enumerate(logits)]
-        return torch.stack(losses).mean()
+        """Balanced per-cell cross-entropy (`gifqa_model.scene.scene_loss`); targets
+        (U, cells, attributes)."""
+        from gifqa_model.scene import scene_loss
+
+        return scene_loss(self(states), targets)
 
 
 def grid_positions(n_tokens: int, width: int) -> torch.Tensor:

@@ -131,8 +131,8 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
 
     manifest, qa = _clean_tables(root)
     out = out_dir("index", root)
-    metrics = run_index(manifest, qa, params.clip, params.index, out)
     truth = _ground_truth(manifest, root)
+    metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_name=truth)
     if truth:
         from gifqa_model.features import FRAMES_FILE, load_keyframes
         from gifqa_model.keyframe_eval import keyframe_precision

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from gifqa_model.shapes import COLORS, SHAPES
 
@@ -63,3 +65,23 @@ def scene_table(frame_table: pd.DataFrame, manifest: pd.DataFrame,
             table[r.offset + local] = frame_scene(truth["frames"][int(src)], truth["groups"],
                                                   truth["image_size"], grid)
     return table
+
+
+def scene_loss(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per attribute, object cells and background cells weighted equally.
+
+    logits: one (..., cells, classes) tensor per attribute; targets (..., cells, attributes).
+    A frame has a few object cells among 64: the plain mean is met by calling every cell
+    background (measured: object-cell colour 0.0 after 400 steps, 0.69 after 200 balanced).
+    Zero, not NaN, when no cell has a target.
+    """
+    known = targets[..., 0] != IGNORE
+    objects = known & (targets[..., 0] != BACKGROUND)
+    total = logits[0].new_zeros(())
+    for i, lg in enumerate(logits):
+        ce = F.cross_entropy(lg.flatten(0, -2).float(), targets[..., i].flatten().clamp(min=0),
+                             reduction="none").reshape(targets.shape[:-1])
+        for part in (objects, known & ~objects):
+            if bool(part.any()):
+                total = total + ce[part].mean()
+    return total / len(logits)

@@ -148,3 +148,31 @@ def test_grid_positions_tell_every_cell_apart():
     assert pos.shape == (16, 8)
     assert torch.cdist(pos, pos).add(torch.eye(16)).min() > 0.1  # no two cells alike
     assert not grid_positions(5, 8).any()  # not a square grid: learned from zero
+
+
+def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
+    tok = train_word_tokenizer(QS + AS)
+    torch.manual_seed(0)
+    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
+                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, scene_cells=4,
+                      scene_classes=[3, 2])
+    model = GifQAModel(cfg)
+    ids, mask, labels = encode_train_batch(tok, QS, AS)
+    frames = Frames.dense(torch.randn(2, 4, 5, 32))  # 8 distinct frames
+    scene = torch.zeros(8, 4, 2, dtype=torch.long)
+    scene[:, 0] = torch.tensor([2, 1])  # an object in cell 0 of every frame
+    scene[1] = -100  # a frame without ground truth adds nothing
+    out = gifqa_loss(model, frames, ids, mask, labels, MVMConfig(weight=0.0), scene=scene,
+                     scene_weight=0.5)
+    assert float(out.scene_loss) > 0
+    assert torch.isclose(out.loss, out.answer_loss + 0.5 * out.scene_loss)
+    out.loss.backward()
+    assert model.query_tokens.grad.abs().sum() > 0
+    assert model.scene_head.cells.grad.abs().sum() > 0
+    # no frame with ground truth: zero, not NaN
+    none = model.scene_head.loss(model.frame_states(frames), torch.full((8, 4, 2), -100))
+    assert float(none) == 0.0
+    with pytest.raises(ValueError, match="scene"):
+        GifQAModel(GifQAConfig(vision_width=32, qformer_hidden=32, lm_hidden=32,
+                               vocab_size=len(tok), question_conditioned=True, scene_cells=4,
+                               scene_classes=[3, 2]))

@@ -153,3 +153,25 @@ def test_caption_task_trains_on_descriptions_and_needs_them(tmp_path: Path) -> N
     assert {"describe", "staying", "still"} <= set(vocab)
     with pytest.raises(ValueError, match="descriptions"):
         run_train(qa, kf, idx, _params(captions=True, max_steps=1), tmp_path / "again")
+
+
+def test_scene_loss_trains_the_visual_side_and_needs_targets(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    n_rows = len(np.load(idx / TOKENS_FILE, mmap_mode="r"))
+    # each frame: its GIF's colour in cell 0 (the tokens encode it), background elsewhere
+    scene = np.zeros((n_rows, 4, 2), dtype=np.int64)
+    for g, colour in enumerate(qa.answer):
+        scene[g * 4:(g + 1) * 4, 0] = [COLORS.index(colour) + 1, 1]
+    params = _params(scene_weight=1.0, scene_grid=2, max_steps=12, eval_every=6)
+    m = run_train(qa, kf, idx, params, tmp_path / "out", scene=scene)
+    assert m["steps"] == 12
+    curve = pd.read_csv(tmp_path / "out" / "curve.csv")
+    assert curve.scene_loss.iloc[-3:].mean() < curve.scene_loss.iloc[:3].mean()
+    cfg = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert cfg["scene_cells"] == 4 and cfg["scene_classes"] == [8, 5]
+    from gifqa_model.model import GifQAModel
+
+    GifQAModel.from_pretrained(tmp_path / "out" / "model")  # the head's weights load back
+    with pytest.raises(ValueError, match="scene targets"):
+        run_train(qa, kf, idx, params, tmp_path / "again")

@@ -1,0 +1,56 @@
+"""Scene targets from ShapesWorld's ground truth, laid out like the frame cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gifqa_model.scene import ATTRIBUTES, IGNORE, frame_scene, scene_classes, scene_table
+from gifqa_model.shapes import ShapesParams, generate_example
+
+
+def _truth(index: int = 3):
+    return generate_example(index, ShapesParams(n_gifs=8)).ground_truth
+
+
+def test_each_visible_object_marks_its_centre_cell_with_its_groups_colour_and_shape():
+    truth = _truth()
+    grid = 8
+    frame = truth["frames"][0]
+    labels = frame_scene(frame, truth["groups"], truth["image_size"], grid)
+    assert labels.shape == (grid * grid, len(ATTRIBUTES))
+    for obj in frame:
+        if not obj["visible"]:
+            continue
+        x0, y0, x1, y1 = obj["bbox"]
+        cell = int((y0 + y1) / 2 * grid / 64) * grid + int((x0 + x1) / 2 * grid / 64)
+        group = truth["groups"][obj["group"]]
+        assert ATTRIBUTES["color"][labels[cell, 0] - 1] == group["color"]
+        assert ATTRIBUTES["shape"][labels[cell, 1] - 1] == group["shape"]
+    n_visible = sum(o["visible"] for o in frame)
+    marked = int((labels[:, 0] > 0).sum())
+    assert 1 <= marked <= n_visible
+    # background cells carry 0 in both attributes, object cells a class in both
+    assert ((labels[:, 0] > 0) == (labels[:, 1] > 0)).all()
+    assert scene_classes() == [len(ATTRIBUTES["color"]) + 1, len(ATTRIBUTES["shape"]) + 1]
+
+
+def test_invisible_objects_mark_nothing():
+    truth = _truth()
+    hidden = [{**o, "visible": False, "bbox": None} for o in truth["frames"][0]]
+    assert not frame_scene(hidden, truth["groups"], 64, 4).any()
+
+
+def test_table_follows_cache_rows_and_ignores_gifs_without_truth():
+    truths = {"sw_a.gif": _truth(1), "sw_b.gif": _truth(2)}
+    frames = pd.DataFrame({"gif_id": ["a", "b", "c"], "offset": [0, 2, 5],
+                           "n_cached": [2, 3, 1], "source_frames": [[0, 15], [1, 2, 3], [0]]})
+    manifest = pd.DataFrame({"gif_id": ["a", "b", "c"],
+                             "path": ["x/gifs/sw_a.gif", "x/gifs/sw_b.gif", "up/c.gif"]})
+    table = scene_table(frames, manifest, truths, grid=4)
+    assert table.shape == (6, 16, 2)
+    t_a = truths["sw_a.gif"]
+    np.testing.assert_array_equal(table[1], frame_scene(t_a["frames"][15], t_a["groups"], 64, 4))
+    t_b = truths["sw_b.gif"]
+    np.testing.assert_array_equal(table[4], frame_scene(t_b["frames"][3], t_b["groups"], 64, 4))
+    assert (table[5] == IGNORE).all()  # an uploaded GIF has no ground truth

@@ -248,6 +248,7 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     bs = max(2, min(params.fit_batch_size // per_gif, n))  # fit_batch_size counts images
     labels = torch.arange(bs)
     t0, step, loss_val, first = time.time(), 0, float("nan"), None
+    scene_first, scene_last = None, None
     bar = tqdm(total=params.fit_steps, desc="fit CLIP", unit="step")
     while step < params.fit_steps and (time.time() - t0) < params.fit_minutes * 60:
         idx = rng.choice(n, size=bs, replace=False)
@@ -265,6 +266,8 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
             token_loss = scene_loss(list(head(tokens).split(head.n_classes, dim=-1)),
                                     torch.from_numpy(scene[frame_idx]))
             loss = loss + params.fit_scene_weight * token_loss
+            scene_first = scene_first if scene_first is not None else float(token_loss.detach())
+            scene_last = float(token_loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -285,4 +288,6 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
         p.requires_grad_(False)
     return {"clip_fit_steps": step, "clip_fit_seconds": round(time.time() - t0, 1),
             "clip_fit_loss_first": first if first is not None else float("nan"),
-            "clip_fit_loss_last": loss_val, "clip_fit_objective": params.fit_objective}
+            "clip_fit_loss_last": loss_val, "clip_fit_objective": params.fit_objective,
+            **({"clip_fit_scene_loss_first": scene_first, "clip_fit_scene_loss_last": scene_last}
+               if scene_first is not None else {})}

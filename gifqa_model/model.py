@@ -342,9 +342,9 @@ class SceneHead(nn.Module):
     """Reads a frame's Q-Former outputs back into a grid: per cell, a class per attribute.
 
     Each cell is a learned query (started from its 2-D sin-cos place) that attends over the
-    frame's Q outputs, so one Q-Former query that holds an object answers for that object's
-    cell — it pulls the queries towards one object each, which is what the LM needs to bind a
-    question's words to one object's colour, shape and place.
+    frame's Q outputs, so a Q-Former query that holds an object answers for that object's
+    cell: it favours queries that each keep one object's colour, shape and place together,
+    which is what the LM needs to bind a question's words to one object.
     """
 
     def __init__(self, hidden: int, n_cells: int, n_classes: list[int]) -> None:

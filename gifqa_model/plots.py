@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 def plot_training_curve(curve_csv: Path, out_png: Path) -> Path:
     curve = pd.read_csv(curve_csv)
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    for col in ("loss", "answer_loss", "mvm_loss"):
-        if col in curve:
+    for col in ("loss", "answer_loss", "mvm_loss", "scene_loss"):
+        if col in curve and curve[col].abs().sum() > 0:  # a loss that is off stays off the plot
             ax[0].plot(curve.step, curve[col], label=col, lw=1)
     ax[0].set_xlabel("step")
     ax[0].set_title("training loss")

@@ -106,3 +106,26 @@ def test_cnn_tower_tokens_come_from_its_feature_map(tmp_path):
 def test_cnn_tower_without_a_token_layer_is_a_clear_error():
     with pytest.raises(ValueError, match="token_layer"):
         build_clip(ClipParams(model_name="gifqa-tiny-cnn"))
+
+
+def test_fit_with_the_dense_token_loss_learns_what_each_token_cell_shows():
+    from gifqa_model.gifs import decode_frames
+    from gifqa_model.scene import frame_scene
+    from gifqa_model.shapes import ShapesParams, generate_example
+
+    examples = [generate_example(i, ShapesParams(n_gifs=4)) for i in range(4)]
+    frames, scene = [], []
+    for ex in examples:
+        with_idx = [0, 5, 10, 15]
+        frames.append(decode_frames(ex.gif_bytes, indices=with_idx, size=64))
+        truth = ex.ground_truth
+        scene += [frame_scene(truth["frames"][t], truth["groups"], 64, 8) for t in with_idx]
+    frames, scene = np.concatenate(frames), np.stack(scene)
+    params = ClipParams(fit_steps=40, fit_batch_size=8, fit_lr=3e-3, token_pool=1,
+                        fit_scene_weight=1.0)
+    enc = build_clip(params)
+    m = fit_clip(enc, frames, [(0, 4), (4, 8), (8, 12), (12, 16)],
+                 [ex.description for ex in examples], params, scene=scene)
+    assert m["clip_fit_scene_loss_last"] < 0.5 * m["clip_fit_scene_loss_first"]
+    with pytest.raises(ValueError, match="scene targets"):
+        fit_clip(build_clip(params), frames, [(0, 4), (4, 8)], ["a", "b"], params)

@@ -171,7 +171,7 @@ def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
     assert model.scene_head.cells.grad.abs().sum() > 0
     # no frame with ground truth: zero, not NaN
     none = model.scene_head.loss(model.frame_states(frames), torch.full((8, 4, 2), -100))
-    assert float(none) == 0.0
+    assert float(none.detach()) == 0.0
     with pytest.raises(ValueError, match="scene"):
         GifQAModel(GifQAConfig(vision_width=32, qformer_hidden=32, lm_hidden=32,
                                vocab_size=len(tok), question_conditioned=True, scene_cells=4,

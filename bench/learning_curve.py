@@ -64,7 +64,10 @@ def main() -> None:
     summary = {"minutes": args.minutes, "steps": train_m["steps"],
                "qa_per_second": train_m["qa_per_second"],
                "test_accuracy": m["accuracy"], "test_by_qtype": m["accuracy_by_qtype"],
-               "prior": m["baseline_prior_accuracy"]}
+               "prior": m["baseline_prior_accuracy"],
+               "blank_frames_accuracy": m["blank_frames_accuracy"],
+               "shuffled_frames_accuracy": m["shuffled_frames_accuracy"],
+               "shuffled_by_qtype": m["shuffled_frames_by_qtype"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 

@@ -204,17 +204,21 @@ def split_clauses(description: str) -> list[str]:
 
 
 class _TokenHead(torch.nn.Linear):
-    """Per-token linear classifier for the fit's scene loss; no classes = off."""
+    """Per-token linear classifier for the fit's scene loss."""
 
     def __init__(self, width: int, n_classes: list[int]) -> None:
-        super().__init__(width, max(1, sum(n_classes)))
+        super().__init__(width, sum(n_classes))
         self.n_classes = n_classes
+
+    def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """(T, N, Dv) → one (T, N, classes) logit tensor per attribute."""
+        return list(super().forward(tokens).split(self.n_classes, dim=-1))
 
 
 def _token_scene_head(encoder: ClipEncoder, params: ClipParams,
-                      scene: np.ndarray | None) -> _TokenHead:
+                      scene: np.ndarray | None) -> _TokenHead | None:
     if params.fit_scene_weight <= 0:
-        return _TokenHead(1, [])
+        return None
     n_tokens = encoder.tower_token_shape[0]
     if scene is None or scene.shape[1] != n_tokens:
         raise ValueError(f"clip.fit_scene_weight needs scene targets with one cell per token "
@@ -236,8 +240,8 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     model = encoder.model.train()
     rng = np.random.default_rng(params.seed)
     head = _token_scene_head(encoder, params, scene)
-    opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=params.fit_lr,
-                            weight_decay=0.1)
+    fitted = [*model.parameters(), *(head.parameters() if head is not None else [])]
+    opt = torch.optim.AdamW(fitted, lr=params.fit_lr, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.fit_lr,
                                                 total_steps=max(params.fit_steps, 2),
                                                 pct_start=0.1)
@@ -262,9 +266,8 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
         sim = torch.einsum("ime,je->ijm", img_f, txt_f).amax(-1)
         logits = model.logit_scale.exp() * sim
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-        if len(head.n_classes):
-            token_loss = scene_loss(list(head(tokens).split(head.n_classes, dim=-1)),
-                                    torch.from_numpy(scene[frame_idx]))
+        if head is not None:
+            token_loss = scene_loss(head(tokens), torch.from_numpy(scene[frame_idx]))
             loss = loss + params.fit_scene_weight * token_loss
             scene_first = scene_first if scene_first is not None else float(token_loss.detach())
             scene_last = float(token_loss.detach())

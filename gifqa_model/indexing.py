@@ -61,10 +61,10 @@ def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int,
 def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
               params: IndexParams, out_dir: Path,
               encoder: ClipEncoder | None = None,
-              truth_by_name: dict[str, dict] | None = None) -> dict:
+              truth_by_gif: dict[str, dict] | None = None) -> dict:
     """Fit CLIP on train GIFs, cache all frame tokens, index groups, choose keyframes.
 
-    `truth_by_name` (ShapesWorld's ground truth by file name) feeds the fit's dense token loss
+    `truth_by_gif` (ShapesWorld's ground truth by gif_id) feeds the fit's dense token loss
     when `clip_params.fit_scene_weight` > 0.
     """
     out_dir = Path(out_dir)
@@ -82,7 +82,7 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
         scene = None
         if clip_params.fit_scene_weight > 0:
             grid = math.isqrt(encoder.tower_token_shape[0])
-            scene = scene_table(frame_table, manifest, truth_by_name or {}, grid)
+            scene = scene_table(frame_table, truth_by_gif or {}, grid)
         metrics.update(fit_clip(encoder, frames, ranges,
                                 manifest.description[train].tolist(), clip_params, scene=scene))
     encoder.save(out_dir / CLIP_DIR)

@@ -8,7 +8,6 @@ visible. CLIP-Cut is compared with uniform sampling and random sampling of as ma
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,18 +33,20 @@ def visible_frames(truth: dict, group: int) -> np.ndarray:
                      for frame in truth["frames"]])
 
 
-def keyframe_precision(qa: pd.DataFrame, keyframes: pd.DataFrame, manifest: pd.DataFrame,
-                       frame_table: pd.DataFrame, truth_by_gif: dict[str, dict],
-                       split: str = "test", seed: int = 0) -> dict:
-    """precision@k for CLIP-Cut, uniform and random frames; k = frames the model sees."""
+def keyframe_precision(qa: pd.DataFrame, keyframes: pd.DataFrame, frame_table: pd.DataFrame,
+                       truth_by_gif: dict[str, dict], split: str = "test",
+                       seed: int = 0) -> dict:
+    """precision@k for CLIP-Cut, uniform and random frames; k = frames the model sees.
+
+    `truth_by_gif`: ground truth by gif_id (GIFs without it are skipped).
+    """
     rng = np.random.default_rng(seed)
-    name = dict(zip(manifest.gif_id, manifest.path.map(lambda p: Path(p).name), strict=True))
     cached = dict(zip(frame_table.gif_id, frame_table.source_frames, strict=True))
     rows = qa[qa.split == split].merge(keyframes[["qa_id", "source_frames"]], on="qa_id")
     scores: dict[str, list[float]] = {"clipcut": [], "uniform": [], "random": []}
     k = 0
     for r in rows.itertuples():
-        truth = truth_by_gif.get(name.get(r.gif_id, ""))
+        truth = truth_by_gif.get(r.gif_id)
         if truth is None:
             continue
         group = asked_group(r.question, r.answer, truth["groups"])

@@ -40,6 +40,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from gifqa_model.scene import scene_loss
+
 
 @dataclass
 class GifQAConfig:
@@ -365,8 +367,6 @@ class SceneHead(nn.Module):
     def loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Balanced per-cell cross-entropy (`gifqa_model.scene.scene_loss`); targets
         (U, cells, attributes)."""
-        from gifqa_model.scene import scene_loss
-
         return scene_loss(self(states), targets)
 
 

@@ -122,7 +122,7 @@ def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> Tr
         from gifqa_model.scene import scene_table
 
         frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
-        scene = scene_table(frames, manifest, _ground_truth(manifest, root), train.scene_grid)
+        scene = scene_table(frames, _ground_truth(manifest, root), train.scene_grid)
     return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
 
 
@@ -132,12 +132,12 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
     manifest, qa = _clean_tables(root)
     out = out_dir("index", root)
     truth = _ground_truth(manifest, root)
-    metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_name=truth)
+    metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_gif=truth)
     if truth:
         from gifqa_model.features import FRAMES_FILE, load_keyframes
         from gifqa_model.keyframe_eval import keyframe_precision
 
-        metrics.update(keyframe_precision(qa, load_keyframes(out), manifest,
+        metrics.update(keyframe_precision(qa, load_keyframes(out),
                                           pd.read_parquet(out / FRAMES_FILE), truth,
                                           seed=params.clip.seed))
     write_metrics("index", metrics, root)
@@ -145,16 +145,17 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
 
 
 def _ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
-    """ShapesWorld's per-frame truth for the GIFs that have it (keyed by file name)."""
+    """ShapesWorld's per-frame truth for the manifest's GIFs that have it, keyed by gif_id."""
     from gifqa_model.shapes import load_ground_truth
 
-    truth: dict[str, dict] = {}
+    by_name: dict[str, dict] = {}
     folders = {Path(p).parent.parent for p in manifest.path}
     for folder in folders:
         f = (folder if folder.is_absolute() else root / folder) / "ground_truth.jsonl"
         if f.is_file():
-            truth.update(load_ground_truth(f))
-    return truth
+            by_name.update(load_ground_truth(f))
+    names = manifest.path.map(lambda p: Path(p).name)
+    return {g: by_name[n] for g, n in zip(manifest.gif_id, names, strict=True) if n in by_name}
 
 
 def stage_train(params: Params, root: Path = Path(".")) -> dict:

@@ -19,8 +19,6 @@ Frames of GIFs without ground truth (TGIF, user uploads) get IGNORE in every cel
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
@@ -39,10 +37,13 @@ def scene_classes() -> list[int]:
     return [len(v) + 1 for v in ATTRIBUTES.values()]
 
 
+# attribute → value → class (1-based: 0 is background)
+_CLASS = {name: {v: i + 1 for i, v in enumerate(vals)} for name, vals in ATTRIBUTES.items()}
+
+
 def frame_scene(objects: list[dict], groups: list[dict], image_size: int, grid: int) -> np.ndarray:
     """(G·G, n_attributes) labels of one frame: each visible object marks its bbox centre's cell."""
     out = np.full((grid * grid, len(ATTRIBUTES)), BACKGROUND, dtype=np.int64)
-    index = {name: {v: i + 1 for i, v in enumerate(vals)} for name, vals in ATTRIBUTES.items()}
     for obj in objects:
         if not obj["visible"] or not obj["bbox"]:
             continue
@@ -50,22 +51,21 @@ def frame_scene(objects: list[dict], groups: list[dict], image_size: int, grid: 
         col = min(grid - 1, int((x0 + x1) / 2 * grid / image_size))
         row = min(grid - 1, int((y0 + y1) / 2 * grid / image_size))
         group = groups[obj["group"]]
-        out[row * grid + col] = [index[name][group[name]] for name in ATTRIBUTES]
+        out[row * grid + col] = [_CLASS[name][group[name]] for name in ATTRIBUTES]
     return out
 
 
-def scene_table(frame_table: pd.DataFrame, manifest: pd.DataFrame,
-                truth_by_name: dict[str, dict], grid: int) -> np.ndarray:
+def scene_table(frame_table: pd.DataFrame, truth_by_gif: dict[str, dict],
+                grid: int) -> np.ndarray:
     """(T, G·G, n_attributes) labels per cache row; IGNORE where a GIF has no ground truth.
 
     `frame_table` is the index stage's frames.parquet (offset, n_cached and source frame per
-    cached row), `manifest` maps gif_id to its file, whose name keys `truth_by_name`.
+    cached row); `truth_by_gif` holds the ground truth by gif_id.
     """
-    names = dict(zip(manifest.gif_id, manifest.path.map(lambda p: Path(p).name), strict=True))
     total = int((frame_table.offset + frame_table.n_cached).max()) if len(frame_table) else 0
     table = np.full((total, grid * grid, len(ATTRIBUTES)), IGNORE, dtype=np.int64)
     for r in frame_table.itertuples():
-        truth = truth_by_name.get(names.get(r.gif_id, ""))
+        truth = truth_by_gif.get(r.gif_id)
         if truth is None:
             continue
         for local, src in enumerate(r.source_frames):

@@ -42,15 +42,13 @@ def test_invisible_objects_mark_nothing():
 
 
 def test_table_follows_cache_rows_and_ignores_gifs_without_truth():
-    truths = {"sw_a.gif": _truth(1), "sw_b.gif": _truth(2)}
+    truths = {"a": _truth(1), "b": _truth(2)}  # "c" (an upload) has none
     frames = pd.DataFrame({"gif_id": ["a", "b", "c"], "offset": [0, 2, 5],
                            "n_cached": [2, 3, 1], "source_frames": [[0, 15], [1, 2, 3], [0]]})
-    manifest = pd.DataFrame({"gif_id": ["a", "b", "c"],
-                             "path": ["x/gifs/sw_a.gif", "x/gifs/sw_b.gif", "up/c.gif"]})
-    table = scene_table(frames, manifest, truths, grid=4)
+    table = scene_table(frames, truths, grid=4)
     assert table.shape == (6, 16, 2)
-    t_a = truths["sw_a.gif"]
+    t_a = truths["a"]
     np.testing.assert_array_equal(table[1], frame_scene(t_a["frames"][15], t_a["groups"], 64, 4))
-    t_b = truths["sw_b.gif"]
+    t_b = truths["b"]
     np.testing.assert_array_equal(table[4], frame_scene(t_b["frames"][3], t_b["groups"], 64, 4))
     assert (table[5] == IGNORE).all()  # an uploaded GIF has no ground truth

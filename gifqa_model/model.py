@@ -277,6 +277,17 @@ class GifQAModel(nn.Module):
                       output_hidden_states=True)
         return out.logits, out.hidden_states[-1]
 
+    def visual_states(self, visual: torch.Tensor, visual_positions: torch.Tensor,
+                      n_visual_slots: int) -> torch.Tensor:
+        """(B, V', Dlm) last hidden states of the LM over visual tokens alone (no text).
+
+        Equal to the states at those positions of a [visual][text] pass: the LM is causal and
+        the visual tokens come first. MVM's masked pass needs nothing more.
+        """
+        b = visual.shape[0]
+        empty = torch.zeros(b, 0, dtype=torch.long, device=visual.device)
+        return self.run_lm(visual, empty, empty, visual_positions, n_visual_slots)[1]
+
     def answer_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on the answer tokens; logits cover [visual][text], labels cover text."""
         text_logits = logits[:, -labels.shape[1]:]
@@ -343,10 +354,12 @@ class GifQAModel(nn.Module):
 class SceneHead(nn.Module):
     """Reads a frame's Q-Former outputs back into a grid: per cell, a class per attribute.
 
-    Each cell is a learned query (started from its 2-D sin-cos place) that attends over the
-    frame's Q outputs, so a Q-Former query that holds an object answers for that object's
-    cell: it favours queries that each keep one object's colour, shape and place together,
-    which is what the LM needs to bind a question's words to one object.
+    Each Q-Former output gives a key and its own class logits; each cell (a learned vector
+    started from its 2-D sin-cos place) picks outputs by key and takes their logits. So an
+    output that holds an object must say the object's colour, shape *and* place on its own,
+    which is what the LM needs to bind a question's words to one object. (An attention layer
+    with per-cell projections cost 18 % of a training step; this head costs almost nothing,
+    and trained to 0.447 where that one reached 0.39 in the same 5.5 minutes.)
     """
 
     def __init__(self, hidden: int, n_cells: int, n_classes: list[int]) -> None:
@@ -354,15 +367,17 @@ class SceneHead(nn.Module):
         self.n_classes = list(n_classes)
         self.cells = nn.Parameter(grid_positions(n_cells, hidden)
                                   + torch.randn(n_cells, hidden) * 0.02)
-        self.attn = nn.MultiheadAttention(hidden, num_heads=4, batch_first=True)
-        self.norm = nn.LayerNorm(hidden)
-        self.out = nn.Linear(hidden, sum(self.n_classes))
+        self.key = nn.Linear(hidden, hidden)
+        self.classes = nn.Linear(hidden, sum(self.n_classes))
+        self.cell_bias = nn.Parameter(torch.zeros(n_cells, sum(self.n_classes)))
 
     def forward(self, states: torch.Tensor) -> list[torch.Tensor]:
         """(U, Q, H) → one (U, cells, classes) logit tensor per attribute."""
-        cells = self.cells.expand(states.shape[0], -1, -1)
-        read, _ = self.attn(cells, states, states, need_weights=False)
-        return list(self.out(self.norm(read + cells)).split(self.n_classes, dim=-1))
+        # (U, cells, Q): which of the frame's outputs speaks for each cell
+        pick = torch.softmax(self.cells @ self.key(states).transpose(1, 2)
+                             / math.sqrt(states.shape[-1]), dim=-1)
+        logits = pick @ self.classes(states) + self.cell_bias
+        return list(logits.split(self.n_classes, dim=-1))
 
     def loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Balanced per-cell cross-entropy (`gifqa_model.scene.scene_loss`); targets

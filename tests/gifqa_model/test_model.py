@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gifqa_model.losses import MVMConfig, gifqa_loss, keep_indices
+from gifqa_model.losses import MVMConfig, distinct_rows, gifqa_loss, keep_indices
 from gifqa_model.model import Frames, GifQAConfig, GifQAModel
 from gifqa_model.text import (
     decode_answers,
@@ -59,6 +59,40 @@ def test_mvm_masked_pass_sees_fewer_tokens_and_has_gradient():
     assert float(out.mvm_loss) > 0  # the masked pass really differs from the unmasked one
     out.loss.backward()
     assert model.query_tokens.grad is not None and model.query_tokens.grad.abs().sum() > 0
+
+
+def test_visual_states_alone_equal_those_of_the_full_pass():
+    # MVM's masked pass runs on visual tokens only: valid because the LM is causal and the
+    # visual tokens come first, so the question after them cannot change their states
+    model, tok = _tiny()
+    model.eval()
+    ids, mask, _ = encode_train_batch(tok, QS, AS)
+    visual = model.encode_visual(Frames.dense(torch.randn(2, 4, 5, 32)))
+    _, full = model.run_lm(visual, ids, mask)
+    positions = torch.arange(visual.shape[1]).expand(2, -1)
+    alone = model.visual_states(visual, positions, n_visual_slots=visual.shape[1])
+    assert torch.allclose(alone, full[:, : visual.shape[1]], atol=1e-5)
+    # and a masked sequence (kept tokens at their own positions) really gives other states
+    keep = keep_indices(2, visual.shape[1], 0.5, torch.device("cpu"),
+                        torch.Generator().manual_seed(0))
+    masked = model.visual_states(visual.gather(1, keep[..., None].expand(-1, -1, 32)), keep,
+                                 n_visual_slots=visual.shape[1])
+    target = full.gather(1, keep[..., None].expand(-1, -1, full.shape[-1]))
+    assert not torch.allclose(masked, target, atol=1e-3)
+
+
+def test_questions_sharing_keyframes_share_one_masked_pass():
+    assert distinct_rows(torch.tensor([[3, 4], [1, 2], [3, 4], [1, 2], [5, 6]])).tolist() == [
+        0, 1, 4]
+    model, tok = _tiny()
+    qs, answers = QS * 2, AS * 2
+    ids, mask, labels = encode_train_batch(tok, qs, answers)
+    frames = Frames(torch.randn(4, 5, 32), torch.arange(4), torch.tensor([[0, 1]] * 3 + [[2, 3]]))
+    out = gifqa_loss(model, frames, ids, mask, labels, MVMConfig(weight=1.0),
+                     torch.Generator().manual_seed(0))
+    assert out.n_visual_kept < out.n_visual and float(out.mvm_loss) > 0
+    out.loss.backward()
+    assert model.query_tokens.grad.abs().sum() > 0
 
 
 def test_mvm_off_is_plain_cross_entropy():

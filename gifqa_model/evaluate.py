@@ -34,7 +34,7 @@ def predict_answers(model: GifQAModel, tokenizer, cache: FrameCache, rows: np.nd
     out: list[str] = []
     it = range(0, len(questions), batch_size)
     for i in tqdm(it, desc="answer", unit="batch", disable=not progress):
-        frames = cache.frames(rows[i : i + batch_size])
+        frames = cache.frames(rows[i : i + batch_size], motion_gap=model.cfg.motion_gap)
         if transform is not None:
             frames = transform(frames)
         ids, mask = encode_prompts(tokenizer, questions[i : i + batch_size])
@@ -60,19 +60,26 @@ def prior_answers(train_qa: pd.DataFrame) -> dict[str, str]:
 
 def blank_frames(frames: Frames) -> Frames:
     """Every visual token zero: what the model answers from the question alone."""
-    return Frames(torch.zeros_like(frames.tokens), frames.times, frames.index)
+    before = None if frames.before is None else torch.zeros_like(frames.before)
+    return Frames(torch.zeros_like(frames.tokens), frames.times, frames.index, before=before)
 
 
 def shuffle_frames(seed: int) -> FrameTransform:
     """Each question's frames in a random order; the time stamps stay in slot order, so the
-    model is shown a scrambled clip rather than the right clip with the right times."""
+    model is shown a scrambled clip rather than the right clip with the right times. A model
+    that reads motion from each frame's earlier frame gets those scrambled too, each by its own
+    permutation: in a scrambled clip the frame before any frame is some other frame of it."""
     gen = torch.Generator().manual_seed(seed)
 
     def _shuffle(frames: Frames) -> Frames:
-        tokens, times = frames.per_question()
+        tokens, times, before = frames.per_question()
         b, f = times.shape
+        rows = torch.arange(b)[:, None]
         perm = torch.stack([torch.randperm(f, generator=gen) for _ in range(b)])
-        return Frames.dense(tokens[torch.arange(b)[:, None], perm], times)
+        if before is not None:
+            other = torch.stack([torch.randperm(f, generator=gen) for _ in range(b)])
+            before = before[rows, other]
+        return Frames.dense(tokens[rows, perm], times, before)
 
     return _shuffle
 

@@ -43,11 +43,14 @@ class FrameCache:
         return np.array([[self.offset[g] + f for f in fr]
                          for g, fr in zip(gif_ids, local_frames, strict=True)], dtype=np.int64)
 
-    def frames(self, rows: np.ndarray, reverse: np.ndarray | None = None) -> Frames:
+    def frames(self, rows: np.ndarray, reverse: np.ndarray | None = None,
+               motion_gap: int = 0) -> Frames:
         """(B, F) cache rows → the batch's distinct frames, read once, and the index into them.
 
         `reverse` (B,) bool plays a question's clip backwards: its keyframes in reverse order,
         each at time n - 1 - t (a reversed frame is another input: same tokens, other time).
+        `motion_gap` > 0 also reads each frame's `before`: the frame that many cached frames
+        earlier in its GIF's (played) timeline, or the frame itself when there is none.
         """
         rows = np.asarray(rows)
         total = len(self.tokens)
@@ -58,9 +61,16 @@ class FrameCache:
         src, flipped = uniq % total, uniq >= total
         times = np.where(flipped, self.length[src] - 1 - self.time[src], self.time[src])
         tokens = torch.from_numpy(np.asarray(self.tokens[src], dtype=np.float32))
+        before = None
+        if motion_gap > 0:
+            # in a reversed clip the frame before is the one after in the GIF
+            step = np.where(flipped, -motion_gap, motion_gap)
+            has = times >= motion_gap
+            earlier = np.where(has, src - step, src)
+            before = torch.from_numpy(np.asarray(self.tokens[earlier], dtype=np.float32))
         return Frames(tokens, torch.from_numpy(times),
                       torch.from_numpy(inverse.reshape(rows.shape).astype(np.int64)),
-                      torch.from_numpy(src.astype(np.int64)))
+                      torch.from_numpy(src.astype(np.int64)), before)
 
 
 def load_keyframes(index_dir: Path) -> pd.DataFrame:

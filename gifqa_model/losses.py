@@ -86,7 +86,7 @@ def gifqa_loss(
     if scene is not None and scene_weight > 0:
         states = model.frame_states(frames)
         visual = model.gather_visual(states, frames)
-        scene_loss = model.scene_head.loss(states, scene)
+        scene_loss = model.scene_loss(states, scene)
         out = _answer_and_mvm(model, visual, text_ids, text_mask, labels, cfg, generator,
                               frames.index)
         return replace(out, loss=out.loss + scene_weight * scene_loss,

@@ -54,6 +54,10 @@ class GifQAConfig:
     token_positions: bool = False
     n_tokens: int = 64  # tokens per frame (N)
     n_query: int = 4  # Q-Former queries per frame
+    # motion: each frame's tokens minus those of the frame this many cached frames earlier in
+    # its GIF, projected and added to the frame's tokens, so the Q-Former reads where things
+    # move from one frame, as a two-stream network reads optical flow; 0 = off
+    motion_gap: int = 0
     qformer_hidden: int = 128
     qformer_layers: int = 2
     qformer_heads: int = 4
@@ -71,6 +75,11 @@ class GifQAConfig:
     # the classes of each attribute, read back from one frame's Q-Former outputs; 0 = none
     scene_cells: int = 0
     scene_classes: list[int] = field(default_factory=list)
+    # per attribute, the LM token of each class's word ("red", "circle", "left"; background
+    # first, -1): the head then scores a cell's visual tokens against those words' embeddings,
+    # so what the LM sees of an object is aligned with the words that name it. Empty = a
+    # classifier of its own
+    scene_word_ids: list[list[int]] = field(default_factory=list)
     # full profile: pretrained components from local directories (never a hub name)
     qformer_dir: str | None = None
     lm_dir: str | None = None
@@ -98,23 +107,32 @@ class Frames:
     times: torch.Tensor  # (U,) long: the frame's index in its GIF's cached timeline
     index: torch.Tensor  # (B, F) long into U, time order
     source: torch.Tensor | None = None  # (U,) long: each frame's cache row, when read from one
+    # (U, N, Dv): the tokens of the frame `motion_gap` frames earlier in the same GIF (the
+    # frame itself at the start), for models that read motion (GifQAConfig.motion_gap)
+    before: torch.Tensor | None = None
 
     @classmethod
-    def dense(cls, tokens: torch.Tensor, times: torch.Tensor | None = None) -> Frames:
+    def dense(cls, tokens: torch.Tensor, times: torch.Tensor | None = None,
+              before: torch.Tensor | None = None) -> Frames:
         """(B, F, N, Dv) per-question frames (no sharing); times default to 0..F-1."""
         b, f = tokens.shape[:2]
         if times is None:
             times = torch.arange(f).expand(b, f)
+        flat = None if before is None else before.reshape(b * f, *before.shape[2:])
         return cls(tokens.reshape(b * f, *tokens.shape[2:]), times.reshape(-1).long(),
-                   torch.arange(b * f).reshape(b, f))
+                   torch.arange(b * f).reshape(b, f), before=flat)
 
-    def per_question(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, F, N, Dv) tokens and (B, F) times, each question's frames laid out densely."""
-        return self.tokens[self.index], self.times[self.index]
+    def per_question(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, F, N, Dv) tokens, (B, F) times and (B, F, N, Dv) earlier frames (or None),
+        each question's frames laid out densely."""
+        before = None if self.before is None else self.before[self.index]
+        return self.tokens[self.index], self.times[self.index], before
 
     def to(self, device: torch.device | str) -> Frames:
         source = None if self.source is None else self.source.to(device)
-        return Frames(self.tokens.to(device), self.times.to(device), self.index.to(device), source)
+        before = None if self.before is None else self.before.to(device)
+        return Frames(self.tokens.to(device), self.times.to(device), self.index.to(device), source,
+                      before)
 
 
 def _qformer_config(cfg: GifQAConfig) -> Blip2QFormerConfig:
@@ -183,6 +201,8 @@ class GifQAModel(nn.Module):
         else:
             self.vision_proj = nn.Identity()  # no parameters: tiny checkpoints are unchanged
         self.frame_pos = nn.Embedding(cfg.max_frames, enc_width)
+        if cfg.motion_gap:
+            self.motion_proj = nn.Linear(cfg.vision_width, enc_width)
         if cfg.token_positions:
             self.token_pos = nn.Parameter(grid_positions(cfg.n_tokens, enc_width)[None])
         self.query_tokens = nn.Parameter(torch.randn(1, cfg.n_query, cfg.qformer_hidden) * 0.02)
@@ -194,7 +214,8 @@ class GifQAModel(nn.Module):
             if cfg.question_conditioned:
                 raise ValueError("the scene head reads per-frame Q-Former outputs: a "
                                  "question-conditioned Q-Former has none (scene_weight: 0)")
-            self.scene_head = SceneHead(cfg.qformer_hidden, cfg.scene_cells, cfg.scene_classes)
+            self.scene_head = SceneHead(cfg.qformer_hidden, cfg.scene_cells, cfg.scene_classes,
+                                        cfg.lm_hidden if cfg.scene_word_ids else 0)
         if cfg.freeze_lm:
             for p in self.lm.parameters():
                 p.requires_grad_(False)
@@ -233,6 +254,11 @@ class GifQAModel(nn.Module):
         """(U, N, De): the cached tokens with their frame's time (and each token's place)."""
         times = frames.times.clamp(max=self.cfg.max_frames - 1)
         x = self.vision_proj(frames.tokens) + self.frame_pos(times)[:, None, :]
+        if self.cfg.motion_gap:
+            if frames.before is None:
+                raise ValueError("this model reads motion (motion_gap "
+                                 f"{self.cfg.motion_gap}): give Frames their earlier frames")
+            x = x + self.motion_proj(frames.tokens - frames.before)
         if self.cfg.token_positions:
             x = x + self.token_pos
         return x
@@ -247,6 +273,15 @@ class GifQAModel(nn.Module):
         """(U, Q, Hq) per-frame states → (B, F·Q, Dlm): each question's keyframes, in order."""
         b, f = frames.index.shape
         return self.proj(states)[frames.index].reshape(b, f * states.shape[1], -1)
+
+    def scene_loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The scene head's loss on (U, Q, Hq) frame states; targets (U, cells, attributes)."""
+        if not self.cfg.scene_word_ids:
+            return self.scene_head.loss(states, targets)
+        table = self.lm.get_input_embeddings().weight
+        words = [table[torch.tensor(ids[1:], device=table.device)]
+                 for ids in self.cfg.scene_word_ids]
+        return scene_loss(self.scene_head(states, self.proj(states), words), targets)
 
     # ---- LM side -----------------------------------------------------------------------
     def run_lm(
@@ -360,23 +395,41 @@ class SceneHead(nn.Module):
     which is what the LM needs to bind a question's words to one object. (An attention layer
     with per-cell projections cost 18 % of a training step; this head costs almost nothing,
     and trained to 0.447 where that one reached 0.39 in the same 5.5 minutes.)
+
+    With `word_width`, an output's class logits are its visual token (what the LM reads)
+    scored against the LM embeddings of the class words, given to `forward`.
     """
 
-    def __init__(self, hidden: int, n_cells: int, n_classes: list[int]) -> None:
+    def __init__(self, hidden: int, n_cells: int, n_classes: list[int],
+                 word_width: int = 0) -> None:
         super().__init__()
         self.n_classes = list(n_classes)
         self.cells = nn.Parameter(grid_positions(n_cells, hidden)
                                   + torch.randn(n_cells, hidden) * 0.02)
         self.key = nn.Linear(hidden, hidden)
-        self.classes = nn.Linear(hidden, sum(self.n_classes))
         self.cell_bias = nn.Parameter(torch.zeros(n_cells, sum(self.n_classes)))
+        if word_width:
+            # per attribute, the background class's vector (it has no word)
+            self.background = nn.Parameter(torch.randn(len(self.n_classes), word_width) * 0.02)
+            self.scale = nn.Parameter(torch.tensor(5.0))
+        else:
+            self.classes = nn.Linear(hidden, sum(self.n_classes))
 
-    def forward(self, states: torch.Tensor) -> list[torch.Tensor]:
-        """(U, Q, H) → one (U, cells, classes) logit tensor per attribute."""
+    def forward(self, states: torch.Tensor, visual: torch.Tensor | None = None,
+                words: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """(U, Q, H) → one (U, cells, classes) logit tensor per attribute. With words: the
+        (U, Q, Dlm) visual tokens of the states and, per attribute, (classes - 1, Dlm) word
+        embeddings."""
         # (U, cells, Q): which of the frame's outputs speaks for each cell
         pick = torch.softmax(self.cells @ self.key(states).transpose(1, 2)
                              / math.sqrt(states.shape[-1]), dim=-1)
-        logits = pick @ self.classes(states) + self.cell_bias
+        if words is None:
+            per_output = self.classes(states)
+        else:
+            table = torch.cat([torch.cat([self.background[i : i + 1], w.to(visual.dtype)])
+                               for i, w in enumerate(words)])
+            per_output = self.scale * F.normalize(visual, dim=-1) @ F.normalize(table, dim=-1).T
+        logits = pick @ per_output + self.cell_bias
         return list(logits.split(self.n_classes, dim=-1))
 
     def loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -122,7 +122,8 @@ def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> Tr
         from gifqa_model.scene import scene_table
 
         frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
-        scene = scene_table(frames, _ground_truth(manifest, root), train.scene_grid)
+        scene = scene_table(frames, _ground_truth(manifest, root), train.scene_grid,
+                            motion=bool(train.model.get("motion_gap")))
     return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
 
 

@@ -56,8 +56,11 @@ class GifQAPredictor:
         index = build_index(group_embeddings(emb, layout), self.params)
         q = self.encoder.embed_texts([question])
         local = retrieve_keyframes(index, layout, np.array([0]), q, self.params)[0]
+        gap = self.model.cfg.motion_gap
+        before = (torch.from_numpy(tokens[[f - gap if f >= gap else f for f in local]]
+                                   .astype(np.float32))[None] if gap else None)
         frames = Frames.dense(torch.from_numpy(tokens[local].astype(np.float32))[None],
-                              torch.tensor([local]))
+                              torch.tensor([local]), before)
         ids, mask = encode_prompts(self.tokenizer, [question])
         gen = self.model.generate(frames, ids, mask, self.tokenizer.eos_token_id)
         return {"answer": decode_answers(self.tokenizer, gen)[0],

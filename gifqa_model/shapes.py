@@ -80,7 +80,7 @@ POSITION_PHRASES = {
     "bottom right": "in the bottom right",
 }
 COUNT_WORDS = {2: "two", 3: "three"}
-_PROGRESSIVE = {
+PROGRESSIVE = {
     "moves left": "moving to the left",
     "moves right": "moving to the right",
     "moves up": "moving up",
@@ -436,7 +436,7 @@ def describe(groups: list[Group], rng: np.random.Generator, verb_form: str = "pr
         else:
             noun = f"{COUNT_WORDS[g.count]} {g.size} {g.color} {g.shape}s"
         if verb_form == "progressive":
-            verb = f"{'is' if g.count == 1 else 'are'} {_PROGRESSIVE[g.motion]}"
+            verb = f"{'is' if g.count == 1 else 'are'} {PROGRESSIVE[g.motion]}"
         else:
             verb = _SIMPLE[g.motion][0 if g.count == 1 else 1]
         clauses.append(f"{noun} {POSITION_PHRASES[g.position]} {verb}")

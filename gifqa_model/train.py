@@ -29,7 +29,7 @@ from gifqa_model.evaluate import accuracy_table, exact_match, predict_answers
 from gifqa_model.features import FrameCache
 from gifqa_model.losses import GifQALoss, MVMConfig
 from gifqa_model.model import GifQAConfig, GifQAModel, count_parameters
-from gifqa_model.scene import scene_classes
+from gifqa_model.scene import class_words, scene_classes
 from gifqa_model.text import encode_train_batch, load_tokenizer, train_word_tokenizer
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class TrainParams(BaseModel):
     # outputs by a training-only head; frames without ground truth add nothing. 0 = off
     scene_weight: float = 0.0
     scene_grid: int = 8
+    # score the scene head's classes against the LM embeddings of their words (GifQAConfig.
+    # scene_word_ids), so the visual tokens an object gives the LM look like its words
+    scene_words: bool = False
     eval_every: int = 250
     eval_samples: int = 512
     checkpoint_every: int = 500
@@ -157,11 +160,20 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
                  train_word_tokenizer(texts))
     use_scene = params.scene_weight > 0
-    if use_scene and (scene is None or len(scene) != len(cache.tokens)):
-        raise ValueError("train.scene_weight needs scene targets for every cached frame "
-                         "(gifqa_model.scene.scene_table of the index stage's frames)")
-    scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": scene_classes()}
+    classes = scene_classes(motion=bool(params.model.get("motion_gap")))
+    if use_scene and (scene is None or len(scene) != len(cache.tokens)
+                      or scene.shape[-1] != len(classes)):
+        raise ValueError("train.scene_weight needs scene targets for every cached frame, with "
+                         "motion labels when the model reads motion (gifqa_model.scene."
+                         "scene_table of the index stage's frames)")
+    scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": classes}
                   if use_scene else {})
+    if use_scene and len(classes) > 2 and params.time_reversal > 0:
+        raise ValueError("train.time_reversal with motion labels (train.model.motion_gap): a "
+                         "reversed clip's motion labels would be wrong; set one of them to 0")
+    if use_scene and params.scene_words:
+        scene_head["scene_word_ids"] = scene_word_ids(
+            tokenizer, class_words(motion=bool(params.model.get("motion_gap"))))
     cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
                          "max_frames": max(16, n_frames), "vocab_size": len(tokenizer),
                          **params.model, **scene_head})
@@ -230,7 +242,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                 rows = np.concatenate([rows, caption_rows[gifs]])
                 flip = np.concatenate([flip, np.zeros(len(gifs), dtype=bool)])
             ids, mask, labels = encode_train_batch(tokenizer, batch_q, batch_a)
-            frames = cache.frames(rows, flip)
+            frames = cache.frames(rows, flip, cfg.motion_gap)
             scene_t = (torch.from_numpy(scene[frames.source.numpy()]).to(device) if use_scene
                        else None)
             frames = frames.to(device)
@@ -289,6 +301,22 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     if world > 1:
         dist.barrier()
     return metrics
+
+
+def scene_word_ids(tokenizer, words: list[list[str]]) -> list[list[int]]:
+    """Per attribute, -1 (background) then the single LM token of each class word, spelled as
+    an answer is (" " + word)."""
+    out = []
+    for attribute in words:
+        ids = [-1]
+        for w in attribute:
+            tok = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+            if len(tok) != 1 or tok[0] == tokenizer.unk_token_id:
+                raise ValueError(f"train.scene_words needs one known token per class word; "
+                                 f"{w!r} is {tok}")
+            ids.append(tok[0])
+        out.append(ids)
+    return out
 
 
 def _reversed_table(questions: np.ndarray, answers: np.ndarray,

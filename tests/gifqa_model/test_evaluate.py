@@ -33,7 +33,18 @@ def test_blank_and_shuffle_change_frames_but_not_content() -> None:
     frames = Frames.dense(feats)
     assert torch.count_nonzero(blank_frames(frames).tokens) == 0
     shuffled = shuffle_frames(0)(frames)
-    tokens, times = shuffled.per_question()
+    tokens, times, _ = shuffled.per_question()
     assert not torch.equal(tokens, feats)
     assert torch.equal(tokens.sort(dim=1).values, feats)
     assert torch.equal(times, torch.arange(6).expand(2, 6))  # time stamps stay in slot order
+
+
+def test_shuffle_scrambles_a_motion_models_earlier_frames_too() -> None:
+    feats = torch.arange(2 * 6, dtype=torch.float32).reshape(2, 6, 1, 1)
+    before = feats - 100
+    shuffled = shuffle_frames(0)(Frames.dense(feats, before=before))
+    tokens, _, earlier = shuffled.per_question()
+    # each frame keeps none of its own earlier frames' pairing, but the clip's set of them
+    assert torch.equal(earlier.sort(dim=1).values, before)
+    assert not torch.equal(earlier - tokens, before - feats)
+    assert torch.count_nonzero(blank_frames(Frames.dense(feats, before=before)).before) == 0

@@ -210,3 +210,43 @@ def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
         GifQAModel(GifQAConfig(vision_width=32, qformer_hidden=32, lm_hidden=32,
                                vocab_size=len(tok), question_conditioned=True, scene_cells=4,
                                scene_classes=[3, 2]))
+
+
+def test_a_motion_model_reads_the_change_from_the_earlier_frame():
+    tok = train_word_tokenizer(QS + AS)
+    torch.manual_seed(0)
+    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
+                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, motion_gap=2)
+    model = GifQAModel(cfg).eval()
+    feats = torch.randn(2, 4, 5, 32)
+    still = model.encode_visual(Frames.dense(feats, before=feats))
+    moved = model.encode_visual(Frames.dense(feats, before=feats + torch.randn_like(feats)))
+    assert not torch.allclose(still, moved)  # same frames, other motion: other tokens
+    with pytest.raises(ValueError, match="earlier frames"):
+        model.encode_visual(Frames.dense(feats))
+
+
+def test_scene_words_tie_the_head_to_the_lm_word_embeddings():
+    from gifqa_model.train import scene_word_ids
+
+    tok = train_word_tokenizer(QS + AS + ["circle square"])
+    word_ids = scene_word_ids(tok, [["red", "two"], ["circle", "square"]])
+    assert word_ids[1] == [-1, tok.convert_tokens_to_ids("circle"),
+                           tok.convert_tokens_to_ids("square")]
+    with pytest.raises(ValueError, match="one known token"):
+        scene_word_ids(tok, [["magenta"]])
+    torch.manual_seed(0)
+    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
+                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, scene_cells=4,
+                      scene_classes=[3, 3], scene_word_ids=word_ids)
+    model = GifQAModel(cfg)
+    frames = Frames.dense(torch.randn(2, 4, 5, 32))
+    scene = torch.zeros(8, 4, 2, dtype=torch.long)
+    scene[:, 0] = torch.tensor([1, 2])  # a red square in cell 0
+    loss = model.scene_loss(model.frame_states(frames), scene)
+    loss.backward()
+    embeddings = model.lm.get_input_embeddings().weight.grad
+    # the loss moves the class words' embeddings (and no other word's) and the projection
+    moved = embeddings.abs().sum(-1).nonzero().flatten().tolist()
+    assert set(moved) == {i for ids in word_ids for i in ids[1:]}
+    assert model.proj.weight.grad.abs().sum() > 0

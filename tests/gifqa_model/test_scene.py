@@ -14,6 +14,7 @@ def _truth(index: int = 3):
 
 
 def test_each_visible_object_marks_its_centre_cell_with_its_groups_colour_and_shape():
+    # (and the cells it covers: test_cover_marks_every_cell_an_object_covers_...)
     truth = _truth()
     grid = 8
     frame = truth["frames"][0]
@@ -29,7 +30,7 @@ def test_each_visible_object_marks_its_centre_cell_with_its_groups_colour_and_sh
         assert ATTRIBUTES["shape"][labels[cell, 1] - 1] == group["shape"]
     n_visible = sum(o["visible"] for o in frame)
     marked = int((labels[:, 0] > 0).sum())
-    assert 1 <= marked <= n_visible
+    assert marked >= n_visible >= 1  # each marks its centre cell, and the cells it covers
     # background cells carry 0 in both attributes, object cells a class in both
     assert ((labels[:, 0] > 0) == (labels[:, 1] > 0)).all()
     assert scene_classes() == [len(ATTRIBUTES["color"]) + 1, len(ATTRIBUTES["shape"]) + 1]
@@ -52,3 +53,32 @@ def test_table_follows_cache_rows_and_ignores_gifs_without_truth():
     t_b = truths["b"]
     np.testing.assert_array_equal(table[4], frame_scene(t_b["frames"][3], t_b["groups"], 64, 4))
     assert (table[5] == IGNORE).all()  # an uploaded GIF has no ground truth
+
+
+def test_motion_labels_mark_the_same_cells_with_the_groups_motion():
+    from gifqa_model.scene import MOTION
+
+    truth = _truth()
+    frame = truth["frames"][0]
+    plain = frame_scene(frame, truth["groups"], 64, 8)
+    with_motion = frame_scene(frame, truth["groups"], 64, 8, motion=True)
+    assert with_motion.shape == (64, 3)
+    np.testing.assert_array_equal(with_motion[:, :2], plain)
+    assert ((with_motion[:, 2] > 0) == (plain[:, 0] > 0)).all()
+    for obj in frame:
+        if obj["visible"]:
+            motion = truth["groups"][obj["group"]]["motion"]
+            assert MOTION["motion"][with_motion[with_motion[:, 2] > 0, 2][0] - 1] == motion
+    assert scene_classes(motion=True)[-1] == len(MOTION["motion"]) + 1
+
+
+def test_cover_marks_every_cell_an_object_covers_and_keeps_its_centre():
+    truth = _truth()
+    frame = truth["frames"][0]
+    centre = frame_scene(frame, truth["groups"], 64, 8)
+    covered = frame_scene(frame, truth["groups"], 64, 8, cover=0.25)
+    assert (covered[centre[:, 0] > 0] == centre[centre[:, 0] > 0]).all()
+    assert (covered[:, 0] > 0).sum() > (centre[:, 0] > 0).sum()
+    # an 11 x 9 px box at (12, 9): columns 1-2 of 8 px cells, row 1 (rows 1-2 of y 9-18
+    # only graze row 2 by 2 px, under a quarter of the cell)
+    assert set(np.flatnonzero(covered[:, 0])) == {9, 10}

@@ -75,7 +75,7 @@ def test_motion_labels_mark_the_same_cells_with_the_groups_motion():
 def test_cover_marks_every_cell_an_object_covers_and_keeps_its_centre():
     truth = _truth()
     frame = truth["frames"][0]
-    centre = frame_scene(frame, truth["groups"], 64, 8)
+    centre = frame_scene(frame, truth["groups"], 64, 8, cover=None)
     covered = frame_scene(frame, truth["groups"], 64, 8, cover=0.25)
     assert (covered[centre[:, 0] > 0] == centre[centre[:, 0] > 0]).all()
     assert (covered[:, 0] > 0).sum() > (centre[:, 0] > 0).sum()

@@ -123,7 +123,7 @@ def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> Tr
 
         frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
         scene = scene_table(frames, _ground_truth(manifest, root), train.scene_grid,
-                            motion=bool(train.model.get("motion_gap")))
+                            extra=tuple(train.scene_labels))
     return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
 
 

@@ -35,48 +35,51 @@ COVER = 0.25
 
 IGNORE = -100  # cross-entropy's ignore_index
 BACKGROUND = 0
-# class 0 is background in both attributes, so a cell's two labels are 0 or both positive
-ATTRIBUTES: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES}
+# what one frame shows: the labels of the CLIP fit's token loss and the first two of the scene
+# head's. Class 0 is background in every attribute, so a cell's labels are all 0 or all positive
+ATTRIBUTES: dict[str, tuple] = {"color": tuple(COLORS), "shape": SHAPES}
+# what the scene head can also learn of each object's group (train.scene_labels): its motion
+# (seen by a model that reads each frame with the frame before it) and how many objects the
+# group has (every object of a group is in the frame: the number questions' answer)
+EXTRA: dict[str, tuple] = {"motion": MOTIONS, "count": (1, 2, 3)}
 
 
-# what a frame shows together with the frame before it (a model that reads motion):
-# the object's group's motion, in the same cells as its colour and shape
-MOTION: dict[str, tuple[str, ...]] = {"motion": MOTIONS}
-
-
-def scene_classes(motion: bool = False) -> list[int]:
+def scene_classes(extra: tuple[str, ...] = ()) -> list[int]:
     """Classes per attribute, background included, in the order of the targets' last axis."""
-    return [len(v) + 1 for v in _attributes(motion).values()]
+    return [len(v) + 1 for v in _attributes(extra).values()]
 
 
-def _attributes(motion: bool) -> dict[str, tuple[str, ...]]:
-    return {**ATTRIBUTES, **MOTION} if motion else ATTRIBUTES
+def _attributes(extra: tuple[str, ...]) -> dict[str, tuple]:
+    unknown = set(extra) - set(EXTRA)
+    if unknown:
+        raise ValueError(f"unknown scene labels {sorted(unknown)}: choose from {list(EXTRA)}")
+    return {**ATTRIBUTES, **{name: EXTRA[name] for name in extra}}
 
 
-def class_words(motion: bool = False) -> list[list[str]]:
+def class_words(extra: tuple[str, ...] = ()) -> list[list[str]]:
     """Per attribute, the word an answer uses for each non-background class, in class order:
-    the colour, the shape, and the motion's last word ("moving to the left" → "left")."""
-    return [[_WORD.get(v, v) for v in vals] for vals in _attributes(motion).values()]
+    the colour, the shape, the motion's last word ("moving to the left" → "left"), the count."""
+    return [[_WORD.get(v, v) for v in vals] for vals in _attributes(extra).values()]
 
 
-_WORD = {m: PROGRESSIVE[m].split()[-1] for m in MOTIONS}
+_WORD = {**{m: PROGRESSIVE[m].split()[-1] for m in MOTIONS}, 1: "one", 2: "two", 3: "three"}
 
 # attribute → value → class (1-based: 0 is background)
 _CLASS = {name: {v: i + 1 for i, v in enumerate(vals)}
-          for name, vals in {**ATTRIBUTES, **MOTION}.items()}
+          for name, vals in {**ATTRIBUTES, **EXTRA}.items()}
 
 
 def frame_scene(objects: list[dict], groups: list[dict], image_size: int, grid: int,
-                cover: float | None = COVER, motion: bool = False) -> np.ndarray:
+                cover: float | None = COVER, extra: tuple[str, ...] = ()) -> np.ndarray:
     """(G·G, n_attributes) labels of one frame.
 
     `cover` None: each visible object marks the cell of its bbox centre. `cover` s: it marks
     every cell its bbox covers by at least s of the cell's area (and always its centre cell;
     a cell two objects cover goes to the larger share), so every token that shows part of
-    an object is taught what the object is, not that it is background. `motion` adds the
-    group's motion as a third label.
+    an object is taught what the object is, not that it is background. `extra` adds labels
+    of the object's group (`EXTRA`) after colour and shape.
     """
-    names = _attributes(motion)
+    names = _attributes(extra)
     out = np.full((grid * grid, len(names)), BACKGROUND, dtype=np.int64)
     best = np.zeros(grid * grid)  # the share of each cell its current label covers
     cell = image_size / grid
@@ -103,21 +106,22 @@ def frame_scene(objects: list[dict], groups: list[dict], image_size: int, grid: 
 
 
 def scene_table(frame_table: pd.DataFrame, truth_by_gif: dict[str, dict],
-                grid: int, cover: float | None = COVER, motion: bool = False) -> np.ndarray:
+                grid: int, cover: float | None = COVER,
+                extra: tuple[str, ...] = ()) -> np.ndarray:
     """(T, G·G, n_attributes) labels per cache row; IGNORE where a GIF has no ground truth.
 
     `frame_table` is the index stage's frames.parquet (offset, n_cached and source frame per
     cached row); `truth_by_gif` holds the ground truth by gif_id.
     """
     total = int((frame_table.offset + frame_table.n_cached).max()) if len(frame_table) else 0
-    table = np.full((total, grid * grid, len(_attributes(motion))), IGNORE, dtype=np.int64)
+    table = np.full((total, grid * grid, len(_attributes(extra))), IGNORE, dtype=np.int64)
     for r in frame_table.itertuples():
         truth = truth_by_gif.get(r.gif_id)
         if truth is None:
             continue
         for local, src in enumerate(r.source_frames):
             table[r.offset + local] = frame_scene(truth["frames"][int(src)], truth["groups"],
-                                                  truth["image_size"], grid, cover, motion)
+                                                  truth["image_size"], grid, cover, extra)
     return table
 
 

@@ -58,6 +58,9 @@ class TrainParams(BaseModel):
     # outputs by a training-only head; frames without ground truth add nothing. 0 = off
     scene_weight: float = 0.0
     scene_grid: int = 8
+    # what the scene head also learns of each object's group (gifqa_model.scene.EXTRA):
+    # "motion" (needs model.motion_gap: one frame does not show motion), "count"
+    scene_labels: list[str] = Field(default_factory=list)
     # score the scene head's classes against the LM embeddings of their words (GifQAConfig.
     # scene_word_ids), so the visual tokens an object gives the LM look like its words
     scene_words: bool = False
@@ -160,20 +163,24 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
                  train_word_tokenizer(texts))
     use_scene = params.scene_weight > 0
-    classes = scene_classes(motion=bool(params.model.get("motion_gap")))
+    labels = tuple(params.scene_labels)
+    classes = scene_classes(labels)
     if use_scene and (scene is None or len(scene) != len(cache.tokens)
                       or scene.shape[-1] != len(classes)):
         raise ValueError("train.scene_weight needs scene targets for every cached frame, with "
-                         "motion labels when the model reads motion (gifqa_model.scene."
-                         "scene_table of the index stage's frames)")
+                         "train.scene_labels (gifqa_model.scene.scene_table of the index "
+                         "stage's frames)")
+    if use_scene and "motion" in labels and not params.model.get("motion_gap"):
+        raise ValueError("train.scene_labels has motion, but one frame does not show it: set "
+                         "train.model.motion_gap so each frame is read with an earlier one")
     scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": classes}
                   if use_scene else {})
-    if use_scene and len(classes) > 2 and params.time_reversal > 0:
-        raise ValueError("train.time_reversal with motion labels (train.model.motion_gap): a "
-                         "reversed clip's motion labels would be wrong; set one of them to 0")
+    if use_scene and "motion" in labels and params.time_reversal > 0:
+        raise ValueError("train.time_reversal with motion labels (train.scene_labels): a "
+                         "reversed clip's motion labels would be wrong; drop one of them")
     if use_scene and params.scene_words:
         scene_head["scene_word_ids"] = scene_word_ids(
-            tokenizer, class_words(motion=bool(params.model.get("motion_gap"))))
+            tokenizer, class_words(labels))
     cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
                          "max_frames": max(16, n_frames), "vocab_size": len(tokenizer),
                          **params.model, **scene_head})

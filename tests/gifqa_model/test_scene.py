@@ -56,20 +56,23 @@ def test_table_follows_cache_rows_and_ignores_gifs_without_truth():
 
 
 def test_motion_labels_mark_the_same_cells_with_the_groups_motion():
-    from gifqa_model.scene import MOTION
+    from gifqa_model.scene import EXTRA
 
     truth = _truth()
     frame = truth["frames"][0]
     plain = frame_scene(frame, truth["groups"], 64, 8)
-    with_motion = frame_scene(frame, truth["groups"], 64, 8, motion=True)
+    with_motion = frame_scene(frame, truth["groups"], 64, 8, extra=("motion",))
     assert with_motion.shape == (64, 3)
     np.testing.assert_array_equal(with_motion[:, :2], plain)
     assert ((with_motion[:, 2] > 0) == (plain[:, 0] > 0)).all()
     for obj in frame:
         if obj["visible"]:
             motion = truth["groups"][obj["group"]]["motion"]
-            assert MOTION["motion"][with_motion[with_motion[:, 2] > 0, 2][0] - 1] == motion
-    assert scene_classes(motion=True)[-1] == len(MOTION["motion"]) + 1
+            assert EXTRA["motion"][with_motion[with_motion[:, 2] > 0, 2][0] - 1] == motion
+    assert scene_classes(("motion",))[-1] == len(EXTRA["motion"]) + 1
+    with_count = frame_scene(frame, truth["groups"], 64, 8, extra=("motion", "count"))
+    counts = {truth["groups"][o["group"]]["count"] for o in frame if o["visible"]}
+    assert set(with_count[with_count[:, 3] > 0, 3]) == counts  # classes 1-3 are counts 1-3
 
 
 def test_cover_marks_every_cell_an_object_covers_and_keeps_its_centre():

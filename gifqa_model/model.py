@@ -277,7 +277,7 @@ class GifQAModel(nn.Module):
     def scene_loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The scene head's loss on (U, Q, Hq) frame states; targets (U, cells, attributes)."""
         if not self.cfg.scene_word_ids:
-            return self.scene_head.loss(states, targets)
+            return scene_loss(self.scene_head(states), targets)
         table = self.lm.get_input_embeddings().weight
         words = [table[torch.tensor(ids[1:], device=table.device)]
                  for ids in self.cfg.scene_word_ids]
@@ -431,11 +431,6 @@ class SceneHead(nn.Module):
             per_output = self.scale * F.normalize(visual, dim=-1) @ F.normalize(table, dim=-1).T
         logits = pick @ per_output + self.cell_bias
         return list(logits.split(self.n_classes, dim=-1))
-
-    def loss(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Balanced per-cell cross-entropy (`gifqa_model.scene.scene_loss`); targets
-        (U, cells, attributes)."""
-        return scene_loss(self(states), targets)
 
 
 def grid_positions(n_tokens: int, width: int) -> torch.Tensor:

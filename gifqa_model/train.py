@@ -163,24 +163,25 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
                  train_word_tokenizer(texts))
     use_scene = params.scene_weight > 0
-    labels = tuple(params.scene_labels)
-    classes = scene_classes(labels)
+    extra_labels = tuple(params.scene_labels)
+    classes = scene_classes(extra_labels)
     if use_scene and (scene is None or len(scene) != len(cache.tokens)
                       or scene.shape[-1] != len(classes)):
         raise ValueError("train.scene_weight needs scene targets for every cached frame, with "
                          "train.scene_labels (gifqa_model.scene.scene_table of the index "
                          "stage's frames)")
-    if use_scene and "motion" in labels and not params.model.get("motion_gap"):
-        raise ValueError("train.scene_labels has motion, but one frame does not show it: set "
-                         "train.model.motion_gap so each frame is read with an earlier one")
+    if use_scene and "motion" in extra_labels:
+        if not params.model.get("motion_gap"):
+            raise ValueError("train.scene_labels has motion, but one frame does not show it: "
+                             "set train.model.motion_gap so each frame is read with an "
+                             "earlier one")
+        if params.time_reversal > 0:
+            raise ValueError("train.time_reversal with motion labels (train.scene_labels): a "
+                             "reversed clip's motion labels would be wrong; drop one of them")
     scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": classes}
                   if use_scene else {})
-    if use_scene and "motion" in labels and params.time_reversal > 0:
-        raise ValueError("train.time_reversal with motion labels (train.scene_labels): a "
-                         "reversed clip's motion labels would be wrong; drop one of them")
     if use_scene and params.scene_words:
-        scene_head["scene_word_ids"] = scene_word_ids(
-            tokenizer, class_words(labels))
+        scene_head["scene_word_ids"] = scene_word_ids(tokenizer, class_words(extra_labels))
     cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
                          "max_frames": max(16, n_frames), "vocab_size": len(tokenizer),
                          **params.model, **scene_head})

@@ -204,7 +204,7 @@ def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
     assert model.query_tokens.grad.abs().sum() > 0
     assert model.scene_head.cells.grad.abs().sum() > 0
     # no frame with ground truth: zero, not NaN
-    none = model.scene_head.loss(model.frame_states(frames), torch.full((8, 4, 2), -100))
+    none = model.scene_loss(model.frame_states(frames), torch.full((8, 4, 2), -100))
     assert float(none.detach()) == 0.0
     with pytest.raises(ValueError, match="scene"):
         GifQAModel(GifQAConfig(vision_width=32, qformer_hidden=32, lm_hidden=32,

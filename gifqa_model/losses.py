@@ -98,13 +98,17 @@ def gifqa_loss(
     return _answer_and_mvm(model, visual, text_ids, text_mask, labels, cfg, generator, sequences)
 
 
-def distinct_rows(sequences: torch.Tensor) -> torch.Tensor:
-    """Indices of the first row of each distinct row of `sequences` (B, F), in row order."""
+def distinct_rows(sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (B, F) rows: the index of the first row of each distinct row, in row order (S,),
+    and for every row which of those it equals (B,)."""
+    b = sequences.shape[0]
     _, inverse = torch.unique(sequences, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), sequences.shape[0], device=sequences.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(sequences.shape[0],
-                                                          device=sequences.device), "amin")
-    return first.sort().values
+    first = torch.full((int(inverse.max()) + 1,), b, device=sequences.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(b, device=sequences.device), "amin")
+    order = first.argsort()
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=sequences.device)
+    return first[order], rank[inverse]
 
 
 def _answer_and_mvm(model: GifQAModel, visual: torch.Tensor, text_ids: torch.Tensor,
@@ -112,20 +116,25 @@ def _answer_and_mvm(model: GifQAModel, visual: torch.Tensor, text_ids: torch.Ten
                     generator: torch.Generator | None,
                     sequences: torch.Tensor | None = None) -> LossOutput:
     """Answer CE on the unmasked pass + λ·MVM. `sequences` (B, F): each question's keyframe
-    rows; questions with equal rows have equal visual tokens and share one masked pass."""
+    rows; questions with equal rows have equal visual tokens and share one visual prefix in
+    the unmasked pass (GifQAModel.run_lm_shared) and one masked pass."""
     b, v = visual.shape[:2]
-    logits, full_hidden = model.run_lm(visual, text_ids, text_mask)
+    if sequences is not None:
+        rows, sequence = distinct_rows(sequences)
+        logits, prefix_hidden = model.run_lm_shared(visual[rows], sequence, text_ids, text_mask)
+    else:
+        rows = torch.arange(b, device=visual.device)
+        logits, full_hidden = model.run_lm(visual, text_ids, text_mask)
+        prefix_hidden = full_hidden[:, :v]
     ce = model.answer_loss(logits, labels)
     if cfg.weight <= 0:
         return LossOutput(ce, ce.detach(), torch.zeros(()), 0.0, v, v)
-    rows = (distinct_rows(sequences) if sequences is not None
-            else torch.arange(b, device=visual.device))
     ratio = draw_mask_ratio(cfg, generator)
     keep = keep_indices(len(rows), v, ratio, visual.device, generator)
     # gather makes a new tensor: the masked input is not a view of the unmasked one
     masked_visual = visual[rows].gather(1, keep[..., None].expand(-1, -1, visual.shape[-1]))
     hidden = model.visual_states(masked_visual, keep, n_visual_slots=v)
-    target = full_hidden[rows, :v].detach()
+    target = prefix_hidden.detach()
     target = target.gather(1, keep[..., None].expand(-1, -1, target.shape[-1]))
     mvm = mvm_distance(hidden, target)
     return LossOutput(ce + cfg.weight * mvm, ce.detach(), mvm.detach(), ratio, v, keep.shape[1])

@@ -66,6 +66,9 @@ class GifQAConfig:
     lm_layers: int = 2
     lm_heads: int = 4
     lm_max_positions: int = 160
+    # GPT-2's own tanh approximation is four elementwise ops in Python; the exact GELU is one
+    # fused op, and the LM's MLPs are a fifth of a tiny training step
+    lm_activation: str = "gelu"
     dropout: float = 0.1
     vocab_size: int = 0  # set from the tokenizer
     # InstructBLIP: the question's words join the queries in the Q-Former's self-attention,
@@ -164,6 +167,7 @@ def _lm_from_config(cfg: GifQAConfig) -> nn.Module:
             resid_pdrop=cfg.dropout,
             embd_pdrop=cfg.dropout,
             attn_pdrop=cfg.dropout,
+            activation_function=cfg.lm_activation,
         )
     return AutoModelForCausalLM.from_config(lm_cfg)
 
@@ -311,6 +315,32 @@ class GifQAModel(nn.Module):
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
                       output_hidden_states=True)
         return out.logits, out.hidden_states[-1]
+
+    def run_lm_shared(self, visual: torch.Tensor, sequence: torch.Tensor, text_ids: torch.Tensor,
+                      text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[visual][text] with each distinct visual prefix run once; returns (B, T, vocab) text
+        logits and the (S, V, Dlm) last hidden states of the S prefixes.
+
+        `visual` (S, V, Dlm) holds the distinct visual sequences and `sequence` (B,) says which
+        one each text row follows. The LM is causal and the visual tokens come first, so a
+        prefix's keys and values do not depend on the text after it: computed once and copied
+        to each of its questions they give the same logits as `run_lm` on the full rows. The
+        questions of a GIF share most keyframe sets (4.4 distinct per 9.5 questions), so this
+        spares a third of the LM's tokens in training.
+        """
+        s, v = visual.shape[:2]
+        positions = torch.arange(v, device=visual.device).expand(s, v)
+        prefix = self.lm(inputs_embeds=visual.to(self.lm.dtype), position_ids=positions,
+                         use_cache=True, output_hidden_states=True)
+        cache = prefix.past_key_values
+        cache.reorder_cache(sequence)  # (S, ...) -> (B, ...), differentiable index_select
+        b = text_ids.shape[0]
+        text_pos = v + (text_mask.long().cumsum(1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones(b, v, dtype=text_mask.dtype, device=text_mask.device),
+                          text_mask], dim=1)
+        out = self.lm(inputs_embeds=self.lm.get_input_embeddings()(text_ids),
+                      attention_mask=mask, position_ids=text_pos, past_key_values=cache)
+        return out.logits, prefix.hidden_states[-1]
 
     def visual_states(self, visual: torch.Tensor, visual_positions: torch.Tensor,
                       n_visual_slots: int) -> torch.Tensor:

@@ -27,6 +27,20 @@ def _tiny():
     return GifQAModel(cfg), tok
 
 
+def test_batch_encoding_lays_out_bos_question_sep_answer_eos():
+    tok = train_word_tokenizer(QS + AS)
+    ids, mask, labels = encode_train_batch(tok, QS, AS)
+    words = [tok.convert_ids_to_tokens(r[m.bool()].tolist())
+             for r, m in zip(ids, mask, strict=True)]
+    assert words[0] == ["[BOS]", *QS[0].split(), "[SEP]", "red", "[EOS]"]
+    assert words[1] == ["[BOS]", *QS[1].split(), "[SEP]", "two", "[EOS]"]
+    # labels are the answer and EOS only; the shorter row is right-padded
+    assert tok.convert_ids_to_tokens(labels[0][labels[0] != -100].tolist()) == ["red", "[EOS]"]
+    assert mask[1].sum() < mask.shape[1] and mask[1, -1] == 0
+    prompts, pmask = encode_prompts(tok, QS)  # left-padded: every prompt ends in SEP
+    assert (prompts[:, -1] == tok.sep_token_id).all() and pmask[1, 0] == 0
+
+
 def test_visual_tokens_shape_and_time_order_matters():
     model, _ = _tiny()
     feats = torch.randn(3, 4, 5, 32)
@@ -81,9 +95,26 @@ def test_visual_states_alone_equal_those_of_the_full_pass():
     assert not torch.allclose(masked, target, atol=1e-3)
 
 
+def test_a_shared_visual_prefix_gives_the_logits_of_the_full_rows():
+    # training runs each distinct keyframe sequence through the LM once and hands its keys and
+    # values to every question that follows it; the answer logits must not change
+    model, tok = _tiny()
+    model.eval()
+    qs, answers = QS * 2, AS * 2
+    ids, mask, _ = encode_train_batch(tok, qs, answers)
+    mask[0, -1] = 0  # a padded row too
+    frames = Frames(torch.randn(4, 5, 32), torch.arange(4), torch.tensor([[0, 1], [2, 3]] * 2))
+    visual = model.encode_visual(frames)
+    full_logits, full_hidden = model.run_lm(visual, ids, mask)
+    rows, sequence = distinct_rows(frames.index)
+    logits, prefix = model.run_lm_shared(visual[rows], sequence, ids, mask)
+    assert torch.allclose(logits, full_logits[:, -ids.shape[1]:], atol=1e-5)
+    assert torch.allclose(prefix, full_hidden[rows, : visual.shape[1]], atol=1e-5)
+
+
 def test_questions_sharing_keyframes_share_one_masked_pass():
-    assert distinct_rows(torch.tensor([[3, 4], [1, 2], [3, 4], [1, 2], [5, 6]])).tolist() == [
-        0, 1, 4]
+    rows, sequence = distinct_rows(torch.tensor([[3, 4], [1, 2], [3, 4], [1, 2], [5, 6]]))
+    assert rows.tolist() == [0, 1, 4] and sequence.tolist() == [0, 1, 0, 1, 2]
     model, tok = _tiny()
     qs, answers = QS * 2, AS * 2
     ids, mask, labels = encode_train_batch(tok, qs, answers)

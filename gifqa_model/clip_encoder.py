@@ -76,6 +76,11 @@ class ClipEncoder:
         size = pp["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])
         model.visual.output_tokens = True
+        # a conv tower runs its forward and backward ~1.6x faster channels-last on the CPU
+        # (oneDNN's layout); a ViT has no 4-D feature maps to lay out
+        self.channels_last = not hasattr(model.visual, "transformer")
+        if self.channels_last:
+            model.visual.to(memory_format=torch.channels_last)
 
     @functools.cached_property
     def tower_token_shape(self) -> tuple[int, int]:
@@ -104,6 +109,8 @@ class ClipEncoder:
     # ---- encoders ------------------------------------------------------------------------
     def visual(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels → (pooled embedding (T, E), tokens (T, N, Dv)) of the vision tower."""
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         if self.token_layer is None:
             return self.model.visual(pixels)
         # a hook, not forward_intermediates: open_clip 3.3's ResNet version stops at the

@@ -60,6 +60,11 @@ def test_cosine_schedule_warms_up_then_decays() -> None:
     assert cosine_lr(10, p) == pytest.approx(1.0)
     assert cosine_lr(60, p) == pytest.approx(0.5)
     assert cosine_lr(110, p) == pytest.approx(0.0, abs=1e-9)
+    # a machine too slow for max_steps anneals by the clock: half the minutes, half-way down
+    slow = TrainParams(lr=1.0, warmup_steps=10, max_steps=110, max_minutes=1.0)
+    assert cosine_lr(20, slow, seconds=30.0) == pytest.approx(0.5)
+    assert cosine_lr(20, slow, seconds=60.0) == pytest.approx(0.0, abs=1e-9)
+    assert cosine_lr(60, slow, seconds=3.0) == pytest.approx(0.5)  # steps ahead: steps rule
 
 
 def test_train_saves_model_curve_and_metrics(tmp_path: Path) -> None:

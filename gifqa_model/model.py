@@ -306,12 +306,9 @@ class GifQAModel(nn.Module):
         slots = n_visual_slots if n_visual_slots is not None else v
         if visual_positions is None:
             visual_positions = torch.arange(v, device=visual.device).expand(b, v)
-        # left-padded text (inference) must not shift positions: count real tokens only
-        text_pos = slots + (text_mask.long().cumsum(1) - 1).clamp(min=0)
+        text_pos, mask = _text_layout(text_mask, v, slots)
         position_ids = torch.cat([visual_positions, text_pos], dim=1)
         embeds = torch.cat([visual.to(self.lm.dtype), self.lm.get_input_embeddings()(text_ids)], 1)
-        mask = torch.cat([torch.ones(b, v, dtype=text_mask.dtype, device=text_mask.device),
-                          text_mask], dim=1)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
                       output_hidden_states=True)
         return out.logits, out.hidden_states[-1]
@@ -334,10 +331,7 @@ class GifQAModel(nn.Module):
                          use_cache=True, output_hidden_states=True)
         cache = prefix.past_key_values
         cache.reorder_cache(sequence)  # (S, ...) -> (B, ...), differentiable index_select
-        b = text_ids.shape[0]
-        text_pos = v + (text_mask.long().cumsum(1) - 1).clamp(min=0)
-        mask = torch.cat([torch.ones(b, v, dtype=text_mask.dtype, device=text_mask.device),
-                          text_mask], dim=1)
+        text_pos, mask = _text_layout(text_mask, v, v)
         out = self.lm(inputs_embeds=self.lm.get_input_embeddings()(text_ids),
                       attention_mask=mask, position_ids=text_pos, past_key_values=cache)
         return out.logits, prefix.hidden_states[-1]
@@ -461,6 +455,17 @@ class SceneHead(nn.Module):
             per_output = self.scale * F.normalize(visual, dim=-1) @ F.normalize(table, dim=-1).T
         logits = pick @ per_output + self.cell_bias
         return list(logits.split(self.n_classes, dim=-1))
+
+
+def _text_layout(text_mask: torch.Tensor, n_visual: int,
+                 n_visual_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) text positions after `n_visual_slots` visual slots, and the (B, V + T) attention
+    mask of [V visual tokens][text]. Left-padded text (inference) must not shift positions, so
+    only real tokens count."""
+    text_pos = n_visual_slots + (text_mask.long().cumsum(1) - 1).clamp(min=0)
+    ones = torch.ones(text_mask.shape[0], n_visual, dtype=text_mask.dtype,
+                      device=text_mask.device)
+    return text_pos, torch.cat([ones, text_mask], dim=1)
 
 
 def grid_positions(n_tokens: int, width: int) -> torch.Tensor:

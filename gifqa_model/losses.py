@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from gifqa_model.model import Frames, GifQAModel
+from gifqa_model.model import Frames, GifQAModel, distinct_rows
 
 
 @dataclass
@@ -96,19 +96,6 @@ def gifqa_loss(
     # a question-conditioned Q-Former gives each question its own visual tokens
     sequences = None if model.cfg.question_conditioned else frames.index
     return _answer_and_mvm(model, visual, text_ids, text_mask, labels, cfg, generator, sequences)
-
-
-def distinct_rows(sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For (B, F) rows: the index of the first row of each distinct row, in row order (S,),
-    and for every row which of those it equals (B,)."""
-    b = sequences.shape[0]
-    _, inverse = torch.unique(sequences, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), b, device=sequences.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(b, device=sequences.device), "amin")
-    order = first.argsort()
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order), device=sequences.device)
-    return first[order], rank[inverse]
 
 
 def _answer_and_mvm(model: GifQAModel, visual: torch.Tensor, text_ids: torch.Tensor,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gifqa_model.losses import MVMConfig, distinct_rows, gifqa_loss, keep_indices
-from gifqa_model.model import Frames, GifQAConfig, GifQAModel
+from gifqa_model.losses import MVMConfig, gifqa_loss, keep_indices
+from gifqa_model.model import Frames, GifQAConfig, GifQAModel, distinct_rows
 from gifqa_model.text import (
     decode_answers,
     encode_prompts,
@@ -110,6 +110,29 @@ def test_a_shared_visual_prefix_gives_the_logits_of_the_full_rows():
     logits, prefix = model.run_lm_shared(visual[rows], sequence, ids, mask)
     assert torch.allclose(logits, full_logits[:, -ids.shape[1]:], atol=1e-5)
     assert torch.allclose(prefix, full_hidden[rows, : visual.shape[1]], atol=1e-5)
+
+
+def test_cached_decoding_gives_the_tokens_of_recomputing_every_row():
+    # generate runs each distinct visual prefix once and then one token at a time on the
+    # cache; greedy decoding by re-running the LM on the whole row per token must agree
+    model, tok = _tiny()
+    model.eval()
+    with torch.no_grad():  # a random-init LM says one token whatever it reads: spread it out
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    prompts, pmask = encode_prompts(tok, QS * 2)  # left-padded rows
+    frames = Frames(torch.randn(4, 5, 32), torch.arange(4), torch.tensor([[0, 1], [2, 3]] * 2))
+    got = model.generate(frames, prompts, pmask, eos_id=-1, max_new_tokens=4)
+    visual = model.encode_visual(frames)
+    ids, mask, want = prompts, pmask, [[] for _ in range(len(prompts))]
+    for _ in range(4):
+        nxt = model.run_lm(visual, ids, mask)[0][:, -1].argmax(-1)
+        for row, t in enumerate(nxt.tolist()):
+            want[row].append(t)
+        ids = torch.cat([ids, nxt[:, None]], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    assert got == want and all(len(r) == 4 for r in got)
+    assert len({tuple(r) for r in got}) > 1  # not one token everywhere: the test can fail
 
 
 def test_questions_sharing_keyframes_share_one_masked_pass():

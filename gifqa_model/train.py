@@ -125,11 +125,17 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 
 class MlflowCurveLogger:
-    """Logs per-step curves to an existing MLflow run (the flow's) from rank 0 only."""
+    """Logs per-step curves to an existing MLflow run (the flow's) from rank 0 only.
 
-    def __init__(self, run_id: str | None, rank: int) -> None:
+    Points are sent in batches (every `flush_every` steps and at `close`): one `log_batch` to
+    a SQLite store takes ~8 ms, 4 % of a tiny training step when sent per step.
+    """
+
+    def __init__(self, run_id: str | None, rank: int, flush_every: int = 100) -> None:
         self.run_id = run_id if rank == 0 else None
         self.client = None
+        self.flush_every = flush_every
+        self.pending: list = []
         if self.run_id:
             from mlflow.tracking import MlflowClient
 
@@ -141,8 +147,15 @@ class MlflowCurveLogger:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step)
-                                                    for k, v in metrics.items()])
+        self.pending += [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        if step % self.flush_every == 0:
+            self.close()
+
+    def close(self) -> None:
+        """Send what is pending (MLflow takes at most 1000 metrics per batch)."""
+        while self.client is not None and self.pending:
+            chunk, self.pending = self.pending[:1000], self.pending[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)
 
 
 def _training_table(qa: pd.DataFrame, keyframes: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -308,6 +321,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         if rank == 0 and step % params.checkpoint_every == 0:
             save_checkpoint(ckpt_path, model, opt, step, curve)
     bar.close()
+    logger.close()
     elapsed = time.time() - t0
 
     metrics = {"steps": step, "train_seconds": round(elapsed, 1),

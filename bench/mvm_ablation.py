@@ -19,10 +19,10 @@ from gifqa_model.env import apply_offline_env
 
 apply_offline_env()
 
+from variant import train_and_score  # noqa: E402
+
 from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.evaluate import run_evaluate  # noqa: E402
 from gifqa_model.pipeline import out_dir, train_inputs  # noqa: E402
-from gifqa_model.train import run_train  # noqa: E402
 
 
 def main() -> None:
@@ -44,15 +44,8 @@ def main() -> None:
             tp.resume = False
             if args.minutes is not None:
                 tp.max_minutes = args.minutes
-            out = Path(tmp) / f"lambda_{lam}"
-            train_m = run_train(inputs.qa, inputs.keyframes, index_dir, tp, out,
-                                descriptions=inputs.descriptions, scene=inputs.scene)
-            m, _ = run_evaluate(out / "model", index_dir, inputs.qa, inputs.keyframes,
-                                params.evaluate, out / "eval")
-            rows[f"λ={lam:g}"] = {"overall": m["accuracy"], **m["accuracy_by_qtype"],
-                                  "blank": m["blank_frames_accuracy"],
-                                  "shuffled": m["shuffled_frames_accuracy"],
-                                  "steps": train_m["steps"], "QA/s": train_m["qa_per_second"]}
+            rows[f"λ={lam:g}"] = train_and_score(inputs, inputs.keyframes, index_dir, tp,
+                                                 params.evaluate, Path(tmp) / f"lambda_{lam}")
     table = pd.DataFrame(rows).T
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     if len(table) == 2:

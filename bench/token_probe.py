@@ -25,7 +25,7 @@ from gifqa_model.env import apply_offline_env
 apply_offline_env()
 
 from gifqa_model.features import FRAMES_FILE, TOKENS_FILE  # noqa: E402
-from gifqa_model.pipeline import _clean_tables, _ground_truth, out_dir  # noqa: E402
+from gifqa_model.pipeline import clean_tables, ground_truth, out_dir  # noqa: E402
 from gifqa_model.scene import ATTRIBUTES, scene_table  # noqa: E402
 
 
@@ -68,11 +68,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8000, help="train frames sampled (test: 3/8)")
     args = ap.parse_args()
     index = out_dir("index", args.project)
-    manifest, _ = _clean_tables(args.project)
+    manifest, _ = clean_tables(args.project)
     frames = pd.read_parquet(index / FRAMES_FILE)
     tokens = np.load(index / TOKENS_FILE, mmap_mode="r")
     grid = int(round(tokens.shape[1] ** 0.5))
-    scene = scene_table(frames, _ground_truth(manifest, args.project), grid)
+    scene = scene_table(frames, ground_truth(manifest, args.project), grid)
     split = dict(zip(manifest.gif_id, manifest.split, strict=True))
     rng = np.random.default_rng(0)
     rows = {}

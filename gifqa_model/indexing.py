@@ -7,6 +7,7 @@ import math
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -98,19 +99,28 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     index = build_index(group_embeddings(emb, layout), params)
     save_index(index, out_dir / INDEX_FILE)
 
-    row_of = {g: i for i, g in enumerate(manifest.gif_id)}
-    qa = qa[qa.gif_id.isin(row_of)].reset_index(drop=True)
-    q_emb = encoder.embed_texts(qa.question.tolist())
-    gif_rows = qa.gif_id.map(row_of).to_numpy()
-    local = retrieve_keyframes(index, layout, gif_rows, q_emb, params)
-    src = [[frame_table.source_frames[g][f] for f in fr] for g, fr in zip(gif_rows, local,
-                                                                          strict=True)]
-    pd.DataFrame({"qa_id": qa.qa_id, "gif_id": qa.gif_id, "frames": local,
-                  "source_frames": src}).to_parquet(out_dir / KEYFRAMES_FILE, index=False)
+    keyframes = choose_keyframes(encoder, index, frame_table, qa, params)
+    keyframes.to_parquet(out_dir / KEYFRAMES_FILE, index=False)
     metrics.update({
         "n_gifs": len(manifest), "n_frames_cached": int(len(frames)),
-        "n_groups": int(layout.group_counts.sum()), "n_questions": len(qa),
+        "n_groups": int(layout.group_counts.sum()), "n_questions": len(keyframes),
         "token_shape": list(tokens.shape[1:]), "index_type": type(index).__name__,
         "index_seconds": round(time.time() - t0, 1),
     })
     return metrics
+
+
+def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.DataFrame,
+                     qa: pd.DataFrame, params: IndexParams) -> pd.DataFrame:
+    """CLIP-Cut for every question of a GIF in `frame_table`: its keyframes (local cache
+    indices, in time order) and the GIF frames they were decoded from."""
+    layout = GroupLayout.from_counts(frame_table.n_cached.to_numpy(), params.group_size)
+    row_of = {g: i for i, g in enumerate(frame_table.gif_id)}
+    qa = qa[qa.gif_id.isin(row_of)].reset_index(drop=True)
+    gif_rows = qa.gif_id.map(row_of).to_numpy()
+    local = retrieve_keyframes(index, layout, gif_rows, encoder.embed_texts(qa.question.tolist()),
+                               params)
+    src = [[frame_table.source_frames[g][f] for f in fr] for g, fr in zip(gif_rows, local,
+                                                                          strict=True)]
+    return pd.DataFrame({"qa_id": qa.qa_id, "gif_id": qa.gif_id, "frames": local,
+                         "source_frames": src})

@@ -96,7 +96,7 @@ def stage_validate(params: Params, root: Path = Path(".")) -> dict:
     return result.metrics
 
 
-def _clean_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def clean_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     d = out_dir("validate", root)
     return pd.read_parquet(d / "manifest_clean.parquet"), pd.read_parquet(d / "qa_clean.parquet")
 
@@ -115,14 +115,14 @@ def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> Tr
     every cached frame, from the corpus's ground truth."""
     from gifqa_model.features import FRAMES_FILE, load_keyframes
 
-    manifest, qa = _clean_tables(root)
+    manifest, qa = clean_tables(root)
     descriptions = dict(zip(manifest.gif_id, manifest.description, strict=True))
     scene = None
     if train is not None and train.scene_weight > 0:
         from gifqa_model.scene import scene_table
 
         frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
-        scene = scene_table(frames, _ground_truth(manifest, root), train.scene_grid,
+        scene = scene_table(frames, ground_truth(manifest, root), train.scene_grid,
                             extra=tuple(train.scene_labels))
     return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
 
@@ -130,9 +130,9 @@ def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> Tr
 def stage_index(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.indexing import run_index
 
-    manifest, qa = _clean_tables(root)
+    manifest, qa = clean_tables(root)
     out = out_dir("index", root)
-    truth = _ground_truth(manifest, root)
+    truth = ground_truth(manifest, root)
     metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_gif=truth)
     if truth:
         from gifqa_model.features import FRAMES_FILE, load_keyframes
@@ -145,7 +145,7 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
     return metrics
 
 
-def _ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
+def ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
     """ShapesWorld's per-frame truth for the manifest's GIFs that have it, keyed by gif_id."""
     from gifqa_model.shapes import load_ground_truth
 
@@ -181,7 +181,7 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.features import load_keyframes
     from gifqa_model.report import write_eval_figures
 
-    manifest, qa = _clean_tables(root)
+    manifest, qa = clean_tables(root)
     out = out_dir("evaluate", root)
     keyframes = load_keyframes(out_dir("index", root))
     metrics, predictions = run_evaluate(out_dir("train", root) / "model", out_dir("index", root),

@@ -1,0 +1,75 @@
+"""How many keyframes should a question get? CLIP-Cut's top-k groups, k varied, same budget.
+
+Reads the pipeline's own outputs (outputs/validate, outputs/index: run `dvc repro index`
+first) and keeps its fitted CLIP and FAISS index: for each k it only re-runs the retrieval,
+scores keyframe precision against ShapesWorld's ground truth (as the index stage does), then
+trains params.yaml's model for the same minutes and scores it on the test split. Fewer frames
+make each step cheaper (fewer distinct frames through the Q-Former, a shorter visual prefix in
+the LM), so a fixed budget buys more steps; too few and the clip stops being a clip.
+
+    python bench/keyframe_budget.py [--top-k 1 2 4] [--minutes 5] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from gifqa_model.env import apply_offline_env
+
+apply_offline_env()
+
+from variant import train_and_score  # noqa: E402
+
+from gifqa_model.clip_encoder import ClipEncoder  # noqa: E402
+from gifqa_model.clipcut import load_index  # noqa: E402
+from gifqa_model.config import load_params  # noqa: E402
+from gifqa_model.features import CLIP_DIR, FRAMES_FILE, INDEX_FILE  # noqa: E402
+from gifqa_model.indexing import choose_keyframes  # noqa: E402
+from gifqa_model.keyframe_eval import keyframe_precision  # noqa: E402
+from gifqa_model.pipeline import clean_tables, ground_truth, out_dir, train_inputs  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--top-k", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--minutes", type=float, default=None, help="train budget (params.yaml)")
+    ap.add_argument("--project", type=Path, default=Path("."))
+    ap.add_argument("--out", type=Path, default=None, help="keep each run's outputs here")
+    args = ap.parse_args()
+    params = load_params(args.project / "params.yaml")
+    index_dir = out_dir("index", args.project)
+    inputs = train_inputs(args.project, params.train)
+    manifest, _ = clean_tables(args.project)
+    truth = ground_truth(manifest, args.project)
+    encoder = ClipEncoder.load(index_dir / CLIP_DIR)
+    index = load_index(index_dir / INDEX_FILE)
+    frame_table = pd.read_parquet(index_dir / FRAMES_FILE)
+    tp = params.train.model_copy(deep=True)
+    tp.resume = False
+    if args.minutes is not None:
+        tp.max_minutes = args.minutes
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.out or Path(tmp)
+        for k in args.top_k:
+            ip = params.index.model_copy(update={"top_k": k})
+            keyframes = choose_keyframes(encoder, index, frame_table, inputs.qa, ip)
+            prec = keyframe_precision(inputs.qa, keyframes, frame_table, truth,
+                                      seed=params.clip.seed)
+            row = {"frames": k * ip.group_size, "precision": prec["keyframe_precision_at_k"],
+                   "uniform": prec["uniform_precision_at_k"]}
+            row.update(train_and_score(inputs, keyframes, index_dir, tp, params.evaluate,
+                                       root / f"top_k_{k}"))
+            rows[f"top_k={k}"] = row
+            print(json.dumps({f"top_k={k}": row}), flush=True)
+    print(pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

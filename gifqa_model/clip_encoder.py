@@ -46,6 +46,10 @@ class ClipParams(BaseModel):
     # frames that show it; "frame_description": one random frame vs the whole description
     fit_objective: Literal["mil_clauses", "frame_description"] = "mil_clauses"
     fit_frames_per_gif: int = 4
+    # the fit's forward passes under bf16 autocast (weights and optimiser stay float32): the
+    # tiny ResNet's step is 1.45x faster on a CPU with AVX-512 BF16 (0.18 -> 0.12 s); the
+    # cached tokens are computed in float32 either way
+    fit_bf16: bool = False
     # dense supervision of the vision tower from ground truth (gifqa_model.scene): a linear
     # head on the patch tokens names, per token cell, the colour and shape of the object
     # centred there; the head is dropped after the fit. 0 = contrastive fit only
@@ -265,16 +269,18 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
         idx = rng.choice(n, size=bs, replace=False)
         frame_idx = np.concatenate([rng.integers(*gif_frame_ranges[i], size=per_gif)
                                     for i in idx])
-        img_f, tokens = encoder.visual(encoder.pixels(frames[frame_idx]))
-        img_f = F.normalize(img_f, dim=-1).reshape(bs, per_gif, -1)
-        batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
-        txt_f = F.normalize(model.encode_text(encoder.tokenizer(batch_texts)), dim=-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=params.fit_bf16):
+            img_f, tokens = encoder.visual(encoder.pixels(frames[frame_idx]))
+            batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
+            txt_f = model.encode_text(encoder.tokenizer(batch_texts))
+        img_f = F.normalize(img_f.float(), dim=-1).reshape(bs, per_gif, -1)
+        txt_f = F.normalize(txt_f.float(), dim=-1)
         # similarity of GIF i to text j = its best-matching sampled frame
         sim = torch.einsum("ime,je->ijm", img_f, txt_f).amax(-1)
         logits = model.logit_scale.exp() * sim
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         if head is not None:
-            token_loss = scene_loss(head(tokens), torch.from_numpy(scene[frame_idx]))
+            token_loss = scene_loss(head(tokens.float()), torch.from_numpy(scene[frame_idx]))
             loss = loss + params.fit_scene_weight * token_loss
             scene_first = scene_first if scene_first is not None else float(token_loss.detach())
             scene_last = float(token_loss.detach())

@@ -68,14 +68,16 @@ def test_short_gif_keyframes_padded_in_time_order():
     assert uniform_frames(16, 4) == [0, 5, 10, 15]
 
 
-def test_clip_encoder_fit_embed_save_load(tmp_path):
-    params = ClipParams(fit_steps=3, fit_batch_size=4, token_pool=2)
+@pytest.mark.parametrize("bf16", [False, True])
+def test_clip_encoder_fit_embed_save_load(tmp_path, bf16):
+    params = ClipParams(fit_steps=3, fit_batch_size=4, token_pool=2, fit_bf16=bf16)
     enc = build_clip(params)
     frames = np.random.default_rng(0).integers(0, 255, size=(12, 64, 64, 3), dtype=np.uint8)
     before = {k: v.clone() for k, v in enc.model.state_dict().items()}
     m = fit_clip(enc, frames, [(0, 3), (3, 6), (6, 9), (9, 12)],
                  ["a red circle", "a blue square", "two green stars", "a white diamond"], params)
-    assert m["clip_fit_steps"] == 3
+    assert m["clip_fit_steps"] == 3 and np.isfinite(m["clip_fit_loss_last"])
+    assert all(v.dtype != torch.bfloat16 for v in enc.model.state_dict().values())
     assert any(not torch.equal(before[k], v) for k, v in enc.model.state_dict().items())
     tokens, pooled = enc.embed_frames(frames)
     assert tokens.shape == (12, 16, enc.token_width) and tokens.dtype == np.float16

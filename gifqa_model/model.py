@@ -325,6 +325,13 @@ class GifQAModel(nn.Module):
         questions of a GIF share most keyframe sets (4.4 distinct per 9.5 questions), so this
         spares a third of the LM's tokens in training.
         """
+        out, prefix_hidden = self._shared_prefix_pass(visual, sequence, text_ids, text_mask)
+        return out.logits, prefix_hidden
+
+    def _shared_prefix_pass(self, visual: torch.Tensor, sequence: torch.Tensor,
+                            text_ids: torch.Tensor, text_mask: torch.Tensor):
+        """`run_lm_shared`'s two passes: the LM output over the text (its cache holds every
+        row's [visual][text] keys and values) and the (S, V, Dlm) prefix hidden states."""
         s, v = visual.shape[:2]
         positions = torch.arange(v, device=visual.device).expand(s, v)
         prefix = self.lm(inputs_embeds=visual.to(self.lm.dtype), position_ids=positions,
@@ -333,8 +340,9 @@ class GifQAModel(nn.Module):
         cache.reorder_cache(sequence)  # (S, ...) -> (B, ...), differentiable index_select
         text_pos, mask = _text_layout(text_mask, v, v)
         out = self.lm(inputs_embeds=self.lm.get_input_embeddings()(text_ids),
-                      attention_mask=mask, position_ids=text_pos, past_key_values=cache)
-        return out.logits, prefix.hidden_states[-1]
+                      attention_mask=mask, position_ids=text_pos, past_key_values=cache,
+                      use_cache=True)
+        return out, prefix.hidden_states[-1]
 
     def visual_states(self, visual: torch.Tensor, visual_positions: torch.Tensor,
                       n_visual_slots: int) -> torch.Tensor:
@@ -378,16 +386,11 @@ class GifQAModel(nn.Module):
             rows, sequence = torch.arange(b), torch.arange(b)
         else:
             rows, sequence = distinct_rows(frames.index)
-        rows, sequence = rows.to(visual.device), sequence.to(visual.device)
-        positions = torch.arange(v, device=visual.device).expand(len(rows), v)
-        cache = self.lm(inputs_embeds=visual[rows].to(self.lm.dtype), position_ids=positions,
-                        use_cache=True).past_key_values
-        cache.reorder_cache(sequence)
+        step, _ = self._shared_prefix_pass(visual[rows.to(visual.device)],
+                                           sequence.to(visual.device), prompt_ids, prompt_mask)
         pos, mask = _text_layout(prompt_mask, v, v)
-        embed = self.lm.get_input_embeddings()
-        step = self.lm(inputs_embeds=embed(prompt_ids), attention_mask=mask, position_ids=pos,
-                       past_key_values=cache, use_cache=True)
         pos = pos[:, -1:]
+        embed = self.lm.get_input_embeddings()
         out: list[list[int]] = [[] for _ in range(b)]
         done = torch.zeros(b, dtype=torch.bool, device=prompt_ids.device)
         for i in range(max_new_tokens):

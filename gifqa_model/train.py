@@ -127,7 +127,7 @@ def init_distributed() -> tuple[int, int, torch.device]:
 class MlflowCurveLogger:
     """Logs per-step curves to an existing MLflow run (the flow's) from rank 0 only.
 
-    Points are sent in batches (every `flush_every` steps and at `close`): one `log_batch` to
+    Points are sent in batches (every `flush_every` steps and at `flush`): one `log_batch` to
     a SQLite store takes ~8 ms, 4 % of a tiny training step when sent per step.
     """
 
@@ -149,9 +149,9 @@ class MlflowCurveLogger:
         ts = int(time.time() * 1000)
         self.pending += [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         if step % self.flush_every == 0:
-            self.close()
+            self.flush()
 
-    def close(self) -> None:
+    def flush(self) -> None:
         """Send what is pending (MLflow takes at most 1000 metrics per batch)."""
         while self.client is not None and self.pending:
             chunk, self.pending = self.pending[:1000], self.pending[1000:]
@@ -321,7 +321,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         if rank == 0 and step % params.checkpoint_every == 0:
             save_checkpoint(ckpt_path, model, opt, step, curve)
     bar.close()
-    logger.close()
+    logger.flush()
     elapsed = time.time() - t0
 
     metrics = {"steps": step, "train_seconds": round(elapsed, 1),

@@ -62,6 +62,9 @@ class GifQAConfig:
     qformer_layers: int = 2
     qformer_heads: int = 4
     qformer_intermediate: int = 256
+    # a Q-Former layer cross-attends to the frame's tokens every this many layers (BLIP-2: 2);
+    # the K/V projections of those N tokens are most of a tiny Q-Former's cost
+    qformer_cross_every: int = 2
     lm_hidden: int = 128
     lm_layers: int = 2
     lm_heads: int = 4
@@ -147,7 +150,7 @@ def _qformer_config(cfg: GifQAConfig) -> Blip2QFormerConfig:
         num_attention_heads=cfg.qformer_heads,
         intermediate_size=cfg.qformer_intermediate,
         encoder_hidden_size=cfg.vision_width,
-        cross_attention_frequency=1,
+        cross_attention_frequency=cfg.qformer_cross_every,
         use_qformer_text_input=cfg.question_conditioned,  # the text tokens' own FFN
         hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout,

@@ -217,9 +217,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     model = GifQAModel(cfg, pretrained=cfg.profile == "full").to(device)
     mvm_cfg = MVMConfig(**params.mvm)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel for all parameters; the default on CPU loops over ~100 small tensors
-    opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay,
-                            fused=device.type in ("cpu", "cuda"))
+    opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     loss_module = GifQALoss(model, mvm_cfg, params.scene_weight)
     if world > 1:  # gradients are all-reduced by DDP's hooks on loss_module.forward
         loss_module = torch.nn.parallel.DistributedDataParallel(loss_module)

@@ -24,6 +24,11 @@ class IndexParams(BaseModel):
     frames_per_gif: int = 16  # frames decoded and cached per GIF (uniform in time)
     group_size: int = 2
     top_k: int = 4  # groups per question; the model sees top_k * group_size frames
+    # bonus, in cosine units, for a group's distance in time from the groups already chosen
+    # (at most `temporal_spread`, for the far end of the GIF). Groups that tie on the question
+    # (an object on screen all along) are then chosen far apart, so the clip shows what it
+    # does across the GIF; groups the question tells apart by more than this keep their order
+    temporal_spread: float = 0.0
     ivf_min_groups: int = 200_000  # above this many groups use IVF instead of a flat index
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
@@ -105,6 +110,22 @@ def search_gif(index: faiss.Index, query: np.ndarray, group_lo: int, group_hi: i
     return ids[0][keep], scores[0][keep]
 
 
+def spread_choice(scores: np.ndarray, k: int, spread: float) -> np.ndarray:
+    """k of a GIF's groups (positions into `scores`, one score per group in time order):
+    greedily the best score plus `spread` × its time distance from the nearest group already
+    chosen, as a share of the GIF's length. spread = 0 is the plain top-k."""
+    n = len(scores)
+    k = max(1, min(k, n))
+    chosen = [int(np.argmax(scores))]
+    position = np.arange(n)
+    while len(chosen) < k:
+        gap = np.abs(position[:, None] - np.array(chosen)[None]).min(1) / max(1, n - 1)
+        gain = scores + spread * gap
+        gain[chosen] = -np.inf
+        chosen.append(int(np.argmax(gain)))
+    return np.array(chosen)
+
+
 def keyframes_for(layout: GroupLayout, gif: int, group_ids: np.ndarray,
                   n_frames: int) -> list[int]:
     """Frames of the chosen groups, in time order, padded/trimmed to exactly n_frames."""
@@ -128,8 +149,14 @@ def retrieve_keyframes(index: faiss.Index, layout: GroupLayout, gif_rows: np.nda
     n_model_frames = params.top_k * params.group_size
     out = []
     for gif, q in zip(gif_rows, question_emb, strict=True):
-        lo = int(layout.group_offsets[gif])
-        ids, _ = search_gif(index, q, lo, lo + int(layout.group_counts[gif]), params.top_k)
+        lo, n = int(layout.group_offsets[gif]), int(layout.group_counts[gif])
+        if params.temporal_spread > 0:  # every group's score, then the spread choice
+            ids, scores = search_gif(index, q, lo, lo + n, n)
+            by_time = np.full(n, -np.inf, dtype=np.float32)
+            by_time[ids - lo] = scores
+            ids = lo + spread_choice(by_time, params.top_k, params.temporal_spread)
+        else:
+            ids, _ = search_gif(index, q, lo, lo + n, params.top_k)
         out.append(keyframes_for(layout, int(gif), ids, n_model_frames))
     return out
 

@@ -15,6 +15,7 @@ from gifqa_model.clipcut import (
     keyframes_for,
     retrieve_keyframes,
     search_gif,
+    spread_choice,
     uniform_frames,
 )
 
@@ -49,6 +50,28 @@ def test_search_stays_inside_its_gif_and_keyframes_are_time_ordered():
     frames = retrieve_keyframes(index, layout, np.array([1]), _unit([[1, 0, 0, 0]]), params)[0]
     assert frames == [0, 1, 4, 5]
     assert dim == emb.shape[1]
+
+
+def test_temporal_spread_parts_near_ties_and_keeps_clear_winners():
+    # an object on screen all along: every group scores about the same, and plain top-k
+    # takes two neighbours; the spread takes the far end of the GIF instead
+    ties = np.array([0.90, 0.91, 0.89, 0.90, 0.88, 0.90, 0.89, 0.90], dtype=np.float32)
+    assert sorted(spread_choice(ties, 2, 0.0).tolist()) == [0, 1]
+    assert sorted(spread_choice(ties, 2, 0.05).tolist()) == [1, 7]
+    # an object that disappears half way: the visible groups win by far more than the bonus
+    gone = np.array([0.90, 0.91, 0.89, 0.90, 0.50, 0.50, 0.50, 0.50], dtype=np.float32)
+    assert sorted(spread_choice(gone, 2, 0.05).tolist()) == [1, 3]
+    assert sorted(spread_choice(gone, 9, 0.05).tolist()) == list(range(8))
+    # through the index: the same choice, frames in time order
+    emb = np.stack([_unit([1, s, 0, 0]) for s in np.linspace(0.30, 0.31, 6)]).repeat(2, 0)
+    layout = GroupLayout.from_counts(np.array([12]), group_size=2)
+    params = IndexParams(group_size=2, top_k=2, temporal_spread=0.05)
+    index = build_index(group_embeddings(emb, layout), params)
+    frames = retrieve_keyframes(index, layout, np.array([0]), _unit([[1, 0, 0, 0]]), params)[0]
+    assert frames == [0, 1, 10, 11]
+    plain = retrieve_keyframes(index, layout, np.array([0]), _unit([[1, 0, 0, 0]]),
+                               IndexParams(group_size=2, top_k=2))[0]
+    assert plain == [0, 1, 2, 3]
 
 
 def test_ivf_index_path_also_filters():

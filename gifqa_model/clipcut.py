@@ -3,8 +3,10 @@
 Each GIF's cached frames are cut into groups of `group_size` consecutive frames; a group's
 embedding is the normalised mean of its frames' CLIP embeddings. All groups of the corpus live
 in one FAISS inner-product index whose ids are contiguous per GIF, so a question searches only
-its own GIF through an `IDSelectorRange`. The top-k groups' frames are returned in time order,
-because the model reads them as a clip, not as a bag.
+its own GIF through an `IDSelectorRange`. With `temporal_spread` the groups after the best one
+are chosen for their score plus their distance in time from those already chosen, so groups
+the question cannot tell apart come from across the GIF. The chosen groups' frames are returned
+in time order, because the model reads them as a clip, not as a bag.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def spread_choice(scores: np.ndarray, k: int, spread: float) -> np.ndarray:
     greedily the best score plus `spread` × its time distance from the nearest group already
     chosen, as a share of the GIF's length. spread = 0 is the plain top-k."""
     n = len(scores)
-    k = max(1, min(k, n))
+    k = max(1, min(k, int(np.isfinite(scores).sum())))  # an IVF probe may miss some groups
     chosen = [int(np.argmax(scores))]
     position = np.arange(n)
     while len(chosen) < k:

@@ -62,6 +62,8 @@ def test_temporal_spread_parts_near_ties_and_keeps_clear_winners():
     gone = np.array([0.90, 0.91, 0.89, 0.90, 0.50, 0.50, 0.50, 0.50], dtype=np.float32)
     assert sorted(spread_choice(gone, 2, 0.05).tolist()) == [1, 3]
     assert sorted(spread_choice(gone, 9, 0.05).tolist()) == list(range(8))
+    # groups an IVF probe did not reach (no score) are never chosen
+    assert spread_choice(np.array([0.5, -np.inf, 0.4, -np.inf]), 3, 0.05).tolist() == [0, 2]
     # through the index: the same choice, frames in time order
     emb = np.stack([_unit([1, s, 0, 0]) for s in np.linspace(0.30, 0.31, 6)]).repeat(2, 0)
     layout = GroupLayout.from_counts(np.array([12]), group_size=2)

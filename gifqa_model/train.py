@@ -43,9 +43,10 @@ class TrainParams(BaseModel):
     weight_decay: float = 0.01
     warmup_steps: int = 100
     max_steps: int = 3000
-    # wall-clock cap. The cosine schedule runs to whichever of the two comes first, so a
-    # slower machine still anneals (measured: a demo cut at 1,581 of 2,150 steps, its learning
-    # rate still at 15 % of the peak, scored 0.68 where a finished schedule scored 0.81)
+    # wall-clock budget. The cosine schedule ends at max_steps or at the step planned to fit
+    # the budget (plan_steps), so a slower machine still anneals (measured: a demo cut at
+    # 1,581 of 2,150 steps, its learning rate still at 15 % of the peak, scored 0.68 where a
+    # finished schedule scored 0.81)
     max_minutes: float = 6.0
     grad_clip: float = 1.0
     # share of a batch's GIFs shown played backwards, motion words swapped (gifqa_model.augment;
@@ -83,23 +84,61 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cosine_lr(step: int, params: TrainParams, seconds: float = 0.0) -> float:
-    """Linear warmup, then cosine to zero at max_steps or at max_minutes (`seconds` into the
-    run), whichever is nearer."""
+def cosine_lr(step: int, params: TrainParams, total: int | None = None) -> float:
+    """Linear warmup, then cosine to zero at `total` steps (default max_steps)."""
     if step < params.warmup_steps:
         return params.lr * (step + 1) / params.warmup_steps
-    span = max(1, params.max_steps - params.warmup_steps)
-    by_time = seconds / (params.max_minutes * 60) if params.max_minutes > 0 else 0.0
-    progress = min(1.0, max((step - params.warmup_steps) / span, by_time))
+    span = max(1, (total or params.max_steps) - params.warmup_steps)
+    progress = min(1.0, (step - params.warmup_steps) / span)
     return params.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _agreed_seconds(seconds: float, world: int, device: torch.device) -> float:
-    """The slowest rank's clock, so every rank takes the same learning rate and stops at the
-    same step (ranks that disagreed would hang in the next all-reduce)."""
+# share of the time left after warmup that the planned steps fill: evaluations are counted
+# in the plan, so this is slack for a pace that varies during the run (replan)
+PLAN_FILL = 0.9
+PLAN_ROUND = 100  # planned steps are a multiple of this, so a small change of pace keeps them
+
+
+def plan_steps(params: TrainParams, step: int, seconds_left: float, seconds_per_step: float,
+               seconds_per_eval: float) -> int:
+    """The step the cosine ends at: max_steps, or fewer when the time budget comes first.
+
+    Decided at the end of warmup from the warmup's pace and one timed evaluation, so from there
+    on the learning rate is a function of the step alone and does not move with the clock (the
+    schedule used to follow the clock at every step). A machine that slows down later still
+    anneals in time: `replan` shortens the plan when the pace falls behind it.
+    """
+    if params.max_minutes <= 0:
+        return params.max_steps
+    per_step = seconds_per_step + seconds_per_eval / max(1, params.eval_every)
+    fits = int(PLAN_FILL * seconds_left / max(per_step, 1e-9))
+    rounded = fits // PLAN_ROUND * PLAN_ROUND if fits >= PLAN_ROUND else fits
+    return max(step + 1, min(params.max_steps, step + rounded))
+
+
+def replan(params: TrainParams, plan: dict, step: int, elapsed: float) -> dict:
+    """`plan` (total, and the step and seconds it was made at), shortened to what fits the rest
+    of the budget at the pace since then when the planned steps would overrun it; unchanged
+    otherwise, so a run that keeps its pace keeps its schedule."""
+    done = step - plan["step"]
+    budget = params.max_minutes * 60
+    if params.max_minutes <= 0 or done <= 0:
+        return plan
+    per_step = (elapsed - plan["seconds"]) / done  # evaluations included
+    if elapsed + (plan["total"] - step) * per_step <= budget:
+        return plan
+    total = plan_steps(params, step, budget - elapsed, per_step, 0.0)
+    log.info("the pace fell behind the plan: the cosine now ends at step %d", total)
+    return {**plan, "total": min(total, plan["total"])}
+
+
+def _agreed_max(value: float, world: int, device: torch.device) -> float:
+    """The largest value over ranks: the slowest rank's clock, or what rank 0 alone knows
+    (the others pass 0). Every rank then takes the same learning rate and stops at the same
+    step (ranks that disagreed would hang in the next all-reduce)."""
     if world == 1:
-        return seconds
-    t = torch.tensor([seconds], dtype=torch.float64, device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
 
@@ -224,11 +263,14 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
 
     ckpt_path = out_dir / "checkpoints" / "last.pt"
     step, curve = 0, []
+    # the planned schedule: the step the cosine ends at and the run's seconds when it was
+    # planned (plan_steps); None until warmup ends
+    plan: dict | None = None
     if params.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        step, curve = state["step"], state["curve"]
+        step, curve, plan = state["step"], state["curve"], state.get("plan")
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at step %d", ckpt_path, step)
 
@@ -251,16 +293,42 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     n_seen = 0
     # the budget is the run's, across a resume
     t0 = time.time() - (curve[-1]["seconds"] if curve else 0.0)
-    bar = tqdm(total=params.max_steps, initial=step, desc="train", unit="step",
-               disable=rank != 0)
+    bar = tqdm(total=plan["total"] if plan else params.max_steps, initial=step, desc="train",
+               unit="step", disable=rank != 0)
     model.train()
     last = min(params.max_steps, params.stop_at_step or params.max_steps)
+    budget = params.max_minutes * 60
+
+    def validate() -> dict[str, float]:
+        pred = predict_answers(model, tokenizer, cache, val_rows, val.question.tolist())
+        correct = exact_match(pred, val.answer.tolist())
+        model.train()
+        return {"val_accuracy": float(correct.mean()),
+                **{f"val_accuracy_{qt}": acc
+                   for qt, acc in accuracy_table(correct, val.qtype).items()}}
+
+    pace_from = None  # (step, seconds) the warmup's pace is measured from: after start-up
     while step < last:
-        elapsed = _agreed_seconds(time.time() - t0, world, device)
-        if elapsed >= params.max_minutes * 60:
+        elapsed = _agreed_max(time.time() - t0, world, device)
+        if elapsed >= budget:
             break
+        if step == min(PACE_FROM, params.warmup_steps // 2):
+            pace_from = (step, elapsed)
+        if plan is None and step >= params.warmup_steps:
+            total, figures = _plan(params, step, elapsed, pace_from,
+                                   validate if rank == 0 and len(val) else None, world, device)
+            if figures and curve:  # the model as it stands after the last step
+                curve[-1].update(figures)
+                logger.log(figures, step)
+            plan = {"total": total, "step": step,
+                    "seconds": _agreed_max(time.time() - t0, world, device)}
+        elif plan is not None and (step - plan["step"]) % PLAN_ROUND == 0:
+            plan = replan(params, plan, step, elapsed)
+        if plan is not None and bar.total != plan["total"]:
+            bar.total = plan["total"]
+            bar.refresh()
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, params, elapsed)
+            group["lr"] = cosine_lr(step, params, plan["total"] if plan else None)
         opt.zero_grad(set_to_none=True)
         stats = []
         for micro in range(params.grad_accum):
@@ -307,19 +375,17 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                  "scene_loss": float(np.mean([float(s.scene_loss) for s in stats])),
                  "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
                  "seconds": round(time.time() - t0, 2)}
-        if rank == 0 and len(val) and (step % params.eval_every == 0 or step == params.max_steps):
-            pred = predict_answers(model, tokenizer, cache, val_rows, val.question.tolist())
-            correct = exact_match(pred, val.answer.tolist())
-            point["val_accuracy"] = float(correct.mean())
-            point.update({f"val_accuracy_{qt}": acc
-                          for qt, acc in accuracy_table(correct, val.qtype).items()})
-            model.train()
+        final = step == (plan["total"] if plan else params.max_steps)
+        if rank == 0 and len(val) and (step % params.eval_every == 0 or final):
+            point.update(validate())
         curve.append(point)
         logger.log({k: v for k, v in point.items() if k != "step"}, step)
         bar.update(1)
         bar.set_postfix(loss=f"{point['loss']:.3f}", acc=point.get("val_accuracy", ""))
         if rank == 0 and step % params.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, model, opt, step, curve)
+            save_checkpoint(ckpt_path, model, opt, step, curve, plan)
+        if final:  # the planned schedule is done, before max_steps
+            break
     bar.close()
     logger.flush()
     elapsed = time.time() - t0
@@ -337,12 +403,36 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         metrics["val_accuracy"] = vals[-1]
     if rank == 0:
         model.save_pretrained(out_dir / "model", tokenizer)
-        save_checkpoint(ckpt_path, model, opt, step, curve)
+        save_checkpoint(ckpt_path, model, opt, step, curve, plan)
         write_curve(curve, out_dir / "curve.csv")
         (out_dir / "model" / "train_params.json").write_text(params.model_dump_json(indent=2))
     if world > 1:
         dist.barrier()
     return metrics
+
+
+PACE_FROM = 10  # the first steps (allocation, lazy imports) do not count in the pace
+
+
+def _plan(params: TrainParams, step: int, elapsed: float, pace_from: tuple[int, float] | None,
+          validate, world: int, device: torch.device) -> tuple[int, dict[str, float]]:
+    """The step the schedule ends at (plan_steps), planned at the end of warmup from the pace
+    since `pace_from` and one timed evaluation on rank 0 (`validate`, or None), and that
+    evaluation's figures. Every rank gets rank 0's plan."""
+    seconds_per_eval, figures = 0.0, {}
+    if validate is not None:
+        start = time.time()
+        figures = validate()
+        seconds_per_eval = time.time() - start
+    total = params.max_steps
+    if pace_from is not None and step > pace_from[0]:
+        per_step = (elapsed - pace_from[1]) / (step - pace_from[0])
+        total = plan_steps(params, step, params.max_minutes * 60 - elapsed, per_step,
+                           seconds_per_eval)
+    total = int(_agreed_max(total if _dist_info()[0] == 0 else 0, world, device))
+    log.info("planned the cosine schedule to end at step %d of at most %d", total,
+             params.max_steps)
+    return total, figures
 
 
 def scene_word_ids(tokenizer, words: list[list[str]]) -> list[list[int]]:
@@ -385,11 +475,11 @@ def _caption_table(gif_ids: list[str], descriptions: dict[str, str] | None, cach
 
 
 def save_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer, step: int,
-                    curve: list[dict]) -> None:
+                    curve: list[dict], plan: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "curve": curve, "torch_rng": torch.get_rng_state(),
+                "curve": curve, "plan": plan, "torch_rng": torch.get_rng_state(),
                 "config": asdict(model.cfg)}, tmp)
     tmp.replace(path)  # atomic: a kill mid-save never leaves a half checkpoint
 

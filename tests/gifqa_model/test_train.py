@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from gifqa_model.features import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_FILE
-from gifqa_model.train import TrainParams, cosine_lr, run_train
+from gifqa_model.train import TrainParams, cosine_lr, plan_steps, replan, run_train
 
 TINY_MODEL = {"n_query": 2, "qformer_hidden": 32, "qformer_intermediate": 64, "lm_hidden": 32,
               "dropout": 0.1}
@@ -60,11 +60,41 @@ def test_cosine_schedule_warms_up_then_decays() -> None:
     assert cosine_lr(10, p) == pytest.approx(1.0)
     assert cosine_lr(60, p) == pytest.approx(0.5)
     assert cosine_lr(110, p) == pytest.approx(0.0, abs=1e-9)
-    # a machine too slow for max_steps anneals by the clock: half the minutes, half-way down
-    slow = TrainParams(lr=1.0, warmup_steps=10, max_steps=110, max_minutes=1.0)
-    assert cosine_lr(20, slow, seconds=30.0) == pytest.approx(0.5)
-    assert cosine_lr(20, slow, seconds=60.0) == pytest.approx(0.0, abs=1e-9)
-    assert cosine_lr(60, slow, seconds=3.0) == pytest.approx(0.5)  # steps ahead: steps rule
+    assert cosine_lr(35, p, total=60) == pytest.approx(0.5)  # a planned, shorter schedule
+
+
+def test_plan_fits_the_time_left_and_rounds_so_small_changes_of_pace_keep_it() -> None:
+    p = TrainParams(max_steps=3600, max_minutes=6.0, eval_every=200)
+    assert plan_steps(p, 100, 350.0, 0.07, 1.0) == 3600  # a fast machine: max_steps
+    # 0.1 s a step (+ 1 s per 200 steps): 0.9 * 360 / 0.105 = 3085, 3000 steps after warmup
+    assert plan_steps(p, 100, 360.0, 0.1, 1.0) == 3100
+    assert plan_steps(p, 100, 360.0, 0.1005, 1.0) == 3100  # the same plan at a 0.5 % slower pace
+    assert plan_steps(p, 100, 360.0, 0.1, 5.0) == 2600  # evaluations take their share
+    assert plan_steps(p, 100, 1.0, 0.1, 1.0) == 108  # under a round number: what fits
+    assert plan_steps(p, 100, 0.0, 0.1, 1.0) == 101  # no time left: the next step ends it
+    assert plan_steps(TrainParams(max_steps=50, max_minutes=0), 10, 0.0, 9.0, 0.0) == 50
+
+
+def test_replan_shortens_the_schedule_only_when_the_pace_falls_behind() -> None:
+    p = TrainParams(max_steps=3600, max_minutes=6.0)
+    plan = {"total": 3100, "step": 100, "seconds": 10.0}
+    # 0.1 s a step as planned: 1,000 steps in 100 s, the other 2,000 fit the 250 s left
+    assert replan(p, plan, 1100, 110.0) is plan
+    # 0.15 s a step: 2,000 more would take 300 s of the 200 left; 0.9 * 200 / 0.15 = 1,200
+    assert replan(p, plan, 1100, 160.0) == {**plan, "total": 2300}
+    assert replan(p, plan, 100, 10.0) is plan  # nothing to measure yet
+
+
+def test_a_run_whose_time_budget_comes_first_plans_fewer_steps_and_anneals(
+        tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    m = run_train(qa, kf, idx, _params(max_steps=100_000, max_minutes=0.05, eval_every=10_000),
+                  tmp_path / "out")
+    curve = pd.read_csv(tmp_path / "out" / "curve.csv")
+    assert 2 < m["steps"] < 100_000 and len(curve) == m["steps"]
+    assert curve.lr.iloc[-1] < 0.05 * 3e-3  # annealed by the planned end, not cut off at peak
+    assert m["train_seconds"] <= 0.05 * 60 + 1
 
 
 def test_train_saves_model_curve_and_metrics(tmp_path: Path) -> None:
@@ -81,13 +111,12 @@ def test_train_saves_model_curve_and_metrics(tmp_path: Path) -> None:
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
     qa, idx = make_cache(tmp_path)
     kf = pd.read_parquet(idx / KEYFRAMES_FILE)
-    # a budget no run comes near: the cosine follows the step alone, not the clock, whose
-    # share of 5 minutes moved the learning rate by a few 1e-6 between two runs
-    steps_only = {"max_minutes": 1e9}
-    straight = run_train(qa, kf, idx, _params(resume=False, **steps_only), tmp_path / "a")
-    run_train(qa, kf, idx, _params(stop_at_step=4, **steps_only), tmp_path / "b")  # preempted
+    # under a time budget (5 minutes): the schedule is planned once, at the end of warmup, and
+    # the resumed run reads the plan from its checkpoint, so no clock moves the learning rate
+    straight = run_train(qa, kf, idx, _params(resume=False), tmp_path / "a")
+    run_train(qa, kf, idx, _params(stop_at_step=4), tmp_path / "b")  # preempted
     assert json.loads(json.dumps(straight))["steps"] == 8
-    resumed = run_train(qa, kf, idx, _params(**steps_only), tmp_path / "b")
+    resumed = run_train(qa, kf, idx, _params(), tmp_path / "b")
     assert resumed["steps"] == 8
     a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))

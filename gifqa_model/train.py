@@ -390,7 +390,8 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     logger.flush()
     elapsed = time.time() - t0
 
-    metrics = {"steps": step, "train_seconds": round(elapsed, 1),
+    metrics = {"steps": step, "planned_steps": plan["total"] if plan else params.max_steps,
+               "train_seconds": round(elapsed, 1),
                "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
                "n_train_qa": n, "n_params_trainable": count_parameters(model),
                "final_loss": curve[-1]["loss"] if curve else float("nan"),

@@ -1,0 +1,73 @@
+"""Does a training run repeat? Train params.yaml's model twice, each in a fresh process, on the
+pipeline's own outputs for `--steps` steps, and compare the saved weights bit for bit.
+
+A run's learning rate is a function of the step alone once the schedule is planned at the end
+of warmup (`gifqa_model.train.plan_steps`), so on one machine the two hashes should match as
+long as the plan does (both runs print it). Reads outputs/validate and outputs/index (run
+`dvc repro index` first).
+
+    python bench/repeat_run.py [--steps 400] [--project .]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+
+def weights_hash(model_dir: Path) -> str:
+    state = load_file(str(model_dir / "model.safetensors"))
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_once(project: Path, steps: int, out: Path) -> None:
+    """One run in its own process: nothing (RNG, caches, threads) carries over between runs."""
+    code = f"""
+import logging
+from pathlib import Path
+from gifqa_model.env import apply_offline_env
+apply_offline_env()
+logging.basicConfig(format="%(message)s")
+logging.getLogger("gifqa_model.train").setLevel(logging.INFO)  # the plan
+from gifqa_model.config import load_params
+from gifqa_model.pipeline import out_dir, train_inputs
+from gifqa_model.train import run_train
+project = Path({str(project)!r})
+tp = load_params(project / "params.yaml").train.model_copy(deep=True)
+tp.max_steps, tp.resume = {steps}, False
+inputs = train_inputs(project, tp)
+m = run_train(inputs.qa, inputs.keyframes, out_dir("index", project), tp, Path({str(out)!r}),
+              descriptions=inputs.descriptions, scene=inputs.scene)
+print("steps", m["steps"], "seconds", m["train_seconds"])
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--project", type=Path, default=Path("."))
+    args = ap.parse_args()
+    hashes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(2):
+            out = Path(tmp) / f"run{i}"
+            train_once(args.project.resolve(), args.steps, out)
+            hashes.append(weights_hash(out / "model"))
+            print(f"run {i + 1}: weights {hashes[-1]}")
+    print("identical" if hashes[0] == hashes[1] else "DIFFERENT")
+    sys.exit(0 if hashes[0] == hashes[1] else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -98,6 +98,7 @@ def cosine_lr(step: int, params: TrainParams, total: int | None = None) -> float
 PLAN_FILL = 0.9
 PLAN_ROUND = 100  # planned steps are a multiple of this, so a small change of pace keeps them
 PLAN_GROW = 1.2  # replan to more steps only past this factor: a steady run is never replanned
+PACE_FROM = 10  # the first steps (allocation, lazy imports) do not count in the warmup's pace
 
 
 def plan_steps(params: TrainParams, step: int, seconds_left: float, seconds_per_step: float,
@@ -414,9 +415,6 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     if world > 1:
         dist.barrier()
     return metrics
-
-
-PACE_FROM = 10  # the first steps (allocation, lazy imports) do not count in the pace
 
 
 def _plan(params: TrainParams, step: int, elapsed: float, pace_from: tuple[int, float] | None,

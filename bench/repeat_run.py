@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import subprocess
 import sys
 import tempfile
@@ -31,38 +32,41 @@ def weights_hash(model_dir: Path) -> str:
 
 
 def train_once(project: Path, steps: int, out: Path) -> None:
-    """One run in its own process: nothing (RNG, caches, threads) carries over between runs."""
-    code = f"""
-import logging
-from pathlib import Path
-from gifqa_model.env import apply_offline_env
-apply_offline_env()
-logging.basicConfig(format="%(message)s")
-logging.getLogger("gifqa_model.train").setLevel(logging.INFO)  # the plan
-from gifqa_model.config import load_params
-from gifqa_model.pipeline import out_dir, train_inputs
-from gifqa_model.train import run_train
-project = Path({str(project)!r})
-tp = load_params(project / "params.yaml").train.model_copy(deep=True)
-tp.max_steps, tp.resume = {steps}, False
-inputs = train_inputs(project, tp)
-m = run_train(inputs.qa, inputs.keyframes, out_dir("index", project), tp, Path({str(out)!r}),
-              descriptions=inputs.descriptions, scene=inputs.scene)
-print("steps", m["steps"], "seconds", m["train_seconds"])
-"""
-    subprocess.run([sys.executable, "-c", code], check=True)
+    """Train params.yaml's model for `steps` steps into `out` (`--once`: in this process)."""
+    from gifqa_model.env import apply_offline_env
+
+    apply_offline_env()
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("gifqa_model.train").setLevel(logging.INFO)  # the plan
+    from gifqa_model.config import load_params
+    from gifqa_model.pipeline import out_dir, train_inputs
+    from gifqa_model.train import run_train
+
+    tp = load_params(project / "params.yaml").train.model_copy(deep=True)
+    tp.max_steps, tp.resume = steps, False
+    inputs = train_inputs(project, tp)
+    m = run_train(inputs.qa, inputs.keyframes, out_dir("index", project), tp, out,
+                  descriptions=inputs.descriptions, scene=inputs.scene)
+    print("steps", m["steps"], "seconds", m["train_seconds"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--project", type=Path, default=Path("."))
+    ap.add_argument("--once", type=Path, help="train once into this directory and stop")
     args = ap.parse_args()
+    if args.once:
+        train_once(args.project.resolve(), args.steps, args.once)
+        return
     hashes = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(2):
             out = Path(tmp) / f"run{i}"
-            train_once(args.project.resolve(), args.steps, out)
+            # each run in its own process: nothing (RNG, caches, threads) carries over
+            subprocess.run([sys.executable, __file__, "--once", str(out), "--steps",
+                            str(args.steps), "--project", str(args.project.resolve())],
+                           check=True)
             hashes.append(weights_hash(out / "model"))
             print(f"run {i + 1}: weights {hashes[-1]}")
     print("identical" if hashes[0] == hashes[1] else "DIFFERENT")

@@ -321,7 +321,8 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
             pace_from = (step, elapsed)
         if plan is None and step >= params.warmup_steps:
             total, figures = _plan(params, step, elapsed, pace_from,
-                                   validate if rank == 0 and len(val) else None, world, device)
+                                   validate if rank == 0 and len(val) else None, rank, world,
+                                   device)
             if figures and curve:  # the model as it stands after the last step
                 curve[-1].update(figures)
                 logger.log(figures, step)
@@ -329,11 +330,12 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                     "seconds": _agreed_max(time.time() - t0, world, device)}
         elif plan is not None and (step - plan["step"]) % PLAN_ROUND == 0:
             plan = replan(params, plan, step, elapsed)
-        if plan is not None and bar.total != plan["total"]:
-            bar.total = plan["total"]
+        planned = plan["total"] if plan else params.max_steps
+        if bar.total != planned:
+            bar.total = planned
             bar.refresh()
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, params, plan["total"] if plan else None)
+            group["lr"] = cosine_lr(step, params, planned)
         opt.zero_grad(set_to_none=True)
         stats = []
         for micro in range(params.grad_accum):
@@ -380,7 +382,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                  "scene_loss": float(np.mean([float(s.scene_loss) for s in stats])),
                  "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
                  "seconds": round(time.time() - t0, 2)}
-        final = step == (plan["total"] if plan else params.max_steps)
+        final = step == planned
         if rank == 0 and len(val) and (step % params.eval_every == 0 or final):
             point.update(validate())
         curve.append(point)
@@ -418,7 +420,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
 
 
 def _plan(params: TrainParams, step: int, elapsed: float, pace_from: tuple[int, float] | None,
-          validate, world: int, device: torch.device) -> tuple[int, dict[str, float]]:
+          validate, rank: int, world: int, device: torch.device) -> tuple[int, dict[str, float]]:
     """The step the schedule ends at (plan_steps), planned at the end of warmup from the pace
     since `pace_from` and one timed evaluation on rank 0 (`validate`, or None), and that
     evaluation's figures. Every rank gets rank 0's plan."""
@@ -432,7 +434,7 @@ def _plan(params: TrainParams, step: int, elapsed: float, pace_from: tuple[int, 
         per_step = (elapsed - pace_from[1]) / (step - pace_from[0])
         total = plan_steps(params, step, params.max_minutes * 60 - elapsed, per_step,
                            seconds_per_eval)
-    total = int(_agreed_max(total if _dist_info()[0] == 0 else 0, world, device))
+    total = int(_agreed_max(total if rank == 0 else 0, world, device))
     log.info("planned the cosine schedule to end at step %d of at most %d", total,
              params.max_steps)
     return total, figures

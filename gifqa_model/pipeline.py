@@ -51,13 +51,20 @@ def read_metrics(stage: str, root: Path = Path(".")) -> dict:
 
 
 def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> dict:
-    """Generate the embedded ShapesWorld corpus into data/ (deterministic by seed)."""
+    """Generate the embedded ShapesWorld corpus into data/ (deterministic by seed).
+
+    A corpus already there is kept unless it holds another number of GIFs than
+    `shapes.n_gifs` asks for (a params.yaml that grew the corpus), or `force`.
+    """
     from gifqa_model.shapes import generate_corpus
 
     target = root / DATA_DIR
     if (target / "descriptions.tsv").is_file() and not force:
         n = sum(1 for _ in (target / "gifs").glob("*.gif"))
-        return {"generated": False, "n_gifs": n, "path": str(target)}
+        if n == params.shapes.n_gifs:
+            return {"generated": False, "n_gifs": n, "path": str(target)}
+        log.info("data/ holds %d GIFs, shapes.n_gifs asks for %d: regenerating", n,
+                 params.shapes.n_gifs)
     table = generate_corpus(target, params.shapes)
     return {"generated": True, "n_gifs": len(table), "path": str(target)}
 

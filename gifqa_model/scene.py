@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from gifqa_model.shapes import COLORS, MOTIONS, PROGRESSIVE, SHAPES
+from gifqa_model.shapes import COLORS, MOTIONS, POSITION_PHRASES, PROGRESSIVE, SHAPES
 
 # a cell is labelled with an object that covers at least this share of it (and the object's
 # centre cell always is): with only the centre cell labelled, the tokens that show the rest of
@@ -41,9 +41,12 @@ BACKGROUND = 0
 # head's. Class 0 is background in every attribute, so a cell's labels are all 0 or all positive
 ATTRIBUTES: dict[str, tuple] = {"color": tuple(COLORS), "shape": SHAPES}
 # what the scene head can also learn of each object's group (train.scene_labels): its motion
-# (seen by a model that reads each frame with the frame before it) and how many objects the
-# group has (every object of a group is in the frame: the number questions' answer)
-EXTRA: dict[str, tuple] = {"motion": MOTIONS, "count": (1, 2, 3)}
+# (seen by a model that reads each frame with the frame before it), how many objects the
+# group has (every object of a group is in the frame: the number questions' answer), and the
+# cell of the 3x3 grid the group starts in (the location questions' answer, which a frame
+# after a moving group's start shows only together with its motion)
+EXTRA: dict[str, tuple] = {"motion": MOTIONS, "count": (1, 2, 3),
+                           "position": tuple(POSITION_PHRASES)}
 
 
 def scene_classes(extra: tuple[str, ...] = ()) -> list[int]:

@@ -243,14 +243,13 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         raise ValueError("train.scene_weight needs scene targets for every cached frame, with "
                          "train.scene_labels (gifqa_model.scene.scene_table of the index "
                          "stage's frames)")
-    if use_scene and "motion" in extra_labels:
-        if not params.model.get("motion_gap"):
-            raise ValueError("train.scene_labels has motion, but one frame does not show it: "
-                             "set train.model.motion_gap so each frame is read with an "
-                             "earlier one")
-        if params.time_reversal > 0:
-            raise ValueError("train.time_reversal with motion labels (train.scene_labels): a "
-                             "reversed clip's motion labels would be wrong; drop one of them")
+    if use_scene and "motion" in extra_labels and not params.model.get("motion_gap"):
+        raise ValueError("train.scene_labels has motion, but one frame does not show it: "
+                         "set train.model.motion_gap so each frame is read with an earlier one")
+    timed = sorted({"motion", "position"} & set(extra_labels))
+    if use_scene and timed and params.time_reversal > 0:
+        raise ValueError(f"train.time_reversal with {' and '.join(timed)} labels "
+                         "(train.scene_labels): a reversed clip's would be wrong; drop one")
     scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": classes}
                   if use_scene else {})
     if use_scene and params.scene_words:

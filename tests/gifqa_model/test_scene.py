@@ -75,6 +75,18 @@ def test_motion_labels_mark_the_same_cells_with_the_groups_motion():
     assert set(with_count[with_count[:, 3] > 0, 3]) == counts  # classes 1-3 are counts 1-3
 
 
+def test_position_labels_name_the_cell_the_group_starts_in_on_every_frame():
+    from gifqa_model.scene import EXTRA
+
+    truth = _truth()
+    last = truth["frames"][-1]  # a moving group has left its start cell by now
+    with_position = frame_scene(last, truth["groups"], 64, 8, extra=("position",))
+    assert with_position.shape == (64, 3)
+    starts = {truth["groups"][o["group"]]["position"] for o in last if o["visible"]}
+    marked = {EXTRA["position"][c - 1] for c in with_position[with_position[:, 2] > 0, 2]}
+    assert marked == starts
+
+
 def test_cover_marks_every_cell_an_object_covers_and_keeps_its_centre():
     truth = _truth()
     frame = truth["frames"][0]

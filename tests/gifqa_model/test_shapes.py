@@ -217,3 +217,18 @@ def test_visibility_matches_pixels(examples):
                         assert e["bbox"] is None
                 assert mask[t].any() == any(e["visible"] for e in mine), (ex.gif, t, g)
             assert not (mask & ~inside).any()  # no stray pixels of this colour
+
+
+def test_stage_data_regenerates_when_n_gifs_changes(tmp_path: Path):
+    from gifqa_model.config import Params
+    from gifqa_model.pipeline import DATA_DIR, stage_data
+
+    def params(n: int) -> Params:
+        return Params.model_validate({"shapes": {"n_gifs": n, "workers": 1},
+                                      "ingest": {"sources": []}})
+
+    assert stage_data(params(3), root=tmp_path)["generated"]
+    assert not stage_data(params(3), root=tmp_path)["generated"]  # kept as it is
+    grown = stage_data(params(5), root=tmp_path)
+    assert grown["generated"] and grown["n_gifs"] == 5
+    assert len(list((tmp_path / DATA_DIR / "gifs").glob("*.gif"))) == 5

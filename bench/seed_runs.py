@@ -12,6 +12,7 @@ and outputs/index (run `dvc repro index` first). Rows are also appended to `--js
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import yaml
 
 def with_overrides(train: dict, overrides: list[str]) -> dict:
     """`train` (a params.yaml section) with each `a.b=value` set; unknown keys are an error."""
-    train = json.loads(json.dumps(train))
+    train = copy.deepcopy(train)
     for item in overrides:
         key, _, raw = item.partition("=")
         *parents, leaf = key.split(".")
@@ -37,7 +38,7 @@ def with_overrides(train: dict, overrides: list[str]) -> dict:
     return train
 
 
-def score_once(project: Path, train: dict, out: Path) -> dict:
+def score_once(project: Path, train: dict, out: Path) -> None:
     """Train and evaluate in this process (`--once`); the row is printed as the last line."""
     from gifqa_model.env import apply_offline_env
 
@@ -54,7 +55,6 @@ def score_once(project: Path, train: dict, out: Path) -> dict:
     row = train_and_score(inputs, inputs.keyframes, out_dir("index", project), tp,
                           params.evaluate, out)
     print(json.dumps(row))
-    return row
 
 
 def main() -> None:

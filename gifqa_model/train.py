@@ -249,7 +249,8 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     timed = sorted({"motion", "position"} & set(extra_labels))
     if use_scene and timed and params.time_reversal > 0:
         raise ValueError(f"train.time_reversal with {' and '.join(timed)} labels "
-                         "(train.scene_labels): a reversed clip's would be wrong; drop one")
+                         "(train.scene_labels): a reversed clip's labels would be wrong; "
+                         "drop one")
     scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": classes}
                   if use_scene else {})
     if use_scene and params.scene_words:

@@ -3,14 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DVC_NO_ANALYTICS=1
-export MLFLOW_DISABLE_TELEMETRY=true
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
-export GX_ANALYTICS_ENABLED=false
-export HF_HUB_OFFLINE=1
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
-export PREFECT_HOME=$(CURDIR)/.prefect
-export MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow/mlflow.db
+# The offline switches and local stores are set by gifqa_model/env.py in every entry point.
 
 .PHONY: install demo test lint clean
 

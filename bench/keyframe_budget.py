@@ -31,13 +31,13 @@ apply_offline_env()
 
 from variant import train_and_score  # noqa: E402
 
-from gifqa_model.clip_encoder import ClipEncoder  # noqa: E402
-from gifqa_model.clipcut import load_index  # noqa: E402
 from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.features import CLIP_DIR, FRAMES_FILE, INDEX_FILE  # noqa: E402
-from gifqa_model.indexing import choose_keyframes  # noqa: E402
-from gifqa_model.keyframe_eval import keyframe_precision  # noqa: E402
-from gifqa_model.pipeline import clean_tables, ground_truth, out_dir, train_inputs  # noqa: E402
+from gifqa_model.index.cache import CLIP_DIR, FRAMES_FILE, INDEX_FILE  # noqa: E402
+from gifqa_model.index.clip import ClipEncoder  # noqa: E402
+from gifqa_model.index.clipcut import load_index  # noqa: E402
+from gifqa_model.index.indexing import choose_keyframes  # noqa: E402
+from gifqa_model.index.keyframe_eval import keyframe_precision  # noqa: E402
+from gifqa_model.stages import clean_tables, ground_truth, out_dir, train_inputs  # noqa: E402
 
 
 def main() -> None:

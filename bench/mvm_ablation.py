@@ -22,7 +22,7 @@ apply_offline_env()
 from variant import train_and_score  # noqa: E402
 
 from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.pipeline import out_dir, train_inputs  # noqa: E402
+from gifqa_model.stages import out_dir, train_inputs  # noqa: E402
 
 
 def main() -> None:

@@ -32,8 +32,8 @@ from gifqa_model.env import apply_offline_env
 
 apply_offline_env()
 
-from gifqa_model.qa import QTYPES, QAParams, normalize_answer, synth_qa, words  # noqa: E402
-from gifqa_model.qa_rules import ARTICLES  # noqa: E402
+from gifqa_model.qa.rules import ARTICLES  # noqa: E402
+from gifqa_model.qa.synth import QTYPES, QAParams, normalize_answer, synth_qa, words  # noqa: E402
 
 TGIF_TYPES = {"0": "object", "1": "number", "2": "color", "3": "location"}
 DEFAULT_DATA = (
@@ -114,7 +114,7 @@ def shapes_check(n: int, params: QAParams, verb_form: str) -> None:
     answer (coverage), and how many QA answer wrongly for the group they name (errors)?"""
     import numpy as np
 
-    from gifqa_model import shapes
+    from gifqa_model.data import shapesworld as shapes
 
     rng = np.random.default_rng(0)
     cells = [c for row in shapes.GRID for c in row]
@@ -202,7 +202,7 @@ def shapes_check(n: int, params: QAParams, verb_form: str) -> None:
 def _same_verb(a: str, b: str, subset: bool = False) -> bool:
     """ "staying still" vs "stays still": the same words up to inflection (with subset=True:
     every word of `a` occurs in `b`)."""
-    from gifqa_model.qa import _stem
+    from gifqa_model.qa.synth import _stem
 
     sa, sb = [_stem(w) for w in a.split()], [_stem(w) for w in b.split()]
     return set(sa) <= set(sb) if subset else sa == sb

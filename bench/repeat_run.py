@@ -2,7 +2,7 @@
 pipeline's own outputs for `--steps` steps, and compare the saved weights bit for bit.
 
 A run's learning rate is a function of the step alone once the schedule is planned at the end
-of warmup (`gifqa_model.train.plan_steps`), so on one machine the two hashes should match as
+of warmup (`gifqa_model.train.loop.plan_steps`), so on one machine the two hashes should match as
 long as the plan does (both runs print it). Reads outputs/validate and outputs/index (run
 `dvc repro index` first).
 
@@ -37,10 +37,10 @@ def train_once(project: Path, steps: int, out: Path) -> None:
 
     apply_offline_env()
     logging.basicConfig(format="%(message)s")
-    logging.getLogger("gifqa_model.train").setLevel(logging.INFO)  # the plan
+    logging.getLogger("gifqa_model.train.loop").setLevel(logging.INFO)  # the plan
     from gifqa_model.config import load_params
-    from gifqa_model.pipeline import out_dir, train_inputs
-    from gifqa_model.train import run_train
+    from gifqa_model.stages import out_dir, train_inputs
+    from gifqa_model.train.loop import run_train
 
     tp = load_params(project / "params.yaml").train.model_copy(deep=True)
     tp.max_steps, tp.resume = steps, False

@@ -25,17 +25,11 @@ import yaml
 
 def with_overrides(train: dict, overrides: list[str]) -> dict:
     """`train` (a params.yaml section) with each `a.b=value` set; unknown keys are an error."""
-    train = copy.deepcopy(train)
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        *parents, leaf = key.split(".")
-        node = train
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise KeyError(f"--set {key}: no such key in params.yaml's train section")
-        node[leaf] = yaml.safe_load(raw)
-    return train
+    from gifqa_model.config import TrainParams, apply_overrides, parse_override
+
+    out = apply_overrides(copy.deepcopy(train), dict(parse_override(o) for o in overrides))
+    TrainParams.model_validate(out)  # an unknown key fails here, naming it
+    return out
 
 
 def score_once(project: Path, train: dict, out: Path) -> None:
@@ -45,9 +39,8 @@ def score_once(project: Path, train: dict, out: Path) -> None:
     apply_offline_env()
     from variant import train_and_score
 
-    from gifqa_model.config import load_params
-    from gifqa_model.pipeline import out_dir, train_inputs
-    from gifqa_model.train import TrainParams
+    from gifqa_model.config import TrainParams, load_params
+    from gifqa_model.stages import out_dir, train_inputs
 
     params = load_params(project / "params.yaml")
     tp = TrainParams.model_validate({**train, "resume": False})

@@ -22,8 +22,8 @@ from gifqa_model.env import apply_offline_env
 apply_offline_env()
 
 from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.pipeline import out_dir, train_inputs  # noqa: E402
-from gifqa_model.train import run_train  # noqa: E402
+from gifqa_model.stages import out_dir, train_inputs  # noqa: E402
+from gifqa_model.train.loop import run_train  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

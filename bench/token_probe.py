@@ -1,7 +1,7 @@
 """Token probe: how well do the cached CLIP tokens name the colour and shape of their cell?
 
 Reads a project's outputs/index (the frozen tower's cached tokens) and the corpus's ground
-truth, takes the token cells an object covers (`gifqa_model.scene`'s cover labels), fits a
+truth, takes the token cells an object covers (`gifqa_model.data.scene`'s cover labels), fits a
 linear and a one-hidden-layer probe on train-split frames and scores them on test-split frames,
 for the token alone and for the token with its 3×3 neighbourhood mean. A probe the tokens fail
 bounds what the Q-Former can read: with the ViT tower shape was the floor of the QA scores.
@@ -24,9 +24,9 @@ from gifqa_model.env import apply_offline_env
 
 apply_offline_env()
 
-from gifqa_model.features import FRAMES_FILE, TOKENS_FILE  # noqa: E402
-from gifqa_model.pipeline import clean_tables, ground_truth, out_dir  # noqa: E402
-from gifqa_model.scene import ATTRIBUTES, scene_table  # noqa: E402
+from gifqa_model.data.scene import ATTRIBUTES, scene_table  # noqa: E402
+from gifqa_model.index.cache import FRAMES_FILE, TOKENS_FILE  # noqa: E402
+from gifqa_model.stages import clean_tables, ground_truth, out_dir  # noqa: E402
 
 
 def object_cells(tokens: np.ndarray, scene: np.ndarray, rows: np.ndarray, grid: int

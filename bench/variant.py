@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.evaluate import EvalParams, run_evaluate
-from gifqa_model.pipeline import TrainInputs
-from gifqa_model.train import TrainParams, run_train
+from gifqa_model.evaluate.metrics import EvalParams, run_evaluate
+from gifqa_model.stages import TrainInputs
+from gifqa_model.train.loop import TrainParams, run_train
 
 
 def train_and_score(inputs: TrainInputs, keyframes: pd.DataFrame, index_dir: Path,

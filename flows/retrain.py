@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from gifqa_model.config import flat_params, load_params  # noqa: E402
-from gifqa_model.pipeline import (  # noqa: E402
+from gifqa_model.stages import (  # noqa: E402
     MLFLOW_RUN_ENV,
     STAGES,
     metrics_path,
@@ -71,8 +71,8 @@ def ensure_data(project_dir: str) -> dict:
 
 @task(name="register-model")
 def register_model(project: Path, run_id: str, accuracy: float) -> dict:
-    from gifqa_model.pyfunc import log_pyfunc
-    from gifqa_model.registry import register
+    from gifqa_model.registry.versions import register
+    from gifqa_model.serve.pyfunc import log_pyfunc
 
     params = load_params(project / "params.yaml")
     manifest = pd.read_parquet(out_dir("validate", project) / "manifest_clean.parquet")

@@ -1,4 +1,6 @@
-"""`gifqa`: one command per stage (what dvc.yaml calls), plus run, answer, qa and data."""
+"""The library's `gifqa` commands: one per stage (what dvc.yaml calls), plus data, qa, answer and
+serve. No Prefect here: the orchestration side (flows/cli.py) adds its commands (run, ...) to
+this same app, and the installed `gifqa` is that joined app."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
 @app.command()
 def data(params: Path = PARAMS, force: bool = typer.Option(False, help="regenerate")) -> None:
     """Generate the embedded ShapesWorld corpus into data/shapesworld (tracked by data.dvc)."""
-    from gifqa_model.pipeline import stage_data
+    from gifqa_model.stages import stage_data
 
     _show("data", stage_data(_params(params), force=force))
 
@@ -55,13 +57,13 @@ def ingest(
 ) -> None:
     """Stage: GIFs → manifest.parquet + quarantine.parquet. Alone: --from-folder DIR --out DIR."""
     if from_folder is not None:
-        from gifqa_model.ingest import ingest_folder
+        from gifqa_model.data.ingest import ingest_folder
 
         if out is None:
             raise typer.BadParameter("--out is required with --from-folder")
         _show("ingest", ingest_folder(from_folder, out))
         return
-    from gifqa_model.pipeline import stage_ingest
+    from gifqa_model.stages import stage_ingest
 
     _show("ingest", stage_ingest(_params(params)))
 
@@ -69,7 +71,7 @@ def ingest(
 @app.command("synth-qa")
 def synth_qa(params: Path = PARAMS) -> None:
     """Stage: descriptions → typed question/answer pairs (outputs/qa/qa.parquet)."""
-    from gifqa_model.pipeline import stage_synth_qa
+    from gifqa_model.stages import stage_synth_qa
 
     _show("synth_qa", stage_synth_qa(_params(params)))
 
@@ -81,7 +83,8 @@ def qa(
     params: Path = PARAMS,
 ) -> None:
     """Standalone question generation over a TSV of descriptions."""
-    from gifqa_model.qa import QAParams, qa_tsv
+    from gifqa_model.config import QAParams
+    from gifqa_model.qa.synth import qa_tsv
 
     qa_params = _params(params).qa if params.is_file() else QAParams()
     _show("qa", qa_tsv(input, output, qa_params))
@@ -90,8 +93,8 @@ def qa(
 @app.command()
 def validate(params: Path = PARAMS) -> None:
     """Stage: Great Expectations suites; clean tables + quarantine; fails over the threshold."""
-    from gifqa_model.pipeline import stage_validate
-    from gifqa_model.validation import ValidationFailed
+    from gifqa_model.data.validation import ValidationFailed
+    from gifqa_model.stages import stage_validate
 
     try:
         _show("validate", stage_validate(_params(params)))
@@ -103,7 +106,7 @@ def validate(params: Path = PARAMS) -> None:
 @app.command()
 def index(params: Path = PARAMS) -> None:
     """Stage: fit + freeze CLIP, cache frame tokens, FAISS index, keyframes per question."""
-    from gifqa_model.pipeline import stage_index
+    from gifqa_model.stages import stage_index
 
     _show("index", stage_index(_params(params)))
 
@@ -111,7 +114,7 @@ def index(params: Path = PARAMS) -> None:
 @app.command()
 def train(params: Path = PARAMS) -> None:
     """Stage: train GifQAModel on cached features (torchrun-compatible)."""
-    from gifqa_model.pipeline import stage_train
+    from gifqa_model.stages import stage_train
 
     _show("train", stage_train(_params(params)))
 
@@ -119,21 +122,9 @@ def train(params: Path = PARAMS) -> None:
 @app.command()
 def evaluate(params: Path = PARAMS) -> None:
     """Stage: exact match overall and per qtype, baselines, blanked/shuffled frames."""
-    from gifqa_model.pipeline import stage_evaluate
+    from gifqa_model.stages import stage_evaluate
 
     _show("evaluate", stage_evaluate(_params(params)))
-
-
-@app.command()
-def run(project: Path = typer.Option(Path("."), help="project directory")) -> None:
-    """Run the retrain flow (Prefect) over every stage; registers a model version."""
-    from flows.retrain import retrain
-
-    summary = retrain(project_dir=str(project.resolve()))
-    console.print(f"[bold]champion:[/] gifqa v{summary['champion_version']}  "
-                  f"[bold]this run:[/] v{summary['version']} test accuracy "
-                  f"{summary['accuracy']:.3f} (prior baseline {summary['baseline']:.3f}); "
-                  f"promoted={summary['promoted']}")
 
 
 @app.command()
@@ -168,7 +159,7 @@ def serve(
     """Serve POST /answer (GIF + question), GET /health and GET /info over HTTP."""
     import uvicorn
 
-    from gifqa_model.serve import ServeSettings, create_app
+    from gifqa_model.serve.app import ServeSettings, create_app
 
     # flags override GIFQA_* env vars, which override the defaults
     overrides = {"model_uri": model_uri, "model_dir": model_dir, "clip_dir": clip_dir}

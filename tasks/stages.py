@@ -10,7 +10,8 @@ from pathlib import Path
 import mlflow
 from prefect import get_run_logger, task
 
-from gifqa_model.pipeline import read_metrics
+from gifqa_model.config import flatten
+from gifqa_model.stages import read_metrics
 
 
 def stage_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -23,16 +24,9 @@ def stage_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def flatten_metrics(metrics: dict, prefix: str) -> dict[str, float]:
     """Nested stage metrics → flat numeric MLflow metrics (`stage.key.sub`)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, dict):
-            out.update(flatten_metrics(value, name))
-        elif isinstance(value, bool):
-            out[name] = float(value)
-        elif isinstance(value, int | float):
-            out[name] = float(value)
-    return {k.replace(" ", "_"): v for k, v in out.items()}
+    flat = flatten(metrics, prefix)
+    return {k.replace(" ", "_"): float(v) for k, v in flat.items()
+            if isinstance(v, bool | int | float)}
 
 
 @task(name="dvc-stage", retries=1, retry_delay_seconds=5, log_prints=True)

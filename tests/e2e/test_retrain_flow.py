@@ -21,8 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "shapes": {"n_gifs": 48, "seed": 3},
     "clip": {"fit_steps": 8, "fit_batch_size": 16},
-    "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2,
-              "batch_size": 16},
+    "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2},
 }
 
 

@@ -1,0 +1,122 @@
+"""The evaluate stage: exact match overall and per qtype, baselines, and proof the model looks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from gifqa_model.config import EvalParams
+from gifqa_model.index.cache import FrameCache
+from gifqa_model.model.modeling import Frames, GifQAModel
+from gifqa_model.model.text import decode_answers, encode_prompts
+from gifqa_model.qa.normalize import match_form
+
+FrameTransform = Callable[[Frames], Frames]
+
+
+@torch.no_grad()
+def predict_answers(model: GifQAModel, tokenizer, cache: FrameCache, rows: np.ndarray,
+                    questions: list[str], batch_size: int = 256, max_answer_tokens: int = 4,
+                    transform: FrameTransform | None = None, progress: bool = False) -> list[str]:
+    """Greedy answers for questions whose keyframes are the cache rows (B, F)."""
+    model.eval()
+    out: list[str] = []
+    it = range(0, len(questions), batch_size)
+    for i in tqdm(it, desc="answer", unit="batch", disable=not progress):
+        frames = cache.frames(rows[i : i + batch_size], motion_gap=model.cfg.motion_gap)
+        if transform is not None:
+            frames = transform(frames)
+        ids, mask = encode_prompts(tokenizer, questions[i : i + batch_size])
+        gen = model.generate(frames, ids, mask, tokenizer.eos_token_id, max_answer_tokens)
+        out.extend(decode_answers(tokenizer, gen))
+    return out
+
+
+def exact_match(pred: list[str], gold: list[str]) -> np.ndarray:
+    return np.array([p == match_form(g) for p, g in zip(pred, gold, strict=True)])
+
+
+def accuracy_table(correct: np.ndarray, qtypes: pd.Series) -> dict[str, float]:
+    df = pd.DataFrame({"ok": correct, "qtype": qtypes.to_numpy()})
+    return {k: round(float(v), 4) for k, v in df.groupby("qtype").ok.mean().items()}
+
+
+def prior_answers(train_qa: pd.DataFrame) -> dict[str, str]:
+    """The answer-prior baseline: the most frequent train answer per qtype."""
+    norm = train_qa.assign(a=train_qa.answer.map(match_form))
+    return norm.groupby("qtype").a.agg(lambda s: s.value_counts().index[0]).to_dict()
+
+
+def blank_frames(frames: Frames) -> Frames:
+    """Every visual token zero: what the model answers from the question alone."""
+    before = None if frames.before is None else torch.zeros_like(frames.before)
+    return Frames(torch.zeros_like(frames.tokens), frames.times, frames.index, before=before)
+
+
+def shuffle_frames(seed: int) -> FrameTransform:
+    """Each question's frames in a random order; the time stamps stay in slot order, so the
+    model is shown a scrambled clip rather than the right clip with the right times. A model
+    that reads motion from each frame's earlier frame gets those scrambled too, each by its own
+    permutation: in a scrambled clip the frame before any frame is some other frame of it."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def _shuffle(frames: Frames) -> Frames:
+        tokens, times, before = frames.per_question()
+        b, f = times.shape
+        rows = torch.arange(b)[:, None]
+        perm = torch.stack([torch.randperm(f, generator=gen) for _ in range(b)])
+        if before is not None:
+            other = torch.stack([torch.randperm(f, generator=gen) for _ in range(b)])
+            before = before[rows, other]
+        return Frames.dense(tokens[rows, perm], times, before)
+
+    return _shuffle
+
+
+def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: pd.DataFrame,
+                 params: EvalParams, out_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """Score the test split; returns (metrics for eval.json, per-question predictions)."""
+    from gifqa_model.model.text import load_tokenizer
+
+    model = GifQAModel.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
+    cache = FrameCache(index_dir)
+    test = qa[qa.split == "test"].merge(keyframes[["qa_id", "frames"]], on="qa_id")
+    rows = cache.rows(test.gif_id.tolist(), test.frames.tolist())
+    questions = test.question.tolist()
+
+    def run(transform: FrameTransform | None = None, progress: bool = False) -> np.ndarray:
+        pred = predict_answers(model, tokenizer, cache, rows, questions, params.batch_size,
+                               params.max_answer_tokens, transform, progress)
+        return np.array(pred, dtype=object)
+
+    pred = run(progress=True)
+    correct = exact_match(list(pred), test.answer.tolist())
+    prior = prior_answers(qa[qa.split == "train"])
+    prior_correct = exact_match([prior.get(t, "") for t in test.qtype], test.answer.tolist())
+    blank_correct = exact_match(list(run(blank_frames)), test.answer.tolist())
+    shuf_correct = exact_match(list(run(shuffle_frames(params.seed))), test.answer.tolist())
+
+    metrics = {
+        "accuracy": round(float(correct.mean()), 4) if len(test) else 0.0,
+        "accuracy_by_qtype": accuracy_table(correct, test.qtype),
+        "baseline_prior_accuracy": round(float(prior_correct.mean()), 4) if len(test) else 0.0,
+        "baseline_prior_by_qtype": accuracy_table(prior_correct, test.qtype),
+        "blank_frames_accuracy": round(float(blank_correct.mean()), 4) if len(test) else 0.0,
+        "blank_frames_by_qtype": accuracy_table(blank_correct, test.qtype),
+        "shuffled_frames_accuracy": round(float(shuf_correct.mean()), 4) if len(test) else 0.0,
+        "shuffled_frames_by_qtype": accuracy_table(shuf_correct, test.qtype),
+        "n_test": int(len(test)),
+        "n_test_by_qtype": {k: int(v) for k, v in test.qtype.value_counts().items()},
+    }
+    predictions = test[["qa_id", "gif_id", "question", "answer", "qtype"]].assign(
+        prediction=pred, correct=correct)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(out_dir / "predictions.parquet", index=False)
+    return metrics, predictions

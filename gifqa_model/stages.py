@@ -1,0 +1,201 @@
+"""Stage runners: where each stage reads its inputs and writes outputs/ and metrics/.
+
+The computing lives in the stage modules (pure functions); this module only knows the file
+layout, so `dvc repro`, the CLI and the tests run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from gifqa_model.config import Params, TrainParams
+
+log = logging.getLogger(__name__)
+
+STAGES = ["ingest", "synth_qa", "validate", "index", "train", "evaluate"]
+OUTPUTS = Path("outputs")
+METRICS = Path("metrics")
+DATA_DIR = Path("data") / "shapesworld"
+MLFLOW_RUN_ENV = "GIFQA_MLFLOW_RUN_ID"
+
+
+def out_dir(stage: str, root: Path = Path(".")) -> Path:
+    return root / OUTPUTS / {"synth_qa": "qa"}.get(stage, stage)
+
+
+def metrics_path(stage: str, root: Path = Path(".")) -> Path:
+    """metrics/<stage>.json; the evaluate stage writes metrics/eval.json."""
+    return root / METRICS / f"{'eval' if stage == 'evaluate' else stage}.json"
+
+
+def write_metrics(stage: str, metrics: dict, root: Path = Path(".")) -> Path:
+    path = metrics_path(stage, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    return path
+
+
+def read_metrics(stage: str, root: Path = Path(".")) -> dict:
+    path = metrics_path(stage, root)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> dict:
+    """Generate the embedded ShapesWorld corpus into data/ (deterministic by seed).
+
+    A corpus already there is kept unless it holds another number of GIFs than
+    `shapes.n_gifs` asks for (a params.yaml that grew the corpus), or `force`.
+    """
+    from gifqa_model.data.shapesworld import generate_corpus
+
+    target = root / DATA_DIR
+    if (target / "descriptions.tsv").is_file() and not force:
+        n = sum(1 for _ in (target / "gifs").glob("*.gif"))
+        if n == params.shapes.n_gifs:
+            return {"generated": False, "n_gifs": n, "path": str(target)}
+        log.info("data/ holds %d GIFs, shapes.n_gifs asks for %d: regenerating", n,
+                 params.shapes.n_gifs)
+    table = generate_corpus(target, params.shapes)
+    return {"generated": True, "n_gifs": len(table), "path": str(target)}
+
+
+def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.data.ingest import run_ingest
+
+    metrics = run_ingest(params.ingest, out_dir("ingest", root))
+    write_metrics("ingest", metrics, root)
+    return metrics
+
+
+def stage_synth_qa(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.qa.synth import synth_qa
+
+    manifest = pd.read_parquet(out_dir("ingest", root) / "manifest.parquet")
+    qa, metrics = synth_qa(manifest, params.qa)
+    out = out_dir("synth_qa", root)
+    out.mkdir(parents=True, exist_ok=True)
+    qa.to_parquet(out / "qa.parquet", index=False)
+    write_metrics("synth_qa", metrics, root)
+    return metrics
+
+
+def stage_validate(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.data.validation import ValidationFailed, run_validation
+
+    manifest = pd.read_parquet(out_dir("ingest", root) / "manifest.parquet")
+    qa = pd.read_parquet(out_dir("synth_qa", root) / "qa.parquet")
+    try:
+        result = run_validation(manifest, qa, params.validate_, out_dir("validate", root))
+    except ValidationFailed as exc:
+        write_metrics("validate", {"failed": True, "message": str(exc)}, root)
+        raise
+    write_metrics("validate", result.metrics, root)
+    return result.metrics
+
+
+def clean_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    d = out_dir("validate", root)
+    return pd.read_parquet(d / "manifest_clean.parquet"), pd.read_parquet(d / "qa_clean.parquet")
+
+
+class TrainInputs(NamedTuple):
+    """What training reads besides the frame cache."""
+
+    qa: pd.DataFrame  # the clean QA table
+    keyframes: pd.DataFrame  # the index stage's keyframes per question
+    descriptions: dict[str, str]  # gif_id → description (the caption task's targets)
+    scene: np.ndarray | None  # per cache row, the scene loss's targets (None when it is off)
+
+
+def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> TrainInputs:
+    """Load what `run_train` reads; with `train.scene_weight` > 0 also the scene targets of
+    every cached frame, from the corpus's ground truth."""
+    from gifqa_model.index.cache import FRAMES_FILE, load_keyframes
+
+    manifest, qa = clean_tables(root)
+    descriptions = dict(zip(manifest.gif_id, manifest.description, strict=True))
+    scene = None
+    if train is not None and train.scene_weight > 0:
+        from gifqa_model.data.scene import scene_table
+
+        frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
+        scene = scene_table(frames, ground_truth(manifest, root), train.scene_grid,
+                            extra=tuple(train.scene_labels))
+    return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
+
+
+def stage_index(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.index.indexing import run_index
+
+    manifest, qa = clean_tables(root)
+    out = out_dir("index", root)
+    truth = ground_truth(manifest, root)
+    metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_gif=truth)
+    if truth:
+        from gifqa_model.index.cache import FRAMES_FILE, load_keyframes
+        from gifqa_model.index.keyframe_eval import keyframe_precision
+
+        metrics.update(keyframe_precision(qa, load_keyframes(out),
+                                          pd.read_parquet(out / FRAMES_FILE), truth,
+                                          seed=params.clip.seed))
+    write_metrics("index", metrics, root)
+    return metrics
+
+
+def ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
+    """ShapesWorld's per-frame truth for the manifest's GIFs that have it, keyed by gif_id."""
+    from gifqa_model.data.shapesworld import load_ground_truth
+
+    by_name: dict[str, dict] = {}
+    folders = {Path(p).parent.parent for p in manifest.path}
+    for folder in folders:
+        f = (folder if folder.is_absolute() else root / folder) / "ground_truth.jsonl"
+        if f.is_file():
+            by_name.update(load_ground_truth(f))
+    names = manifest.path.map(lambda p: Path(p).name)
+    return {g: by_name[n] for g, n in zip(manifest.gif_id, names, strict=True) if n in by_name}
+
+
+def stage_train(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.evaluate.plots import plot_training_curve
+    from gifqa_model.train.distributed import rank
+    from gifqa_model.train.loop import run_train
+
+    inputs = train_inputs(root, params.train)
+    out = out_dir("train", root)
+    metrics = run_train(inputs.qa, inputs.keyframes, out_dir("index", root), params.train, out,
+                        mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None,
+                        descriptions=inputs.descriptions, scene=inputs.scene)
+    if rank() != 0:  # under torchrun only rank 0 writes files
+        return metrics
+    if (out / "curve.csv").is_file():
+        plot_training_curve(out / "curve.csv", out / "training_curve.png")
+    write_metrics("train", metrics, root)
+    return metrics
+
+
+def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.evaluate.metrics import run_evaluate
+    from gifqa_model.evaluate.report import write_eval_figures
+    from gifqa_model.index.cache import load_keyframes
+
+    manifest, qa = clean_tables(root)
+    out = out_dir("evaluate", root)
+    keyframes = load_keyframes(out_dir("index", root))
+    metrics, predictions = run_evaluate(out_dir("train", root) / "model", out_dir("index", root),
+                                        qa, keyframes, params.evaluate, out)
+    write_eval_figures(predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed,
+                       root=root)
+    write_metrics("evaluate", metrics, root)
+    return metrics
+
+
+RUNNERS = {"ingest": stage_ingest, "synth_qa": stage_synth_qa, "validate": stage_validate,
+           "index": stage_index, "train": stage_train, "evaluate": stage_evaluate}

@@ -1,0 +1,216 @@
+"""The ingest stage on ShapesWorld, the real GIFs and a zoo of bad inputs."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from gifqa_model.config import IngestParams, IngestSource, ShapesParams
+from gifqa_model.data.gifs import encode_gif, probe_gif
+from gifqa_model.data.ingest import assign_split, ingest_folder, run_ingest
+from gifqa_model.data.shapesworld import generate_corpus
+from gifqa_model.schema import INGEST_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
+from gifqa_model.schema import MANIFEST_COLUMNS
+
+PALETTE = [(0, 0, 0), (255, 255, 255)]
+
+
+def _gif(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return encode_gif([rng.integers(0, 2, (8, 8)).astype(np.uint8) for _ in range(3)], PALETTE)
+
+
+def _bomb() -> bytes:
+    header = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\x00" * 6
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return header + frame * 10_000 + b"\x3b"
+
+
+def _write_tsv(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shapes")
+    generate_corpus(out, ShapesParams(n_gifs=12))
+    return out
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, shapes_dir: Path, shared_data: Path) -> tuple[Path, dict[str, str]]:
+    """A folder of bad (and two good) GIFs; returns it and the expected reason per file."""
+    z = tmp_path_factory.mktemp("zoo")
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+    real = (shared_data / "real_gifs" / "tgifqa_4.gif").read_bytes()
+    corrupt = bytearray(_gif(1))
+    # Garbage LZW codes inside a valid block structure: header 13, palette 6, loop extension
+    # 19, graphic control 8, descriptor 10, code size 1, sub-block length 1.
+    corrupt[58:64] = b"\xff" * 6
+    huge = b"GIF89a" + struct.pack("<HHBBB", 50_000, 50_000, 0, 0, 0) + b"\x3b"
+    files = {
+        "good.gif": (_gif(0), None),
+        "sw_000000.gif": (_gif(2), None),  # same stem as a ShapesWorld GIF, other bytes
+        "copy_of_good.gif": (_gif(0), "duplicate"),
+        "copy_of_shapes.gif": ((shapes_dir / "gifs" / "sw_000003.gif").read_bytes(), "duplicate"),
+        "empty.gif": (b"", "empty_file"),
+        "image.gif": (png.getvalue(), "not_a_gif"),
+        "half.gif": (real[: len(real) // 2], "truncated"),
+        "bomb.gif": (_bomb(), "too_many_frames"),
+        "huge.gif": (huge, "too_many_pixels"),
+        "corrupt.gif": (bytes(corrupt), "decode_error"),
+        "no_words.gif": (_gif(3), "empty_description"),
+        "orphan.gif": (_gif(4), "no_description"),  # a file no row mentions
+    }
+    for name, (data, _) in files.items():
+        (z / name).write_bytes(data)
+    rows = ["gif\tdescription"]
+    rows += [f"{n}\ta thing moves ." for n in files if n not in ("no_words.gif", "orphan.gif")]
+    rows += ["no_words.gif\t  ", "missing.gif\ta ghost is here .", "just_one_field.gif", ""]
+    _write_tsv(z / "descriptions.tsv", rows)
+    expected = {n: r for n, (_, r) in files.items()}
+    expected["missing.gif"] = "missing_file"
+    return z, expected
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory, shapes_dir, zoo, shared_data):
+    out = tmp_path_factory.mktemp("ingest")
+    params = IngestParams(
+        sources=[
+            IngestSource(kind="folder", path=str(shapes_dir), source="shapes"),
+            IngestSource(kind="folder", path=str(shared_data / "real_gifs"), source="real"),
+            IngestSource(kind="folder", path=str(zoo[0]), source="zoo"),
+        ]
+    )
+    metrics = run_ingest(params, out)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    quarantine = pd.read_parquet(out / "quarantine.parquet")
+    return params, metrics, manifest, quarantine
+
+
+def test_every_input_lands_in_exactly_one_table(ingested, shapes_dir, zoo, shared_data):
+    _, metrics, manifest, quarantine = ingested
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert list(quarantine.columns) == QUARANTINE_COLUMNS
+    # Inputs: 12 + 5 described GIFs, 13 zoo rows (one malformed) and one orphan file.
+    assert metrics["n_inputs"] == 12 + 5 + 13 + 1
+    assert metrics["n_inputs"] == metrics["n_ok"] + metrics["n_quarantined"]
+    assert (metrics["n_ok"], metrics["n_quarantined"]) == (len(manifest), len(quarantine))
+    files = [*shapes_dir.glob("gifs/*.gif"), *(shared_data / "real_gifs").glob("*.gif")]
+    files += zoo[0].glob("*.gif")
+    seen = [str(Path(p).resolve()) for p in [*manifest["path"], *quarantine["path"]]]
+    for f in files:
+        assert seen.count(str(f.resolve())) == 1, f
+    assert manifest["gif_id"].is_unique and manifest["sha256"].is_unique
+    assert metrics["sources"] == {
+        "shapes": {"n_inputs": 12, "n_ok": 12, "n_quarantined": 0},
+        "real": {"n_inputs": 5, "n_ok": 5, "n_quarantined": 0},
+        "zoo": {"n_inputs": 14, "n_ok": 2, "n_quarantined": 12},
+    }
+
+
+def test_quarantine_reasons(ingested, zoo):
+    _, metrics, manifest, quarantine = ingested
+    got = {Path(p).name: r for p, r in zip(quarantine["path"], quarantine["reason"], strict=True)}
+    malformed = quarantine[quarantine["reason"] == "malformed_row"]
+    assert len(malformed) == 1 and "1 fields, expected 2" in malformed["detail"].iloc[0]
+    for name, reason in zoo[1].items():
+        if reason is None:
+            assert name in set(manifest["path"].map(lambda p: Path(p).name))
+        else:
+            assert got[name] == reason, name
+    assert metrics["quarantine_by_reason"]["duplicate"] == 2
+    assert sum(metrics["quarantine_by_reason"].values()) == metrics["n_quarantined"]
+    described = quarantine.set_index(quarantine["path"].map(lambda p: Path(p).name))
+    assert described.loc["bomb.gif", "description"] == "a thing moves ."
+    assert (quarantine["detail"].str.len() > 0).all()
+
+
+def test_manifest_rows_are_readable_and_right(ingested):
+    _, _, manifest, _ = ingested
+    for row in manifest.itertuples():
+        info = probe_gif(row.path)
+        assert (info.n_frames, info.width, info.height) == (row.n_frames, row.width, row.height)
+    real = manifest[manifest["source"] == "real"]
+    assert real["n_frames"].between(27, 42).all()
+    assert set(real["gif_id"]) >= {"tgifqa_3", "tgifqa_4"}
+    shapes = manifest[manifest["source"] == "shapes"]
+    assert (shapes["n_frames"] == 16).all() and (shapes["duration_ms"] == 1600).all()
+    # The zoo's sw_000000 collides with ShapesWorld's stem, so it is prefixed with its source.
+    assert {"sw_000000", "zoo_sw_000000", "good"} <= set(manifest["gif_id"])
+    assert manifest.loc[manifest["gif_id"] == "sw_000000", "source"].item() == "shapes"
+
+
+def test_splits_are_stable(ingested, tmp_path):
+    params, _, manifest, _ = ingested
+    assert set(manifest["split"]) <= {"train", "val", "test"}
+    for gif_id, split in zip(manifest["gif_id"], manifest["split"], strict=True):
+        assert split == assign_split(gif_id)
+    run_ingest(params, tmp_path)  # a second run gives the same tables
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "manifest.parquet"), manifest)
+    ids = [f"sw_{i:06d}" for i in range(5000)]
+    shares = pd.Series([assign_split(i) for i in ids]).value_counts(normalize=True)
+    assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["test"] - 0.1) < 0.02
+    assert assign_split("x", val_share=0, test_share=0) == "train"
+
+
+def test_tsv_source_with_urls_paths_and_bad_rows(tmp_path: Path, shapes_dir: Path):
+    (tmp_path / "clips").mkdir()
+    shutil.copy(shapes_dir / "gifs" / "sw_000001.gif", tmp_path / "clips" / "one.gif")
+    (tmp_path / "clips" / "two.gif").write_bytes(_gif(7))
+    _write_tsv(
+        tmp_path / "tgif.tsv",  # headerless, TGIF style
+        [
+            "clips/one.gif\ta small red circle is moving .",
+            "http://gifqa.invalid/tumblr_abc_250.gif\ta man is dancing .",
+            "clips/two.gif\tthree\tfields",
+            "clips/two.gif\t",
+            f"{tmp_path / 'clips' / 'two.gif'}\tan absolute path works too .",
+        ],
+    )
+    _write_tsv(
+        tmp_path / "with_header.tsv",
+        ["gif\tdescription\tnote", "clips/one.gif\tthe same file again .\tx", "a.gif\tb"],
+    )
+    params = IngestParams(
+        sources=[
+            IngestSource(kind="tsv", path=str(tmp_path / "tgif.tsv"), source="tgif"),
+            IngestSource(kind="tsv", path=str(tmp_path / "with_header.tsv"), source="hdr"),
+        ],
+        download_timeout_s=2,
+    )
+    metrics = run_ingest(params, tmp_path / "out")
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert metrics["n_inputs"] == 7 == metrics["n_ok"] + metrics["n_quarantined"]
+    assert list(manifest["gif_id"]) == ["one", "two"]
+    assert manifest["description"].iloc[1] == "an absolute path works too ."
+    assert metrics["quarantine_by_reason"] == {
+        "download_failed": 1,
+        "duplicate": 1,
+        "empty_description": 1,
+        "malformed_row": 2,
+    }
+    malformed = quarantine[quarantine["reason"] == "malformed_row"]
+    assert list(malformed["path"]) == ["clips/two.gif", "a.gif"]  # the gif field, as given
+    failed = quarantine[quarantine["reason"] == "download_failed"].iloc[0]
+    assert failed["path"].startswith("http://") and failed["description"] == "a man is dancing ."
+
+
+def test_ingest_folder_and_missing_source(shapes_dir: Path, tmp_path: Path):
+    metrics = ingest_folder(shapes_dir, tmp_path / "out", source="shapes")
+    assert metrics["n_ok"] == 12 and metrics["n_quarantined"] == 0
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert list(manifest["gif_id"]) == [f"sw_{i:06d}" for i in range(12)]
+    assert set(manifest["source"]) == {"shapes"}
+    with pytest.raises(FileNotFoundError):
+        ingest_folder(tmp_path / "nowhere", tmp_path / "out2")

@@ -1,0 +1,192 @@
+"""Training engineering on a synthetic frame cache: runs, resumes exactly, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gifqa_model.config import TrainParams
+from gifqa_model.index.cache import KEYFRAMES_FILE, TOKENS_FILE
+from gifqa_model.train.loop import run_train
+from gifqa_model.train.schedule import cosine_lr, plan_steps, replan
+from tests.helpers import COLORS, TINY_TRAIN, make_cache
+
+
+def _params(**kw) -> TrainParams:
+    base = {**TINY_TRAIN, "max_steps": 8, "gifs_per_batch": 8, "warmup_steps": 2,
+            "eval_every": 4, "checkpoint_every": 4, "lr": 3e-3, "max_minutes": 5}
+    return TrainParams(**{**base, **kw})
+
+
+def test_cosine_schedule_warms_up_then_decays() -> None:
+    p = TrainParams(lr=1.0, warmup_steps=10, max_steps=110)
+    assert cosine_lr(0, p) == pytest.approx(0.1)
+    assert cosine_lr(10, p) == pytest.approx(1.0)
+    assert cosine_lr(60, p) == pytest.approx(0.5)
+    assert cosine_lr(110, p) == pytest.approx(0.0, abs=1e-9)
+    assert cosine_lr(35, p, total=60) == pytest.approx(0.5)  # a planned, shorter schedule
+
+
+def test_plan_fits_the_time_left_and_rounds_so_small_changes_of_pace_keep_it() -> None:
+    p = TrainParams(max_steps=3600, max_minutes=6.0, eval_every=200)
+    assert plan_steps(p, 100, 350.0, 0.07, 1.0) == 3600  # a fast machine: max_steps
+    # 0.1 s a step (+ 1 s per 200 steps): 0.9 * 360 / 0.105 = 3085, 3000 steps after warmup
+    assert plan_steps(p, 100, 360.0, 0.1, 1.0) == 3100
+    assert plan_steps(p, 100, 360.0, 0.1005, 1.0) == 3100  # the same plan at a 0.5 % slower pace
+    assert plan_steps(p, 100, 360.0, 0.1, 5.0) == 2600  # evaluations take their share
+    assert plan_steps(p, 100, 1.0, 0.1, 1.0) == 108  # under a round number: what fits
+    assert plan_steps(p, 100, 0.0, 0.1, 1.0) == 101  # no time left: the next step ends it
+    assert plan_steps(TrainParams(max_steps=50, max_minutes=0), 10, 0.0, 9.0, 0.0) == 50
+
+
+def test_replan_changes_the_schedule_only_when_the_pace_moves_away_from_it() -> None:
+    p = TrainParams(max_steps=3600, max_minutes=6.0)
+    plan = {"total": 3100, "step": 100, "seconds": 10.0}
+    # 0.1 s a step as planned: 1,000 steps in 100 s, the other 2,000 fit the 250 s left
+    assert replan(p, plan, 1100, 110.0) is plan
+    # 0.15 s a step: 2,000 more would take 300 s of the 200 left; 0.9 * 200 / 0.15 = 1,200
+    assert replan(p, plan, 1100, 160.0) == {**plan, "total": 2300}
+    assert replan(p, plan, 100, 10.0) is plan  # nothing to measure yet
+    # a warmup slowed by another job planned too few: 0.1 s a step since, 0.9 * 250 / 0.1
+    short = {"total": 1400, "step": 100, "seconds": 10.0}
+    assert replan(p, short, 1100, 110.0) == {**short, "total": 3300}
+    assert replan(p, {**short, "total": 3000}, 1100, 110.0)["total"] == 3000  # within 1.2x
+
+
+def test_a_run_whose_time_budget_comes_first_plans_fewer_steps_and_anneals(
+        tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    m = run_train(qa, kf, idx, _params(max_steps=100_000, max_minutes=0.2, eval_every=10_000),
+                  tmp_path / "out")
+    curve = pd.read_csv(tmp_path / "out" / "curve.csv")
+    assert 2 < m["steps"] == m["planned_steps"] < 100_000 and len(curve) == m["steps"]
+    assert curve.lr.iloc[-1] < 0.05 * 3e-3  # annealed by the planned end, not cut off at peak
+    assert m["train_seconds"] <= 0.2 * 60 + 1
+
+
+def test_train_saves_model_curve_and_metrics(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    m = run_train(qa, kf, idx, _params(grad_accum=2), tmp_path / "out")
+    assert m["steps"] == 8 and "val_accuracy" in m
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / "model" / "tokenizer" / "tokenizer.json").is_file()
+    curve = pd.read_csv(tmp_path / "out" / "curve.csv")
+    assert len(curve) == 8 and curve.mvm_loss.gt(0).all()
+
+
+def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    # under a time budget (5 minutes): the schedule is planned once, at the end of warmup, and
+    # the resumed run reads the plan from its checkpoint, so no clock moves the learning rate
+    straight = run_train(qa, kf, idx, _params(resume=False), tmp_path / "a")
+    run_train(qa, kf, idx, _params(stop_at_step=4), tmp_path / "b")  # preempted
+    assert json.loads(json.dumps(straight))["steps"] == 8
+    resumed = run_train(qa, kf, idx, _params(), tmp_path / "b")
+    assert resumed["steps"] == 8
+    a = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-5)
+
+
+DDP_SCRIPT = """
+import sys, pandas as pd
+from pathlib import Path
+from gifqa_model.train.loop import TrainParams, run_train
+from tests.helpers import TINY_TRAIN
+root, run_id = Path(sys.argv[1]), sys.argv[2]
+qa = pd.read_parquet(root / "qa.parquet")
+kf = pd.read_parquet(root / "index" / "keyframes.parquet")
+p = TrainParams(**{**TINY_TRAIN, "max_steps": 4, "gifs_per_batch": 8, "warmup_steps": 1,
+                   "eval_every": 2, "checkpoint_every": 2})
+m = run_train(qa, kf, root / "index", p, root / "out", mlflow_run_id=run_id)
+print("METRICS", m)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) -> None:
+    qa, _ = make_cache(tmp_path)
+    qa.to_parquet(tmp_path / "qa.parquet")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("ddp", artifact_location=(tmp_path / "art").as_uri())
+    run_id = mlflow.MlflowClient().create_run(exp).info.run_id
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    repo = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--master_port=29533", str(script), str(tmp_path), run_id],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("'world_size': 2") == 2  # both ranks trained
+    sums = re.findall(r"'param_checksum': ([-0-9.e]+)", proc.stdout)
+    assert len(sums) == 2 and sums[0] == sums[1]  # gradients were all-reduced
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # rank 0 only: once per step
+
+
+def test_time_reversal_trains_on_reversed_clips(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    m = run_train(qa, kf, idx, _params(time_reversal=0.5, max_steps=4), tmp_path / "out")
+    assert m["steps"] == 4
+    curve = pd.read_csv(tmp_path / "out" / "curve.csv")
+    assert "val_accuracy_color" in curve  # per-qtype validation curves
+
+
+def test_caption_task_trains_on_descriptions_and_needs_them(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    texts = {g: f"a {a} circle is staying still ."
+             for g, a in zip(qa.gif_id, qa.answer, strict=True)}
+    m = run_train(qa, kf, idx, _params(captions=True, max_steps=4), tmp_path / "out",
+                  descriptions=texts)
+    assert m["steps"] == 4
+    # the description words are in the vocabulary the model was trained with
+    vocab = json.loads((tmp_path / "out" / "model" / "tokenizer" / "tokenizer.json")
+                       .read_text())["model"]["vocab"]
+    assert {"describe", "staying", "still"} <= set(vocab)
+    with pytest.raises(ValueError, match="descriptions"):
+        run_train(qa, kf, idx, _params(captions=True, max_steps=1), tmp_path / "again")
+
+
+def test_scene_loss_trains_the_visual_side_and_needs_targets(tmp_path: Path) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    n_rows = len(np.load(idx / TOKENS_FILE, mmap_mode="r"))
+    # each frame: its GIF's colour in cell 0 (the tokens encode it), background elsewhere
+    scene = np.zeros((n_rows, 4, 2), dtype=np.int64)
+    for g, colour in enumerate(qa.answer):
+        scene[g * 4:(g + 1) * 4, 0] = [COLORS.index(colour) + 1, 1]
+    params = _params(scene_weight=1.0, scene_grid=2, max_steps=12, eval_every=6)
+    m = run_train(qa, kf, idx, params, tmp_path / "out", scene=scene)
+    assert m["steps"] == 12
+    curve = pd.read_csv(tmp_path / "out" / "curve.csv")
+    assert curve.scene_loss.iloc[-3:].mean() < curve.scene_loss.iloc[:3].mean()
+    cfg = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert cfg["scene_cells"] == 4 and cfg["scene_classes"] == [8, 5]
+    from gifqa_model.model.modeling import GifQAModel
+
+    GifQAModel.from_pretrained(tmp_path / "out" / "model")  # the head's weights load back
+    with pytest.raises(ValueError, match="scene targets"):
+        run_train(qa, kf, idx, params, tmp_path / "again")

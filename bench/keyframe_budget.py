@@ -4,7 +4,7 @@ its temporal spread varied, same budget.
 Reads the pipeline's own outputs (outputs/validate, outputs/index: run `dvc repro index`
 first) and keeps its fitted CLIP and FAISS index: for each k it only re-runs the retrieval,
 scores keyframe precision against ShapesWorld's ground truth (as the index stage does), then
-trains params.yaml's model for the same minutes and scores it on the test split. Fewer frames
+trains params.yaml's model for the same steps and scores it on the test split. Fewer frames
 make each step cheaper (fewer distinct frames through the Q-Former, a shorter visual prefix in
 the LM), so a fixed budget buys more steps; too few and the clip stops being a clip. The
 spread (`index.temporal_spread`) trades a little precision for frames from across the GIF;
@@ -12,7 +12,7 @@ spread (`index.temporal_spread`) trades a little precision for frames from acros
 `still` the test accuracy on "staying still" (which 4 early frames cannot tell from
 "disappearing").
 
-    python bench/keyframe_budget.py [--top-k 1 2 4] [--spread 0 0.05] [--minutes 5] [--out DIR]
+    python bench/keyframe_budget.py [--top-k 1 2 4] [--spread 0 0.05] [--steps 4000] [--out DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--spread", type=float, nargs="+", default=None,
                     help="index.temporal_spread values (default: params.yaml's)")
-    ap.add_argument("--minutes", type=float, default=None, help="train budget (params.yaml)")
+    ap.add_argument("--steps", type=int, default=None, help="train.max_steps (params.yaml)")
     ap.add_argument("--project", type=Path, default=Path("."))
     ap.add_argument("--out", type=Path, default=None, help="keep each run's outputs here")
     args = ap.parse_args()
@@ -59,8 +59,8 @@ def main() -> None:
     frame_table = pd.read_parquet(index_dir / FRAMES_FILE)
     tp = params.train.model_copy(deep=True)
     tp.resume = False
-    if args.minutes is not None:
-        tp.max_minutes = args.minutes
+    if args.steps is not None:
+        tp.max_steps = args.steps
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)

@@ -3,7 +3,7 @@
 Reads the pipeline's own outputs (outputs/validate, outputs/index: run `dvc repro index`
 first), trains twice into a temp folder and prints both per-qtype tables plus the deltas.
 
-    python bench/mvm_ablation.py [--minutes 6] [--lambdas 0 1]
+    python bench/mvm_ablation.py [--steps 4000] [--lambdas 0 1]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from gifqa_model.stages import out_dir, train_inputs  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=None, help="train budget (params.yaml)")
+    ap.add_argument("--steps", type=int, default=None, help="train.max_steps (params.yaml)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=None)
     ap.add_argument("--project", type=Path, default=Path("."))
     args = ap.parse_args()
@@ -42,8 +42,8 @@ def main() -> None:
             tp = params.train.model_copy(deep=True)
             tp.mvm = {**tp.mvm, "weight": lam}
             tp.resume = False
-            if args.minutes is not None:
-                tp.max_minutes = args.minutes
+            if args.steps is not None:
+                tp.max_steps = args.steps
             rows[f"λ={lam:g}"] = train_and_score(inputs, inputs.keyframes, index_dir, tp,
                                                  params.evaluate, Path(tmp) / f"lambda_{lam}")
     table = pd.DataFrame(rows).T

@@ -1,10 +1,9 @@
 """Does a training run repeat? Train params.yaml's model twice, each in a fresh process, on the
 pipeline's own outputs for `--steps` steps, and compare the saved weights bit for bit.
 
-A run's learning rate is a function of the step alone once the schedule is planned at the end
-of warmup (`gifqa_model.train.loop.plan_steps`), so on one machine the two hashes should match as
-long as the plan does (both runs print it). Reads outputs/validate and outputs/index (run
-`dvc repro index` first).
+A run is a function of code, data, params and seed (a fixed number of steps; the learning
+rate follows the step alone), so on one machine the two hashes must match. Reads
+outputs/validate and outputs/index (run `dvc repro index` first).
 
     python bench/repeat_run.py [--steps 400] [--project .]
 """

@@ -4,7 +4,8 @@ Reads the pipeline's own outputs (run `dvc repro index` first) and trains each v
 `--steps` steps, no validation or checkpoints, alternating the variants `--repeats` times so a
 drift in the machine's speed hits all of them alike; prints each run and the medians with
 their ratio to the first variant. A variant is `name:key=value,key=value` over train.model
-(JSON values), e.g. `cross1:qformer_cross_every=1`.
+(JSON values), e.g. `cross1:qformer_cross_every=1`; `threads=N` sets torch's intra-op threads and
+`train.KEY=V` a key of the train section (`train.gifs_per_batch=16`).
 
     python bench/step_cost.py [--steps 250] [--repeats 3] [--variant cross1:qformer_cross_every=1]
 """
@@ -21,7 +22,9 @@ from gifqa_model.env import apply_offline_env
 
 apply_offline_env()
 
-from gifqa_model.config import load_params  # noqa: E402
+import torch  # noqa: E402
+
+from gifqa_model.config import TrainParams, load_params  # noqa: E402
 from gifqa_model.stages import out_dir, train_inputs  # noqa: E402
 from gifqa_model.train.loop import run_train  # noqa: E402
 
@@ -48,11 +51,17 @@ def main() -> None:
     inputs = train_inputs(args.project, params.train)
     index_dir = out_dir("index", args.project)
     seconds: dict[str, list[float]] = {name: [] for name, _ in variants}
+    default_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for name, overrides in variants:
-                tp = params.train.model_copy(deep=True)
-                tp.model = {**tp.model, **overrides}
+                model = {k: v for k, v in overrides.items()
+                         if k != "threads" and not k.startswith("train.")}
+                train = {k[6:]: v for k, v in overrides.items() if k.startswith("train.")}
+                tp = TrainParams.model_validate({
+                    **params.train.model_dump(), **train,
+                    "model": {**params.train.model.model_dump(), **model}})
+                torch.set_num_threads(int(overrides.get("threads", default_threads)))
                 tp.max_steps, tp.max_minutes = args.steps, 1e6
                 tp.eval_every = tp.checkpoint_every = args.steps + 1
                 tp.resume = False

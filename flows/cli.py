@@ -20,10 +20,92 @@ def run(project: Path = typer.Option(Path("."), help="project directory")) -> No
     from flows.retrain import retrain
 
     summary = retrain(project_dir=str(project.resolve()))
-    console.print(f"[bold]champion:[/] gifqa v{summary['champion_version']}  "
-                  f"[bold]this run:[/] v{summary['version']} test accuracy "
-                  f"{summary['accuracy']:.3f} (prior baseline {summary['baseline']:.3f}); "
-                  f"promoted={summary['promoted']}")
+    if "version" not in summary:
+        console.print(f"ran without registering (accuracy {summary['accuracy']:.3f})")
+        return
+    this = (f"unchanged (same weights as v{summary['version']})" if summary.get("unchanged")
+            else f"v{summary['version']} " + ("promoted" if summary["promoted"] else
+                                             "not promoted"))
+    console.print(f"[bold]this run:[/] {this}; test accuracy {summary['accuracy']:.3f} "
+                  f"(prior {summary['baseline']:.3f})\n[bold]champion:[/] gifqa "
+                  f"v{summary['champion_version']}\n[bold]gate:[/] {summary['reason']}")
+
+
+models = typer.Typer(help="The registered versions of the model and their history.",
+                     no_args_is_help=True)
+app.add_typer(models, name="models")
+NAME = typer.Option("gifqa", "--name", help="registered model name")
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+@models.command("list")
+def models_list(name: str = NAME) -> None:
+    """Versions newest first: aliases, benchmark and test accuracy, the gate's decision."""
+    from rich.table import Table
+
+    from gifqa_model.registry.versions import list_versions
+
+    table = Table("version", "aliases", "created", "benchmark", "test", "gate", "run")
+    for v in list_versions(_client(), name):
+        table.add_row(f"v{v['version']}", ", ".join(v["aliases"]), v["created"],
+                      v["benchmark_accuracy"] or "", v["test_accuracy"] or "",
+                      v["decision"] or "", (v["run_id"] or "")[:12])
+    console.print(table)
+
+
+@models.command("history")
+def models_history(name: str = NAME) -> None:
+    """Every alias move, oldest first: who was champion when, and why."""
+    from gifqa_model.registry.versions import history
+
+    moves = history(_client(), name)
+    if not moves:
+        console.print(f"no alias moves recorded for {name}")
+    for h in moves:
+        before = f"v{h['previous']}" if h["previous"] else "none"
+        console.print(f"{h['time']}  {h['alias']}: {before} → v{h['version']}  "
+                      f"[{h['actor']}] {h['reason']}")
+
+
+@app.command()
+def promote(version: int, reason: str = typer.Option(..., "--reason", help="why, recorded"),
+            name: str = NAME) -> None:
+    """Make VERSION the champion by hand (recorded with its reason)."""
+    from gifqa_model.registry.versions import promote as do_promote
+
+    entry = do_promote(_client(), name, version, reason)
+    console.print(f"champion: v{entry['previous']} → v{entry['version']} ({reason})")
+
+
+@app.command()
+def rollback(reason: str = typer.Option("rollback", "--reason", help="why, recorded"),
+             name: str = NAME) -> None:
+    """Put the previous champion back (recorded)."""
+    from gifqa_model.registry.versions import rollback as do_rollback
+
+    try:
+        entry = do_rollback(_client(), name, reason)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"champion: v{entry['previous']} → v{entry['version']} ({entry['reason']})")
+
+
+@app.command()
+def ui(port: int = typer.Option(5000, help="port on 127.0.0.1")) -> None:
+    """Open the MLflow UI on this project's tracking store (runs, plots, registry)."""
+    import os
+    import subprocess
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    console.print(f"MLflow UI for {uri} on http://127.0.0.1:{port}")
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                    "--host", "127.0.0.1", "--port", str(port)], check=False)
 
 
 if __name__ == "__main__":

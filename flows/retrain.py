@@ -9,6 +9,7 @@ apply_offline_env()
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import mlflow  # noqa: E402
@@ -69,9 +70,41 @@ def ensure_data(project_dir: str) -> dict:
     return result
 
 
-@task(name="register-model")
-def register_model(project: Path, run_id: str, accuracy: float) -> dict:
-    from gifqa_model.registry.versions import register
+def model_card(params, project: Path, run_id: str, ev: dict, tags: dict[str, str]) -> str:
+    """The registered version's description: what it was trained on, how it scores, what
+    differs from the defaults, and what it is not for."""
+    from gifqa_model.config import Params, flatten
+
+    mine, base = flatten(params.model_dump(by_alias=True)), flatten(Params().model_dump(
+        by_alias=True))
+    changed = [f"{k}={mine[k]}" for k in sorted(mine) if mine[k] != base.get(k)]
+    bench = ev.get("benchmark", {})
+    by_type = ", ".join(f"{k} {v:.3f}" for k, v in sorted(ev.get("accuracy_by_qtype",
+                                                                   {}).items()))
+    return "\n".join([
+        f"gifqa: GIF question answering, trained by MLflow run {run_id} "
+        f"(git {tags.get('git_commit', '?')[:12]}).",
+        f"Data: ShapesWorld corpus {tags.get('dvc.data.data.md5', '?')}, "
+        f"benchmark {tags.get('dvc.benchmark.outputs/benchmark.md5', '?')}.",
+        f"Test accuracy {ev.get('accuracy', 0):.4f} ({by_type}); answer prior "
+        f"{ev.get('baseline_prior_accuracy', 0):.4f}; blank frames "
+        f"{ev.get('blank_frames_accuracy', 0):.4f}.",
+        f"Benchmark accuracy {bench.get('accuracy', 0):.4f} on {bench.get('n', 0)} questions "
+        f"(blank frames {bench.get('blank_frames_accuracy', 0):.4f}, prior "
+        f"{bench.get('prior_accuracy', 0):.4f}).",
+        "Params that differ from the defaults: " + (", ".join(changed) or "none") + ".",
+        "Limits: trained on ShapesWorld (synthetic coloured shapes that move); not for "
+        "real-world GIFs: it answers in ShapesWorld's words.",
+    ])
+
+
+@task(name="register-and-gate")
+def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str]) -> dict:
+    """Register the trained model unless its weights are a version's already, then let the
+    gate decide on the champion; the promotion report is logged to the run."""
+    from gifqa_model.evaluate.benchmark import load_benchmark
+    from gifqa_model.index.cache import CLIP_DIR
+    from gifqa_model.registry.promotion import Candidate, register_and_gate
     from gifqa_model.serve.pyfunc import log_pyfunc
 
     params = load_params(project / "params.yaml")
@@ -81,14 +114,58 @@ def register_model(project: Path, run_id: str, accuracy: float) -> dict:
     example = test.iloc[0] if len(test) else qa.iloc[0]
     gif_path = manifest.set_index("gif_id").loc[example.gif_id, "path"]
     gif_path = Path(gif_path) if Path(gif_path).is_absolute() else project / gif_path
-    info = log_pyfunc(out_dir("train", project) / "model", out_dir("index", project) / "clip",
-                      gif_path, example.question)
-    return register(MlflowClient(), info.model_uri, run_id, accuracy, params.registry)
+    model_dir, clip_dir = out_dir("train", project) / "model", out_dir("index", project) / CLIP_DIR
+
+    def log_model() -> str:
+        return log_pyfunc(model_dir, clip_dir, gif_path, example.question).model_uri
+
+    bench = ev.get("benchmark", {})
+    version_tags = {"test.accuracy": f"{ev.get('accuracy', 0):.4f}",
+                    "benchmark.accuracy": f"{bench.get('accuracy', 0):.4f}",
+                    "flow_run": str(flow_run.get_name()),
+                    **{k: v for k, v in tags.items() if k.startswith(("git_", "dvc."))}}
+    candidate = Candidate(model_dir, clip_dir, run_id,
+                          float(bench.get("blank_frames_accuracy", 0.0)),
+                          float(bench.get("prior_accuracy", 0.0)), version_tags,
+                          model_card(params, project, run_id, ev, tags))
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = register_and_gate(MlflowClient(), params.registry, log_model, candidate,
+                                    load_benchmark(out_dir("benchmark", project)), Path(tmp))
+        if not summary["unchanged"]:
+            mlflow.log_artifacts(tmp, "promotion")
+    mlflow.set_tags({"registry.decision": "unchanged" if summary["unchanged"] else
+                     ("promoted" if summary["promoted"] else "rejected"),
+                     "registry.version": str(summary["version"]),
+                     "registry.reason": summary["reason"][:5000]})
+    return summary
+
+
+def run_name(project: Path, params, tags: dict[str, str]) -> str:
+    """What the run is: commit, data and seed (and dirty when the tree was)."""
+    data = tags.get("dvc.data.data.md5", "none")[:8]
+    dirty = "+dirty" if tags.get("git_dirty") == "true" else ""
+    return (f"retrain {tags.get('git_commit', 'nogit')[:8]}{dirty} data {data} "
+            f"seed {params.train.seed} steps {params.train.max_steps}")
+
+
+def log_datasets(project: Path) -> None:
+    """The manifest, the QA table and the benchmark as the run's inputs, with digests."""
+    inputs = [("manifest", out_dir("validate", project) / "manifest_clean.parquet", "training"),
+              ("qa", out_dir("validate", project) / "qa_clean.parquet", "training"),
+              ("benchmark", out_dir("benchmark", project) / "questions.parquet", "evaluation")]
+    for name, path, context in inputs:
+        if path.is_file():
+            frame = pd.read_parquet(path)
+            frame = frame.drop(columns=[c for c in frame if frame[c].dtype == object
+                                        and frame[c].map(type).eq(list).any()])
+            ds = mlflow.data.from_pandas(frame, source=str(path), name=name)
+            mlflow.log_input(ds, context=context)
 
 
 @flow(name="gifqa-retrain", log_prints=True)
 def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
-    """ingest → synth_qa → validate → index → train → evaluate → register/promote."""
+    """ingest → synth_qa → validate → index → train → benchmark → evaluate → register and
+    gate: a new version only for new weights, the champion only on the gate's evidence."""
     logger = get_run_logger()
     project = Path(project_dir).resolve()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
@@ -101,7 +178,8 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
     params = load_params(project / "params.yaml")
     ensure_data(str(project))
 
-    with mlflow.start_run(run_name=f"retrain-{flow_run.get_name() or 'local'}") as run:
+    before = lineage_tags(project)  # the commit and the data the run starts from
+    with mlflow.start_run(run_name=run_name(project, params, before)) as run:
         mlflow.log_params(flat_params(params))
         mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()),
                          "prefect.flow_run_name": str(flow_run.get_name())})
@@ -111,7 +189,9 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         for stage in stages or STAGES:  # serial: never two DVC calls at once in one workspace
             results[stage] = run_dvc_stage(stage, str(project), env)
             log_stage_metrics(stage, results[stage])
-        mlflow.set_tags(lineage_tags(project))
+        tags = lineage_tags(project)
+        mlflow.set_tags(tags)
+        log_datasets(project)
         # Every figure and table the evaluate stage wrote, so a new one needs no edit here.
         ev_dir = out_dir("evaluate", project)
         figures = sorted(ev_dir.glob("*.png")) + sorted(ev_dir.glob("*.csv"))
@@ -129,8 +209,8 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         summary = {"run_id": run.info.run_id, "accuracy": float(ev.get("accuracy", 0.0)),
                    "baseline": float(ev.get("baseline_prior_accuracy", 0.0))}
         if "evaluate" in results:
-            summary.update(register_model(project, run.info.run_id, summary["accuracy"]))
-            logger.info("registered gifqa v%s (champion v%s): %s", summary["version"],
+            summary.update(register_model(project, run.info.run_id, ev, tags))
+            logger.info("gifqa v%s (champion v%s): %s", summary["version"],
                         summary["champion_version"], summary["reason"])
     return summary
 

@@ -108,15 +108,32 @@ def index(params: Path = PARAMS) -> None:
     """Stage: fit + freeze CLIP, cache frame tokens, FAISS index, keyframes per question."""
     from gifqa_model.stages import stage_index
 
-    _show("index", stage_index(_params(params)))
+    try:
+        _show("index", stage_index(_params(params)))
+    except TimeoutError as exc:
+        console.print(f"[bold red]index stopped:[/] {exc}")
+        raise typer.Exit(1) from exc
 
 
 @app.command()
 def train(params: Path = PARAMS) -> None:
     """Stage: train GifQAModel on cached features (torchrun-compatible)."""
     from gifqa_model.stages import stage_train
+    from gifqa_model.train.loop import TrainingTimeout
 
-    _show("train", stage_train(_params(params)))
+    try:
+        _show("train", stage_train(_params(params)))
+    except TrainingTimeout as exc:
+        console.print(f"[bold red]train stopped:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def benchmark(params: Path = PARAMS) -> None:
+    """Stage: the frozen benchmark (ShapesWorld from another seed, never trained on)."""
+    from gifqa_model.stages import stage_benchmark
+
+    _show("benchmark", stage_benchmark(_params(params)))
 
 
 @app.command()

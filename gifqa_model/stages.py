@@ -19,7 +19,7 @@ from gifqa_model.config import Params, TrainParams
 
 log = logging.getLogger(__name__)
 
-STAGES = ["ingest", "synth_qa", "validate", "index", "train", "evaluate"]
+STAGES = ["ingest", "synth_qa", "validate", "index", "train", "benchmark", "evaluate"]
 OUTPUTS = Path("outputs")
 METRICS = Path("metrics")
 DATA_DIR = Path("data") / "shapesworld"
@@ -193,9 +193,52 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
                                         qa, keyframes, params.evaluate, out)
     write_eval_figures(predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed,
                        root=root)
+    metrics["benchmark"] = score_on_benchmark(params, root, out)
     write_metrics("evaluate", metrics, root)
     return metrics
 
 
+def score_on_benchmark(params: Params, root: Path, out: Path) -> dict:
+    """The trained model on the frozen benchmark (and the real-GIF smoke set), end to end:
+    its own keyframes, its answers; also with blank frames, against the answer prior."""
+    from gifqa_model.evaluate import benchmark
+    from gifqa_model.evaluate.metrics import (
+        blank_frames,
+        exact_match,
+        prior_answers,
+        score_questions,
+        score_summary,
+    )
+    from gifqa_model.index.cache import CLIP_DIR
+    from gifqa_model.serve.predict import GifQAPredictor
+
+    _, qa = clean_tables(root)
+    predictor = GifQAPredictor(out_dir("train", root) / "model",
+                               out_dir("index", root) / CLIP_DIR)
+    questions = benchmark.load_benchmark(out_dir("benchmark", root))
+    scored = score_questions(predictor.answer_many, questions, progress=True)
+    scored.to_parquet(out / "benchmark_predictions.parquet", index=False)
+    blank = score_questions(lambda g, q: predictor.answer_many(g, q, blank_frames), questions)
+    prior = prior_answers(qa[qa.split == "train"])
+    prior_ok = exact_match([prior.get(t, "") for t in scored.qtype], scored.answer.tolist())
+    smoke = benchmark.smoke_questions(params.benchmark, params.qa)
+    answered = score_questions(predictor.answer_many, smoke) if len(smoke) else smoke
+    return {**score_summary(scored),
+            "blank_frames_accuracy": score_summary(blank)["accuracy"],
+            "prior_accuracy": round(float(prior_ok.mean()), 4) if len(scored) else 0.0,
+            "smoke_questions": int(len(smoke)),
+            "smoke_answered": int(sum(bool(a) for a in answered.get("prediction", [])))}
+
+
+def stage_benchmark(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.evaluate.benchmark import build_benchmark
+
+    metrics = build_benchmark(params.benchmark, params.shapes, params.qa,
+                              out_dir("benchmark", root))
+    write_metrics("benchmark", metrics, root)
+    return metrics
+
+
 RUNNERS = {"ingest": stage_ingest, "synth_qa": stage_synth_qa, "validate": stage_validate,
-           "index": stage_index, "train": stage_train, "evaluate": stage_evaluate}
+           "index": stage_index, "train": stage_train, "benchmark": stage_benchmark,
+           "evaluate": stage_evaluate}

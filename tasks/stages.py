@@ -23,8 +23,9 @@ def stage_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def flatten_metrics(metrics: dict, prefix: str) -> dict[str, float]:
-    """Nested stage metrics → flat numeric MLflow metrics (`stage.key.sub`)."""
-    flat = flatten(metrics, prefix)
+    """Nested stage metrics → flat numeric MLflow metrics (`stage/key/sub`): MLflow's UI
+    groups charts by what comes before the first "/", so each stage is one section."""
+    flat = flatten(metrics, prefix, sep="/")
     return {k.replace(" ", "_"): float(v) for k, v in flat.items()
             if isinstance(v, bool | int | float)}
 

@@ -120,3 +120,30 @@ def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: 
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions.to_parquet(out_dir / "predictions.parquet", index=False)
     return metrics, predictions
+
+
+Answerer = Callable[[str, list[str]], list[dict]]
+
+
+def score_questions(answer_many: Answerer, questions: pd.DataFrame,
+                    progress: bool = False) -> pd.DataFrame:
+    """Each question answered by `answer_many(gif_path, questions)`, one call per GIF →
+    qa_id, prediction, keyframes, correct (exact match with the gold answer)."""
+    out = []
+    groups = questions.groupby("path", sort=True)
+    for path, rows in tqdm(groups, desc="benchmark", unit="gif", disable=not progress):
+        answers = answer_many(str(path), rows.question.tolist())
+        out.append(rows.assign(prediction=[a["answer"] for a in answers],
+                               keyframes=[a["keyframes"] for a in answers]))
+    table = pd.concat(out, ignore_index=True) if out else questions.assign(prediction="",
+                                                                          keyframes=None)
+    table = table.sort_values("qa_id" if "qa_id" in table else "question", kind="stable")
+    correct = exact_match(table.prediction.tolist(), table.answer.tolist())
+    return table.assign(correct=correct).reset_index(drop=True)
+
+
+def score_summary(scored: pd.DataFrame) -> dict:
+    """Accuracy overall and per qtype of a scored table."""
+    return {"accuracy": round(float(np.mean(scored.correct)), 4) if len(scored) else 0.0,
+            "by_qtype": accuracy_table(scored.correct.to_numpy(), scored.qtype),
+            "n": int(len(scored))}

@@ -218,7 +218,8 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     `frames` holds every cached frame; `gif_frame_ranges[i]` is GIF i's [start, end) in it.
     `scene` (frames × token cells × attributes, `gifqa_model.data.scene.scene_table`) adds the
     dense token loss when `params.fit_scene_weight` > 0.
-    Stops at `fit_steps` or `fit_minutes`, whichever comes first; returns fit metrics.
+    Runs exactly `fit_steps` steps; past `fit_minutes` it stops with an error (a shorter fit
+    would be another encoder). Returns fit metrics.
     """
     model = encoder.model.train()
     rng = np.random.default_rng(params.seed)
@@ -237,7 +238,12 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     t0, step, loss_val, first = time.time(), 0, float("nan"), None
     scene_first, scene_last = None, None
     bar = tqdm(total=params.fit_steps, desc="fit CLIP", unit="step")
-    while step < params.fit_steps and (time.time() - t0) < params.fit_minutes * 60:
+    while step < params.fit_steps:
+        if time.time() - t0 >= params.fit_minutes * 60:
+            raise TimeoutError(
+                f"clip.fit_minutes ({params.fit_minutes}) passed at step {step} of "
+                f"{params.fit_steps}: the fit stops rather than cache tokens of a shorter one; "
+                "raise clip.fit_minutes or lower clip.fit_steps")
         idx = rng.choice(n, size=bs, replace=False)
         frame_idx = np.concatenate([rng.integers(*gif_frame_ranges[i], size=per_gif)
                                     for i in idx])

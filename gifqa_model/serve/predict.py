@@ -7,6 +7,7 @@ model sees at serving time is what it saw in training.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,14 @@ class GifQAPredictor:
     @torch.no_grad()
     def answer(self, gif: str | Path | bytes, question: str) -> dict:
         """→ {"answer", "keyframes" (source frame indices, time order), "n_frames"}."""
-        if not question or not question.strip():
+        return self.answer_many(gif, [question])[0]
+
+    @torch.no_grad()
+    def answer_many(self, gif: str | Path | bytes, questions: list[str],
+                    transform: Callable[[Frames], Frames] | None = None) -> list[dict]:
+        """Many questions about one GIF: decoded and embedded once, answered in one batch.
+        `transform` changes the frames the model sees (evaluate/metrics.blank_frames)."""
+        if not questions or any(not q or not q.strip() for q in questions):
             raise ValueError("the question is empty")
         info = probe_gif(gif, self.limits)
         cached = cached_frame_indices(info.n_frames, self.params.frames_per_gif)
@@ -50,14 +58,18 @@ class GifQAPredictor:
         tokens, emb = self.encoder.embed_frames(frames)
         layout = GroupLayout.from_counts(np.array([len(frames)]), self.params.group_size)
         index = build_index(group_embeddings(emb, layout), self.params)
-        q = self.encoder.embed_texts([question])
-        local = retrieve_keyframes(index, layout, np.array([0]), q, self.params)[0]
+        q = self.encoder.embed_texts(list(questions))
+        local = np.array(retrieve_keyframes(index, layout, np.zeros(len(questions), dtype=int), q,
+                                            self.params))  # (B, F)
         gap = self.model.cfg.motion_gap
-        before = (torch.from_numpy(tokens[earlier_position(local, gap)].astype(np.float32))[None]
+        before = (torch.from_numpy(tokens[earlier_position(local, gap)].astype(np.float32))
                   if gap else None)
-        frames = Frames.dense(torch.from_numpy(tokens[local].astype(np.float32))[None],
-                              torch.tensor([local]), before)
-        ids, mask = encode_prompts(self.tokenizer, [question])
-        gen = self.model.generate(frames, ids, mask, self.tokenizer.eos_token_id)
-        return {"answer": decode_answers(self.tokenizer, gen)[0],
-                "keyframes": [int(cached[f]) for f in local], "n_frames": info.n_frames}
+        batch = Frames.dense(torch.from_numpy(tokens[local].astype(np.float32)),
+                             torch.from_numpy(local), before)
+        if transform is not None:
+            batch = transform(batch)
+        ids, mask = encode_prompts(self.tokenizer, list(questions))
+        gen = self.model.generate(batch, ids, mask, self.tokenizer.eos_token_id)
+        return [{"answer": a, "keyframes": [int(cached[f]) for f in row],
+                 "n_frames": info.n_frames}
+                for a, row in zip(decode_answers(self.tokenizer, gen), local, strict=True)]

@@ -1,4 +1,4 @@
-"""Checkpoints: model, optimiser, step, curve, plan and RNG state, written atomically, so a
+"""Checkpoints: model, optimiser, step, curve and RNG state, written atomically, so a
 resumed run continues the same trajectory."""
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ from gifqa_model.model.modeling import GifQAModel
 
 
 def save_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer, step: int,
-                    curve: list[dict], plan: dict | None = None) -> None:
+                    curve: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "curve": curve, "plan": plan, "torch_rng": torch.get_rng_state(),
+                "curve": curve, "torch_rng": torch.get_rng_state(),
                 "config": asdict(model.cfg)}, tmp)
     tmp.replace(path)  # atomic: a kill mid-save never leaves a half checkpoint
 
 
 def load_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer,
-                    device: torch.device) -> tuple[int, list[dict], dict | None]:
-    """Restore model, optimiser and torch RNG from `path`; → (step, curve, plan)."""
+                    device: torch.device) -> tuple[int, list[dict]]:
+    """Restore model, optimiser and torch RNG from `path`; → (step, curve)."""
     state = torch.load(path, map_location=device, weights_only=False)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     torch.set_rng_state(state["torch_rng"])
-    return state["step"], state["curve"], state.get("plan")
+    return state["step"], state["curve"]

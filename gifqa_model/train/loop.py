@@ -33,10 +33,14 @@ from gifqa_model.model.modeling import GifQAModel, count_parameters
 from gifqa_model.model.text import encode_train_batch, load_tokenizer, train_word_tokenizer
 from gifqa_model.train.checkpoint import load_checkpoint, save_checkpoint
 from gifqa_model.train.distributed import agreed_max, init_distributed
-from gifqa_model.train.schedule import PACE_FROM, PLAN_ROUND, cosine_lr, plan_at_warmup, replan
+from gifqa_model.train.schedule import cosine_lr
 from gifqa_model.train.tracking import MlflowCurveLogger, write_curve
 
 log = logging.getLogger(__name__)
+
+
+class TrainingTimeout(RuntimeError):
+    """The run passed `train.max_minutes`: it stops, checkpointed, without writing a model."""
 
 
 def seed_everything(seed: int) -> None:
@@ -244,68 +248,48 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoints" / "last.pt"
     step, curve = 0, []
-    # the planned schedule: the step the cosine ends at and the run's seconds when it was
-    # planned (schedule.plan_steps); None until warmup ends
-    plan: dict | None = None
     if params.resume and ckpt_path.exists():
-        step, curve, plan = load_checkpoint(ckpt_path, s.model, s.opt, device)
+        step, curve = load_checkpoint(ckpt_path, s.model, s.opt, device)
         log.info("resumed from %s at step %d", ckpt_path, step)
 
     stepper = Stepper(s, params)
     logger = MlflowCurveLogger(mlflow_run_id, rank)
     batches = Batches(s, params)
     n_seen = 0
-    # the budget is the run's, across a resume
+    # the cap is the run's, across a resume
     t0 = time.time() - (curve[-1]["seconds"] if curve else 0.0)
-    bar = tqdm(total=plan["total"] if plan else params.max_steps, initial=step, desc="train",
-               unit="step", disable=rank != 0)
+    bar = tqdm(total=params.max_steps, initial=step, desc="train", unit="step",
+               disable=rank != 0)
     s.model.train()
     last = min(params.max_steps, params.stop_at_step or params.max_steps)
-    budget = params.max_minutes * 60
     has_val = rank == 0 and len(s.val) > 0
-
-    pace_from = None  # (step, seconds) the warmup's pace is measured from: after start-up
     while step < last:
-        elapsed = agreed_max(time.time() - t0, world, device)
-        if elapsed >= budget:
-            break
-        if step == min(PACE_FROM, params.warmup_steps // 2):
-            pace_from = (step, elapsed)
-        if plan is None and step >= params.warmup_steps:
-            total, figures = plan_at_warmup(params, step, elapsed, pace_from,
-                                            (lambda: validate(s)) if has_val else None, rank,
-                                            world, device)
-            if figures and curve:  # the model as it stands after the last step
-                curve[-1].update(figures)
-                logger.log(figures, step)
-            plan = {"total": total, "step": step,
-                    "seconds": agreed_max(time.time() - t0, world, device)}
-        elif plan is not None and (step - plan["step"]) % PLAN_ROUND == 0:
-            plan = replan(params, plan, step, elapsed)
-        planned = plan["total"] if plan else params.max_steps
-        if bar.total != planned:
-            bar.total = planned
-            bar.refresh()
-        point, seen = stepper(batches, step, cosine_lr(step, params, planned))
+        # every rank agrees, so all stop at the same step (a lone rank would hang the others)
+        if agreed_max(time.time() - t0, world, device) >= params.max_minutes * 60:
+            if rank == 0:
+                save_checkpoint(ckpt_path, s.model, s.opt, step, curve)
+            raise TrainingTimeout(
+                f"train.max_minutes ({params.max_minutes}) passed at step {step} of "
+                f"{params.max_steps}: no model is written (a shorter run would be another "
+                f"model). Step {step} is checkpointed in {ckpt_path}; run the stage again to "
+                "resume, or raise train.max_minutes")
+        point, seen = stepper(batches, step, cosine_lr(step, params))
         n_seen += seen
         step += 1
         point = {"step": step, **point, "seconds": round(time.time() - t0, 2)}
-        final = step == planned
-        if has_val and (step % params.eval_every == 0 or final):
+        if has_val and (step % params.eval_every == 0 or step == params.max_steps):
             point.update(validate(s))
         curve.append(point)
         logger.log({k: v for k, v in point.items() if k != "step"}, step)
         bar.update(1)
         bar.set_postfix(loss=f"{point['loss']:.3f}", acc=point.get("val_accuracy", ""))
         if rank == 0 and step % params.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, s.model, s.opt, step, curve, plan)
-        if final:  # the planned schedule is done, before max_steps
-            break
+            save_checkpoint(ckpt_path, s.model, s.opt, step, curve)
     bar.close()
     logger.flush()
     elapsed = time.time() - t0
 
-    metrics = {"steps": step, "planned_steps": plan["total"] if plan else params.max_steps,
+    metrics = {"steps": step,
                "train_seconds": round(elapsed, 1),
                "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
                "n_train_qa": len(s.train), "n_params_trainable": count_parameters(s.model),
@@ -319,7 +303,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         metrics["val_accuracy"] = vals[-1]
     if rank == 0:
         s.model.save_pretrained(out_dir / "model", s.tokenizer)
-        save_checkpoint(ckpt_path, s.model, s.opt, step, curve, plan)
+        save_checkpoint(ckpt_path, s.model, s.opt, step, curve)
         write_curve(curve, out_dir / "curve.csv")
         (out_dir / "model" / "train_params.json").write_text(params.model_dump_json(indent=2))
     if world > 1:

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "shapes": {"n_gifs": 48, "seed": 3},
     "clip": {"fit_steps": 8, "fit_batch_size": 16},
+    "benchmark": {"n_gifs": 12, "real_gifs": None},
     "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2},
 }
 
@@ -82,8 +83,12 @@ def test_flow_registers_a_champion(project: Path, flow_summary: dict) -> None:
 def test_mlflow_run_has_metrics_params_and_lineage(project: Path, flow_summary: dict) -> None:
     run = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}").get_run(
         flow_summary["run_id"])
-    assert "evaluate.accuracy" in run.data.metrics
-    assert "ingest.n_ok" in run.data.metrics
+    assert "evaluate/accuracy" in run.data.metrics  # grouped by stage in the UI
+    assert "ingest/n_ok" in run.data.metrics
+    assert "evaluate/benchmark/accuracy" in run.data.metrics
+    assert run.info.run_name.startswith("retrain ") and "seed 0" in run.info.run_name
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"manifest", "qa", "benchmark"}
+    assert run.data.tags["registry.decision"] == "promoted"
     assert run.data.params["train.max_steps"] == "12"
     assert len(run.data.tags["git_commit"]) == 40
     assert any(k.startswith("dvc.train.") for k in run.data.tags)
@@ -109,3 +114,55 @@ def test_second_repro_skips_every_stage(project: Path, flow_summary: dict) -> No
     assert "is cached" not in out or "Running" not in out
     status = _sh([sys.executable, "-m", "dvc", "status"], project)
     assert "up to date" in status, status
+
+
+def _retrain(project: Path) -> dict:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFECT_HOME", str(project / ".prefect"))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    from flows.retrain import retrain
+
+    try:
+        return retrain(project_dir=str(project))
+    finally:
+        mp.undo()
+
+
+@pytest.mark.integration
+def test_the_first_version_has_a_model_card_and_a_report(project: Path,
+                                                          flow_summary: dict) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    v1 = client.get_model_version("gifqa", "1")
+    assert "Limits: trained on ShapesWorld" in v1.description
+    assert "Benchmark accuracy" in v1.description
+    assert v1.tags["gate.decision"] == "promoted" and v1.tags["gate.compared_with"] == "none"
+    arts = {a.path for a in client.list_artifacts(flow_summary["run_id"], "promotion")}
+    assert arts == {"promotion/report.json", "promotion/report.html"}
+
+
+@pytest.mark.integration
+def test_nothing_changed_registers_nothing_then_a_new_seed_is_gated(
+        project: Path, flow_summary: dict) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    again = _retrain(project)
+    assert again["unchanged"] and again["version"] == 1 and not again["promoted"]
+    assert len(client.search_model_versions("name='gifqa'")) == 1
+    assert client.get_run(again["run_id"]).data.tags["registry.decision"] == "unchanged"
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["seed"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = _retrain(project)
+    assert changed["version"] == 2 and not changed["unchanged"]
+    v2 = client.get_model_version("gifqa", "2")
+    assert v2.tags["gate.compared_with"] == "v1"
+    assert v2.tags["gate.decision"] in {"promoted", "rejected"} and v2.tags["gate.reason"]
+    assert "gate.p_value" in v2.tags and "gate.delta_ci95" in v2.tags
+    assert "train.seed=1" in v2.description
+    report = client.download_artifacts(changed["run_id"], "promotion/report.json")
+    assert '"champion_before": 1' in Path(report).read_text()
+    from gifqa_model.registry.versions import history
+
+    moves = history(client, "gifqa")
+    assert moves[0]["version"] == 1 and moves[0]["actor"] == "gate"
+    assert (len(moves) == 2) == changed["promoted"]

@@ -19,14 +19,16 @@ def _help(module: str) -> str:
 
 def test_the_installed_command_joins_library_and_orchestration() -> None:
     out = _help("flows.cli")
-    for command in ["ingest", "synth-qa", "validate", "index", "train", "evaluate", "data", "qa",
-                    "answer", "serve", "run"]:
+    for command in ["ingest", "synth-qa", "validate", "index", "train", "benchmark", "evaluate",
+                    "data", "qa", "answer", "serve", "run", "models", "promote", "rollback",
+                    "ui"]:
         assert f" {command} " in out, command
 
 
 def test_the_library_cli_has_no_orchestration_command() -> None:
     out = _help("gifqa_model.cli")
-    assert " ingest " in out and " run " not in out
+    assert " ingest " in out
+    assert not any(f" {c} " in out for c in ["run", "models", "promote", "rollback"])
 
 
 def test_listing_commands_imports_no_prefect() -> None:

@@ -15,8 +15,8 @@ from tasks.stages import flatten_metrics, stage_env
 def test_flatten_metrics_keeps_numbers_only() -> None:
     flat = flatten_metrics({"accuracy": 0.5, "accuracy_by_qtype": {"color": 1.0},
                             "passed": True, "message": "x", "token_shape": [16, 128]}, "evaluate")
-    assert flat == {"evaluate.accuracy": 0.5, "evaluate.accuracy_by_qtype.color": 1.0,
-                    "evaluate.passed": 1.0}
+    assert flat == {"evaluate/accuracy": 0.5, "evaluate/accuracy_by_qtype/color": 1.0,
+                    "evaluate/passed": 1.0}
 
 
 def test_lineage_tags_read_dvc_files(tmp_path: Path) -> None:

@@ -1,6 +1,11 @@
-"""Registry aliases and the promotion gate, on a real SQLite MLflow store."""
+"""The registry on a real SQLite MLflow store: versions, digests, aliases and their history,
+manual promotion, rollback, and two processes promoting at once."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -9,10 +14,18 @@ from mlflow import MlflowClient
 from gifqa_model.registry.versions import (
     CHALLENGER,
     CHAMPION,
-    RegistryParams,
+    DIGEST_TAG,
     alias_version,
-    register,
+    create_version,
+    find_by_digest,
+    history,
+    list_versions,
+    promote,
+    rollback,
+    weights_digest,
 )
+
+NAME = "gifqa-test"
 
 
 class _Echo(mlflow.pyfunc.PythonModel):
@@ -25,29 +38,88 @@ def client(tmp_path, monkeypatch) -> MlflowClient:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    # artifacts into the temp dir too, not ./mlruns
     mlflow.create_experiment("registry-test", artifact_location=(tmp_path / "art").as_uri())
     mlflow.set_experiment("registry-test")
     return MlflowClient(uri)
 
 
-def _logged_model() -> tuple[str, str]:
+def _version(client: MlflowClient, digest: str) -> int:
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=_Echo(),
                                        pip_requirements=["mlflow"])
-    return info.model_uri, run.info.run_id
+    return create_version(client, NAME, info.model_uri, run.info.run_id, {DIGEST_TAG: digest},
+                          f"model card {digest}")
 
 
-def test_first_version_is_champion_then_gate_decides(client: MlflowClient) -> None:
-    params = RegistryParams(model_name="gifqa-test", min_improvement=0.01)
-    first = register(client, *_logged_model(), accuracy=0.50, params=params)
-    assert first["version"] == 1 and first["promoted"] and first["champion_version"] == 1
+def test_weights_digest_follows_the_weight_bytes(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"weights")
+        (d / "config.json").write_text("{}")
+    assert weights_digest(a) == weights_digest(b)
+    (b / "config.json").write_text('{"other": "metadata"}')
+    assert weights_digest(a) == weights_digest(b)  # only weights count
+    (b / "model.safetensors").write_bytes(b"weightz")
+    assert weights_digest(a) != weights_digest(b)
 
-    worse = register(client, *_logged_model(), accuracy=0.505, params=params)
-    assert worse["version"] == 2 and not worse["promoted"]
-    assert alias_version(client, "gifqa-test", CHALLENGER) == 2
-    assert alias_version(client, "gifqa-test", CHAMPION) == 1
 
-    better = register(client, *_logged_model(), accuracy=0.60, params=params)
-    assert better["promoted"] and alias_version(client, "gifqa-test", CHAMPION) == 3
-    assert client.get_model_version("gifqa-test", "3").tags["accuracy"].startswith("0.6")
+def test_versions_are_found_by_digest_and_the_newest_is_challenger(client) -> None:
+    v1, v2 = _version(client, "aaa"), _version(client, "bbb")
+    assert (v1, v2) == (1, 2)
+    assert find_by_digest(client, NAME, "bbb") == 2 and find_by_digest(client, NAME, "ccc") is None
+    assert alias_version(client, NAME, CHALLENGER) == 2
+    assert client.get_model_version(NAME, "1").description == "model card aaa"
+
+
+def test_promote_rollback_and_history(client) -> None:
+    for d in ("a", "b", "c"):
+        _version(client, d)
+    with pytest.raises(ValueError, match="reason"):
+        promote(client, NAME, 1, "  ")
+    with pytest.raises(ValueError, match="no earlier champion"):
+        rollback(client, NAME)
+    promote(client, NAME, 1, "first")
+    promote(client, NAME, 3, "better on the benchmark", actor="gate")
+    assert alias_version(client, NAME, CHAMPION) == 3
+    back = rollback(client, NAME, "v3 answers badly in production")
+    assert back["version"] == 1 and back["previous"] == 3
+    assert alias_version(client, NAME, CHAMPION) == 1
+    moves = history(client, NAME)
+    assert [(m["previous"], m["version"], m["actor"]) for m in moves] == [
+        (None, 1, "manual"), (1, 3, "gate"), (3, 1, "manual")]
+    assert "rollback from v3" in moves[-1]["reason"]
+    assert client.get_model_version(NAME, "1").tags[f"{CHAMPION}.reason"].startswith("rollback")
+    listed = {v["version"]: v["aliases"] for v in list_versions(client, NAME)}
+    assert listed == {3: [CHALLENGER], 2: [], 1: [CHAMPION]}
+    with pytest.raises(Exception, match="not found|RESOURCE_DOES_NOT_EXIST|does not exist"):
+        promote(client, NAME, 9, "no such version")
+
+
+RACE = """
+import sys
+from mlflow import MlflowClient
+from gifqa_model.registry.versions import promote
+client = MlflowClient(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    promote(client, "gifqa-test", int(sys.argv[2]), f"process {sys.argv[2]} move {i}")
+"""
+
+
+def test_two_processes_promoting_at_once_lose_no_decision(client, tmp_path) -> None:
+    _version(client, "a")
+    _version(client, "b")
+    uri = mlflow.get_tracking_uri()
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    repo = Path(__file__).resolve().parents[3]
+    procs = [subprocess.Popen([sys.executable, str(script), uri, str(v), "8"], cwd=repo,
+                              stderr=subprocess.PIPE, text=True) for v in (1, 2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    moves = history(client, NAME)
+    assert [m["seq"] for m in moves] == list(range(1, 17))  # none overwritten
+    # each move starts from where the one before it left the alias: no interleaving
+    pairs = zip(moves[:-1], moves[1:], strict=True)
+    assert all(m["previous"] == before["version"] for before, m in pairs)
+    assert alias_version(client, NAME, CHAMPION) == moves[-1]["version"]

@@ -1,0 +1,109 @@
+"""The promotion gate: does the challenger beat the champion on the same benchmark questions?
+
+Pure functions on per-question correctness (no MLflow), so every branch is tested on arrays:
+- better by a paired test: McNemar's exact one-sided test on the questions where the two
+  disagree, at level `alpha`, and an accuracy gain of at least `min_effect`;
+- no question type drops by more than `qtype_tolerance`;
+- it looks at the GIF: accuracy with blank frames at most the answer prior + `blank_margin`.
+With no champion, the look-at-the-GIF check alone decides. Equal weights never reach the gate:
+the registry says "unchanged" and registers nothing (registry/versions.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from gifqa_model.config import RegistryParams
+
+
+def mcnemar_one_sided(b: int, c: int) -> float:
+    """P(X >= b) for X ~ Binomial(b + c, 1/2): the chance of the challenger winning at least
+    `b` of the `b + c` questions the two answer differently, were they equally good."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(b, n + 1)) / (1 << n)  # exact big-int ratio
+
+
+def paired_delta(chall: np.ndarray, champ: np.ndarray, z: float = 1.96) -> dict[str, float]:
+    """The accuracy difference of two answer sets on the same questions, with its 95 %
+    interval (the paired normal interval) and McNemar's one-sided p."""
+    chall, champ = np.asarray(chall, dtype=bool), np.asarray(champ, dtype=bool)
+    n = len(chall)
+    b = int(np.sum(chall & ~champ))  # the challenger alone right
+    c = int(np.sum(~chall & champ))  # the champion alone right
+    delta = (b - c) / n if n else 0.0
+    se = math.sqrt(max(b + c - n * delta ** 2, 0.0)) / n if n else 0.0
+    return {"delta": delta, "ci_low": delta - z * se, "ci_high": delta + z * se,
+            "p_value": mcnemar_one_sided(b, c), "only_challenger": b, "only_champion": c,
+            "n": n}
+
+
+def by_qtype(correct: np.ndarray, qtypes: pd.Series) -> dict[str, float]:
+    df = pd.DataFrame({"ok": np.asarray(correct, dtype=float), "t": qtypes.to_numpy()})
+    return {str(k): float(v) for k, v in df.groupby("t").ok.mean().items()}
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    challenger_accuracy: float
+    champion_accuracy: float | None = None
+    delta: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    qtype_deltas: dict[str, float] = field(default_factory=dict)
+    blank_accuracy: float | None = None
+    prior_accuracy: float | None = None
+    checks: dict[str, bool] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(chall: np.ndarray, champ: np.ndarray | None, qtypes: pd.Series,
+           blank_accuracy: float, prior_accuracy: float, params: RegistryParams) -> Decision:
+    """The gate's verdict on per-question correctness of the challenger and the champion
+    (None: no champion yet), the challenger's blank-frame accuracy and the answer prior's."""
+    chall = np.asarray(chall, dtype=bool)
+    acc = float(chall.mean()) if len(chall) else 0.0
+    looks = blank_accuracy <= prior_accuracy + params.blank_margin
+    look_text = (f"blank frames {blank_accuracy:.4f} vs prior {prior_accuracy:.4f} "
+                 f"+ {params.blank_margin}")
+    if champ is None:
+        reason = ("no champion yet; it looks at the GIF" if looks else
+                  f"no champion yet, but it does not look at the GIF ({look_text})")
+        return Decision(looks, reason, acc, blank_accuracy=blank_accuracy,
+                        prior_accuracy=prior_accuracy, checks={"looks_at_gif": looks})
+    champ = np.asarray(champ, dtype=bool)
+    stats = paired_delta(chall, champ)
+    mine, theirs = by_qtype(chall, qtypes), by_qtype(champ, qtypes)
+    deltas = {t: round(mine[t] - theirs[t], 4) for t in mine}
+    worst = min(deltas, key=deltas.get) if deltas else None
+    checks = {
+        "significant": stats["p_value"] < params.alpha,
+        "min_effect": stats["delta"] >= params.min_effect,
+        "no_qtype_regression": worst is None or deltas[worst] >= -params.qtype_tolerance,
+        "looks_at_gif": looks,
+    }
+    if not checks["significant"] or not checks["min_effect"]:
+        reason = (f"not better: {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
+                  f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g} "
+                  f"(needs p<{params.alpha} and >= {params.min_effect:+.4f})")
+    elif not checks["no_qtype_regression"]:
+        reason = (f"{worst} drops {deltas[worst]:+.4f} (tolerance {params.qtype_tolerance}) "
+                  f"though the whole gains {stats['delta']:+.4f}")
+    elif not looks:
+        reason = f"does not look at the GIF: {look_text}"
+    else:
+        reason = (f"better by {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
+                  f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g}")
+    return Decision(all(checks.values()), reason, acc, float(champ.mean()), stats["delta"],
+                    stats["ci_low"], stats["ci_high"], stats["p_value"], deltas, blank_accuracy,
+                    prior_accuracy, checks)

@@ -1,0 +1,114 @@
+"""Register a trained model and run the promotion gate on it: the flow's last step.
+
+1. Weights equal to a registered version's → nothing is registered ("unchanged").
+2. Otherwise a new version (challenger) with its model card; then, under the registry lock,
+   the challenger and the champion are scored on the same benchmark questions in this process,
+   the gate decides (registry/gate.py), and the decision lands as tags on the version, a
+   history entry when the champion moves, and a promotion report (JSON + HTML).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from gifqa_model.config import RegistryParams
+from gifqa_model.registry import gate
+from gifqa_model.registry.versions import (
+    CHAMPION,
+    DIGEST_TAG,
+    alias_version,
+    create_version,
+    download_version,
+    find_by_digest,
+    move_alias,
+    registry_lock,
+    weights_digest,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """A trained model as the flow hands it to the gate."""
+
+    model_dir: Path
+    clip_dir: Path
+    run_id: str
+    blank_accuracy: float  # on the benchmark (the evaluate stage)
+    prior_accuracy: float  # the answer prior on the benchmark
+    tags: dict[str, str]  # lineage and scores for the version
+    description: str  # the model card
+
+
+def score_pair(benchmark: pd.DataFrame, challenger: tuple[Path, Path],
+               champion: tuple[Path, Path] | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Both models on the same benchmark questions, in this process."""
+    from gifqa_model.evaluate.metrics import score_questions
+    from gifqa_model.serve.predict import GifQAPredictor
+
+    chall = score_questions(GifQAPredictor(*challenger).answer_many, benchmark)
+    champ = (None if champion is None else
+             score_questions(GifQAPredictor(*champion).answer_many, benchmark))
+    return chall, champ
+
+
+def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn,
+                      candidate: Candidate, benchmark: pd.DataFrame,
+                      report_dir: Path) -> dict:
+    """The flow's register/promote step; `model_uri_fn()` logs the pyfunc and returns its URI
+    (called only when the model is new). Returns the decision summary."""
+    name = params.model_name
+    digest = weights_digest(candidate.model_dir, candidate.clip_dir)
+    same = find_by_digest(client, name, digest)
+    if same is not None:
+        return {"version": same, "unchanged": True, "promoted": False,
+                "reason": f"unchanged: the weights are v{same}'s; nothing registered",
+                "champion_version": alias_version(client, name, CHAMPION)}
+    version = create_version(client, name, model_uri_fn(), candidate.run_id,
+                             {**candidate.tags, DIGEST_TAG: digest}, candidate.description)
+    with registry_lock():
+        champion = alias_version(client, name, CHAMPION)
+        with tempfile.TemporaryDirectory() as tmp:
+            champ_dirs = None
+            if champion is not None:
+                arts = download_version(client, name, champion, Path(tmp))
+                champ_dirs = (arts["model_dir"], arts["clip_dir"])
+            chall_scored, champ_scored = score_pair(
+                benchmark, (candidate.model_dir, candidate.clip_dir), champ_dirs)
+        decision = gate.decide(chall_scored.correct.to_numpy(),
+                               None if champ_scored is None else champ_scored.correct.to_numpy(),
+                               chall_scored.qtype, candidate.blank_accuracy,
+                               candidate.prior_accuracy, params)
+        tags = {"gate.decision": "promoted" if decision.promote else "rejected",
+                "gate.reason": decision.reason[:5000],
+                "gate.compared_with": f"v{champion}" if champion else "none",
+                "gate.challenger_accuracy": f"{decision.challenger_accuracy:.4f}",
+                "gate.checks": json.dumps(decision.checks)}
+        if decision.delta is not None:
+            tags.update({"gate.champion_accuracy": f"{decision.champion_accuracy:.4f}",
+                         "gate.delta": f"{decision.delta:+.4f}",
+                         "gate.delta_ci95": f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]",
+                         "gate.p_value": f"{decision.p_value:.4g}",
+                         "gate.qtype_deltas": json.dumps(decision.qtype_deltas)})
+        if candidate.tags.get("flow_run"):
+            tags["gate.flow_run"] = candidate.tags["flow_run"]
+        for k, v in tags.items():
+            client.set_model_version_tag(name, str(version), k, v)
+        if decision.promote:
+            move_alias(client, name, CHAMPION, version, decision.reason, "gate",
+                       {"compared_with": champion})
+    from gifqa_model.registry.report import write_report
+
+    write_report(report_dir, name, version, champion, decision, chall_scored, champ_scored,
+                 client)
+    return {"version": version, "unchanged": False, "promoted": decision.promote,
+            "reason": decision.reason, "champion_version": alias_version(client, name, CHAMPION),
+            "decision": decision.as_dict()}

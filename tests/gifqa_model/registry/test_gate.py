@@ -1,0 +1,90 @@
+"""The promotion gate's arithmetic and every branch of its decision."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gifqa_model.config import RegistryParams
+from gifqa_model.registry.gate import decide, mcnemar_one_sided, paired_delta
+
+P = RegistryParams(alpha=0.05, min_effect=0.005, qtype_tolerance=0.03, blank_margin=0.10)
+
+
+def test_mcnemar_is_the_binomial_tail_of_the_discordant_pairs() -> None:
+    assert mcnemar_one_sided(0, 0) == 1.0
+    assert mcnemar_one_sided(5, 5) == pytest.approx(sum(math.comb(10, k) for k in range(5, 11))
+                                                    / 1024)
+    assert mcnemar_one_sided(10, 0) == pytest.approx(1 / 1024)
+    assert mcnemar_one_sided(0, 10) == 1.0
+
+
+def test_paired_delta_counts_only_disagreements() -> None:
+    chall = np.array([1, 1, 1, 0, 0, 1], dtype=bool)
+    champ = np.array([1, 0, 0, 0, 1, 1], dtype=bool)
+    d = paired_delta(chall, champ)
+    assert (d["only_challenger"], d["only_champion"], d["n"]) == (2, 1, 6)
+    assert d["delta"] == pytest.approx(1 / 6)
+    assert d["ci_low"] < d["delta"] < d["ci_high"]
+
+
+def _pair(n: int, gain: int, loss: int, base: float = 0.7, seed: int = 0):
+    """Champion right on `base` of n; the challenger fixes `gain` of its errors and breaks
+    `loss` of its right answers."""
+    rng = np.random.default_rng(seed)
+    champ = rng.random(n) < base
+    chall = champ.copy()
+    chall[np.flatnonzero(~champ)[:gain]] = True
+    chall[np.flatnonzero(champ)[:loss]] = False
+    return chall, champ
+
+
+QT = pd.Series(["color", "action"] * 1000)
+
+
+def test_no_champion_the_look_check_alone_decides() -> None:
+    chall, _ = _pair(2000, 0, 0)
+    assert decide(chall, None, QT, 0.25, 0.21, P).promote
+    blind = decide(chall, None, QT, 0.40, 0.21, P)
+    assert not blind.promote and "does not look at the GIF" in blind.reason
+
+
+def test_a_clear_gain_promotes() -> None:
+    chall, champ = _pair(2000, 80, 10)
+    d = decide(chall, champ, QT, 0.25, 0.21, P)
+    assert d.promote and d.p_value < 1e-6 and d.delta == pytest.approx(70 / 2000)
+    assert all(d.checks.values())
+
+
+def test_a_tie_or_noise_does_not_promote() -> None:
+    chall, champ = _pair(2000, 0, 0)
+    tie = decide(chall, champ, QT, 0.25, 0.21, P)
+    assert not tie.promote and "not better" in tie.reason
+    chall, champ = _pair(2000, 12, 8)  # +0.2 points: within noise
+    assert not decide(chall, champ, QT, 0.25, 0.21, P).promote
+
+
+def test_a_significant_but_tiny_gain_is_below_the_minimum_effect() -> None:
+    chall, champ = _pair(20000, 90, 0)  # +0.45 points, p tiny
+    d = decide(chall, champ, pd.Series(["color", "action"] * 10000), 0.25, 0.21, P)
+    assert d.checks["significant"] and not d.checks["min_effect"] and not d.promote
+
+
+def test_a_regression_in_one_qtype_blocks_the_gain() -> None:
+    n = 2000
+    champ = np.ones(n, dtype=bool)
+    champ[::2] = False  # colour (even rows) all wrong for the champion
+    chall = np.ones(n, dtype=bool)
+    chall[1::2][:100] = False  # action drops 0.1
+    d = decide(chall, champ, QT, 0.25, 0.21, P)
+    assert d.checks["significant"] and not d.checks["no_qtype_regression"]
+    assert not d.promote and "action drops" in d.reason
+
+
+def test_a_better_model_that_ignores_the_gif_is_refused() -> None:
+    chall, champ = _pair(2000, 80, 10)
+    d = decide(chall, champ, QT, 0.45, 0.21, P)
+    assert not d.promote and "does not look at the GIF" in d.reason

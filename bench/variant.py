@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.evaluate.metrics import EvalParams, run_evaluate
+from gifqa_model.config import EvalParams, TrainParams
+from gifqa_model.evaluate.metrics import run_evaluate
 from gifqa_model.stages import TrainInputs
-from gifqa_model.train.loop import TrainParams, run_train
+from gifqa_model.train.loop import run_train
 
 
 def train_and_score(inputs: TrainInputs, keyframes: pd.DataFrame, index_dir: Path,

@@ -235,7 +235,7 @@ class TrainParams(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.01
     warmup_steps: int = Field(100, ge=1)
-    max_steps: int = Field(4000, ge=1)  # the run: the cosine ends here, whatever the clock
+    max_steps: int = Field(3200, ge=1)  # the run: the cosine ends here, whatever the clock
     # a hang guard: past it the run fails (checkpointed) without writing a model; it never
     # shortens the schedule, so a run is a function of code, data, params and seed
     max_minutes: float = Field(30.0, gt=0)

@@ -378,3 +378,14 @@ def test_serves_a_registered_mlflow_model(pair, gif, tmp_path, monkeypatch) -> N
         bomb = _post(api, encode_gif([np.zeros((1, 1), np.uint8)] * 21, [(0, 0, 0)]))
         assert bomb.status_code == 422 and bomb.json()["reason"] == "too_many_frames"
         assert api.get("/info").json()["model_uri"] == "models:/gifqa-serve@champion"
+
+
+def test_many_questions_in_one_batch_answer_as_one_at_a_time(pair, gif) -> None:
+    """The benchmark and the gate ask a GIF's questions in one batch: same answers, same
+    keyframes as one request each."""
+    from gifqa_model.serve.predict import GifQAPredictor
+
+    predictor = GifQAPredictor(*pair)
+    questions = [QUESTION, "how many squares are there ?", "what is the circle doing ?"]
+    batched = predictor.answer_many(gif, questions)
+    assert batched == [predictor.answer(gif, q) for q in questions]

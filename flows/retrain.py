@@ -127,7 +127,8 @@ def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str]) -
     candidate = Candidate(model_dir, clip_dir, run_id,
                           float(bench.get("blank_frames_accuracy", 0.0)),
                           float(bench.get("prior_accuracy", 0.0)), version_tags,
-                          model_card(params, project, run_id, ev, tags))
+                          model_card(params, project, run_id, ev, tags),
+                          _scored_benchmark(project))
     with tempfile.TemporaryDirectory() as tmp:
         summary = register_and_gate(MlflowClient(), params.registry, log_model, candidate,
                                     load_benchmark(out_dir("benchmark", project)), Path(tmp))
@@ -138,6 +139,12 @@ def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str]) -
                      "registry.version": str(summary["version"]),
                      "registry.reason": summary["reason"][:5000]})
     return summary
+
+
+def _scored_benchmark(project: Path) -> pd.DataFrame | None:
+    """The evaluate stage's benchmark answers of this model, if it wrote them."""
+    path = out_dir("evaluate", project) / "benchmark_predictions.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
 
 
 def run_name(project: Path, params, tags: dict[str, str]) -> str:

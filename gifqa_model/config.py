@@ -168,6 +168,7 @@ class IndexParams(Section):
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
     use_gpu: bool | None = None  # None: use a GPU index when faiss has GPUs
+    decode_workers: int = Field(2, ge=1)  # processes decoding GIFs; the frames do not depend on it
 
 
 class MVMParams(Section):

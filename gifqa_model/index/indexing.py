@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import faiss
@@ -44,18 +46,28 @@ def cached_frame_indices(n_frames: int, frames_per_gif: int) -> list[int]:
     return list(sample_indices(n_frames, frames_per_gif))
 
 
-def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int,
-                  image_size: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """Decode every GIF's cached frames into one uint8 (T, S, S, 3) array plus its layout."""
+def _decode_one(job: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int]]:
+    path, n_frames, frames_per_gif, image_size = job
+    idx = cached_frame_indices(n_frames, frames_per_gif)
+    return decode_frames(path, indices=idx, size=image_size), idx
+
+
+def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int, image_size: int,
+                  workers: int = 1) -> tuple[np.ndarray, pd.DataFrame]:
+    """Decode every GIF's cached frames into one uint8 (T, S, S, 3) array plus its layout.
+    `workers` processes decode in parallel; the result is the same, in manifest order."""
+    jobs = [(str(r.path), int(r.n_frames), frames_per_gif, image_size)
+            for r in manifest.itertuples()]
     chunks, rows, offset = [], [], 0
-    for row in tqdm(manifest.itertuples(), total=len(manifest), desc="decode frames",
-                    unit="gif"):
-        idx = cached_frame_indices(int(row.n_frames), frames_per_gif)
-        frames = decode_frames(row.path, indices=idx, size=image_size)
-        chunks.append(frames)
-        rows.append({"gif_id": row.gif_id, "offset": offset, "n_cached": len(frames),
-                     "source_frames": idx[: len(frames)]})
-        offset += len(frames)
+    with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
+        decoded = (pool.map(_decode_one, jobs, chunksize=64) if pool is not None
+                   else map(_decode_one, jobs))
+        for row, (frames, idx) in tqdm(zip(manifest.itertuples(), decoded, strict=True),
+                                       total=len(jobs), desc="decode frames", unit="gif"):
+            chunks.append(frames)
+            rows.append({"gif_id": row.gif_id, "offset": offset, "n_cached": len(frames),
+                         "source_frames": idx[: len(frames)]})
+            offset += len(frames)
     return np.concatenate(chunks), pd.DataFrame(rows)
 
 
@@ -73,7 +85,8 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     t0 = time.time()
     encoder = encoder or build_clip(clip_params)
     manifest = manifest.reset_index(drop=True)
-    frames, frame_table = decode_corpus(manifest, params.frames_per_gif, encoder.image_size)
+    frames, frame_table = decode_corpus(manifest, params.frames_per_gif, encoder.image_size,
+                                        params.decode_workers)
 
     train = manifest.index[manifest.split == "train"].to_numpy()
     ranges = [(int(frame_table.offset[i]), int(frame_table.offset[i] + frame_table.n_cached[i]))

@@ -46,14 +46,19 @@ class Candidate:
     prior_accuracy: float  # the answer prior on the benchmark
     tags: dict[str, str]  # lineage and scores for the version
     description: str  # the model card
+    scored: pd.DataFrame | None = None  # its benchmark answers, when already scored
 
 
 def score_pair(benchmark: pd.DataFrame, challenger: tuple[Path, Path],
-               champion: tuple[Path, Path] | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Both models on the same benchmark questions, in this process."""
+               champion: tuple[Path, Path] | None,
+               scored: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Both models on the same benchmark questions, in this process. With no champion there
+    is nothing to pair: the challenger's own scoring (`scored`, the evaluate stage's) serves."""
     from gifqa_model.evaluate.metrics import score_questions
     from gifqa_model.serve.predict import GifQAPredictor
 
+    if champion is None and scored is not None:
+        return scored, None
     chall = score_questions(GifQAPredictor(*challenger).answer_many, benchmark)
     champ = (None if champion is None else
              score_questions(GifQAPredictor(*champion).answer_many, benchmark))
@@ -82,7 +87,8 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
                 arts = download_version(client, name, champion, Path(tmp))
                 champ_dirs = (arts["model_dir"], arts["clip_dir"])
             chall_scored, champ_scored = score_pair(
-                benchmark, (candidate.model_dir, candidate.clip_dir), champ_dirs)
+                benchmark, (candidate.model_dir, candidate.clip_dir), champ_dirs,
+                candidate.scored)
         decision = gate.decide(chall_scored.correct.to_numpy(),
                                None if champ_scored is None else champ_scored.correct.to_numpy(),
                                chall_scored.qtype, candidate.blank_accuracy,

@@ -70,7 +70,7 @@ def ensure_data(project_dir: str) -> dict:
     return result
 
 
-def model_card(params, project: Path, run_id: str, ev: dict, tags: dict[str, str]) -> str:
+def model_card(params, run_id: str, ev: dict, tags: dict[str, str]) -> str:
     """The registered version's description: what it was trained on, how it scores, what
     differs from the defaults, and what it is not for."""
     from gifqa_model.config import Params, flatten
@@ -127,7 +127,7 @@ def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str]) -
     candidate = Candidate(model_dir, clip_dir, run_id,
                           float(bench.get("blank_frames_accuracy", 0.0)),
                           float(bench.get("prior_accuracy", 0.0)), version_tags,
-                          model_card(params, project, run_id, ev, tags),
+                          model_card(params, run_id, ev, tags),
                           _scored_benchmark(project))
     with tempfile.TemporaryDirectory() as tmp:
         summary = register_and_gate(MlflowClient(), params.registry, log_model, candidate,

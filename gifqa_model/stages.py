@@ -193,12 +193,12 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
                                         qa, keyframes, params.evaluate, out)
     write_eval_figures(predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed,
                        root=root)
-    metrics["benchmark"] = score_on_benchmark(params, root, out)
+    metrics["benchmark"] = score_on_benchmark(params, qa, root, out)
     write_metrics("evaluate", metrics, root)
     return metrics
 
 
-def score_on_benchmark(params: Params, root: Path, out: Path) -> dict:
+def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path) -> dict:
     """The trained model on the frozen benchmark (and the real-GIF smoke set), end to end:
     its own keyframes, its answers; also with blank frames, against the answer prior."""
     from gifqa_model.evaluate import benchmark
@@ -212,7 +212,6 @@ def score_on_benchmark(params: Params, root: Path, out: Path) -> dict:
     from gifqa_model.index.cache import CLIP_DIR
     from gifqa_model.serve.predict import GifQAPredictor
 
-    _, qa = clean_tables(root)
     predictor = GifQAPredictor(out_dir("train", root) / "model",
                                out_dir("index", root) / CLIP_DIR)
     questions = benchmark.load_benchmark(out_dir("benchmark", root))

@@ -98,7 +98,9 @@ def write_report(out_dir: Path, name: str, version: int, champion: int | None,
     champ_run = (client.get_model_version(name, str(champion)).run_id
                  if champion is not None else None)
     chall_run = client.get_model_version(name, str(version)).run_id
-    diff = param_diff(_run_params(client, chall_run), _run_params(client, champ_run))
+    # with no champion there is nothing to differ from
+    diff = (param_diff(_run_params(client, chall_run), _run_params(client, champ_run))
+            if champ_run else {})
     dis = disagreements(chall, champ)
     cols = ["qa_id", "gif_id", "question", "answer", "qtype", "prediction",
             "prediction_champion", "keyframes", "keyframes_champion"]

@@ -8,6 +8,7 @@ from gifqa_model.env import apply_offline_env
 
 apply_offline_env()
 
+import base64  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -158,9 +159,11 @@ def answer(
         console.print(f"[red]no such file: {gif}[/]")
         raise typer.Exit(2)
     model = mlflow.pyfunc.load_model(model_uri)
-    out = model.predict(pd.DataFrame({"gif": [str(gif.resolve())], "question": [question]}))
-    console.print(f"[bold]answer:[/] {out.answer[0]}")
-    console.print(f"[bold]keyframes:[/] {out.keyframes[0]}")
+    # the model takes bytes, never a path: the CLI reads the file the user named
+    data = base64.b64encode(gif.read_bytes()).decode()
+    out = model.predict(pd.DataFrame({"gif": [data], "question": [question]}))
+    console.print(f"[bold]answer:[/] {out.answer[0]}  (confidence {out.confidence[0]:.2f})")
+    console.print(f"[bold]keyframes:[/] {list(out.keyframes[0])}")
 
 
 @app.command()
@@ -172,14 +175,18 @@ def serve(
     ),
     model_dir: Path | None = typer.Option(None, help="a local model dir (with --clip-dir)"),
     clip_dir: Path | None = typer.Option(None, help="its CLIP dir (with --model-dir)"),
+    poll_seconds: float | None = typer.Option(
+        None, help="how often to check the alias for a new champion (0: never; default 30)"),
 ) -> None:
-    """Serve POST /answer (GIF + question), GET /health and GET /info over HTTP."""
+    """Serve API v1 (POST /v1/answer, /v1/answer:batch, GET /v1/model, /healthz, /readyz,
+    /metrics) over HTTP, following the alias as it moves. Settings: GIFQA_* env vars."""
     import uvicorn
 
     from gifqa_model.serve.app import ServeSettings, create_app
 
     # flags override GIFQA_* env vars, which override the defaults
-    overrides = {"model_uri": model_uri, "model_dir": model_dir, "clip_dir": clip_dir}
+    overrides = {"model_uri": model_uri, "model_dir": model_dir, "clip_dir": clip_dir,
+                 "poll_seconds": poll_seconds}
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     uvicorn.run(create_app(settings), host=host, port=port)
 

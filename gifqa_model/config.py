@@ -169,6 +169,9 @@ class IndexParams(Section):
     ivf_nprobe: int = 32
     use_gpu: bool | None = None  # None: use a GPU index when faiss has GPUs
     decode_workers: int = Field(2, ge=1)  # processes decoding GIFs; the frames do not depend on it
+    # a GIF is in domain when its distance to the nearest training GIF is within this
+    # percentile of the val GIFs' (index/domain.py)
+    domain_percentile: float = Field(99.0, gt=0, le=100)
 
 
 class MVMParams(Section):
@@ -240,6 +243,8 @@ class TrainParams(Section):
     # a hang guard: past it the run fails (checkpointed) without writing a model; it never
     # shortens the schedule, so a run is a function of code, data, params and seed
     max_minutes: float = Field(30.0, gt=0)
+    # CPU kernels that accumulate in parallel add in a fixed order: reruns are bit-identical
+    deterministic: bool = True
     grad_clip: float = 1.0
     # share of a batch's GIFs shown played backwards, motion words swapped (data/augment.py;
     # ShapesWorld's vocabulary: keep 0 for other corpora)

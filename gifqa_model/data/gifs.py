@@ -108,7 +108,7 @@ def _skip_sub_blocks(buf: bytes, pos: int) -> int:
 def _walk(buf: bytes, limits: GifLimits) -> tuple[int, int, list[_Image]]:
     """Parse the container: canvas size and every image, stopping as soon as a limit is hit."""
     if buf[:6] not in GIF_MAGICS:
-        raise GifError("not_a_gif", f"bad magic bytes {buf[:6]!r}")
+        raise GifError("not_a_gif", "the data does not start with GIF87a or GIF89a")
     if len(buf) < 13:
         raise GifError("truncated", "data ends inside the logical screen descriptor")
     width, height, packed = struct.unpack_from("<HHB", buf, 6)

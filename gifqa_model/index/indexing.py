@@ -33,6 +33,7 @@ from gifqa_model.index.clipcut import (
     retrieve_keyframes,
     save_index,
 )
+from gifqa_model.index.domain import DOMAIN_DIR, fit_domain
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     np.save(out_dir / TOKENS_FILE, tokens)
     np.save(out_dir / EMB_FILE, emb)
     frame_table.to_parquet(out_dir / FRAMES_FILE, index=False)
+
+    domain, domain_metrics = fit_domain(tokens, frame_table, manifest.split.to_numpy(),
+                                        params.domain_percentile)
+    domain.save(out_dir / CLIP_DIR / DOMAIN_DIR)
+    metrics.update(domain_metrics)
 
     layout = GroupLayout.from_counts(frame_table.n_cached.to_numpy(), params.group_size)
     index = build_index(group_embeddings(emb, layout), params)

@@ -280,7 +280,19 @@ class GifQAModel(nn.Module):
         eos_id: int,
         max_new_tokens: int = 4,
     ) -> list[list[int]]:
-        """Greedy decoding of the answer; prompts are left-padded. Returns token ids per row.
+        """Greedy decoding of the answer; prompts are left-padded. Returns token ids per row."""
+        return self.generate_scored(frames, prompt_ids, prompt_mask, eos_id, max_new_tokens)[0]
+
+    def generate_scored(
+        self,
+        frames: Frames,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        eos_id: int,
+        max_new_tokens: int = 4,
+    ) -> tuple[list[list[int]], torch.Tensor]:
+        """Greedy decoding → (token ids per row, (B,) log-probability of each whole answer,
+        its end-of-answer token included: the model's confidence in what it said).
 
         Each distinct visual prefix runs through the LM once (as in training, see
         `run_lm_shared`), the prompts once on its copied cache, and every new token once: the
@@ -300,8 +312,11 @@ class GifQAModel(nn.Module):
         embed = self.lm.get_input_embeddings()
         out: list[list[int]] = [[] for _ in range(b)]
         done = torch.zeros(b, dtype=torch.bool, device=prompt_ids.device)
+        logprob = torch.zeros(b, device=prompt_ids.device)
         for i in range(max_new_tokens):
-            nxt = step.logits[:, -1].argmax(-1)
+            logp = step.logits[:, -1].float().log_softmax(-1)  # (B, V)
+            nxt = logp.argmax(-1)
+            logprob += torch.where(done, 0.0, logp.gather(1, nxt[:, None])[:, 0])
             for row, tok in enumerate(nxt.tolist()):
                 if not done[row] and tok != eos_id:
                     out[row].append(tok)
@@ -313,7 +328,7 @@ class GifQAModel(nn.Module):
             step = self.lm(inputs_embeds=embed(nxt[:, None]), attention_mask=mask,
                            position_ids=pos, past_key_values=step.past_key_values,
                            use_cache=True)
-        return out
+        return out, logprob
 
     # ---- persistence -------------------------------------------------------------------
     def save_pretrained(self, out_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -44,3 +44,20 @@ def match_form(text: str) -> str:
     """Lower case, no articles, single spaces: the form exact match compares."""
     text = re.sub(r"[^\w\s]", " ", str(text).lower())
     return " ".join(w for w in text.split() if w not in ARTICLES)
+
+
+def guess_qtype(question: str) -> str:
+    """The qtype (schema.QTYPES) a question's form belongs to, "other" when none: what a
+    server counts to report the mix it is asked, without the generator's labels."""
+    w = [t for t in words(question) if t[0].isalnum()]
+    if w[:2] == ["how", "many"]:
+        return "number"
+    if w[:1] == ["where"]:
+        return "location"
+    if "color" in w or "colour" in w:
+        return "color"
+    if w[-1:] == ["doing"]:
+        return "action"
+    if w[:1] in (["what"], ["who"], ["which"]):
+        return "object"
+    return "other"

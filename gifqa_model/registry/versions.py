@@ -68,8 +68,10 @@ def create_version(client: MlflowClient, name: str, model_uri: str, run_id: str,
         client.create_registered_model(name, description="GIF question answering (gifqa)")
     except MlflowException:
         pass  # exists already
+    # a logged model's URI (models:/m-…) must name its id too, or a tracking server refuses it
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
-                                     description=description)
+                                     description=description, model_id=model_id)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return int(mv.version)
 

@@ -1,9 +1,18 @@
-"""HTTP serving: a FastAPI app that answers questions about uploaded GIFs.
+"""HTTP serving: a FastAPI app that answers questions about GIFs and follows the champion.
 
-The model is loaded once, in the lifespan handler, from an MLflow model URI (the registered
-``champion`` by default) or from a local model/CLIP directory pair. Uploads are untrusted:
-their size is bounded while the body is still being received, and every GIF is probed (no
-pixel decoding) before it may queue for the model, so a bad upload costs milliseconds.
+- **API v1**: ``POST /v1/answer`` (multipart, or JSON with the GIF base64-encoded),
+  ``POST /v1/answer:batch``, ``GET /v1/model``; ``/healthz`` (alive), ``/readyz`` (a model is
+  loaded), ``/metrics`` (Prometheus).
+- **Untrusted input**: the body is bounded while it is received, every GIF is probed (no pixel
+  decoding) before it may queue for the model, and the queue itself is bounded: a bad or
+  excess request costs milliseconds and is refused with a ``reason``.
+- **Batching**: requests wait in one queue; one worker takes every request waiting (up to
+  ``batch_max``) and answers them in one model call, so concurrent requests share the CLIP and
+  LM passes instead of queueing behind a lock one by one.
+- **Following the champion**: the alias is polled every ``poll_seconds``; a new version loads
+  and warms in the background and is swapped in as one reference assignment. A batch keeps the
+  model it started with, so requests in flight finish on the old one; a version that fails to
+  load is never swapped in. ``POST /v1/admin/reload`` (bearer token) checks at once.
 
 Run it with ``gifqa serve`` or ``uvicorn --factory gifqa_model.serve.app:create_app``.
 """
@@ -11,23 +20,36 @@ Run it with ``gifqa serve`` or ``uvicorn --factory gifqa_model.serve.app:create_
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, model_validator
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gifqa_model.data.gifs import GifError, GifLimits, probe_gif
+from gifqa_model.qa.normalize import guess_qtype
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +72,19 @@ class ServeSettings(BaseSettings):
     max_question_chars: int = 300
     max_frames: int = 1000
     max_pixels: int = 1024 * 1024
+    max_batch_items: int = 16  # items of one /v1/answer:batch request
+    batch_max: int = 8  # requests answered in one model call
+    queue_max: int = 32  # requests waiting for the model; one more is refused with 503
+    poll_seconds: float = 30.0  # how often the alias is checked; 0 = never
+    admin_token: SecretStr | None = None  # bearer token of /v1/admin/reload; unset = disabled
 
     @model_validator(mode="after")
     def _pair_or_uri(self) -> ServeSettings:
         if (self.model_dir is None) != (self.clip_dir is None):
             raise ValueError("model_dir and clip_dir must be given together")
-        if (
-            min(self.max_upload_bytes, self.max_question_chars, self.max_frames, self.max_pixels)
-            <= 0
-        ):
+        limits = (self.max_upload_bytes, self.max_question_chars, self.max_frames,
+                  self.max_pixels, self.max_batch_items, self.batch_max, self.queue_max)
+        if min(limits) <= 0 or self.poll_seconds < 0:
             raise ValueError("limits must be positive")
         return self
 
@@ -69,8 +95,13 @@ class ServeSettings(BaseSettings):
         )
 
     @property
+    def max_body_bytes(self) -> int:
+        """A request body's limit: one GIF base64-encoded (4/3 of its bytes) plus framing."""
+        return self.max_upload_bytes * 4 // 3 + BODY_OVERHEAD_BYTES
+
+    @property
     def source(self) -> str:
-        """Where the model comes from, as reported by /info."""
+        """Where the model comes from, as reported by /v1/model."""
         if self.model_dir is not None:
             return f"local:{self.model_dir}"
         return self.model_uri
@@ -81,7 +112,7 @@ class Predictor(Protocol):
 
     limits: GifLimits
 
-    def answer(self, gif: bytes, question: str) -> dict: ...
+    def answer_batch(self, requests: Sequence[tuple[bytes, list[str]]]) -> list[list[dict]]: ...
 
 
 @dataclass
@@ -89,9 +120,13 @@ class LoadedModel:
     predictor: Predictor
     uri: str
     version: int | None  # the registered version number; None for a local pair or run URI
+    info: dict[str, Any] = field(default_factory=dict)  # run, scores: what /v1/model shows
 
 
-PredictorFactory = Callable[[ServeSettings], LoadedModel]
+# (settings, the version to load or None) → the loaded model
+PredictorFactory = Callable[[ServeSettings, int | None], LoadedModel]
+# settings → the version the alias points at now (None: nothing to follow)
+VersionResolver = Callable[[ServeSettings], int | None]
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -118,8 +153,16 @@ def resolve_model_version(uri: str, client: Any = None) -> int | None:
     return None  # a legacy stage name ("models:/gifqa/Production"): mlflow resolves it
 
 
-def load_model(settings: ServeSettings) -> LoadedModel:
-    """The default factory: a local directory pair, or the pyfunc behind an MLflow URI."""
+def current_version(settings: ServeSettings) -> int | None:
+    """The default resolver: what the settings' URI points at now (None for a local pair)."""
+    if settings.model_dir is not None:
+        return None
+    return resolve_model_version(settings.model_uri)
+
+
+def load_model(settings: ServeSettings, version: int | None = None) -> LoadedModel:
+    """The default factory: a local directory pair, or the pyfunc of one registered version
+    (the version resolved before, not the alias: the alias may move meanwhile)."""
     if settings.model_dir is not None and settings.clip_dir is not None:
         from gifqa_model.serve.predict import GifQAPredictor
 
@@ -129,19 +172,40 @@ def load_model(settings: ServeSettings) -> LoadedModel:
     import mlflow
 
     uri = settings.model_uri
-    version = resolve_model_version(uri)
     registered = _REGISTERED.match(uri)
-    # Load the resolved version, not the alias: the alias may move between the two calls and
-    # the version we report must be the one we serve.
+    if version is None:
+        version = resolve_model_version(uri)
     load_uri = f"models:/{registered['name']}/{version}" if version is not None else uri
     pyfunc = mlflow.pyfunc.load_model(load_uri)
-    predictor = pyfunc.unwrap_python_model().predictor
+    wrapped = pyfunc.unwrap_python_model()
+    predictor = wrapped.predictor
     # the pyfunc builds its predictor with default GIF limits; the server's limits apply
     predictor.limits = settings.gif_limits
-    return LoadedModel(predictor, uri, version)
+    info: dict[str, Any] = {"digest": getattr(wrapped, "digest", "")}
+    if version is not None:
+        mv = mlflow.MlflowClient().get_model_version(registered["name"], str(version))
+        info.update(name=registered["name"], alias=registered["alias"], run_id=mv.run_id,
+                    scores={k: float(v) for k, v in mv.tags.items()
+                            if k.endswith(".accuracy") and _is_float(v)})
+    return LoadedModel(predictor, uri, version, info)
 
 
-# --- errors ----------------------------------------------------------------------------------
+def _is_float(value: str) -> bool:
+    with suppress(ValueError):
+        float(value)
+        return True
+    return False
+
+
+def warm(model: LoadedModel) -> None:
+    """One real answer before the model takes traffic: the first call pays for lazy setup."""
+    from gifqa_model.data.shapesworld import ShapesParams, generate_example
+
+    gif = generate_example(0, ShapesParams()).gif_bytes
+    model.predictor.answer_batch([(gif, ["what is the color of the square ?"])])
+
+
+# --- errors and metrics -----------------------------------------------------------------------
 
 
 class ApiError(HTTPException):
@@ -150,6 +214,32 @@ class ApiError(HTTPException):
     def __init__(self, status_code: int, reason: str, message: str) -> None:
         super().__init__(status_code=status_code, detail=message)
         self.reason = reason
+
+
+class Metrics:
+    """The Prometheus series of one app (its own registry, so apps in one process don't mix)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("gifqa_requests", "requests by route and status",
+                                ["route", "status"], registry=r)
+        self.latency = Histogram("gifqa_request_seconds", "request latency", ["route"],
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+                                 registry=r)
+        self.rejects = Counter("gifqa_rejects", "refused requests by reason", ["reason"],
+                               registry=r)
+        self.version = Gauge("gifqa_model_version", "registered version being served "
+                             "(-1: a local or unregistered model)", registry=r)
+        self.ready = Gauge("gifqa_ready", "1 when a model is loaded", registry=r)
+        self.reloads = Counter("gifqa_model_reloads", "reload attempts by result", ["result"],
+                               registry=r)
+        self.batch = Histogram("gifqa_batch_requests", "requests answered per model call",
+                               buckets=(1, 2, 4, 8, 16, 32), registry=r)
+        self.queue = Gauge("gifqa_queue_depth", "requests waiting for the model", registry=r)
+        self.in_domain = Counter("gifqa_answers_in_domain", "answers by whether their GIF "
+                                 "was in domain", ["in_domain"], registry=r)
+        self.questions = Counter("gifqa_questions", "questions asked, by the qtype of their "
+                                 "form: the mix a drift monitor reads", ["qtype"], registry=r)
 
 
 # --- request body limit -----------------------------------------------------------------------
@@ -164,9 +254,10 @@ class BodySizeLimitMiddleware:
     counted as it arrives and refused as soon as it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -174,6 +265,7 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            self.metrics.rejects.labels("too_large_bytes").inc()
             response = JSONResponse(
                 {
                     "detail": f"request body of {int(declared)} bytes is over the limit of "
@@ -203,44 +295,211 @@ class BodySizeLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+# --- the model slot: hot swap -----------------------------------------------------------------
+
+
+class ModelSlot:
+    """The model being served, swapped whole when the alias moves.
+
+    Readers take ``slot.model`` once per batch; a swap replaces the reference, so a batch that
+    started on the old model finishes on it. Loads run one at a time, off the event loop.
+    """
+
+    def __init__(self, settings: ServeSettings, factory: PredictorFactory,
+                 resolver: VersionResolver, metrics: Metrics) -> None:
+        self.settings, self.factory, self.resolver = settings, factory, resolver
+        self.metrics = metrics
+        self.model: LoadedModel | None = None
+        self.last_error: str | None = None  # of the last failed load, until one succeeds
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, force: bool = False) -> str:
+        """Load what the URI points at if it changed (or `force`): → "unchanged", "swapped" or
+        "failed" (the old model stays)."""
+        async with self._lock:
+            try:
+                version = await run_in_threadpool(self.resolver, self.settings)
+                if (not force and self.model is not None and version == self.model.version):
+                    return "unchanged"
+                model = await run_in_threadpool(self.factory, self.settings, version)
+                await run_in_threadpool(warm, model)
+            except Exception as exc:  # noqa: BLE001 - any load fault keeps the old model
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.metrics.reloads.labels("failed").inc()
+                log.error("loading the model failed; still serving version %s: %s",
+                          self.model.version if self.model else None, self.last_error)
+                return "failed"
+            old = self.model
+            self.model, self.last_error = model, None  # the swap: one reference assignment
+            self.metrics.reloads.labels("swapped").inc()
+            self.metrics.version.set(model.version if model.version is not None else -1)
+            self.metrics.ready.set(1)
+            log.info("serving %s version %s (was %s)", model.uri, model.version,
+                     old.version if old else None)
+            return "swapped"
+
+    async def follow(self) -> None:
+        """Poll the alias for ever (a background task)."""
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            await self.refresh()
+
+
+# --- batching ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    gif: bytes
+    questions: list[str]
+    future: asyncio.Future
+
+
+class Batcher:
+    """One queue, one worker: each model call answers every request waiting (≤ batch_max)."""
+
+    def __init__(self, slot: ModelSlot, settings: ServeSettings, metrics: Metrics) -> None:
+        self.slot, self.settings, self.metrics = slot, settings, metrics
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+
+    async def submit(self, gif: bytes, questions: list[str]) -> tuple[list[dict], LoadedModel]:
+        if self.queue.qsize() >= self.settings.queue_max:
+            raise ApiError(503, "overloaded", f"{self.queue.qsize()} requests are waiting for "
+                           "the model; try again shortly")
+        job = Job(gif, questions, asyncio.get_running_loop().create_future())
+        self.queue.put_nowait(job)
+        self.metrics.queue.set(self.queue.qsize())
+        return await job.future
+
+    async def run(self) -> None:
+        while True:
+            jobs = [await self.queue.get()]
+            while len(jobs) < self.settings.batch_max and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+            self.metrics.queue.set(self.queue.qsize())
+            jobs = [j for j in jobs if not j.future.done()]  # the client went away
+            model = self.slot.model  # this batch's model, whatever a swap does meanwhile
+            if not jobs:
+                continue
+            self.metrics.batch.observe(len(jobs))
+            results = await run_in_threadpool(answer_jobs, model, jobs)
+            for job, result in zip(jobs, results, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result((result, model))
+
+
+def answer_jobs(model: LoadedModel | None, jobs: list[Job]) -> list[list[dict] | Exception]:
+    """One model call for all jobs; if it fails, each job alone, so a GIF that only a full
+    decode finds corrupt fails its own request and no other."""
+    if model is None:
+        return [ApiError(503, "not_ready", "no model is loaded") for _ in jobs]
+    try:
+        return list(model.predictor.answer_batch([(j.gif, j.questions) for j in jobs]))
+    except Exception as exc:  # noqa: BLE001 - retried one by one below
+        if len(jobs) == 1:
+            return [_as_error(exc)]
+    return [_one(model, j) for j in jobs]
+
+
+def _one(model: LoadedModel, job: Job) -> list[dict] | Exception:
+    try:
+        return model.predictor.answer_batch([(job.gif, job.questions)])[0]
+    except Exception as exc:  # noqa: BLE001 - becomes this request's error
+        return _as_error(exc)
+
+
+def _as_error(exc: Exception) -> ApiError:
+    if isinstance(exc, GifError):
+        return ApiError(422, exc.reason, f"not a usable GIF: {exc.message}")
+    log.error("the model failed on a request", exc_info=exc)
+    return ApiError(500, "model_error", f"the model failed: {type(exc).__name__}")
+
+
 # --- API --------------------------------------------------------------------------------------
 
 
+class AnswerIn(BaseModel):
+    """One question about one GIF, the GIF base64-encoded (JSON bodies)."""
+
+    gif: str = Field(description="the GIF's bytes, base64-encoded",
+                     examples=["R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw=="])
+    question: str = Field(examples=["what is the color of the square ?"])
+
+
+class BatchIn(BaseModel):
+    items: list[AnswerIn] = Field(description="questions, each about its own GIF; items that "
+                                  "share a GIF's bytes decode it once")
+
+
 class AnswerOut(BaseModel):
-    answer: str
-    keyframes: list[int]  # source frame indices, time order
-    n_frames: int
-    model_version: int | None
-    latency_ms: float
+    answer: str = Field(examples=["red"])
+    confidence: float = Field(description="the answer's probability under the model",
+                              examples=[0.93])
+    keyframes: list[int] = Field(description="source frame indices CLIP-Cut chose, time order",
+                                 examples=[[0, 1, 8, 9]])
+    n_frames: int = Field(examples=[16])
+    in_domain: bool | None = Field(description="the GIF lies near the training GIFs in CLIP "
+                                   "space (None: the model has no domain index)",
+                                   examples=[True])
+    domain_distance: float | None = Field(description="one minus the cosine of the nearest "
+                                          "training GIF", examples=[0.012])
+    model_version: int | None = Field(description="the registered version that answered",
+                                      examples=[3])
+    latency_ms: float = Field(examples=[24.5])
 
 
-class HealthOut(BaseModel):
+class BatchOut(BaseModel):
+    answers: list[AnswerOut]
+
+
+class ModelOut(BaseModel):
+    name: str | None = Field(examples=["gifqa"])
+    version: int | None = Field(examples=[3])
+    alias: str | None = Field(examples=["champion"])
+    uri: str = Field(examples=["models:/gifqa@champion"])
+    run_id: str | None = None
+    digest: str | None = Field(None, description="of the weights")
+    scores: dict[str, float] = Field(default_factory=dict,
+                                     examples=[{"benchmark.accuracy": 0.85}])
+    last_error: str | None = Field(None, description="the last failed load, if the newest "
+                                   "version could not be loaded (the served one stays)")
+
+
+class StatusOut(BaseModel):
     status: str
+    model_version: int | None = None
+
+
+class ReloadOut(BaseModel):
+    result: str = Field(description="unchanged, swapped or failed", examples=["swapped"])
     model_version: int | None
 
 
-class InfoOut(BaseModel):
-    model_uri: str
-    model_version: int | None
-    max_upload_bytes: int
-    max_question_chars: int
-    max_frames: int
-    max_pixels: int
+class ErrorOut(BaseModel):
+    detail: str
+    reason: str
+
+
+ERRORS = {status: {"model": ErrorOut} for status in (413, 422, 503)}
 
 
 def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
-def get_model(request: Request) -> LoadedModel:
-    model = getattr(request.app.state, "model", None)
-    if model is None:  # only when the app runs without its lifespan
-        raise ApiError(503, "not_loaded", "the model is not loaded")
-    return model
+def get_slot(request: Request) -> ModelSlot:
+    slot = getattr(request.app.state, "slot", None)
+    if slot is None or slot.model is None:  # without its lifespan, or no load succeeded yet
+        raise ApiError(503, "not_ready", "no model is loaded")
+    return slot
 
 
 SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
-ModelDep = Annotated[LoadedModel, Depends(get_model)]
+SlotDep = Annotated[ModelSlot, Depends(get_slot)]
 
 
 async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
@@ -256,102 +515,239 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _check_question(question: str | None, max_chars: int) -> str:
-    if question is None or not question.strip():
-        raise ApiError(422, "empty_question", "the form field `question` is missing or empty")
+def _check_question(question: Any, max_chars: int, where: str = "") -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ApiError(422, "empty_question", f"{where}`question` is missing or empty")
     question = question.strip()
     if len(question) > max_chars:
         raise ApiError(
             422,
             "question_too_long",
-            f"the question has {len(question)} characters; the limit is {max_chars}",
+            f"{where}the question has {len(question)} characters; the limit is {max_chars}",
         )
     return question
 
 
+def _decode_b64(value: str, max_bytes: int, where: str = "") -> bytes:
+    if len(value) > max_bytes * 4 // 3 + 4:
+        raise ApiError(413, "too_large_bytes",
+                       f"{where}the GIF is over the upload limit of {max_bytes} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "bad_base64", f"{where}`gif` is not valid base64") from None
+    if not data:
+        raise ApiError(422, "empty_file", f"{where}the GIF is empty")
+    return data
+
+
+ANSWER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "question"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary",
+                                 "description": "the GIF"},
+                        "question": {"type": "string", "maxLength": 300,
+                                     "example": "what is the color of the square ?"},
+                    },
+                }
+            },
+            "application/json": {"schema": AnswerIn.model_json_schema()},
+        },
+    }
+}
+
+
 def create_app(
-    settings: ServeSettings | None = None, predictor_factory: PredictorFactory | None = None
+    settings: ServeSettings | None = None,
+    predictor_factory: PredictorFactory | None = None,
+    version_resolver: VersionResolver | None = None,
 ) -> FastAPI:
-    """The app; ``predictor_factory`` (default :func:`load_model`) runs once, at startup."""
+    """The app; ``predictor_factory`` (default :func:`load_model`) loads a version,
+    ``version_resolver`` (default :func:`current_version`) says which one is current."""
     settings = settings or ServeSettings()
-    factory = predictor_factory or load_model
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        slot = ModelSlot(settings, predictor_factory or load_model,
+                         version_resolver or current_version, metrics)
         start = time.perf_counter()
-        # loading reads weights and builds torch modules: keep the loop free meanwhile
-        model = await run_in_threadpool(factory, settings)
-        log.info(
-            "loaded %s (version %s) in %.1f s",
-            model.uri,
-            model.version,
-            time.perf_counter() - start,
-        )
-        app.state.model = model
-        # One request at a time in the model: torch already spreads one forward pass over
-        # the cores, and waiting here (not in a pool thread) keeps the pool free for others.
-        app.state.model_lock = asyncio.Lock()
+        await slot.refresh(force=True)
+        log.info("first load in %.1f s", time.perf_counter() - start)
+        batcher = Batcher(slot, settings, metrics)
+        app.state.slot, app.state.batcher = slot, batcher
+        tasks = [asyncio.create_task(batcher.run())]
+        if settings.poll_seconds > 0:
+            tasks.append(asyncio.create_task(slot.follow()))
         yield
-        app.state.model = None
+        for task in tasks:
+            task.cancel()
+        app.state.slot = None
 
-    app = FastAPI(title="gifqa", summary="Answer questions about GIFs", lifespan=lifespan)
+    app = FastAPI(title="gifqa", version="1",
+                  summary="Answer questions about GIFs with the registry's champion",
+                  lifespan=lifespan)
     app.state.settings = settings
-    app.state.model = None
-    app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes + BODY_OVERHEAD_BYTES
-    )
+    app.state.slot = None
+    app.state.metrics = metrics
+    app.add_middleware(BodySizeLimitMiddleware,
+                       max_bytes=settings.max_body_bytes,
+                       metrics=metrics)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        return response
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        metrics.rejects.labels(exc.reason).inc()
         return JSONResponse(
             {"detail": exc.detail, "reason": exc.reason}, status_code=exc.status_code
         )
 
-    @app.post("/answer", response_model=AnswerOut)
-    async def answer(
-        request: Request,
-        settings: SettingsDep,
-        model: ModelDep,
-        # optional in the signature so a missing part gets our message, not a generic one
-        file: Annotated[UploadFile | None, File(description="the GIF")] = None,
-        question: Annotated[str | None, Form()] = None,
-    ) -> AnswerOut:
-        if file is None:
-            raise ApiError(422, "missing_file", "the form field `file` (the GIF) is missing")
-        question = _check_question(question, settings.max_question_chars)
-        data = await _read_upload(file, settings.max_upload_bytes)
-        if not data:
-            raise ApiError(422, "empty_file", "the uploaded file is empty")
-        start = time.perf_counter()
-        try:
-            # cheap structural checks first, outside the lock, so bad GIFs never queue
-            await run_in_threadpool(probe_gif, data, settings.gif_limits)
-            async with request.app.state.model_lock:
-                out = await run_in_threadpool(model.predictor.answer, data, question)
+    async def answer(slot: ModelSlot, gif: bytes, questions: list[str],
+                     where: str = "") -> tuple[list[dict], LoadedModel]:
+        try:  # cheap structural checks first, so bad GIFs never queue
+            await run_in_threadpool(probe_gif, gif, settings.gif_limits)
         except GifError as exc:
-            raise ApiError(422, exc.reason, f"not a usable GIF: {exc.message}") from exc
-        latency_ms = (time.perf_counter() - start) * 1000
-        return AnswerOut(
-            answer=out["answer"],
-            keyframes=out["keyframes"],
-            n_frames=out["n_frames"],
-            model_version=model.version,
-            latency_ms=round(latency_ms, 2),
-        )
+            raise ApiError(422, exc.reason, f"{where}not a usable GIF: {exc.message}") from exc
+        out, model = await app.state.batcher.submit(gif, questions)
+        for q in questions:
+            metrics.questions.labels(guess_qtype(q)).inc()
+        return out, model
 
-    @app.get("/health", response_model=HealthOut)
-    async def health(model: ModelDep) -> HealthOut:
-        return HealthOut(status="ok", model_version=model.version)
+    def answer_out(out: dict, model: LoadedModel, start: float) -> AnswerOut:
+        if out.get("in_domain") is not None:
+            metrics.in_domain.labels(str(out["in_domain"]).lower()).inc()
+        return AnswerOut(answer=out["answer"], confidence=out["confidence"],
+                         keyframes=out["keyframes"], n_frames=out["n_frames"],
+                         in_domain=out.get("in_domain"),
+                         domain_distance=out.get("domain_distance"),
+                         model_version=model.version,
+                         latency_ms=round((time.perf_counter() - start) * 1000, 2))
 
-    @app.get("/info", response_model=InfoOut)
-    async def info(settings: SettingsDep, model: ModelDep) -> InfoOut:
-        return InfoOut(
-            model_uri=model.uri,
-            model_version=model.version,
-            max_upload_bytes=settings.max_upload_bytes,
-            max_question_chars=settings.max_question_chars,
-            max_frames=settings.max_frames,
-            max_pixels=settings.max_pixels,
-        )
+    @app.post("/v1/answer", response_model=AnswerOut, responses=ERRORS,
+              openapi_extra=ANSWER_BODY)
+    async def answer_one(request: Request) -> AnswerOut:
+        """Answer one question about one GIF: a multipart form (`file`, `question`), or JSON
+        (`gif` base64-encoded, `question`)."""
+        start = time.perf_counter()
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "application/json":
+            try:
+                body = AnswerIn.model_validate_json(await request.body())
+            except ValueError:
+                raise ApiError(422, "bad_json", "the body must be JSON with string fields "
+                               "`gif` (base64) and `question`") from None
+            question = _check_question(body.question, settings.max_question_chars)
+            gif = _decode_b64(body.gif, settings.max_upload_bytes)
+        elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            try:
+                form = await request.form(max_files=1, max_fields=2)
+            except ApiError:
+                raise
+            except Exception:  # noqa: BLE001 - a malformed multipart body
+                raise ApiError(422, "bad_form", "the multipart body cannot be parsed") from None
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise ApiError(422, "missing_file", "the form field `file` (the GIF) is missing")
+            question = _check_question(form.get("question"), settings.max_question_chars)
+            gif = await _read_upload(file, settings.max_upload_bytes)
+            if not gif:
+                raise ApiError(422, "empty_file", "the uploaded file is empty")
+        else:
+            raise ApiError(415, "unsupported_media_type",
+                           "send multipart/form-data (file, question) or application/json")
+        # readiness after the body: a bad or oversized body is refused the same either way
+        out, model = await answer(get_slot(request), gif, [question])
+        return answer_out(out[0], model, start)
+
+    @app.post("/v1/answer:batch", response_model=BatchOut, responses=ERRORS)
+    async def answer_many(body: BatchIn, slot: SlotDep) -> BatchOut:
+        """Answer several questions at once, each about its own GIF (base64); items with the
+        same GIF bytes share one decode. Any refused item refuses the request, naming it."""
+        start = time.perf_counter()
+        if not body.items:
+            raise ApiError(422, "empty_batch", "`items` is empty")
+        if len(body.items) > settings.max_batch_items:
+            raise ApiError(422, "too_many_items", f"{len(body.items)} items; the limit is "
+                           f"{settings.max_batch_items}")
+        groups: dict[bytes, list[int]] = {}
+        questions = []
+        for i, item in enumerate(body.items):
+            where = f"item {i}: "
+            questions.append(_check_question(item.question, settings.max_question_chars, where))
+            groups.setdefault(_decode_b64(item.gif, settings.max_upload_bytes, where),
+                              []).append(i)
+        # every GIF is checked before any queues: a bad item refuses the request up front
+        for gif, rows in groups.items():
+            try:
+                await run_in_threadpool(probe_gif, gif, settings.gif_limits)
+            except GifError as exc:
+                raise ApiError(422, exc.reason,
+                               f"item {rows[0]}: not a usable GIF: {exc.message}") from exc
+        results = await asyncio.gather(*(answer(slot, gif, [questions[r] for r in rows])
+                                         for gif, rows in groups.items()))
+        answers: list[AnswerOut | None] = [None] * len(questions)
+        for rows, (out, model) in zip(groups.values(), results, strict=True):
+            for r, o in zip(rows, out, strict=True):
+                answers[r] = answer_out(o, model, start)
+        return BatchOut(answers=answers)
+
+    @app.get("/v1/model", response_model=ModelOut, responses={503: {"model": ErrorOut}})
+    async def model_info(slot: SlotDep) -> ModelOut:
+        """The version being served: its registry name, alias, run and benchmark scores."""
+        m = slot.model
+        return ModelOut(name=m.info.get("name"), version=m.version, alias=m.info.get("alias"),
+                        uri=m.uri, run_id=m.info.get("run_id"), digest=m.info.get("digest"),
+                        scores=m.info.get("scores", {}), last_error=slot.last_error)
+
+    @app.get("/healthz", response_model=StatusOut)
+    async def healthz() -> StatusOut:
+        """Alive: the process answers (a model may still be loading)."""
+        return StatusOut(status="alive")
+
+    @app.get("/readyz", response_model=StatusOut, responses={503: {"model": ErrorOut}})
+    async def readyz(request: Request) -> StatusOut:
+        """Ready: a model is loaded and takes requests."""
+        slot = getattr(request.app.state, "slot", None)
+        if slot is None or slot.model is None:
+            error = slot.last_error if slot is not None else None
+            raise ApiError(503, "not_ready", "no model is loaded"
+                           + (f" (last load failed: {error})" if error else ""))
+        return StatusOut(status="ready", model_version=slot.model.version)
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    async def prometheus() -> Response:
+        """Prometheus text format: requests by route and status, latency, model version,
+        reloads, rejects by reason, batch sizes, queue depth, questions by kind."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/admin/reload", response_model=ReloadOut,
+              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+    async def reload(request: Request) -> ReloadOut:
+        """Check the alias now and swap if it moved (`Authorization: Bearer <admin_token>`)."""
+        if settings.admin_token is None:
+            raise ApiError(404, "admin_disabled", "no admin token is configured")
+        auth = request.headers.get("authorization", "")
+        token = settings.admin_token.get_secret_value()
+        if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "unauthorized", "a valid bearer token is required")
+        slot: ModelSlot = request.app.state.slot
+        result = await slot.refresh()
+        return ReloadOut(result=result, model_version=slot.model.version if slot.model else None)
 
     return app
+

@@ -7,7 +7,7 @@ model sees at serving time is what it saw in training.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from gifqa_model.index.clipcut import (
     group_embeddings,
     retrieve_keyframes,
 )
+from gifqa_model.index.domain import DOMAIN_DIR, DomainIndex, gif_embeddings
 from gifqa_model.index.indexing import INDEX_PARAMS_FILE, cached_frame_indices
 from gifqa_model.model.modeling import GifQAModel
 from gifqa_model.model.text import decode_answers, encode_prompts, load_tokenizer
@@ -38,10 +39,12 @@ class GifQAPredictor:
         self.params = IndexParams(**json.loads((Path(clip_dir) / INDEX_PARAMS_FILE).read_text()))
         self.params.use_gpu = False  # one GIF's handful of groups: a CPU flat index is instant
         self.limits = limits or GifLimits()
+        self.domain = DomainIndex.load(Path(clip_dir) / DOMAIN_DIR)  # None: not fitted
 
     @torch.no_grad()
     def answer(self, gif: str | Path | bytes, question: str) -> dict:
-        """→ {"answer", "keyframes" (source frame indices, time order), "n_frames"}."""
+        """→ {"answer", "confidence", "keyframes" (source frame indices, time order),
+        "n_frames", "in_domain", "domain_distance" (None without a fitted domain index)}."""
         return self.answer_many(gif, [question])[0]
 
     @torch.no_grad()
@@ -49,27 +52,53 @@ class GifQAPredictor:
                     transform: Callable[[Frames], Frames] | None = None) -> list[dict]:
         """Many questions about one GIF: decoded and embedded once, answered in one batch.
         `transform` changes the frames the model sees (evaluate/metrics.blank_frames)."""
-        if not questions or any(not q or not q.strip() for q in questions):
+        return self.answer_batch([(gif, questions)], transform)[0]
+
+    @torch.no_grad()
+    def answer_batch(self, requests: Sequence[tuple[str | Path | bytes, list[str]]],
+                     transform: Callable[[Frames], Frames] | None = None,
+                     max_answer_tokens: int = 4) -> list[list[dict]]:
+        """Questions about several GIFs in one pass: every GIF's frames through CLIP together,
+        every question through the model together (what a server batching concurrent
+        requests calls). → per GIF, one answer dict per question."""
+        questions = [q for _, qs in requests for q in qs]
+        if not requests or any(not qs for _, qs in requests) or any(
+                not q or not q.strip() for q in questions):
             raise ValueError("the question is empty")
-        info = probe_gif(gif, self.limits)
-        cached = cached_frame_indices(info.n_frames, self.params.frames_per_gif)
-        frames = decode_frames(gif, indices=cached, size=self.encoder.image_size,
-                               limits=self.limits)
-        tokens, emb = self.encoder.embed_frames(frames)
-        layout = GroupLayout.from_counts(np.array([len(frames)]), self.params.group_size)
+        infos = [probe_gif(gif, self.limits) for gif, _ in requests]
+        cached = [cached_frame_indices(info.n_frames, self.params.frames_per_gif)
+                  for info in infos]
+        frames = [decode_frames(gif, indices=c, size=self.encoder.image_size, limits=self.limits)
+                  for (gif, _), c in zip(requests, cached, strict=True)]
+        tokens, emb = self.encoder.embed_frames(np.concatenate(frames))  # (T, N, Dv), (T, E)
+        layout = GroupLayout.from_counts(np.array([len(f) for f in frames]),
+                                         self.params.group_size)
         index = build_index(group_embeddings(emb, layout), self.params)
-        q = self.encoder.embed_texts(list(questions))
-        local = np.array(retrieve_keyframes(index, layout, np.zeros(len(questions), dtype=int), q,
-                                            self.params))  # (B, F)
+        distance = (self.domain.distance(gif_embeddings(tokens, layout.frame_counts))
+                    if self.domain is not None else None)  # (G,)
+        gif_rows = np.repeat(np.arange(len(requests)), [len(qs) for _, qs in requests])
+        q = self.encoder.embed_texts(questions)
+        local = np.array(retrieve_keyframes(index, layout, gif_rows, q, self.params))  # (B, F)
+        offset = layout.frame_offsets[gif_rows][:, None]  # local → row of `tokens`
         gap = self.model.cfg.motion_gap
-        before = (torch.from_numpy(tokens[earlier_position(local, gap)].astype(np.float32))
-                  if gap else None)
-        batch = Frames.dense(torch.from_numpy(tokens[local].astype(np.float32)),
+        before = (torch.from_numpy(
+            tokens[offset + earlier_position(local, gap)].astype(np.float32)) if gap else None)
+        batch = Frames.dense(torch.from_numpy(tokens[offset + local].astype(np.float32)),
                              torch.from_numpy(local), before)
         if transform is not None:
             batch = transform(batch)
-        ids, mask = encode_prompts(self.tokenizer, list(questions))
-        gen = self.model.generate(batch, ids, mask, self.tokenizer.eos_token_id)
-        return [{"answer": a, "keyframes": [int(cached[f]) for f in row],
-                 "n_frames": info.n_frames}
-                for a, row in zip(decode_answers(self.tokenizer, gen), local, strict=True)]
+        ids, mask = encode_prompts(self.tokenizer, questions)
+        gen, logprob = self.model.generate_scored(batch, ids, mask, self.tokenizer.eos_token_id,
+                                                  max_answer_tokens)
+        answers = decode_answers(self.tokenizer, gen)
+        out: list[list[dict]] = [[] for _ in requests]
+        for i, g in enumerate(gif_rows):
+            out[g].append({"answer": answers[i],
+                           "confidence": float(f"{float(logprob[i].exp()):.4g}"),
+                           "keyframes": [int(cached[g][f]) for f in local[i]],
+                           "n_frames": infos[g].n_frames,
+                           "in_domain": (None if distance is None
+                                         else bool(distance[g] <= self.domain.threshold)),
+                           "domain_distance": (None if distance is None
+                                               else round(float(distance[g]), 4))})
+        return out

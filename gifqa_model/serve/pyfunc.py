@@ -1,19 +1,33 @@
-"""The trained model as an MLflow pyfunc, loadable with nothing but mlflow and its pip deps.
+"""The trained model as an MLflow pyfunc, logged as code (MLflow's models from code): the
+registry holds this package's source, the weights (safetensors) and a config, and no pickled
+Python object, so loading a version runs only code a reviewer can read.
 
-Input: a DataFrame with columns `gif` (a local path, or the GIF's bytes base64-encoded) and
-`question`. Output: a DataFrame with `answer` and `keyframes` (comma-separated source frame
-indices, time order). The `gifqa_model` package travels inside the model as code, so a
-downstream service does not need this repository.
+Input: a DataFrame with `gif` (the GIF's bytes, raw or base64-encoded) and `question`. A local
+path is read only when the loader's environment names a root for it (``GIFQA_GIF_ROOT``), and
+only inside that root. Output, one row per input row: `answer`, `confidence` (the answer's
+probability under the model), `keyframes` (source frame indices, time order), `in_domain`
+(whether the GIF lies near the training GIFs in CLIP space, index/domain.py) and `model` (the
+weights digest). Rows about the same GIF are decoded once; all rows run as one batch.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import os
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import Array
+
+from gifqa_model.config import GifLimits
 
 PIP_REQUIREMENTS = [
     "torch==2.14.1",
@@ -27,59 +41,144 @@ PIP_REQUIREMENTS = [
     "numpy",
     "pandas",
     "pydantic>=2",
+    "pyyaml",
     "tqdm",
     "mlflow==3.17.2",
 ]
 
+# the file MLflow stores as the model: it builds a GifQAPyfunc, nothing else
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+GIF_ROOT_ENV = "GIFQA_GIF_ROOT"
+MAX_QUESTION_CHARS = 300
+MAX_ROWS = 64  # rows per predict call: each may hold a 10 MB GIF
 
-def _gif_input(value: str) -> str | bytes:
-    """A path that exists is a path; anything else must be base64 GIF bytes."""
-    if isinstance(value, bytes):
-        return value
-    if len(value) < 4096 and Path(value).is_file():
-        return value
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("`gif` must be an existing file path or base64-encoded GIF bytes") from exc
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "gif"), ColSpec("string", "question")]),
+    outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "confidence"),
+                    ColSpec(Array("long"), "keyframes"),
+                    ColSpec("boolean", "in_domain", required=False),
+                    ColSpec("string", "model")]),
+    params=ParamSchema([ParamSpec("max_answer_tokens", "long", 4)]),
+)
+
+
+OUTPUT_COLUMNS = [c.name for c in SIGNATURE.outputs.inputs]
+
+
+class InputError(MlflowException):
+    """A refused row: MLflow's scoring server answers it with 400 and this message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def confined_path(value: str, root: Path) -> Path:
+    """`value` resolved (symlinks followed) and inside `root`, or an InputError."""
+    path = Path(value)
+    path = (path if path.is_absolute() else root / path).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise InputError("`gif` path is outside the configured GIF root")
+    if not path.is_file():
+        raise InputError("`gif` path is not a readable file under the GIF root")
+    return path
+
+
+def gif_bytes(value: Any, limits: GifLimits, root: Path | None) -> bytes:
+    """A row's `gif` as bytes: raw bytes, base64, or (only with a root) a confined path.
+    Nothing of the value is echoed back: messages name the rule, never the content."""
+    if isinstance(value, bytes | bytearray):
+        data = bytes(value)
+    elif isinstance(value, str):
+        try:  # base64's length is 4/3 of the bytes': refuse before decoding a huge string
+            if len(value) > limits.max_bytes * 4 // 3 + 4:
+                raise InputError(f"`gif` is over the limit of {limits.max_bytes} bytes")
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            if root is None:
+                raise InputError("`gif` must be the GIF's bytes, base64-encoded") from None
+            path = confined_path(value, root)
+            if path.stat().st_size > limits.max_bytes:
+                raise InputError(f"`gif` is over the limit of {limits.max_bytes} bytes") from None
+            data = path.read_bytes()
+    else:
+        raise InputError("`gif` must be the GIF's bytes, base64-encoded")
+    if not data:
+        raise InputError("`gif` is empty")
+    if len(data) > limits.max_bytes:
+        raise InputError(f"`gif` is over the limit of {limits.max_bytes} bytes")
+    return data
+
+
+def check_question(value: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError("`question` is missing or empty")
+    if len(value.strip()) > max_chars:
+        raise InputError(f"`question` is over the limit of {max_chars} characters")
+    return value.strip()
 
 
 class GifQAPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the weights once; answers a batch of (gif, question) rows."""
+
     def load_context(self, context) -> None:
         from gifqa_model.serve.predict import GifQAPredictor
 
+        config = getattr(context, "model_config", None) or {}
+        self.digest = str(config.get("model_digest", ""))
         self.predictor = GifQAPredictor(Path(context.artifacts["model_dir"]),
                                         Path(context.artifacts["clip_dir"]))
+        root = os.environ.get(GIF_ROOT_ENV)
+        self.root = Path(root) if root else None
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        rows = []
-        for gif, question in zip(model_input["gif"], model_input["question"], strict=True):
-            out = self.predictor.answer(_gif_input(gif), str(question))
-            rows.append({"answer": out["answer"],
-                         "keyframes": ",".join(str(k) for k in out["keyframes"])})
-        return pd.DataFrame(rows, columns=["answer", "keyframes"])
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame) or not {"gif", "question"} <= set(
+                model_input.columns):
+            raise InputError("input must be a table with columns `gif` and `question`")
+        if len(model_input) > MAX_ROWS:
+            raise InputError(f"{len(model_input)} rows is over the limit of {MAX_ROWS} per call")
+        limits = self.predictor.limits
+        max_tokens = int((params or {}).get("max_answer_tokens", 4))
+        if not 1 <= max_tokens <= 16:
+            raise InputError("`max_answer_tokens` must be between 1 and 16")
+        gifs: dict[str, tuple[bytes, list[int]]] = {}  # content hash → (bytes, its rows)
+        questions = []
+        for row, (gif, question) in enumerate(zip(model_input["gif"], model_input["question"],
+                                                  strict=True)):
+            questions.append(check_question(question))
+            data = gif_bytes(gif, limits, self.root)
+            gifs.setdefault(hashlib.sha256(data).hexdigest(), (data, []))[1].append(row)
+        groups = list(gifs.values())
+        try:
+            answers = self.predictor.answer_batch(
+                [(data, [questions[r] for r in rows]) for data, rows in groups],
+                max_answer_tokens=max_tokens)
+        except ValueError as exc:  # GifError and the predictor's own refusals
+            raise InputError(f"not a usable GIF: {getattr(exc, 'message', exc)}") from None
+        out: list[dict] = [{} for _ in questions]
+        for (_, rows), group in zip(groups, answers, strict=True):
+            for r, a in zip(rows, group, strict=True):
+                out[r] = {"answer": a["answer"], "confidence": a["confidence"],
+                          "keyframes": a["keyframes"], "in_domain": a["in_domain"],
+                          "model": self.digest}
+        return pd.DataFrame(out, columns=OUTPUT_COLUMNS)
 
 
 def log_pyfunc(model_dir: Path, clip_dir: Path, example_gif: Path,
                example_question: str) -> mlflow.models.model.ModelInfo:
-    """Log into the active run under name "model" with signature and input example."""
+    """Log into the active run under name "model", as code, with signature and example."""
     import gifqa_model
+    from gifqa_model.registry.versions import weights_digest
 
     example = pd.DataFrame({"gif": [base64.b64encode(Path(example_gif).read_bytes()).decode()],
                             "question": [example_question]})
-    # the signature comes from a real prediction on the example, not a hand-written schema;
-    # a separate instance does it, since a model that has run a forward pass carries
-    # transformers hooks that cannot be pickled
-    probe = GifQAPyfunc()
-    probe.load_context(type("Ctx", (), {"artifacts": {"model_dir": str(model_dir),
-                                                      "clip_dir": str(clip_dir)}})())
-    signature = mlflow.models.infer_signature(example, probe.predict(None, example))
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=GifQAPyfunc(),
+        python_model=str(MODEL_CODE),
         artifacts={"model_dir": str(model_dir), "clip_dir": str(clip_dir)},
+        model_config={"model_digest": weights_digest(model_dir, clip_dir)[:16]},
         code_paths=[str(Path(gifqa_model.__file__).parent)],
         pip_requirements=PIP_REQUIREMENTS,
-        signature=signature,
+        signature=SIGNATURE,
         input_example=example,
     )

@@ -24,7 +24,8 @@ def save_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer, s
 def load_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer,
                     device: torch.device) -> tuple[int, list[dict]]:
     """Restore model, optimiser and torch RNG from `path`; → (step, curve)."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    # tensors and plain values only: a checkpoint that smuggles a pickled object is refused
+    state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     torch.set_rng_state(state["torch_rng"])

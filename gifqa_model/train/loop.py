@@ -43,10 +43,14 @@ class TrainingTimeout(RuntimeError):
     """The run passed `train.max_minutes`: it stops, checkpointed, without writing a model."""
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # CPU kernels that accumulate in parallel (index_put_ with accumulate, the backward of
+    # indexing frames by question) add in thread order unless told not to: the same run would
+    # differ in the last bits from one process to the next
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def _training_table(qa: pd.DataFrame, keyframes: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -84,7 +88,7 @@ def build(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: Tr
           scene: np.ndarray | None = None) -> TrainSetup:
     """Tables, tokenizer, model, optimiser and loss, in the order that fixes the random init."""
     rank, world, device = init_distributed()
-    seed_everything(params.seed)
+    seed_everything(params.seed, params.deterministic)
     cache = FrameCache(index_dir)
     train = _training_table(qa, keyframes, "train")
     val = _training_table(qa, keyframes, "val").head(params.eval_samples)

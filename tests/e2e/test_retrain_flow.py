@@ -6,6 +6,7 @@ directory (git + DVC), then loads `models:/gifqa@champion` as a downstream servi
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
+
+from gifqa_model.qa.normalize import match_form
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,10 +103,13 @@ def test_champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict)
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/gifqa@champion")
     gif = sorted((project / "data" / "shapesworld" / "gifs").glob("*.gif"))[0]
-    out = model.predict(pd.DataFrame({"gif": [str(gif)],
+    data = base64.b64encode(gif.read_bytes()).decode()
+    out = model.predict(pd.DataFrame({"gif": [data],
                                       "question": ["what is the color of the circle ?"]}))
-    assert isinstance(out.answer[0], str)
-    frames = [int(f) for f in out.keyframes[0].split(",")]
+    qa = pd.read_parquet(project / "outputs" / "validate" / "qa_clean.parquet")
+    # a 12-step model: not right yet, but it answers in the corpus' own answer words
+    assert out.answer[0] in set(qa.answer.map(match_form)) and 0 < out.confidence[0] <= 1
+    frames = list(out.keyframes[0])
     assert frames == sorted(frames) and len(frames) >= 1
 
 

@@ -1,71 +1,37 @@
-"""The FastAPI app against a real tiny (untrained) model pair, plus fakes for timing tests.
+"""The FastAPI app against a real tiny (untrained) model pair, plus fakes for the batching and
+hot-swap tests.
 
 Answers from the untrained model are gibberish; the tests check the API around it: keyframes,
-refusals with the right status and reason, the lifespan, the threadpool and the upload limits.
+refusals with the right status and reason, the lifespan, batching, the swap and the limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import struct
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from gifqa_model.data.gifs import GifLimits, _walk, encode_gif
+from gifqa_model.data.gifs import GifLimits, _walk, decode_frames, encode_gif
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
-from gifqa_model.index.clip import ClipParams, build_clip
 from gifqa_model.index.clipcut import IndexParams
-from gifqa_model.index.indexing import INDEX_PARAMS_FILE
-from gifqa_model.model.modeling import GifQAConfig, GifQAModel
-from gifqa_model.model.text import train_word_tokenizer
 from gifqa_model.serve.app import (
-    BODY_OVERHEAD_BYTES,
     LoadedModel,
     ServeSettings,
     create_app,
     load_model,
     resolve_model_version,
 )
-from gifqa_model.serve.pyfunc import GifQAPyfunc
-
-QUESTION = "what is the color of the square ?"
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory) -> tuple[Path, Path]:
-    """An untrained tiny model dir + CLIP dir, built in about a second."""
-    root = tmp_path_factory.mktemp("pair")
-    tok = train_word_tokenizer([QUESTION, "red green blue two three"])
-    torch.manual_seed(0)
-    # vision_width matches the tiny CLIP's token width; the rest is as small as it goes
-    cfg = GifQAConfig(
-        vision_width=128,
-        n_query=2,
-        qformer_hidden=32,
-        qformer_layers=1,
-        qformer_intermediate=64,
-        lm_hidden=32,
-        lm_layers=1,
-        vocab_size=len(tok),
-        dropout=0.0,
-    )
-    GifQAModel(cfg).save_pretrained(root / "model", tok)
-    build_clip(ClipParams()).save(root / "clip")
-    (root / "clip" / INDEX_PARAMS_FILE).write_text(IndexParams().model_dump_json())
-    return root / "model", root / "clip"
-
-
-@pytest.fixture(scope="module")
-def gif() -> bytes:
-    return generate_example(0, ShapesParams()).gif_bytes
+from gifqa_model.serve.pyfunc import log_pyfunc
+from tests.gifqa_model.serve.conftest import QUESTION
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +39,11 @@ def served(pair):
     """One app for the module; the factory counts how often it is asked to load."""
     calls: list[ServeSettings] = []
 
-    def factory(settings: ServeSettings) -> LoadedModel:
+    def factory(settings: ServeSettings, version: int | None) -> LoadedModel:
         calls.append(settings)
-        return load_model(settings)
+        return load_model(settings, version)
 
-    settings = ServeSettings(model_dir=pair[0], clip_dir=pair[1])
+    settings = ServeSettings(model_dir=pair[0], clip_dir=pair[1], poll_seconds=0)
     with TestClient(create_app(settings, factory)) as client:
         assert len(calls) == 1  # loaded at startup, before any request
         yield SimpleNamespace(client=client, calls=calls)
@@ -86,30 +52,64 @@ def served(pair):
 def _post(client: TestClient, gif: bytes | None, question: str | None = QUESTION):
     files = {"file": ("x.gif", gif, "image/gif")} if gif is not None else None
     data = {"question": question} if question is not None else None
-    return client.post("/answer", files=files, data=data)
+    return client.post("/v1/answer", files=files, data=data)
 
 
 def test_good_gif_answers_with_time_ordered_keyframes(served, gif) -> None:
     r = _post(served.client, gif)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"answer", "keyframes", "n_frames", "model_version", "latency_ms"}
-    assert isinstance(body["answer"], str)
+    assert set(body) == {"answer", "confidence", "keyframes", "n_frames", "in_domain",
+                         "domain_distance", "model_version", "latency_ms"}
+    assert body["in_domain"] is None  # this pair has no domain index
+    assert isinstance(body["answer"], str) and 0 < body["confidence"] <= 1
     assert body["n_frames"] == 16 and body["model_version"] is None and body["latency_ms"] > 0
     keys = body["keyframes"]
     assert len(keys) == IndexParams().top_k * IndexParams().group_size
     assert keys == sorted(set(keys)) and 0 <= keys[0] and keys[-1] < 16
 
 
-def test_lifespan_loads_once_and_health_info_report_it(served, gif, pair) -> None:
+def test_lifespan_loads_once_and_probes_report_it(served, gif, pair) -> None:
     for _ in range(2):
         assert _post(served.client, gif).status_code == 200
     assert len(served.calls) == 1
-    assert served.client.get("/health").json() == {"status": "ok", "model_version": None}
-    info = served.client.get("/info").json()
-    assert info["model_uri"] == f"local:{pair[0]}" and info["model_version"] is None
-    assert info["max_upload_bytes"] == 10_000_000 and info["max_question_chars"] == 300
-    assert info["max_frames"] == 1000
+    assert served.client.get("/healthz").json() == {"status": "alive", "model_version": None}
+    assert served.client.get("/readyz").json() == {"status": "ready", "model_version": None}
+    info = served.client.get("/v1/model").json()
+    assert info["uri"] == f"local:{pair[0]}" and info["version"] is None
+    assert info["last_error"] is None
+
+
+def test_json_body_answers_like_multipart(served, gif) -> None:
+    form = _post(served.client, gif).json()
+    r = served.client.post("/v1/answer", json={"gif": base64.b64encode(gif).decode(),
+                                               "question": QUESTION})
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in ("answer", "confidence", "keyframes")} == {
+        k: form[k] for k in ("answer", "confidence", "keyframes")}
+    bad = served.client.post("/v1/answer", json={"gif": "not base64!", "question": QUESTION})
+    assert bad.status_code == 422 and bad.json()["reason"] == "bad_base64"
+    assert served.client.post("/v1/answer", content=b"x", headers={
+        "content-type": "text/plain"}).json()["reason"] == "unsupported_media_type"
+
+
+def test_batch_route_answers_each_item_and_names_a_bad_one(served, gif, shared_data) -> None:
+    real = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
+    b64 = [base64.b64encode(g).decode() for g in (gif, real.read_bytes())]
+    items = [{"gif": b64[0], "question": QUESTION}, {"gif": b64[1], "question": QUESTION},
+             {"gif": b64[0], "question": "how many squares are there ?"}]
+    r = served.client.post("/v1/answer:batch", json={"items": items})
+    assert r.status_code == 200, r.text
+    answers = r.json()["answers"]
+    single = [served.client.post("/v1/answer", json=i).json() for i in items]
+    assert [a["answer"] for a in answers] == [s["answer"] for s in single]
+    assert [a["keyframes"] for a in answers] == [s["keyframes"] for s in single]
+    bad = served.client.post("/v1/answer:batch", json={"items": [
+        items[0], {"gif": base64.b64encode(_png(gif)).decode(), "question": QUESTION}]})
+    assert bad.status_code == 422 and bad.json()["reason"] == "not_a_gif"
+    assert bad.json()["detail"].startswith("item 1:")
+    many = served.client.post("/v1/answer:batch", json={"items": [items[0]] * 17})
+    assert many.status_code == 422 and many.json()["reason"] == "too_many_items"
 
 
 def test_real_gif(served, shared_data) -> None:
@@ -160,7 +160,7 @@ def _png(_: bytes) -> bytes:
     [
         (None, QUESTION, 422, "missing_file", "`file`"),
         (lambda g: b"", QUESTION, 422, "empty_file", "empty"),
-        (_png, QUESTION, 422, "not_a_gif", "magic"),
+        (_png, QUESTION, 422, "not_a_gif", "GIF89a"),
         (_truncated, QUESTION, 422, "truncated", "ends"),
         (_zero_frames, QUESTION, 422, "zero_frames", "no image"),
         (_frame_bomb, QUESTION, 422, "too_many_frames", "1000 frames"),
@@ -194,45 +194,55 @@ def test_bad_inputs_are_refused_with_a_reason(
 
 
 class FakePredictor:
-    """Answers after `delay` seconds and records how many calls overlapped."""
+    """Answers "v<version>"; records each call's batch size and how many calls overlapped.
+    With `gate` set, every call waits for it: the test decides when the model is done."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, version: int = 7, gate: threading.Event | None = None) -> None:
         self.limits = GifLimits()
-        self.delay = delay
-        self.calls = 0
+        self.version = version
+        self.gate = gate
+        self.batches: list[int] = []
         self.active = 0
         self.max_active = 0
+        self.started = threading.Event()
         self._lock = threading.Lock()
 
-    def answer(self, gif: bytes, question: str) -> dict:
+    def answer_batch(self, requests) -> list[list[dict]]:
         with self._lock:
-            self.calls += 1
+            self.batches.append(len(requests))
             self.active += 1
             self.max_active = max(self.max_active, self.active)
-        time.sleep(self.delay)
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never released the model"
         with self._lock:
             self.active -= 1
-        return {"answer": "red", "keyframes": [0, 5], "n_frames": 16}
+        return [[{"answer": f"v{self.version}", "confidence": 0.5, "keyframes": [0, 5],
+                  "n_frames": 16} for _ in qs] for _, qs in requests]
 
 
 def _fake_app(predictor: FakePredictor, **settings) -> object:
     return create_app(
-        ServeSettings(**settings), lambda s: LoadedModel(predictor, "models:/fake@champion", 7)
+        ServeSettings(**{"poll_seconds": 0, **settings}),
+        lambda s, v: LoadedModel(predictor, "models:/fake@champion", 7),
+        lambda s: 7,
     )
 
 
 def test_oversized_upload_is_413_before_the_model(gif) -> None:
     fake = FakePredictor()
     with TestClient(_fake_app(fake, max_upload_bytes=2000)) as client:
+        assert fake.batches == [1]  # the warm-up before the first request
         # the GIF part alone is over the limit (the body is within the multipart slack)
         r = _post(client, gif)
         assert r.status_code == 413 and r.json()["reason"] == "too_large_bytes"
         # a declared Content-Length over limit + slack is refused before the body is read
-        r = _post(client, b"GIF89a" + b"\0" * (2000 + BODY_OVERHEAD_BYTES))
+        limit = ServeSettings(max_upload_bytes=2000).max_body_bytes
+        r = _post(client, b"GIF89a" + b"\0" * limit)
         assert r.status_code == 413 and "request body" in r.json()["detail"]
         small = _post(client, _zero_frames(gif))
         assert small.status_code == 422  # under the limit: reaches the GIF checks
-    assert fake.calls == 0
+    assert fake.batches == [1]
 
 
 def test_chunked_body_is_cut_off_at_the_limit() -> None:
@@ -265,8 +275,8 @@ def test_chunked_body_is_cut_off_at_the_limit() -> None:
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/answer",
-        "raw_path": b"/answer",
+        "path": "/v1/answer",
+        "raw_path": b"/v1/answer",
         "query_string": b"",
         "root_path": "",
         "server": ("test", 80),
@@ -280,45 +290,184 @@ def test_chunked_body_is_cut_off_at_the_limit() -> None:
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert b"too_large_bytes" in sent[1]["body"]
-    assert read <= 100_000 + BODY_OVERHEAD_BYTES + len(chunk)
+    assert read <= ServeSettings(max_upload_bytes=100_000).max_body_bytes + len(chunk)
 
 
-def test_model_runs_off_the_event_loop_one_call_at_a_time(gif) -> None:
-    fake = FakePredictor(delay=0.4)
+def _in_threads(n: int, fn) -> tuple[list[threading.Thread], list]:
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(fn())) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+@pytest.fixture
+def no_warm(monkeypatch) -> None:
+    """Skip the warm-up call, so a gated fake's first call is the test's first request."""
+    monkeypatch.setattr("gifqa_model.serve.app.warm", lambda model: None)
+
+
+def test_waiting_requests_are_answered_in_one_model_call(gif, no_warm) -> None:
+    """While the model answers one request, the others queue; the next call takes them all."""
+    gate = threading.Event()
+    fake = FakePredictor(gate=gate)
     with TestClient(_fake_app(fake)) as client:
-        results: list = []
-        threads = [
-            threading.Thread(target=lambda: results.append(_post(client, gif))) for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(0.1)
-        start = time.perf_counter()
-        health = client.get("/health")
-        # the loop answers while a model call sleeps in a pool thread
-        assert health.status_code == 200 and time.perf_counter() - start < 0.3
-        for t in threads:
+        first, results = _in_threads(1, lambda: _post(client, gif))
+        assert fake.started.wait(10)  # the model is busy with the first request
+        rest, more = _in_threads(3, lambda: _post(client, gif))
+        metrics = ""
+        while 'gifqa_queue_depth 3.0' not in metrics:  # all three wait for the model
+            metrics = client.get("/metrics").text
+        # the event loop still answers while the model works in a pool thread
+        assert client.get("/healthz").status_code == 200 and not gate.is_set()
+        gate.set()
+        for t in first + rest:
             t.join()
-    assert [r.status_code for r in results] == [200, 200]
+    assert [r.status_code for r in results + more] == [200] * 4
     assert results[0].json()["model_version"] == 7
-    assert fake.calls == 2 and fake.max_active == 1  # the lock serialises the model
+    assert fake.batches == [1, 3] and fake.max_active == 1
+
+
+def test_a_full_queue_refuses_with_503(gif, no_warm) -> None:
+    gate = threading.Event()
+    fake = FakePredictor(gate=gate)
+    with TestClient(_fake_app(fake, queue_max=1)) as client:
+        first, results = _in_threads(1, lambda: _post(client, gif))
+        assert fake.started.wait(10)
+        queued, more = _in_threads(1, lambda: _post(client, gif))
+        while "gifqa_queue_depth 1.0" not in client.get("/metrics").text:
+            pass
+        refused = _post(client, gif)
+        gate.set()
+        for t in first + queued:
+            t.join()
+    assert refused.status_code == 503 and refused.json()["reason"] == "overloaded"
+    assert [r.status_code for r in results + more] == [200, 200]
 
 
 def test_without_lifespan_the_app_is_not_ready() -> None:
     calls: list = []
-    app = create_app(ServeSettings(), lambda s: calls.append(s))
-    r = TestClient(app).get("/health")  # no `with`: startup never ran
-    assert r.status_code == 503 and r.json()["reason"] == "not_loaded" and not calls
+    app = create_app(ServeSettings(), lambda s, v: calls.append(s))
+    client = TestClient(app)  # no `with`: startup never ran
+    assert client.get("/healthz").status_code == 200
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["reason"] == "not_ready" and not calls
 
 
 def test_settings_from_env_and_pair_validation(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("GIFQA_MAX_UPLOAD_BYTES", "1234")
     monkeypatch.setenv("GIFQA_MODEL_URI", "models:/other@staging")
+    monkeypatch.setenv("GIFQA_ADMIN_TOKEN", "s3cret")
     s = ServeSettings()
     assert s.max_upload_bytes == 1234 and s.gif_limits.max_bytes == 1234
     assert s.model_uri == "models:/other@staging" and s.source == "models:/other@staging"
+    assert s.admin_token.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
     with pytest.raises(ValidationError, match="together"):
         ServeSettings(model_dir=tmp_path)
+
+
+class Registry:
+    """A fake alias: `champion` points at `current`; versions in `broken` fail to load."""
+
+    def __init__(self) -> None:
+        self.current = 1
+        self.broken: set[int] = set()
+        self.loads: list[int] = []
+
+    def resolve(self, settings: ServeSettings) -> int:
+        return self.current
+
+    def load(self, settings: ServeSettings, version: int | None) -> LoadedModel:
+        self.loads.append(version)
+        if version in self.broken:
+            raise OSError(f"version {version}: weights unreadable")
+        return LoadedModel(FakePredictor(version), "models:/gifqa@champion", version,
+                           {"name": "gifqa", "alias": "champion"})
+
+
+def test_follows_the_alias_with_zero_errors_during_the_swap(gif, no_warm) -> None:
+    reg = Registry()
+    app = create_app(ServeSettings(poll_seconds=0.05), reg.load, reg.resolve)
+    with TestClient(app) as client:
+        seen: list[tuple[int, int | None, str]] = []
+        stop = threading.Event()
+
+        def steady() -> None:
+            while not stop.is_set():
+                r = _post(client, gif)
+                body = r.json()
+                seen.append((r.status_code, body.get("model_version"), body.get("answer")))
+
+        threads = [threading.Thread(target=steady) for _ in range(3)]
+        for t in threads:
+            t.start()
+        while len(seen) < 20:
+            pass
+        reg.current = 2  # the registry moves champion; the server finds it by polling
+        while client.get("/readyz").json()["model_version"] != 2:
+            pass
+        n_at_swap = len(seen)
+        while len(seen) < n_at_swap + 20:
+            pass
+        reg.current, reg.broken = 3, {3}  # a version that cannot load is never served
+        while "gifqa_model_reloads_total{result=\"failed\"}" not in client.get("/metrics").text:
+            pass
+        ready = client.get("/readyz")
+        info = client.get("/v1/model").json()
+        stop.set()
+        for t in threads:
+            t.join()
+        metrics = client.get("/metrics").text
+    assert {s for s, _, _ in seen} == {200}, "no request fails across the swaps"
+    versions = [v for _, v, _ in seen]
+    assert versions[0] == 1 and versions[-1] == 2 and 2 in versions[:n_at_swap + 5]
+    # a version is what answered: the answer comes from that version's model
+    assert all(a == f"v{v}" for _, v, a in seen)
+    assert ready.status_code == 200 and ready.json()["model_version"] == 2
+    assert info["version"] == 2 and "weights unreadable" in info["last_error"]
+    assert "gifqa_model_version 2.0" in metrics
+    assert 'gifqa_model_reloads_total{result="swapped"} 2.0' in metrics
+    assert reg.loads[:2] == [1, 2] and set(reg.loads[2:]) == {3}
+
+
+def test_a_first_load_that_fails_leaves_the_server_alive_not_ready(monkeypatch) -> None:
+    reg = Registry()
+    reg.broken = {1}
+    with TestClient(create_app(ServeSettings(poll_seconds=0), reg.load, reg.resolve)) as client:
+        assert client.get("/healthz").status_code == 200
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "weights unreadable" in r.json()["detail"]
+        assert client.post("/v1/answer", json={"gif": "R0lG", "question": "q"}).status_code == 503
+
+
+def test_admin_reload_needs_the_bearer_token(no_warm) -> None:
+    reg = Registry()
+    settings = ServeSettings(poll_seconds=0, admin_token="s3cret")
+    with TestClient(create_app(settings, reg.load, reg.resolve)) as client:
+        reg.current = 2
+        assert client.post("/v1/admin/reload").status_code == 401
+        wrong = client.post("/v1/admin/reload", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["reason"] == "unauthorized"
+        assert client.get("/readyz").json()["model_version"] == 1  # no poll: still v1
+        ok = client.post("/v1/admin/reload", headers={"authorization": "Bearer s3cret"})
+        assert ok.json() == {"result": "swapped", "model_version": 2}
+        again = client.post("/v1/admin/reload", headers={"authorization": "Bearer s3cret"})
+        assert again.json() == {"result": "unchanged", "model_version": 2}
+    with TestClient(create_app(ServeSettings(poll_seconds=0), reg.load, reg.resolve)) as client:
+        assert client.post("/v1/admin/reload").status_code == 404
+
+
+def test_metrics_count_routes_rejects_and_question_kinds(gif) -> None:
+    with TestClient(_fake_app(FakePredictor())) as client:
+        assert _post(client, gif, "how many circles are there ?").status_code == 200
+        assert _post(client, _png(gif)).status_code == 422
+        text = client.get("/metrics").text
+    assert 'gifqa_requests_total{route="/v1/answer",status="200"} 1.0' in text
+    assert 'gifqa_requests_total{route="/v1/answer",status="422"} 1.0' in text
+    assert 'gifqa_rejects_total{reason="not_a_gif"} 1.0' in text
+    assert 'gifqa_questions_total{qtype="number"} 1.0' in text
+    assert 'gifqa_request_seconds_count{route="/v1/answer"} 2.0' in text
+    assert "gifqa_model_version 7.0" in text and "gifqa_ready 1.0" in text
 
 
 class _FakeClient:
@@ -345,47 +494,173 @@ def test_resolve_model_version(uri: str, version: int | None) -> None:
     assert resolve_model_version(uri, _FakeClient()) == version
 
 
-def test_serves_a_registered_mlflow_model(pair, gif, tmp_path, monkeypatch) -> None:
-    """The production path: pyfunc in a registry, alias resolved to the version served."""
+@pytest.fixture(scope="module")
+def registered(pair, gif, tmp_path_factory):
+    """The pair logged with log_pyfunc (as code) and registered as gifqa-serve v1 @champion."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("serve-test", artifact_location=(tmp_path / "art").as_uri())
-    mlflow.set_experiment("serve-test")
-    # Logged by hand, not with pyfunc.log_pyfunc: that one pickles the instance it ran its
-    # signature prediction on, and transformers' forward hooks (ContextVars) do not pickle.
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=GifQAPyfunc(),
-            pip_requirements=["mlflow"],
-            artifacts={"model_dir": str(pair[0]), "clip_dir": str(pair[1])},
-        )
+    tmp = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    example = tmp / "example.gif"
+    example.write_bytes(gif)
     client = mlflow.MlflowClient(uri)
-    client.create_registered_model("gifqa-serve")
-    mv = client.create_model_version("gifqa-serve", info.model_uri, run_id=info.run_id)
-    client.set_registered_model_alias("gifqa-serve", "champion", mv.version)
+    exp = client.create_experiment("serve-test", artifact_location=(tmp / "art").as_uri())
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=exp) as run:
+            info = log_pyfunc(pair[0], pair[1], example, QUESTION)
+        client.create_registered_model("gifqa-serve")
+        mv = client.create_model_version("gifqa-serve", info.model_uri,
+                                         run_id=run.info.run_id,
+                                         tags={"benchmark.accuracy": "0.5"},
+                                         model_id=info.model_id)
+        client.set_registered_model_alias("gifqa-serve", "champion", mv.version)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return SimpleNamespace(uri=uri, info=info, tmp=tmp)
 
-    settings = ServeSettings(model_uri="models:/gifqa-serve@champion", max_frames=20)
+
+@pytest.fixture
+def tracking(registered, monkeypatch):
+    """The registry's store as this test's tracking URI, the previous one back after."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered.uri)
+    mlflow.set_tracking_uri(registered.uri)
+    yield registered
+    mlflow.set_tracking_uri(previous)
+
+
+def test_the_model_is_logged_as_code_with_typed_outputs(tracking) -> None:
+    import json
+
+    import mlflow
+    import yaml
+
+    path = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=tracking.info.model_uri, dst_path=str(tracking.tmp / "dl")))
+    meta = yaml.safe_load((path / "MLmodel").read_text())
+    flavor = meta["flavors"]["python_function"]
+    assert "model_code_path" in flavor and "python_model" not in flavor, "no pickled object"
+    assert not list(path.rglob("*.pkl"))
+    outputs = {c["name"]: c["type"] for c in json.loads(meta["signature"]["outputs"])}
+    assert outputs == {"answer": "string", "confidence": "double", "keyframes": "array",
+                       "in_domain": "boolean", "model": "string"}
+    assert "max_answer_tokens" in meta["signature"]["params"]
+
+
+def test_serves_a_registered_mlflow_model(tracking, gif) -> None:
+    """The production path: the pyfunc from a registry, the alias resolved to the version."""
+    settings = ServeSettings(model_uri="models:/gifqa-serve@champion", max_frames=20,
+                             poll_seconds=0)
     with TestClient(create_app(settings)) as api:
-        assert api.get("/health").json() == {"status": "ok", "model_version": 1}
+        assert api.get("/readyz").json() == {"status": "ready", "model_version": 1}
         r = _post(api, gif)
         assert r.status_code == 200 and r.json()["model_version"] == 1
         # the server's GIF limits replace the pyfunc's defaults
-        assert api.app.state.model.predictor.limits.max_frames == 20
+        assert api.app.state.slot.model.predictor.limits.max_frames == 20
         bomb = _post(api, encode_gif([np.zeros((1, 1), np.uint8)] * 21, [(0, 0, 0)]))
         assert bomb.status_code == 422 and bomb.json()["reason"] == "too_many_frames"
-        assert api.get("/info").json()["model_uri"] == "models:/gifqa-serve@champion"
+        info = api.get("/v1/model").json()
+        assert info["name"] == "gifqa-serve" and info["alias"] == "champion"
+        assert info["scores"] == {"benchmark.accuracy": 0.5} and len(info["digest"]) == 16
 
 
-def test_many_questions_in_one_batch_answer_as_one_at_a_time(pair, gif) -> None:
-    """The benchmark and the gate ask a GIF's questions in one batch: same answers, same
-    keyframes as one request each."""
+def test_pyfunc_predicts_a_batch_and_reads_no_path(tracking, gif, monkeypatch) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.delenv("GIFQA_GIF_ROOT", raising=False)
+    model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
+    b64 = base64.b64encode(gif).decode()
+    out = model.predict(pd.DataFrame({"gif": [b64, b64, gif],
+                                      "question": [QUESTION, "how many squares ?", QUESTION]}))
+    assert list(out.columns) == ["answer", "confidence", "keyframes", "in_domain", "model"]
+    assert list(out.keyframes[0]) == list(out.keyframes[2]) and len(out.keyframes[0]) > 1
+    assert out.answer[0] == out.answer[2] and (out.confidence > 0).all()
+    for hostile in ("/etc/passwd", "/proc/self/environ", "../../etc/passwd"):
+        with pytest.raises(MlflowException, match="base64") as err:
+            model.predict(pd.DataFrame({"gif": [hostile], "question": [QUESTION]}))
+        assert "root" not in str(err.value)
+    with pytest.raises(MlflowException, match="over the limit of 64"):
+        model.predict(pd.DataFrame({"gif": [b64] * 65, "question": [QUESTION] * 65}))
+    with pytest.raises(MlflowException, match="300 characters"):
+        model.predict(pd.DataFrame({"gif": [b64], "question": ["why " * 80]}))
+
+
+def test_paths_only_inside_the_operator_root(tmp_path, gif) -> None:
+    from gifqa_model.serve.pyfunc import InputError, gif_bytes
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.gif").write_bytes(gif)
+    (tmp_path / "secret.gif").write_bytes(gif)
+    (root / "link.gif").symlink_to(tmp_path / "secret.gif")
+    limits = GifLimits()
+    assert gif_bytes("a.gif", limits, root) == gif
+    assert gif_bytes(str(root / "a.gif"), limits, root) == gif
+    for escape in ("../secret.gif", str(tmp_path / "secret.gif"), "link.gif", "/etc/passwd"):
+        with pytest.raises(InputError, match="outside the configured GIF root"):
+            gif_bytes(escape, limits, root)
+    with pytest.raises(InputError, match="base64"):
+        gif_bytes("a.gif", limits, None)  # no root: no path is ever read
+
+
+def test_many_questions_about_many_gifs_answer_as_one_at_a_time(pair, gif, shared_data) -> None:
+    """Batches across GIFs (what the server sends) and across questions (the benchmark, the
+    gate): same answers, same keyframes as one request each."""
     from gifqa_model.serve.predict import GifQAPredictor
 
     predictor = GifQAPredictor(*pair)
+    real = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
+    other = generate_example(1, ShapesParams()).gif_bytes
     questions = [QUESTION, "how many squares are there ?", "what is the circle doing ?"]
-    batched = predictor.answer_many(gif, questions)
-    assert batched == [predictor.answer(gif, q) for q in questions]
+    batched = predictor.answer_batch([(gif, questions), (real.read_bytes(), questions[:1]),
+                                      (other, questions[1:])])
+    singles = [[predictor.answer(g, q) for q in qs] for g, qs in
+               [(gif, questions), (real.read_bytes(), questions[:1]), (other, questions[1:])]]
+    strip = lambda rows: [[(a["answer"], a["keyframes"], a["n_frames"]) for a in r]  # noqa: E731
+                          for r in rows]
+    assert strip(batched) == strip(singles)
+    conf = [a["confidence"] for r in batched for a in r]
+    assert conf == pytest.approx([a["confidence"] for r in singles for a in r], abs=1e-3)
+
+
+def test_answers_say_whether_the_gif_is_in_domain(pair, shared_data, tmp_path) -> None:
+    """The answer's distance is the GIF's distance to the nearest training GIF, and in_domain
+    is that distance against the fitted threshold. (Whether the fitted CLIP tells real GIFs
+    from ShapesWorld's is measured on a trained one: bench/domain_rates.py.)"""
+    import shutil
+
+    from gifqa_model.index.domain import DOMAIN_DIR, DomainIndex, gif_embeddings
+    from gifqa_model.index.indexing import cached_frame_indices
+    from gifqa_model.serve.predict import GifQAPredictor
+
+    clip = tmp_path / "clip"
+    shutil.copytree(pair[1], clip)
+    predictor = GifQAPredictor(pair[0], clip)
+
+    def embed(gifs: list[bytes]) -> np.ndarray:
+        tokens = []
+        for g in gifs:
+            n = len(decode_frames(g, size=8))
+            frames = decode_frames(g, indices=cached_frame_indices(n, 16),
+                                   size=predictor.encoder.image_size)
+            tokens.append(predictor.encoder.embed_frames(frames)[0])
+        return gif_embeddings(np.concatenate(tokens), np.array([len(t) for t in tokens]))
+
+    train = [generate_example(i, ShapesParams()).gif_bytes for i in range(20)]
+    val = [generate_example(i, ShapesParams()).gif_bytes for i in range(20, 30)]
+    domain = DomainIndex.fit(embed(train), embed(val), 90)
+    domain.save(clip / DOMAIN_DIR)
+    predictor = GifQAPredictor(pair[0], clip)
+    real = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
+    seen = predictor.answer(train[5], QUESTION)  # a training GIF: distance 0
+    assert seen["in_domain"] is True and seen["domain_distance"] == pytest.approx(0, abs=1e-3)
+    for gif in (real.read_bytes(), val[0]):
+        got = predictor.answer(gif, QUESTION)
+        want = float(domain.distance(embed([gif]))[0])
+        assert got["domain_distance"] == pytest.approx(want, abs=1e-3)
+        assert got["in_domain"] is (want <= domain.threshold)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -80,6 +81,25 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: P
     for k in a:
         assert torch.equal(a[k], b[k]), k  # bit for bit: the schedule follows the step alone
     assert resumed["final_loss"] == straight["final_loss"]
+
+
+class _Payload:
+    """Unpickling this runs code: what a tampered checkpoint would carry."""
+
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').touch()",))
+
+
+def test_a_checkpoint_with_a_pickled_object_is_refused(tmp_path: Path, tmp_cwd) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    run_train(qa, kf, idx, _params(stop_at_step=4), tmp_path / "b")
+    ckpt = tmp_path / "b" / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "curve": [_Payload()]}, ckpt)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        run_train(qa, kf, idx, _params(), tmp_path / "b")
+    assert not (tmp_cwd / "PWNED").exists()
 
 
 DDP_SCRIPT = """

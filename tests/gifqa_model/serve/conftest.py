@@ -1,0 +1,46 @@
+"""The serving tests' model: a real tiny (untrained) model pair and a ShapesWorld GIF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gifqa_model.data.shapesworld import ShapesParams, generate_example
+from gifqa_model.index.clip import ClipParams, build_clip
+from gifqa_model.index.clipcut import IndexParams
+from gifqa_model.index.indexing import INDEX_PARAMS_FILE
+from gifqa_model.model.modeling import GifQAConfig, GifQAModel
+from gifqa_model.model.text import train_word_tokenizer
+
+QUESTION = "what is the color of the square ?"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Path, Path]:
+    """An untrained tiny model dir + CLIP dir, built in about a second."""
+    root = tmp_path_factory.mktemp("pair")
+    tok = train_word_tokenizer([QUESTION, "red green blue two three"])
+    torch.manual_seed(0)
+    # vision_width matches the tiny CLIP's token width; the rest is as small as it goes
+    cfg = GifQAConfig(
+        vision_width=128,
+        n_query=2,
+        qformer_hidden=32,
+        qformer_layers=1,
+        qformer_intermediate=64,
+        lm_hidden=32,
+        lm_layers=1,
+        vocab_size=len(tok),
+        dropout=0.0,
+    )
+    GifQAModel(cfg).save_pretrained(root / "model", tok)
+    build_clip(ClipParams()).save(root / "clip")
+    (root / "clip" / INDEX_PARAMS_FILE).write_text(IndexParams().model_dump_json())
+    return root / "model", root / "clip"
+
+
+@pytest.fixture(scope="module")
+def gif() -> bytes:
+    return generate_example(0, ShapesParams()).gif_bytes

@@ -1,0 +1,161 @@
+"""The champion as a downstream service sees it: a real `mlflow server` on 127.0.0.1 serving
+the registry and its artifacts, and a fresh virtualenv holding only the model's own
+requirements (this project is not importable there) that loads `models:/gifqa@champion`,
+answers, and serves it with `mlflow models serve`.
+
+The virtualenv is built once per checkout under `.venv/downstream/` (keyed by the model's
+requirements) and reused: building it downloads torch, a few minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gifqa_model.data.shapesworld import ShapesParams, generate_example
+from gifqa_model.serve.pyfunc import PIP_REQUIREMENTS, log_pyfunc
+from tests.gifqa_model.serve.conftest import QUESTION
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def downstream_venv() -> Path:
+    """A virtualenv with the model's pip requirements and nothing of this project."""
+    key = hashlib.sha256("\n".join(PIP_REQUIREMENTS).encode()).hexdigest()[:12]
+    venv = ROOT / ".venv" / "downstream" / key
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PIP_REQUIREMENTS],
+                       check=True, timeout=1500)
+        (venv / ".complete").touch()
+    return venv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 (SQLite store, artifacts served through it), stopped after."""
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+         "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"), env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def champion(server, pair, tmp_path_factory):
+    """The tiny pair logged (as code) to the server and registered as gifqa@champion."""
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("champion")
+    example = tmp / "example.gif"
+    example.write_bytes(generate_example(0, ShapesParams()).gif_bytes)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server)
+    try:
+        mlflow.set_experiment("downstream")
+        with mlflow.start_run() as run:
+            info = log_pyfunc(pair[0], pair[1], example, QUESTION)
+        client = mlflow.MlflowClient(server)
+        client.create_registered_model("gifqa")
+        mv = client.create_model_version("gifqa", info.model_uri, run_id=run.info.run_id,
+                                         model_id=info.model_id)
+        client.set_registered_model_alias("gifqa", "champion", mv.version)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return server
+
+
+LOAD_AND_ANSWER = """
+import base64, importlib.util, json, sys
+assert importlib.util.find_spec("gifqa_model") is None, "the project leaked into the venv"
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model("models:/gifqa@champion")
+gif = base64.b64encode(open(sys.argv[1], "rb").read()).decode()
+out = model.predict(pd.DataFrame({"gif": [gif, gif], "question": [sys.argv[2]] * 2}),
+                    params={"max_answer_tokens": 2})
+print(json.dumps({"rows": out.to_dict(orient="records"),
+                  "keyframes_type": type(out.keyframes[0]).__name__}, default=list))
+"""
+
+
+def test_a_fresh_environment_loads_the_champion_from_the_server(champion, tmp_path) -> None:
+    venv = downstream_venv()
+    gif = tmp_path / "q.gif"
+    gif.write_bytes(generate_example(3, ShapesParams()).gif_bytes)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(MLFLOW_TRACKING_URI=champion, MLFLOW_DISABLE_TELEMETRY="true",
+               PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")  # as if activated
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", LOAD_AND_ANSWER, str(gif),
+                           QUESTION], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = out["rows"]
+    assert len(rows) == 2 and rows[0]["answer"] == rows[1]["answer"]
+    assert 0 < rows[0]["confidence"] <= 1 and len(rows[0]["model"]) == 16
+    assert len(rows[0]["keyframes"]) > 1 and all(isinstance(k, int) for k in rows[0]["keyframes"])
+
+    # and `mlflow models serve` from the same environment answers /invocations
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "mlflow"), "models", "serve", "-m", "models:/gifqa@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "w"))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc)
+        data = base64.b64encode(gif.read_bytes()).decode()
+        r = httpx.post(f"http://127.0.0.1:{port}/invocations", timeout=60, json={
+            "dataframe_split": {"columns": ["gif", "question"], "data": [[data, QUESTION]]}})
+        assert r.status_code == 200, r.text
+        pred = r.json()["predictions"][0]
+        assert pred["answer"] == rows[0]["answer"] and pred["keyframes"] == rows[0]["keyframes"]
+        # a path is never opened: the refusal says what is accepted, and nothing of the file
+        bad = httpx.post(f"http://127.0.0.1:{port}/invocations", timeout=60, json={
+            "dataframe_split": {"columns": ["gif", "question"],
+                                "data": [["/etc/passwd", QUESTION]]}})
+        assert bad.status_code == 400 and "base64" in bad.text and "root:" not in bad.text
+    finally:
+        proc.terminate()
+        proc.wait(30)

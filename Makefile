@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The offline switches and local stores are set by gifqa_model/env.py in every entry point.
 
-.PHONY: install demo test lint clean
+.PHONY: install browser demo test lint clean
 
 install: $(STAMP)
 
@@ -19,7 +19,14 @@ $(STAMP): pyproject.toml
 demo: install
 	@start=$$(date +%s); $(BIN)/gifqa run && echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
-test: install
+# the page's test drives Debian's headless Chromium; installed here when missing (as root)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; }
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --timeout=1800 tests
 

@@ -7,7 +7,8 @@ time: latency percentiles, requests/s, errors and the server's RSS, per concurre
 `--serve` starts the server (and stops it at the end) so before/after runs use one command;
 without it the server at `--url` is used and `--pid` names its process for the RSS. `--path`
 is the answer route (`/answer` on servers before API v1). Each request is one multipart upload
-of a GIF (cycled from `--gifs`) and one question.
+of a GIF (cycled from `--gifs`, continuing across levels) and one question: `--n-gifs` above
+the number of requests sends every GIF once (no server-side cache hit), a small one repeats.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def wait_ready(url: str, timeout: float) -> None:
 
 
 def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
-              max_seconds: float) -> dict:
+              max_seconds: float, start_at: int = 0) -> dict:
     """`n` requests from `concurrency` threads (each waits for its answer before the next)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -81,7 +82,7 @@ def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
                     i = next(counter, None)
                 if i is None:
                     return
-                files = {"file": ("x.gif", gifs[i % len(gifs)], "image/gif")}
+                files = {"file": ("x.gif", gifs[(start_at + i) % len(gifs)], "image/gif")}
                 start = time.perf_counter()
                 try:
                     status = client.post(path, files=files,
@@ -135,9 +136,12 @@ def main() -> None:
     try:
         wait_ready(args.url, 300)
         run_level(args.url, args.path, gifs, 2, args.warmup, args.max_seconds)
-        results = {"rss_mb_start": rss_mb(pid), "levels": []}
+        results = {"rss_mb_start": rss_mb(pid), "levels": [], "n_gifs": len(gifs)}
+        sent = args.warmup  # GIFs continue across levels: a large --n-gifs never repeats one
         for c in args.concurrency:
-            level = run_level(args.url, args.path, gifs, c, args.requests, args.max_seconds)
+            level = run_level(args.url, args.path, gifs, c, args.requests, args.max_seconds,
+                              sent)
+            sent += level["requests"]
             level["rss_mb"] = rss_mb(pid)
             results["levels"].append(level)
             print(json.dumps(level), flush=True)

@@ -167,6 +167,23 @@ def answer(
 
 
 @app.command()
+def search(
+    query: str,
+    k: int = typer.Option(10, help="how many GIFs"),
+    index_dir: Path = typer.Option(Path("outputs/index"), help="the index stage's outputs"),
+    split: str | None = typer.Option(None, help="only GIFs of this split (train/val/test)"),
+) -> None:
+    """Find the corpus GIFs a text describes: CLIP's text tower against GIF embeddings."""
+    from gifqa_model.index.search import GifSearch
+
+    if not (index_dir / "search").is_dir():
+        console.print(f"[red]no search index in {index_dir}: run the index stage first[/]")
+        raise typer.Exit(2)
+    for rank, hit in enumerate(GifSearch.open(index_dir).search([query], k, split)[0], 1):
+        console.print(f"{rank:>3}  {hit['score']:.3f}  {hit['gif_id']}  {hit['path']}")
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to bind"),
     port: int = typer.Option(8000, help="port to bind"),
@@ -177,6 +194,8 @@ def serve(
     clip_dir: Path | None = typer.Option(None, help="its CLIP dir (with --model-dir)"),
     poll_seconds: float | None = typer.Option(
         None, help="how often to check the alias for a new champion (0: never; default 30)"),
+    search_dir: Path | None = typer.Option(
+        None, help="an index stage's outputs, for GET /v1/search (e.g. outputs/index)"),
 ) -> None:
     """Serve API v1 (POST /v1/answer, /v1/answer:batch, GET /v1/model, /healthz, /readyz,
     /metrics) over HTTP, following the alias as it moves. Settings: GIFQA_* env vars."""
@@ -186,7 +205,7 @@ def serve(
 
     # flags override GIFQA_* env vars, which override the defaults
     overrides = {"model_uri": model_uri, "model_dir": model_dir, "clip_dir": clip_dir,
-                 "poll_seconds": poll_seconds}
+                 "poll_seconds": poll_seconds, "search_dir": search_dir}
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     uvicorn.run(create_app(settings), host=host, port=port)
 

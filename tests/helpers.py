@@ -1,9 +1,14 @@
-"""Builders shared by tests: a synthetic frame cache and tiny training settings."""
+"""Builders shared by tests: a synthetic frame cache, tiny training settings, and helpers for
+tests that start a server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 
@@ -41,3 +46,23 @@ def make_cache(root: Path, n_gifs: int = 24, n_frames: int = 4) -> tuple[pd.Data
                   "source_frames": [list(range(n_frames))] * n_gifs}).to_parquet(
         idx / KEYFRAMES_FILE)
     return qa, idx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")

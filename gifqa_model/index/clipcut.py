@@ -63,6 +63,13 @@ def group_embeddings(frame_emb: np.ndarray, layout: GroupLayout) -> np.ndarray:
     return out
 
 
+def whole_gif_embeddings(frame_emb: np.ndarray, frame_counts: np.ndarray) -> np.ndarray:
+    """(T, E) per-frame vectors, GIF after GIF → (G, E) normalised means: one group spanning
+    each whole GIF."""
+    counts = np.asarray(frame_counts, dtype=np.int64)
+    return group_embeddings(frame_emb, GroupLayout.from_counts(counts, int(max(counts.max(), 1))))
+
+
 def _gpu_available() -> bool:
     return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
 

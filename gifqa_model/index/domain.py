@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from gifqa_model.index.clipcut import GroupLayout, group_embeddings
+from gifqa_model.index.clipcut import whole_gif_embeddings
 
 DOMAIN_DIR = "domain"
 
@@ -28,10 +28,9 @@ def gif_embeddings(frame_tokens: np.ndarray, frame_counts: np.ndarray,
                    chunk: int = 4096) -> np.ndarray:
     """(T, N, D) frame tokens, GIF after GIF → (G, D) normalised GIF embeddings: the mean
     token of each frame, averaged over one group spanning each whole GIF."""
-    counts = np.asarray(frame_counts, dtype=np.int64)
     per_frame = np.concatenate([frame_tokens[i : i + chunk].mean(axis=1, dtype=np.float32)
                                 for i in range(0, len(frame_tokens), chunk)])  # (T, D)
-    return group_embeddings(per_frame, GroupLayout.from_counts(counts, int(max(counts.max(), 1))))
+    return whole_gif_embeddings(per_frame, frame_counts)
 
 
 @dataclass

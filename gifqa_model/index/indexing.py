@@ -34,6 +34,7 @@ from gifqa_model.index.clipcut import (
     save_index,
 )
 from gifqa_model.index.domain import DOMAIN_DIR, fit_domain
+from gifqa_model.index.search import SEARCH_DIR, GifSearch, clause_recall
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,13 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     layout = GroupLayout.from_counts(frame_table.n_cached.to_numpy(), params.group_size)
     index = build_index(group_embeddings(emb, layout), params)
     save_index(index, out_dir / INDEX_FILE)
+
+    search = GifSearch.build(emb, frame_table, manifest)
+    search.save(out_dir / SEARCH_DIR)
+    if "description" in manifest and (manifest.split == "test").any():
+        recall = clause_recall(search, encoder, manifest[["gif_id", "description"]],
+                               seed=clip_params.seed)
+        metrics.update({f"search_{k}": v for k, v in recall.items() if k != "split"})
 
     keyframes = choose_keyframes(encoder, index, frame_table, qa, params)
     keyframes.to_parquet(out_dir / KEYFRAMES_FILE, index=False)

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -48,6 +48,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gifqa_model.config import IndexParams
 from gifqa_model.data.gifs import GifError, GifLimits, probe_gif
 from gifqa_model.qa.normalize import guess_qtype
 
@@ -77,6 +78,7 @@ class ServeSettings(BaseSettings):
     queue_max: int = 32  # requests waiting for the model; one more is refused with 503
     poll_seconds: float = 30.0  # how often the alias is checked; 0 = never
     admin_token: SecretStr | None = None  # bearer token of /v1/admin/reload; unset = disabled
+    search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
 
     @model_validator(mode="after")
     def _pair_or_uri(self) -> ServeSettings:
@@ -430,6 +432,11 @@ class AnswerIn(BaseModel):
     question: str = Field(examples=["what is the color of the square ?"])
 
 
+class GifIn(BaseModel):
+    gif: str = Field(description="the GIF's bytes, base64-encoded",
+                     examples=["R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw=="])
+
+
 class BatchIn(BaseModel):
     items: list[AnswerIn] = Field(description="questions, each about its own GIF; items that "
                                   "share a GIF's bytes decode it once")
@@ -467,6 +474,30 @@ class ModelOut(BaseModel):
                                      examples=[{"benchmark.accuracy": 0.85}])
     last_error: str | None = Field(None, description="the last failed load, if the newest "
                                    "version could not be loaded (the served one stays)")
+
+
+class SearchHit(BaseModel):
+    gif_id: str = Field(examples=["sw_000123"])
+    path: str = Field(examples=["data/shapesworld/gifs/sw_000123.gif"])
+    score: float = Field(description="cosine of text and GIF embeddings", examples=[0.41])
+
+
+class SearchOut(BaseModel):
+    query: str
+    hits: list[SearchHit]
+
+
+class SamplesOut(BaseModel):
+    samples: list[str] = Field(examples=[["/v1/samples/0.gif"]])
+
+
+class FrameOut(BaseModel):
+    index: int = Field(description="the source frame index", examples=[0])
+    png: str = Field(description="a data: URL of the frame as PNG")
+
+
+class FramesOut(BaseModel):
+    frames: list[FrameOut]
 
 
 class StatusOut(BaseModel):
@@ -563,6 +594,42 @@ ANSWER_BODY = {
 }
 
 
+FRAMES_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the GIF"}}}},
+    "application/json": {"schema": GifIn.model_json_schema()}}}}
+PAGE = Path(__file__).with_name("page.html")
+N_SAMPLES = 6
+STRIP_SIZE = 96  # pixels of a strip frame's side
+
+
+def sample_gif(n: int) -> bytes:
+    """A ShapesWorld scene from a seed no corpus or benchmark uses."""
+    from gifqa_model.data.shapesworld import ShapesParams, generate_example
+
+    return generate_example(900_000 + n, ShapesParams()).gif_bytes
+
+
+def frame_strip(gif: bytes, limits: GifLimits, frames_per_gif: int) -> list[tuple[int, str]]:
+    """The frames the index caches of this GIF → (source index, PNG data URL)."""
+    import io
+
+    from PIL import Image
+
+    from gifqa_model.data.gifs import decode_frames
+    from gifqa_model.index.indexing import cached_frame_indices
+
+    info = probe_gif(gif, limits)
+    indices = cached_frame_indices(info.n_frames, frames_per_gif)
+    out = []
+    for i, frame in zip(indices, decode_frames(gif, indices=indices, size=STRIP_SIZE,
+                                               limits=limits), strict=True):
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="PNG")
+        out.append((int(i), "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()))
+    return out
+
+
 def create_app(
     settings: ServeSettings | None = None,
     predictor_factory: PredictorFactory | None = None,
@@ -582,6 +649,10 @@ def create_app(
         log.info("first load in %.1f s", time.perf_counter() - start)
         batcher = Batcher(slot, settings, metrics)
         app.state.slot, app.state.batcher = slot, batcher
+        if settings.search_dir is not None:
+            from gifqa_model.index.search import GifSearch
+
+            app.state.search = await run_in_threadpool(GifSearch.open, settings.search_dir)
         tasks = [asyncio.create_task(batcher.run())]
         if settings.poll_seconds > 0:
             tasks.append(asyncio.create_task(slot.follow()))
@@ -595,6 +666,7 @@ def create_app(
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.slot = None
+    app.state.search = None
     app.state.metrics = metrics
     app.add_middleware(BodySizeLimitMiddleware,
                        max_bytes=settings.max_body_bytes,
@@ -615,6 +687,41 @@ def create_app(
         return JSONResponse(
             {"detail": exc.detail, "reason": exc.reason}, status_code=exc.status_code
         )
+
+    async def _read_gif(request: Request, with_question: bool = False) -> Any:
+        """The GIF (and the question) of a multipart or JSON body, limits applied."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        question = None
+        if kind == "application/json":
+            try:
+                body = (AnswerIn if with_question else GifIn).model_validate_json(
+                    await request.body())
+            except ValueError:
+                raise ApiError(422, "bad_json", "the body must be JSON with a string field "
+                               "`gif` (base64)" + (" and `question`" if with_question else "")
+                               ) from None
+            if with_question:
+                question = _check_question(body.question, settings.max_question_chars)
+            gif = _decode_b64(body.gif, settings.max_upload_bytes)
+        elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            try:
+                form = await request.form(max_files=1, max_fields=2)
+            except ApiError:
+                raise
+            except Exception:  # noqa: BLE001 - a malformed multipart body
+                raise ApiError(422, "bad_form", "the multipart body cannot be parsed") from None
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise ApiError(422, "missing_file", "the form field `file` (the GIF) is missing")
+            if with_question:
+                question = _check_question(form.get("question"), settings.max_question_chars)
+            gif = await _read_upload(file, settings.max_upload_bytes)
+            if not gif:
+                raise ApiError(422, "empty_file", "the uploaded file is empty")
+        else:
+            raise ApiError(415, "unsupported_media_type",
+                           "send multipart/form-data or application/json")
+        return (gif, question) if with_question else gif
 
     async def answer(slot: ModelSlot, gif: bytes, questions: list[str],
                      where: str = "") -> tuple[list[dict], LoadedModel]:
@@ -643,32 +750,7 @@ def create_app(
         """Answer one question about one GIF: a multipart form (`file`, `question`), or JSON
         (`gif` base64-encoded, `question`)."""
         start = time.perf_counter()
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind == "application/json":
-            try:
-                body = AnswerIn.model_validate_json(await request.body())
-            except ValueError:
-                raise ApiError(422, "bad_json", "the body must be JSON with string fields "
-                               "`gif` (base64) and `question`") from None
-            question = _check_question(body.question, settings.max_question_chars)
-            gif = _decode_b64(body.gif, settings.max_upload_bytes)
-        elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            try:
-                form = await request.form(max_files=1, max_fields=2)
-            except ApiError:
-                raise
-            except Exception:  # noqa: BLE001 - a malformed multipart body
-                raise ApiError(422, "bad_form", "the multipart body cannot be parsed") from None
-            file = form.get("file")
-            if not isinstance(file, UploadFile):
-                raise ApiError(422, "missing_file", "the form field `file` (the GIF) is missing")
-            question = _check_question(form.get("question"), settings.max_question_chars)
-            gif = await _read_upload(file, settings.max_upload_bytes)
-            if not gif:
-                raise ApiError(422, "empty_file", "the uploaded file is empty")
-        else:
-            raise ApiError(415, "unsupported_media_type",
-                           "send multipart/form-data (file, question) or application/json")
+        gif, question = await _read_gif(request, with_question=True)
         # readiness after the body: a bad or oversized body is refused the same either way
         out, model = await answer(get_slot(request), gif, [question])
         return answer_out(out[0], model, start)
@@ -712,6 +794,56 @@ def create_app(
         return ModelOut(name=m.info.get("name"), version=m.version, alias=m.info.get("alias"),
                         uri=m.uri, run_id=m.info.get("run_id"), digest=m.info.get("digest"),
                         scores=m.info.get("scores", {}), last_error=slot.last_error)
+
+    @app.get("/v1/search", response_model=SearchOut, responses={404: {"model": ErrorOut},
+                                                                 422: {"model": ErrorOut}})
+    async def search(request: Request,
+                     q: Annotated[str, Query(min_length=1, max_length=300,
+                                             examples=["a red circle is moving left"])],
+                     k: Annotated[int, Query(ge=1, le=100)] = 10) -> SearchOut:
+        """The indexed corpus' GIFs a text describes, best first (CLIP text tower against
+        GIF-level embeddings)."""
+        engine = request.app.state.search
+        if engine is None:
+            raise ApiError(404, "search_disabled", "no search index is configured "
+                           "(GIFQA_SEARCH_DIR)")
+        if not q.strip():
+            raise ApiError(422, "empty_query", "`q` is empty")
+        hits = await run_in_threadpool(engine.search, [q.strip()], k)
+        return SearchOut(query=q.strip(), hits=[SearchHit(**h) for h in hits[0]])
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        """The page: pick or upload a GIF, ask, see the answer and the keyframes; search."""
+        return HTMLResponse(PAGE.read_text())
+
+    @app.get("/v1/samples", response_model=SamplesOut)
+    async def samples() -> SamplesOut:
+        """Sample GIFs (ShapesWorld scenes the model never trained on) to try the page with."""
+        return SamplesOut(samples=[f"/v1/samples/{i}.gif" for i in range(N_SAMPLES)])
+
+    @app.get("/v1/samples/{n}.gif", response_class=Response,
+             responses={200: {"content": {"image/gif": {}}}, 404: {"model": ErrorOut}})
+    async def sample(n: int) -> Response:
+        if not 0 <= n < N_SAMPLES:
+            raise ApiError(404, "no_such_sample", f"samples are 0 to {N_SAMPLES - 1}")
+        return Response(await run_in_threadpool(sample_gif, n), media_type="image/gif")
+
+    @app.post("/v1/frames", response_model=FramesOut, responses=ERRORS,
+              openapi_extra=FRAMES_BODY)
+    async def frames(request: Request) -> FramesOut:
+        """The frames the model can look at (the ones the index caches), as small PNGs with
+        their source frame index: the page's strip. Multipart `file`, or JSON `gif`."""
+        gif = await _read_gif(request)
+        try:
+            slot = request.app.state.slot
+            params = getattr(getattr(slot, "model", None) and slot.model.predictor, "params",
+                             None) or IndexParams()
+            strip = await run_in_threadpool(frame_strip, gif, settings.gif_limits,
+                                            params.frames_per_gif)
+        except GifError as exc:
+            raise ApiError(422, exc.reason, f"not a usable GIF: {exc.message}") from exc
+        return FramesOut(frames=[FrameOut(index=i, png=png) for i, png in strip])
 
     @app.get("/healthz", response_model=StatusOut)
     async def healthz() -> StatusOut:

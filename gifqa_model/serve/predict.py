@@ -6,8 +6,12 @@ model sees at serving time is what it saw in training.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +33,22 @@ from gifqa_model.model.modeling import GifQAModel
 from gifqa_model.model.text import decode_answers, encode_prompts, load_tokenizer
 
 
+@dataclass
+class _Seen:
+    """One GIF as the model sees it: its frame count, the cached frames' source indices, and
+    their CLIP tokens and embeddings."""
+
+    n_frames: int
+    cached: list[int]
+    tokens: np.ndarray  # (F, N, D) float16
+    emb: np.ndarray  # (F, E)
+
+
 class GifQAPredictor:
     """Loads a trained model directory and its CLIP directory once; answers many questions."""
 
-    def __init__(self, model_dir: Path, clip_dir: Path, limits: GifLimits | None = None) -> None:
+    def __init__(self, model_dir: Path, clip_dir: Path, limits: GifLimits | None = None,
+                 cache_gifs: int = 256) -> None:
         self.model = GifQAModel.from_pretrained(model_dir)
         self.tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
         self.encoder = ClipEncoder.load(clip_dir)
@@ -40,6 +56,40 @@ class GifQAPredictor:
         self.params.use_gpu = False  # one GIF's handful of groups: a CPU flat index is instant
         self.limits = limits or GifLimits()
         self.domain = DomainIndex.load(Path(clip_dir) / DOMAIN_DIR)  # None: not fitted
+        # sha256 of a GIF's bytes → its decoded, embedded frames: a GIF asked about again
+        # (several questions, a page's follow-ups) skips decode and CLIP
+        self.cache: OrderedDict[str, _Seen] = OrderedDict()
+        self.cache_gifs = cache_gifs
+        self._cache_lock = threading.Lock()
+
+    def _see(self, gifs: list[str | Path | bytes]) -> list[_Seen]:
+        """Each GIF probed, decoded and through CLIP once: from the cache, or all misses in
+        one CLIP pass."""
+        keys = [hashlib.sha256(g).hexdigest() if isinstance(g, bytes) else None for g in gifs]
+        with self._cache_lock:
+            seen = [self.cache.get(k) if k else None for k in keys]
+        todo = [i for i, v in enumerate(seen) if v is None]
+        if todo:
+            infos = [probe_gif(gifs[i], self.limits) for i in todo]
+            cached = [cached_frame_indices(info.n_frames, self.params.frames_per_gif)
+                      for info in infos]
+            frames = [decode_frames(gifs[i], indices=c, size=self.encoder.image_size,
+                                    limits=self.limits) for i, c in zip(todo, cached, strict=True)]
+            tokens, emb = self.encoder.embed_frames(np.concatenate(frames))  # (T, N, D), (T, E)
+            ends = np.cumsum([len(f) for f in frames])
+            for j, i in enumerate(todo):
+                a, b = ends[j] - len(frames[j]), ends[j]
+                # copies: a view would keep the whole batch's arrays alive in the cache
+                seen[i] = _Seen(infos[j].n_frames, cached[j], tokens[a:b].copy(),
+                                emb[a:b].copy())
+            with self._cache_lock:
+                for i in todo:
+                    if keys[i] and self.cache_gifs > 0:
+                        self.cache[keys[i]] = seen[i]
+                        self.cache.move_to_end(keys[i])
+                while len(self.cache) > self.cache_gifs:
+                    self.cache.popitem(last=False)
+        return seen
 
     @torch.no_grad()
     def answer(self, gif: str | Path | bytes, question: str) -> dict:
@@ -65,13 +115,10 @@ class GifQAPredictor:
         if not requests or any(not qs for _, qs in requests) or any(
                 not q or not q.strip() for q in questions):
             raise ValueError("the question is empty")
-        infos = [probe_gif(gif, self.limits) for gif, _ in requests]
-        cached = [cached_frame_indices(info.n_frames, self.params.frames_per_gif)
-                  for info in infos]
-        frames = [decode_frames(gif, indices=c, size=self.encoder.image_size, limits=self.limits)
-                  for (gif, _), c in zip(requests, cached, strict=True)]
-        tokens, emb = self.encoder.embed_frames(np.concatenate(frames))  # (T, N, Dv), (T, E)
-        layout = GroupLayout.from_counts(np.array([len(f) for f in frames]),
+        seen = self._see([gif for gif, _ in requests])
+        tokens = np.concatenate([v.tokens for v in seen])  # (T, N, D): the GIFs' frames in turn
+        emb = np.concatenate([v.emb for v in seen])  # (T, E)
+        layout = GroupLayout.from_counts(np.array([len(v.emb) for v in seen]),
                                          self.params.group_size)
         index = build_index(group_embeddings(emb, layout), self.params)
         distance = (self.domain.distance(gif_embeddings(tokens, layout.frame_counts))
@@ -95,8 +142,8 @@ class GifQAPredictor:
         for i, g in enumerate(gif_rows):
             out[g].append({"answer": answers[i],
                            "confidence": float(f"{float(logprob[i].exp()):.4g}"),
-                           "keyframes": [int(cached[g][f]) for f in local[i]],
-                           "n_frames": infos[g].n_frames,
+                           "keyframes": [int(seen[g].cached[f]) for f in local[i]],
+                           "n_frames": seen[g].n_frames,
                            "in_domain": (None if distance is None
                                          else bool(distance[g] <= self.domain.threshold)),
                            "domain_distance": (None if distance is None

@@ -44,3 +44,29 @@ def pair(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def gif() -> bytes:
     return generate_example(0, ShapesParams()).gif_bytes
+
+
+@pytest.fixture(scope="module")
+def live_server(pair, tmp_path_factory):
+    """`gifqa serve` with the tiny pair on 127.0.0.1 (a real uvicorn: the lifespan loads the
+    model as in production), stopped after the module. → its base URL."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port, wait_http
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("live") / "server.log"
+    env = {**os.environ, "GIFQA_POLL_SECONDS": "0", "GIFQA_ADMIN_TOKEN": "test-token"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gifqa"), "serve", "--port", str(port),
+         "--model-dir", str(pair[0]), "--clip-dir", str(pair[1])],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/readyz", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)

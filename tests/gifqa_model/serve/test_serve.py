@@ -664,3 +664,19 @@ def test_answers_say_whether_the_gif_is_in_domain(pair, shared_data, tmp_path) -
         want = float(domain.distance(embed([gif]))[0])
         assert got["domain_distance"] == pytest.approx(want, abs=1e-3)
         assert got["in_domain"] is (want <= domain.threshold)
+
+
+def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -> None:
+    from gifqa_model.serve.predict import GifQAPredictor
+
+    predictor = GifQAPredictor(*pair, cache_gifs=2)
+    first = predictor.answer(gif, QUESTION)
+    calls: list[int] = []
+    embed = predictor.encoder.embed_frames
+    monkeypatch.setattr(predictor.encoder, "embed_frames",
+                        lambda frames: calls.append(len(frames)) or embed(frames))
+    assert predictor.answer(gif, QUESTION) == first and calls == []  # a hit: no CLIP pass
+    others = [generate_example(i, ShapesParams()).gif_bytes for i in (1, 2)]
+    predictor.answer_batch([(g, [QUESTION]) for g in others])
+    assert calls == [32] and len(predictor.cache) == 2  # both misses in one pass; bounded
+    assert predictor.answer(gif, QUESTION) == first and calls == [32, 16]  # evicted: again

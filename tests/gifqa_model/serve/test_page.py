@@ -1,0 +1,89 @@
+"""The page at `/` in headless Chromium (Debian's chromium and chromium-driver, installed by
+`make test`): pick a sample, upload a GIF, ask, read the answer and the keyframe strip."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+
+from tests.gifqa_model.serve.conftest import QUESTION
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_bin):
+        pytest.fail("chromium and chromedriver are missing: `make test` installs them "
+                    "(apt-get install chromium chromium-driver)")
+    opts = Options()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1200,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait_text(driver, element_id: str, timeout: float = 30) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    el = driver.find_element(By.ID, element_id)
+    WebDriverWait(driver, timeout).until(lambda d: el.text.strip() != "")
+    return el.text.strip()
+
+
+def test_upload_ask_and_read_the_answer(browser, live_server, tmp_path, gif) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path = tmp_path / "clip.gif"
+    path.write_bytes(gif)
+    want = httpx.post(f"{live_server}/v1/answer", timeout=30,
+                      files={"file": ("clip.gif", gif, "image/gif")},
+                      data={"question": QUESTION}).json()
+
+    browser.get(live_server + "/")
+    assert "local" in _wait_text(browser, "model")  # the served model's version, shown
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    question = browser.find_element(By.ID, "question")
+    question.clear()
+    question.send_keys(QUESTION)
+    browser.find_element(By.ID, "go").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "result").is_displayed()
+        and len(d.find_elements(By.CSS_SELECTOR, "#strip img")) > 0)
+    shown = browser.find_element(By.ID, "answer").text
+    assert shown == (want["answer"] or "(no answer)")
+    assert browser.find_element(By.ID, "confidence").text == f"{want['confidence']:.3f}"
+    strip = browser.find_elements(By.CSS_SELECTOR, "#strip img")
+    keys = browser.find_elements(By.CSS_SELECTOR, "#strip img.key")
+    assert len(strip) == 16 and len(keys) == len(set(want["keyframes"]))
+    assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_a_sample_and_a_refusal(browser, live_server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server + "/")
+    WebDriverWait(browser, 30).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#samples img")) == 6)
+    browser.find_elements(By.CSS_SELECTOR, "#samples img")[2].click()
+    WebDriverWait(browser, 30).until(
+        lambda d: (d.find_element(By.ID, "preview").get_attribute("src") or "").startswith(
+            "blob:"))
+    question = browser.find_element(By.ID, "question")
+    question.clear()
+    question.send_keys("why " * 80)  # over the 300-character limit: the page shows the reason
+    browser.find_element(By.ID, "go").click()
+    assert "question_too_long" in _wait_text(browser, "error")

@@ -67,7 +67,7 @@ def wait_ready(url: str, timeout: float) -> None:
 
 
 def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
-              max_seconds: float, start_at: int = 0) -> dict:
+              max_seconds: float, start_at: int = 0, pid: int | None = None) -> dict:
     """`n` requests from `concurrency` threads (each waits for its answer before the next)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -94,8 +94,20 @@ def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
                     latencies.append(time.perf_counter() - start)
                     statuses[status] = statuses.get(status, 0) + 1
 
+    rss_trace: list[tuple[int, float | None]] = []  # (requests done, RSS MB) every tenth
+
+    def watch() -> None:
+        step = max(1, n // 10)
+        while len(latencies) < n and time.monotonic() < deadline:
+            done = len(latencies)
+            if done >= step * (len(rss_trace) + 1):
+                rss_trace.append((done, rss_mb(pid)))
+            time.sleep(0.2)
+
     start = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    if pid is not None:
+        threads.append(threading.Thread(target=watch))
     for t in threads:
         t.start()
     for t in threads:
@@ -106,7 +118,8 @@ def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
             "requests_per_s": round(len(latencies) / wall, 1),
             "p50_ms": round(q[49] * 1000, 1), "p95_ms": round(q[94] * 1000, 1),
             "p99_ms": round(q[98] * 1000, 1),
-            "errors": sum(v for k, v in statuses.items() if k != 200), "statuses": statuses}
+            "errors": sum(v for k, v in statuses.items() if k != 200), "statuses": statuses,
+            "rss_trace": rss_trace}
 
 
 def main() -> None:
@@ -140,7 +153,7 @@ def main() -> None:
         sent = args.warmup  # GIFs continue across levels: a large --n-gifs never repeats one
         for c in args.concurrency:
             level = run_level(args.url, args.path, gifs, c, args.requests, args.max_seconds,
-                              sent)
+                              sent, pid)
             sent += level["requests"]
             level["rss_mb"] = rss_mb(pid)
             results["levels"].append(level)

@@ -27,6 +27,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,10 +76,11 @@ class ServeSettings(BaseSettings):
     max_pixels: int = 1024 * 1024
     max_batch_items: int = 16  # items of one /v1/answer:batch request
     batch_max: int = 8  # requests answered in one model call
-    queue_max: int = 32  # requests waiting for the model; one more is refused with 503
+    queue_max: int = 32  # requests waiting for the model; one more is refused with 429
     poll_seconds: float = 30.0  # how often the alias is checked; 0 = never
     admin_token: SecretStr | None = None  # bearer token of /v1/admin/reload; unset = disabled
     search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
+    gif_cache: int = 256  # GIFs whose decoded, embedded frames are kept (by content hash)
 
     @model_validator(mode="after")
     def _pair_or_uri(self) -> ServeSettings:
@@ -168,7 +170,8 @@ def load_model(settings: ServeSettings, version: int | None = None) -> LoadedMod
     if settings.model_dir is not None and settings.clip_dir is not None:
         from gifqa_model.serve.predict import GifQAPredictor
 
-        predictor = GifQAPredictor(settings.model_dir, settings.clip_dir, settings.gif_limits)
+        predictor = GifQAPredictor(settings.model_dir, settings.clip_dir, settings.gif_limits,
+                                   cache_gifs=settings.gif_cache)
         return LoadedModel(predictor, settings.source, None)
 
     import mlflow
@@ -182,7 +185,7 @@ def load_model(settings: ServeSettings, version: int | None = None) -> LoadedMod
     wrapped = pyfunc.unwrap_python_model()
     predictor = wrapped.predictor
     # the pyfunc builds its predictor with default GIF limits; the server's limits apply
-    predictor.limits = settings.gif_limits
+    predictor.limits, predictor.cache_gifs = settings.gif_limits, settings.gif_cache
     info: dict[str, Any] = {"digest": getattr(wrapped, "digest", "")}
     if version is not None:
         mv = mlflow.MlflowClient().get_model_version(registered["name"], str(version))
@@ -213,8 +216,9 @@ def warm(model: LoadedModel) -> None:
 class ApiError(HTTPException):
     """A refused request: status, a machine-readable ``reason`` and a message for humans."""
 
-    def __init__(self, status_code: int, reason: str, message: str) -> None:
-        super().__init__(status_code=status_code, detail=message)
+    def __init__(self, status_code: int, reason: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status_code, detail=message, headers=headers)
         self.reason = reason
 
 
@@ -363,11 +367,15 @@ class Batcher:
     def __init__(self, slot: ModelSlot, settings: ServeSettings, metrics: Metrics) -> None:
         self.slot, self.settings, self.metrics = slot, settings, metrics
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        # one thread runs every model call: torch spreads each call over the cores itself,
+        # and one thread's allocations stay in one malloc arena (a pool's many threads each
+        # grow their own, and RSS with them)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="gifqa-model")
 
     async def submit(self, gif: bytes, questions: list[str]) -> tuple[list[dict], LoadedModel]:
         if self.queue.qsize() >= self.settings.queue_max:
-            raise ApiError(503, "overloaded", f"{self.queue.qsize()} requests are waiting for "
-                           "the model; try again shortly")
+            raise ApiError(429, "overloaded", f"{self.queue.qsize()} requests are waiting for "
+                           "the model; try again shortly", headers={"Retry-After": "1"})
         job = Job(gif, questions, asyncio.get_running_loop().create_future())
         self.queue.put_nowait(job)
         self.metrics.queue.set(self.queue.qsize())
@@ -384,7 +392,8 @@ class Batcher:
             if not jobs:
                 continue
             self.metrics.batch.observe(len(jobs))
-            results = await run_in_threadpool(answer_jobs, model, jobs)
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.executor, answer_jobs, model, jobs)
             for job, result in zip(jobs, results, strict=True):
                 if job.future.done():
                     continue
@@ -515,7 +524,7 @@ class ErrorOut(BaseModel):
     reason: str
 
 
-ERRORS = {status: {"model": ErrorOut} for status in (413, 422, 503)}
+ERRORS = {status: {"model": ErrorOut} for status in (413, 415, 422, 429, 503)}
 
 
 def get_settings(request: Request) -> ServeSettings:
@@ -659,6 +668,7 @@ def create_app(
         yield
         for task in tasks:
             task.cancel()
+        batcher.executor.shutdown(wait=False, cancel_futures=True)
         app.state.slot = None
 
     app = FastAPI(title="gifqa", version="1",
@@ -685,7 +695,8 @@ def create_app(
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         metrics.rejects.labels(exc.reason).inc()
         return JSONResponse(
-            {"detail": exc.detail, "reason": exc.reason}, status_code=exc.status_code
+            {"detail": exc.detail, "reason": exc.reason}, status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     async def _read_gif(request: Request, with_question: bool = False) -> Any:

@@ -328,7 +328,7 @@ def test_waiting_requests_are_answered_in_one_model_call(gif, no_warm) -> None:
     assert fake.batches == [1, 3] and fake.max_active == 1
 
 
-def test_a_full_queue_refuses_with_503(gif, no_warm) -> None:
+def test_a_full_queue_refuses_with_429_and_retry_after(gif, no_warm) -> None:
     gate = threading.Event()
     fake = FakePredictor(gate=gate)
     with TestClient(_fake_app(fake, queue_max=1)) as client:
@@ -341,7 +341,8 @@ def test_a_full_queue_refuses_with_503(gif, no_warm) -> None:
         gate.set()
         for t in first + queued:
             t.join()
-    assert refused.status_code == 503 and refused.json()["reason"] == "overloaded"
+    assert refused.status_code == 429 and refused.json()["reason"] == "overloaded"
+    assert refused.headers["retry-after"] == "1"
     assert [r.status_code for r in results + more] == [200, 200]
 
 

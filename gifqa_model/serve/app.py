@@ -392,8 +392,12 @@ class Batcher:
             if not jobs:
                 continue
             self.metrics.batch.observe(len(jobs))
-            results = await asyncio.get_running_loop().run_in_executor(
-                self.executor, answer_jobs, model, jobs)
+            try:
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, answer_jobs, model, jobs)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                log.error("a batch failed outside the model", exc_info=exc)
+                results = [ApiError(500, "model_error", "the batch failed") for _ in jobs]
             for job, result in zip(jobs, results, strict=True):
                 if job.future.done():
                     continue

@@ -66,3 +66,13 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def wait_until(condition, timeout: float = 120, what: str = "the condition") -> None:
+    """Poll `condition` until it holds; a test that waits on a server fails after `timeout`
+    seconds instead of hanging."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not hold within {timeout:.0f} s")
+        time.sleep(0.01)

@@ -23,7 +23,8 @@ def test_no_input_makes_the_server_fail(live_server) -> None:
 
     def fuzzer(label: str, strategy):
         @given(case=strategy)
-        @settings(max_examples=25, deadline=None, database=None,
+        # derandomized: the same inputs every run, so the suite never fails by chance
+        @settings(max_examples=25, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def fuzz(case) -> None:
             calls[label] += 1

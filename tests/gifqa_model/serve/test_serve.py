@@ -32,6 +32,7 @@ from gifqa_model.serve.app import (
 )
 from gifqa_model.serve.pyfunc import log_pyfunc
 from tests.gifqa_model.serve.conftest import QUESTION
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -315,9 +316,8 @@ def test_waiting_requests_are_answered_in_one_model_call(gif, no_warm) -> None:
         first, results = _in_threads(1, lambda: _post(client, gif))
         assert fake.started.wait(10)  # the model is busy with the first request
         rest, more = _in_threads(3, lambda: _post(client, gif))
-        metrics = ""
-        while 'gifqa_queue_depth 3.0' not in metrics:  # all three wait for the model
-            metrics = client.get("/metrics").text
+        # all three wait for the model
+        wait_until(lambda: "gifqa_queue_depth 3.0" in client.get("/metrics").text)
         # the event loop still answers while the model works in a pool thread
         assert client.get("/healthz").status_code == 200 and not gate.is_set()
         gate.set()
@@ -335,8 +335,7 @@ def test_a_full_queue_refuses_with_429_and_retry_after(gif, no_warm) -> None:
         first, results = _in_threads(1, lambda: _post(client, gif))
         assert fake.started.wait(10)
         queued, more = _in_threads(1, lambda: _post(client, gif))
-        while "gifqa_queue_depth 1.0" not in client.get("/metrics").text:
-            pass
+        wait_until(lambda: "gifqa_queue_depth 1.0" in client.get("/metrics").text)
         refused = _post(client, gif)
         gate.set()
         for t in first + queued:
@@ -402,17 +401,14 @@ def test_follows_the_alias_with_zero_errors_during_the_swap(gif, no_warm) -> Non
         threads = [threading.Thread(target=steady) for _ in range(3)]
         for t in threads:
             t.start()
-        while len(seen) < 20:
-            pass
+        wait_until(lambda: len(seen) >= 20)
         reg.current = 2  # the registry moves champion; the server finds it by polling
-        while client.get("/readyz").json()["model_version"] != 2:
-            pass
+        wait_until(lambda: client.get("/readyz").json()["model_version"] == 2)
         n_at_swap = len(seen)
-        while len(seen) < n_at_swap + 20:
-            pass
+        wait_until(lambda: len(seen) >= n_at_swap + 20)
         reg.current, reg.broken = 3, {3}  # a version that cannot load is never served
-        while "gifqa_model_reloads_total{result=\"failed\"}" not in client.get("/metrics").text:
-            pass
+        wait_until(lambda: 'gifqa_model_reloads_total{result="failed"}'
+                   in client.get("/metrics").text)
         ready = client.get("/readyz")
         info = client.get("/v1/model").json()
         stop.set()

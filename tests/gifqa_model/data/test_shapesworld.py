@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +37,7 @@ def examples():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shapes")
-    t0 = time.perf_counter()
     generate_corpus(out, PARAMS)
-    assert time.perf_counter() - t0 < 10  # 20 GIFs take well under a second on a quiet machine
     return out
 
 

@@ -20,7 +20,7 @@ from gifqa_model.config import TrainParams
 from gifqa_model.index.cache import KEYFRAMES_FILE, TOKENS_FILE
 from gifqa_model.train.loop import TrainingTimeout, run_train
 from gifqa_model.train.schedule import cosine_lr
-from tests.helpers import COLORS, TINY_TRAIN, make_cache
+from tests.helpers import COLORS, TINY_TRAIN, free_port, make_cache
 
 
 def _params(**kw) -> TrainParams:
@@ -131,7 +131,7 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
     repo = Path(__file__).resolve().parents[3]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--master_port=29533", str(script), str(tmp_path), run_id],
+         f"--master_port={free_port()}", str(script), str(tmp_path), run_id],
         cwd=repo, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import logging
 import re
@@ -52,6 +51,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gifqa_model.config import IndexParams
 from gifqa_model.data.gifs import GifError, GifLimits, probe_gif
 from gifqa_model.qa.normalize import guess_qtype
+from gifqa_model.serve.pyfunc import InputError, check_question, decode_base64_gif
 
 log = logging.getLogger(__name__)
 
@@ -560,29 +560,18 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
 
 
 def _check_question(question: Any, max_chars: int, where: str = "") -> str:
-    if not isinstance(question, str) or not question.strip():
-        raise ApiError(422, "empty_question", f"{where}`question` is missing or empty")
-    question = question.strip()
-    if len(question) > max_chars:
-        raise ApiError(
-            422,
-            "question_too_long",
-            f"{where}the question has {len(question)} characters; the limit is {max_chars}",
-        )
-    return question
+    try:
+        return check_question(question, max_chars)
+    except InputError as exc:
+        raise ApiError(422, exc.reason, where + exc.message) from None
 
 
 def _decode_b64(value: str, max_bytes: int, where: str = "") -> bytes:
-    if len(value) > max_bytes * 4 // 3 + 4:
-        raise ApiError(413, "too_large_bytes",
-                       f"{where}the GIF is over the upload limit of {max_bytes} bytes")
     try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(422, "bad_base64", f"{where}`gif` is not valid base64") from None
-    if not data:
-        raise ApiError(422, "empty_file", f"{where}the GIF is empty")
-    return data
+        return decode_base64_gif(value, max_bytes)
+    except InputError as exc:
+        status = 413 if exc.reason == "too_large_bytes" else 422
+        raise ApiError(status, exc.reason, where + exc.message) from None
 
 
 ANSWER_BODY = {
@@ -852,8 +841,9 @@ def create_app(
         gif = await _read_gif(request)
         try:
             slot = request.app.state.slot
-            params = getattr(getattr(slot, "model", None) and slot.model.predictor, "params",
-                             None) or IndexParams()
+            model = slot.model if slot is not None else None
+            # the model's own frame count; a fake without index params gets the default
+            params = getattr(getattr(model, "predictor", None), "params", None) or IndexParams()
             strip = await run_in_threadpool(frame_strip, gif, settings.gif_limits,
                                             params.frames_per_gif)
         except GifError as exc:

@@ -68,6 +68,9 @@ class GifQAPredictor:
         keys = [hashlib.sha256(g).hexdigest() if isinstance(g, bytes) else None for g in gifs]
         with self._cache_lock:
             seen = [self.cache.get(k) if k else None for k in keys]
+            for k, v in zip(keys, seen, strict=True):
+                if v is not None:
+                    self.cache.move_to_end(k)  # least recently asked about goes first
         todo = [i for i, v in enumerate(seen) if v is None]
         if todo:
             infos = [probe_gif(gifs[i], self.limits) for i in todo]

@@ -66,10 +66,25 @@ OUTPUT_COLUMNS = [c.name for c in SIGNATURE.outputs.inputs]
 
 
 class InputError(MlflowException):
-    """A refused row: MLflow's scoring server answers it with 400 and this message."""
+    """A refused row: MLflow's scoring server answers it with 400 and this message; `reason`
+    is the machine-readable tag the HTTP service answers with."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, reason: str = "bad_input") -> None:
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self.reason = reason
+
+
+def decode_base64_gif(value: str, max_bytes: int) -> bytes:
+    """A base64 GIF as bytes; its size is refused before decoding (base64 is 4/3 of it)."""
+    if len(value) > max_bytes * 4 // 3 + 4:
+        raise InputError(f"the GIF is over the limit of {max_bytes} bytes", "too_large_bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("`gif` is not valid base64", "bad_base64") from None
+    if not data:
+        raise InputError("the GIF is empty", "empty_file")
+    return data
 
 
 def confined_path(value: str, root: Path) -> Path:
@@ -89,13 +104,14 @@ def gif_bytes(value: Any, limits: GifLimits, root: Path | None) -> bytes:
     if isinstance(value, bytes | bytearray):
         data = bytes(value)
     elif isinstance(value, str):
-        try:  # base64's length is 4/3 of the bytes': refuse before decoding a huge string
-            if len(value) > limits.max_bytes * 4 // 3 + 4:
-                raise InputError(f"`gif` is over the limit of {limits.max_bytes} bytes")
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
+        try:
+            data = decode_base64_gif(value, limits.max_bytes)
+        except InputError as exc:
+            if exc.reason != "bad_base64":
+                raise
             if root is None:
-                raise InputError("`gif` must be the GIF's bytes, base64-encoded") from None
+                raise InputError("`gif` must be the GIF's bytes, base64-encoded",
+                                 "bad_base64") from None
             path = confined_path(value, root)
             if path.stat().st_size > limits.max_bytes:
                 raise InputError(f"`gif` is over the limit of {limits.max_bytes} bytes") from None
@@ -110,11 +126,14 @@ def gif_bytes(value: Any, limits: GifLimits, root: Path | None) -> bytes:
 
 
 def check_question(value: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """The question, stripped; the one rule the pyfunc and the HTTP service both apply."""
     if not isinstance(value, str) or not value.strip():
-        raise InputError("`question` is missing or empty")
-    if len(value.strip()) > max_chars:
-        raise InputError(f"`question` is over the limit of {max_chars} characters")
-    return value.strip()
+        raise InputError("`question` is missing or empty", "empty_question")
+    question = value.strip()
+    if len(question) > max_chars:
+        raise InputError(f"the question has {len(question)} characters; the limit is "
+                         f"{max_chars} characters", "question_too_long")
+    return question
 
 
 class GifQAPyfunc(mlflow.pyfunc.PythonModel):

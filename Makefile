@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The offline switches and local stores are set by gifqa_model/env.py in every entry point.
 
-.PHONY: install browser demo test lint clean
+.PHONY: install browser stack-deps up down demo test lint clean
 
 install: $(STAMP)
 
@@ -26,7 +26,21 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    chromium chromium-driver >/dev/null; }
 
-test: install browser
+# the local stack's database: Debian's PostgreSQL server binaries, installed when missing (as root)
+stack-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    postgresql >/dev/null; }
+
+# the local stack of real servers on 127.0.0.1 (flows/stack.py); `make down` stops it
+up: install stack-deps
+	$(BIN)/gifqa stack up
+
+down: install
+	$(BIN)/gifqa stack down
+
+test: install browser stack-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --timeout=1800 tests
 
@@ -34,4 +48,4 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf outputs metrics .prefect mlflow/mlflow.db mlflow/artifacts
+	rm -rf outputs metrics .prefect mlflow/mlflow.db mlflow/artifacts drop

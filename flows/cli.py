@@ -108,5 +108,67 @@ def ui(port: int = typer.Option(5000, help="port on 127.0.0.1")) -> None:
                     "--host", "127.0.0.1", "--port", str(port)], check=False)
 
 
+stack = typer.Typer(help="The local stack of real servers on 127.0.0.1 (flows/stack.py).",
+                    no_args_is_help=True)
+app.add_typer(stack, name="stack")
+
+
+@stack.command("up")
+def stack_up(project: Path = typer.Option(Path("."), help="project the worker runs in"),
+             worker: bool = typer.Option(True, help="start a process worker")) -> None:
+    """Start PostgreSQL, the object store, MLflow, Prefect and a worker; point DVC at the
+    object store. `eval "$(gifqa stack env)"` then sends every command to them."""
+    from flows.stack import Stack, load_settings
+    from tasks.publish import configure_remote
+
+    settings = load_settings(worker=worker)
+    env = Stack(settings).up(project.resolve(), progress=console.print)
+    if (project / ".dvc").is_dir():
+        configure_remote(project, env["GIFQA_DVC_REMOTE"], env["GIFQA_DVC_REMOTE_ENDPOINT"])
+        console.print(f"DVC remote: {env['GIFQA_DVC_REMOTE']} (in .dvc/config.local)")
+    console.print(f"MLflow {env['MLFLOW_TRACKING_URI']} · Prefect "
+                  f"{env['PREFECT_API_URL'].removesuffix('/api')} · S3 "
+                  f"{env['MLFLOW_S3_ENDPOINT_URL']}\nnext: eval \"$(gifqa stack env)\" && "
+                  "gifqa deploy")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop every server of the stack (their data stays under .stack/)."""
+    from flows.stack import Stack, load_settings
+
+    Stack(load_settings()).down(progress=console.print)
+
+
+@stack.command("status")
+def stack_status() -> None:
+    from flows.stack import Stack, load_settings
+
+    for name, up in Stack(load_settings()).status().items():
+        console.print(f"{name}: {'up' if up else 'down'}")
+
+
+@stack.command("env")
+def stack_env() -> None:
+    """`export` lines for a shell: `eval "$(gifqa stack env)"`."""
+    import shlex
+
+    from flows.stack import client_env, load_settings
+
+    for key, value in client_env(load_settings()).items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+@app.command()
+def deploy(project: Path = typer.Option(Path("."), help="project folder the runs work in"),
+           pool: str = typer.Option("gifqa", help="process work pool")) -> None:
+    """Create the work pool and the retrain (cron) and watch-data (interval) deployments."""
+    from flows.deploy import deploy as make
+
+    ids = make(project, pool)
+    console.print(f"deployed gifqa-retrain/retrain and gifqa-watch-data/watch-data on pool "
+                  f"{pool} ({', '.join(i[:8] for i in ids)})")
+
+
 if __name__ == "__main__":
     sys.exit(app())

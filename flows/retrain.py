@@ -19,6 +19,7 @@ from mlflow import MlflowClient  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
+from flows.alerts import close_abandoned_runs, notify_failure  # noqa: E402
 from gifqa_model.config import flat_params, load_params  # noqa: E402
 from gifqa_model.stages import (  # noqa: E402
     MLFLOW_RUN_ENV,
@@ -27,6 +28,7 @@ from gifqa_model.stages import (  # noqa: E402
     out_dir,
     stage_data,
 )
+from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
 from tasks.stages import log_stage_metrics, run_dvc_stage, stage_env  # noqa: E402
 
 EXPERIMENT = "gifqa"
@@ -169,7 +171,8 @@ def log_datasets(project: Path) -> None:
             mlflow.log_input(ds, context=context)
 
 
-@flow(name="gifqa-retrain", log_prints=True)
+@flow(name="gifqa-retrain", log_prints=True, on_failure=[notify_failure],
+      on_crashed=[notify_failure])
 def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
     """ingest → synth_qa → validate → index → train → benchmark → evaluate → register and
     gate: a new version only for new weights, the champion only on the gate's evidence."""
@@ -177,12 +180,11 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
     project = Path(project_dir).resolve()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    (project / "mlflow").mkdir(exist_ok=True)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT,
-                                 artifact_location=(project / "mlflow" / "artifacts").as_uri())
-    mlflow.set_experiment(EXPERIMENT)
     params = load_params(project / "params.yaml")
+    # transient failures (a server down) are retried with doubling delays, then fail clearly
+    with_retries = {"retries": params.deploy.retries, "retry_delay_seconds": [
+        params.deploy.retry_delay_s * 2**i for i in range(params.deploy.retries)] or 0}
+    setup_experiment.with_options(**with_retries)(str(project))
     ensure_data(str(project))
 
     before = lineage_tags(project)  # the commit and the data the run starts from
@@ -216,10 +218,50 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         summary = {"run_id": run.info.run_id, "accuracy": float(ev.get("accuracy", 0.0)),
                    "baseline": float(ev.get("baseline_prior_accuracy", 0.0))}
         if "evaluate" in results:
-            summary.update(register_model(project, run.info.run_id, ev, tags))
+            summary.update(register_model.with_options(**with_retries)(
+                project, run.info.run_id, ev, tags))
             logger.info("gifqa v%s (champion v%s): %s", summary["version"],
                         summary["champion_version"], summary["reason"])
+            if remote_configured(project):
+                summary["published"] = publish.with_options(**with_retries)(
+                    str(project), summary, run_name(project, params, before))
+                mlflow.set_tags({"dvc.pushed_commit": summary["published"]["commit"] or ""})
+    if "published" in summary:
+        try:  # retention is housekeeping: the run is published, a failed gc only warns
+            collect_garbage(project, params.deploy.keep_runs)
+        except RuntimeError as err:
+            logger.warning("dvc gc failed: %s", err)
     return summary
+
+
+@task(name="setup-experiment")
+def setup_experiment(project_dir: str) -> None:
+    """The experiment; on a local store its artifacts go beside it, on a server where the
+    server puts them (its object store)."""
+    uri = mlflow.get_tracking_uri()
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        local = not uri.startswith(("http://", "https://", "databricks"))
+        if local:
+            (Path(project_dir) / "mlflow").mkdir(exist_ok=True)
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(
+            Path(project_dir) / "mlflow" / "artifacts").as_uri() if local else None)
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    for run_id in close_abandoned_runs(experiment.experiment_id, str(flow_run.get_id())):
+        get_run_logger().warning("closed MLflow run %s: its flow run had ended", run_id)
+
+
+@task(name="publish")
+def publish(project_dir: str, summary: dict, name: str) -> dict:
+    """git commit of the run (tagged when it made the champion), then `dvc push`."""
+    project = Path(project_dir)
+    decision = ("unchanged" if summary.get("unchanged") else
+                "promoted" if summary.get("promoted") else "rejected")
+    champion = summary.get("promoted") or (
+        summary.get("unchanged") and summary.get("version") == summary.get("champion_version"))
+    commit = commit_run(project, f"{name}: v{summary.get('version')} {decision}",
+                        champion=bool(champion))
+    push(project)
+    return {"commit": commit, "champion": bool(champion)}
 
 
 if __name__ == "__main__":

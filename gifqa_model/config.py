@@ -64,14 +64,16 @@ class IngestSource(Section):
     kind: Literal["folder", "tsv"]
     path: str
     source: str  # a short name, recorded in both tables and used to keep gif_ids unique
+    optional: bool = False  # a folder that may not exist yet (the drop corpus) is skipped
 
 
-def _shapesworld_source() -> list[IngestSource]:
-    return [IngestSource(kind="folder", path="data/shapesworld", source="shapesworld")]
+def _default_sources() -> list[IngestSource]:
+    return [IngestSource(kind="folder", path="data/shapesworld", source="shapesworld"),
+            IngestSource(kind="folder", path="data/incoming", source="incoming", optional=True)]
 
 
 class IngestParams(Section):
-    sources: list[IngestSource] = Field(default_factory=_shapesworld_source)
+    sources: list[IngestSource] = Field(default_factory=_default_sources)
     limits: GifLimits = Field(default_factory=GifLimits)
     val_share: float = Field(0.1, ge=0, le=1)
     test_share: float = Field(0.1, ge=0, le=1)
@@ -311,6 +313,19 @@ class RegistryParams(Section):
     blank_margin: float = Field(0.10, ge=0)  # blank-frame accuracy at most prior + this
 
 
+class DeployParams(Section):
+    """The deployments `gifqa deploy` creates and what a successful run publishes."""
+
+    retrain_cron: str = "0 3 * * *"  # the scheduled retrain, in the worker's time zone
+    watch_interval_s: int = Field(60, ge=5)  # how often watch-data looks in the drop folder
+    drop_dir: str = "drop"  # new GIFs + descriptions.tsv arrive here
+    corpus_dir: str = "data/incoming"  # where watch-data adds them (an ingest source)
+    min_new_gifs: int = Field(1, ge=1)  # fewer waiting GIFs than this: no new data version
+    retries: int = Field(3, ge=0)  # transient failures (a server down) before the run fails
+    retry_delay_s: float = Field(2.0, ge=0)  # doubled at each retry
+    keep_runs: int = Field(3, ge=1)  # dvc gc keeps the champion's commit and the last N
+
+
 class Params(Section):
     shapes: ShapesParams = Field(default_factory=ShapesParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
@@ -322,6 +337,7 @@ class Params(Section):
     evaluate: EvalParams = Field(default_factory=EvalParams)
     benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
+    deploy: DeployParams = Field(default_factory=DeployParams)
 
     @model_validator(mode="after")
     def _benchmark_apart(self) -> Params:

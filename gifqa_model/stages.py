@@ -6,9 +6,11 @@ layout, so `dvc repro`, the CLI and the tests run exactly the same code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ["ingest", "synth_qa", "validate", "index", "train", "benchmark", "evaluate"]
 OUTPUTS = Path("outputs")
+CHECKPOINTS_DIR = OUTPUTS / ".checkpoints"  # no stage's output: survives a rerun of it
 METRICS = Path("metrics")
 DATA_DIR = Path("data") / "shapesworld"
 MLFLOW_RUN_ENV = "GIFQA_MLFLOW_RUN_ID"
@@ -163,6 +166,24 @@ def ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
     return {g: by_name[n] for g, n in zip(manifest.gif_id, names, strict=True) if n in by_name}
 
 
+def train_fingerprint(params: Params, root: Path = Path(".")) -> str:
+    """What a train checkpoint must match to be resumed: the train params and the bytes of the
+    stage's inputs (the tables, the keyframes, the frame map and the CLIP weights; the token
+    cache is a function of those)."""
+    from gifqa_model.index.cache import CLIP_DIR, FRAMES_FILE, KEYFRAMES_FILE
+
+    h = hashlib.sha256(json.dumps(params.train.model_dump(), sort_keys=True).encode())
+    index = out_dir("index", root)
+    files = [out_dir("validate", root) / "manifest_clean.parquet",
+             out_dir("validate", root) / "qa_clean.parquet", index / KEYFRAMES_FILE,
+             index / FRAMES_FILE, *sorted((index / CLIP_DIR).rglob("*"))]
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def stage_train(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.evaluate.plots import plot_training_curve
     from gifqa_model.train.distributed import rank
@@ -170,11 +191,15 @@ def stage_train(params: Params, root: Path = Path(".")) -> dict:
 
     inputs = train_inputs(root, params.train)
     out = out_dir("train", root)
+    # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes
+    ckpt_dir = root / CHECKPOINTS_DIR / "train"
     metrics = run_train(inputs.qa, inputs.keyframes, out_dir("index", root), params.train, out,
                         mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None,
-                        descriptions=inputs.descriptions, scene=inputs.scene)
+                        descriptions=inputs.descriptions, scene=inputs.scene,
+                        checkpoint_dir=ckpt_dir, fingerprint=train_fingerprint(params, root))
     if rank() != 0:  # under torchrun only rank 0 writes files
         return metrics
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: nothing to resume
     if (out / "curve.csv").is_file():
         plot_training_curve(out / "curve.csv", out / "training_curve.png")
     write_metrics("train", metrics, root)

@@ -3,14 +3,17 @@ tests that start a server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
+import yaml
 
 from gifqa_model.index.cache import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_FILE
 
@@ -76,3 +79,53 @@ def wait_until(condition, timeout: float = 120, what: str = "the condition") -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not hold within {timeout:.0f} s")
         time.sleep(0.01)
+
+
+REPO = Path(__file__).resolve().parents[1]
+# a whole pipeline in about a minute: 48 GIFs, a short CLIP fit, 12 training steps
+TINY_PROJECT = {
+    "shapes": {"n_gifs": 48, "seed": 3},
+    "clip": {"fit_steps": 8, "fit_batch_size": 16},
+    "benchmark": {"n_gifs": 12, "real_gifs": None},
+    "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """`override` into `base`, section by section."""
+    for k, v in override.items():
+        base[k] = merge(base.get(k, {}), v) if isinstance(v, dict) else v
+    return base
+
+
+def sh(cmd: list[str], cwd: Path) -> str:
+    """Run `cmd` with this interpreter's bin first on PATH (where `gifqa` is), as a stage is."""
+    from tasks.stages import stage_env
+
+    proc = subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, env=stage_env())
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def git_commit(root: Path, message: str) -> None:
+    sh(["git", "add", "-A"], root)
+    sh(["git", "-c", "user.email=ci@gifqa", "-c", "user.name=ci", "commit", "-q",
+        "--allow-empty", "-m", message], root)
+
+
+def make_project(root: Path, overrides: dict | None = None) -> Path:
+    """A fresh project folder (git + DVC) with the tiny params; the code that runs is the
+    installed package, the copied gifqa_model/ is what the stages' deps hash."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copytree(REPO / "gifqa_model", root / "gifqa_model",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()),
+                   merge(merge({}, TINY_PROJECT), overrides or {}))
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / ".gitignore").write_text("/outputs/\n/mlflow/\n/.prefect/\n/drop/\n")
+    sh(["git", "init", "-q"], root)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], root)
+    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    git_commit(root, "init")
+    return root

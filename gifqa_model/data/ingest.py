@@ -236,6 +236,8 @@ def run_ingest(params: IngestParams, out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs: list[_Input] = []
     for src in params.sources:
+        if src.optional and not Path(src.path).exists():
+            continue
         inputs += _folder_inputs(src) if src.kind == "folder" else _tsv_inputs(src)
 
     download_dir = out_dir / "downloads"

@@ -23,6 +23,7 @@ from gifqa_model.registry import gate
 from gifqa_model.registry.versions import (
     CHAMPION,
     DIGEST_TAG,
+    GATE_TAG,
     alias_version,
     create_version,
     download_version,
@@ -73,12 +74,14 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
     name = params.model_name
     digest = weights_digest(candidate.model_dir, candidate.clip_dir)
     same = find_by_digest(client, name, digest)
-    if same is not None:
+    if same is not None and GATE_TAG in client.get_model_version(name, str(same)).tags:
         return {"version": same, "unchanged": True, "promoted": False,
                 "reason": f"unchanged: the weights are v{same}'s; nothing registered",
                 "champion_version": alias_version(client, name, CHAMPION)}
-    version = create_version(client, name, model_uri_fn(), candidate.run_id,
-                             {**candidate.tags, DIGEST_TAG: digest}, candidate.description)
+    # a version registered by a run that failed before the gate decided is gated now, once
+    version = same if same is not None else create_version(
+        client, name, model_uri_fn(), candidate.run_id, {**candidate.tags, DIGEST_TAG: digest},
+        candidate.description)
     with registry_lock():
         champion = alias_version(client, name, CHAMPION)
         with tempfile.TemporaryDirectory() as tmp:
@@ -93,7 +96,7 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
                                None if champ_scored is None else champ_scored.correct.to_numpy(),
                                chall_scored.qtype, candidate.blank_accuracy,
                                candidate.prior_accuracy, params)
-        tags = {"gate.decision": "promoted" if decision.promote else "rejected",
+        tags = {GATE_TAG: "promoted" if decision.promote else "rejected",
                 "gate.reason": decision.reason[:5000],
                 "gate.compared_with": f"v{champion}" if champion else "none",
                 "gate.challenger_accuracy": f"{decision.challenger_accuracy:.4f}",

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 DIGEST_TAG = "weights_sha256"
+GATE_TAG = "gate.decision"  # set once the gate has decided on a version
 HISTORY_PREFIX = "history."
 LOCK_ENV = "GIFQA_REGISTRY_LOCK"
 
@@ -37,8 +38,11 @@ LOCK_ENV = "GIFQA_REGISTRY_LOCK"
 def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
     try:
         return int(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        # no such model or alias; a server that cannot be reached is not "no champion"
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def weights_digest(*dirs: Path) -> str:
@@ -167,7 +171,7 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
                                              time.gmtime(v.creation_timestamp / 1000)),
                     "benchmark_accuracy": tags.get("benchmark.accuracy"),
                     "test_accuracy": tags.get("test.accuracy"),
-                    "decision": tags.get("gate.decision"), "run_id": v.run_id})
+                    "decision": tags.get(GATE_TAG), "run_id": v.run_id})
     return sorted(out, key=lambda r: -r["version"])
 
 

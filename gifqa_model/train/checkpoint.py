@@ -12,13 +12,18 @@ from gifqa_model.model.modeling import GifQAModel
 
 
 def save_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer, step: int,
-                    curve: list[dict]) -> None:
+                    curve: list[dict], fingerprint: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                 "curve": curve, "torch_rng": torch.get_rng_state(),
-                "config": asdict(model.cfg)}, tmp)
+                "config": asdict(model.cfg), "fingerprint": fingerprint}, tmp)
     tmp.replace(path)  # atomic: a kill mid-save never leaves a half checkpoint
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    """The inputs fingerprint a checkpoint was saved with ("" for none)."""
+    return str(torch.load(path, map_location="cpu", weights_only=True).get("fingerprint", ""))
 
 
 def load_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer,

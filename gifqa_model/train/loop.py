@@ -31,7 +31,11 @@ from gifqa_model.model.configuration import GifQAConfig
 from gifqa_model.model.losses import GifQALoss
 from gifqa_model.model.modeling import GifQAModel, count_parameters
 from gifqa_model.model.text import encode_train_batch, load_tokenizer, train_word_tokenizer
-from gifqa_model.train.checkpoint import load_checkpoint, save_checkpoint
+from gifqa_model.train.checkpoint import (
+    checkpoint_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from gifqa_model.train.distributed import agreed_max, init_distributed
 from gifqa_model.train.schedule import cosine_lr
 from gifqa_model.train.tracking import MlflowCurveLogger, write_curve
@@ -240,8 +244,13 @@ def validate(setup: TrainSetup) -> dict[str, float]:
 def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: TrainParams,
               out_dir: Path, mlflow_run_id: str | None = None,
               descriptions: dict[str, str] | None = None,
-              scene: np.ndarray | None = None) -> dict:
+              scene: np.ndarray | None = None, checkpoint_dir: Path | None = None,
+              fingerprint: str = "") -> dict:
     """Train on the train split, monitor on val; returns metrics (rank 0 writes out_dir).
+
+    Checkpoints go to `checkpoint_dir` (default `out_dir/checkpoints`); a run resumes from one
+    only when it was saved with the same `fingerprint` (of params and inputs), so a checkpoint
+    of other data is never continued.
 
     `descriptions` (gif_id → text) feed the caption task when `params.captions` is on;
     `scene` (cache rows × cells × attributes, `gifqa_model.data.scene.scene_table`) feeds the
@@ -250,11 +259,15 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     s = build(qa, keyframes, index_dir, params, descriptions, scene)
     rank, world, device = s.rank, s.world, s.device
     out_dir = Path(out_dir)
-    ckpt_path = out_dir / "checkpoints" / "last.pt"
+    ckpt_path = Path(checkpoint_dir or out_dir / "checkpoints") / "last.pt"
     step, curve = 0, []
     if params.resume and ckpt_path.exists():
-        step, curve = load_checkpoint(ckpt_path, s.model, s.opt, device)
-        log.info("resumed from %s at step %d", ckpt_path, step)
+        if checkpoint_fingerprint(ckpt_path) == fingerprint:
+            step, curve = load_checkpoint(ckpt_path, s.model, s.opt, device)
+            log.info("resumed from %s at step %d", ckpt_path, step)
+        else:
+            log.info("%s was saved for other inputs or params: starting over", ckpt_path)
+    resumed_from = step
 
     stepper = Stepper(s, params)
     logger = MlflowCurveLogger(mlflow_run_id, rank)
@@ -271,7 +284,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         # every rank agrees, so all stop at the same step (a lone rank would hang the others)
         if agreed_max(time.time() - t0, world, device) >= params.max_minutes * 60:
             if rank == 0:
-                save_checkpoint(ckpt_path, s.model, s.opt, step, curve)
+                save_checkpoint(ckpt_path, s.model, s.opt, step, curve, fingerprint)
             raise TrainingTimeout(
                 f"train.max_minutes ({params.max_minutes}) passed at step {step} of "
                 f"{params.max_steps}: no model is written (a shorter run would be another "
@@ -288,12 +301,12 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         bar.update(1)
         bar.set_postfix(loss=f"{point['loss']:.3f}", acc=point.get("val_accuracy", ""))
         if rank == 0 and step % params.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, s.model, s.opt, step, curve)
+            save_checkpoint(ckpt_path, s.model, s.opt, step, curve, fingerprint)
     bar.close()
     logger.flush()
     elapsed = time.time() - t0
 
-    metrics = {"steps": step,
+    metrics = {"steps": step, "resumed_from_step": resumed_from,
                "train_seconds": round(elapsed, 1),
                "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
                "n_train_qa": len(s.train), "n_params_trainable": count_parameters(s.model),
@@ -307,7 +320,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         metrics["val_accuracy"] = vals[-1]
     if rank == 0:
         s.model.save_pretrained(out_dir / "model", s.tokenizer)
-        save_checkpoint(ckpt_path, s.model, s.opt, step, curve)
+        save_checkpoint(ckpt_path, s.model, s.opt, step, curve, fingerprint)
         write_curve(curve, out_dir / "curve.csv")
         (out_dir / "model" / "train_params.json").write_text(params.model_dump_json(indent=2))
     if world > 1:

@@ -7,8 +7,6 @@ directory (git + DVC), then loads `models:/gifqa@champion` as a downstream servi
 from __future__ import annotations
 
 import base64
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,45 +16,12 @@ import pytest
 import yaml
 
 from gifqa_model.qa.normalize import match_form
-
-REPO = Path(__file__).resolve().parents[2]
-
-TINY = {
-    "shapes": {"n_gifs": 48, "seed": 3},
-    "clip": {"fit_steps": 8, "fit_batch_size": 16},
-    "benchmark": {"n_gifs": 12, "real_gifs": None},
-    "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2},
-}
-
-
-def _merge(base: dict, override: dict) -> dict:
-    for k, v in override.items():
-        base[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return base
-
-
-def _sh(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, text=True, capture_output=True)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+from tests.helpers import make_project, sh
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "dvc.yaml", root)
-    # stage deps name library files; the code that runs is the installed package
-    shutil.copytree(REPO / "gifqa_model", root / "gifqa_model",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    (root / ".gitignore").write_text("/outputs/\n/mlflow/\n/.prefect/\n")
-    _sh(["git", "init", "-q"], root)
-    _sh(["git", "-c", "user.email=ci@gifqa", "-c", "user.name=ci", "commit", "-q",
-         "--allow-empty", "-m", "init"], root)
-    _sh([sys.executable, "-m", "dvc", "init", "-q"], root)
-    _sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
-    return root
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +80,10 @@ def test_champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict)
 
 @pytest.mark.integration
 def test_second_repro_skips_every_stage(project: Path, flow_summary: dict) -> None:
-    out = _sh([sys.executable, "-m", "dvc", "repro"], project)
+    out = sh([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in out, out
     assert "is cached" not in out or "Running" not in out
-    status = _sh([sys.executable, "-m", "dvc", "status"], project)
+    status = sh([sys.executable, "-m", "dvc", "status"], project)
     assert "up to date" in status, status
 
 

@@ -1,0 +1,361 @@
+"""The local stack: real servers on 127.0.0.1, started and stopped by one command.
+
+`gifqa stack up` starts, under `.stack/` (or GIFQA_STACK_HOME):
+
+- PostgreSQL (Debian's server binaries), the backend store of MLflow and Prefect;
+- an S3-compatible object store (moto's server mode) holding MLflow's artifacts and the DVC
+  remote, in one bucket;
+- an MLflow tracking server on PostgreSQL, serving artifacts from the object store;
+- a Prefect server on PostgreSQL and a process worker on the `gifqa` work pool.
+
+`gifqa stack down` stops them all; `gifqa stack env` prints what a client exports to use them.
+Secrets come from the environment or from `.stack/secrets.env` (written once, mode 600; the
+template is `infra/stack.env.example`). Nothing binds to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEYS = ("GIFQA_STACK_DB_PASSWORD", "GIFQA_STACK_S3_SECRET")
+SERVICES = ("postgres", "s3", "mlflow", "prefect", "worker")  # start order; stop reverses it
+
+
+class StackSettings(BaseSettings):
+    """Where the stack lives and which ports it takes (GIFQA_STACK_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="GIFQA_STACK_", extra="ignore")
+
+    home: Path = Path(".stack")
+    host: str = "127.0.0.1"
+    pg_port: int = 15432
+    s3_port: int = 19000
+    mlflow_port: int = 15000
+    prefect_port: int = 14200
+    db_user: str = "gifqa"
+    db_password: str = ""  # from the environment or .stack/secrets.env
+    s3_key: str = "gifqa"
+    s3_secret: str = ""
+    bucket: str = "gifqa"
+    work_pool: str = "gifqa"
+    start_timeout_s: float = 120.0
+    worker: bool = True  # start a process worker on the work pool
+
+
+def load_settings(**overrides: Any) -> StackSettings:
+    """Settings with the secrets filled from `<home>/secrets.env`, written once if missing."""
+    settings = StackSettings(**overrides)
+    settings.home = settings.home.resolve()
+    file = settings.home / "secrets.env"
+    stored: dict[str, str] = {}
+    if file.is_file():
+        for line in file.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() and not key.startswith("#"):
+                stored[key.strip()] = value.strip()
+    missing = [k for k in SECRET_KEYS if not stored.get(k)]
+    if missing:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        for key in missing:
+            stored[key] = secrets.token_urlsafe(18)
+        file.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
+        file.chmod(0o600)
+    settings.db_password = settings.db_password or stored["GIFQA_STACK_DB_PASSWORD"]
+    settings.s3_secret = settings.s3_secret or stored["GIFQA_STACK_S3_SECRET"]
+    return settings
+
+
+def urls(s: StackSettings) -> dict[str, str]:
+    return {"s3": f"http://{s.host}:{s.s3_port}", "mlflow": f"http://{s.host}:{s.mlflow_port}",
+            "prefect": f"http://{s.host}:{s.prefect_port}/api",
+            "dvc_remote": f"s3://{s.bucket}/dvc", "artifacts": f"s3://{s.bucket}/mlflow"}
+
+
+def db_url(s: StackSettings, database: str, driver: str = "postgresql") -> str:
+    return f"{driver}://{s.db_user}:{s.db_password}@{s.host}:{s.pg_port}/{database}"
+
+
+def client_env(s: StackSettings) -> dict[str, str]:
+    """What a client (CLI, flow, worker, DVC) needs to use the stack."""
+    u = urls(s)
+    return {"PREFECT_API_URL": u["prefect"], "MLFLOW_TRACKING_URI": u["mlflow"],
+            "MLFLOW_S3_ENDPOINT_URL": u["s3"], "AWS_ACCESS_KEY_ID": s.s3_key,
+            "AWS_SECRET_ACCESS_KEY": s.s3_secret, "AWS_DEFAULT_REGION": "us-east-1",
+            "GIFQA_DVC_REMOTE": u["dvc_remote"], "GIFQA_DVC_REMOTE_ENDPOINT": u["s3"]}
+
+
+def _bin(name: str) -> str:
+    """A console script of this interpreter's environment."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _pg_bin(name: str) -> str:
+    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (base / name).exists():
+            return str(base / name)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} not found: `make stack-deps` installs "
+                           "Debian's postgresql")
+    return found
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: run them as the `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait(what: str, ready, timeout: float, proc: subprocess.Popen | None = None,
+          log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.is_file() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode} while starting:\n{tail}")
+        try:
+            if ready():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s (log: {log})")
+
+
+def _http_ok(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code < 500
+
+
+class Stack:
+    """Start, stop and describe the servers; their pids and ports live in `<home>/state.json`."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.s = settings
+        self.home = settings.home
+        self.state_file = self.home / "state.json"
+
+    # -- state ----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_file)
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> subprocess.Popen:
+        log = self.home / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log, "ab")  # noqa: SIM115 - the child keeps it
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        out.close()
+        state = self.state()
+        state[name] = {"pid": proc.pid, "cmd": cmd[:3], "log": str(log)}
+        self._save(state)
+        return proc
+
+    # -- services -------------------------------------------------------------------------
+    def _postgres(self) -> None:
+        s, pgdata = self.s, self.home / "pg"
+        log = self.home / "logs" / "postgres.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if not (pgdata / "PG_VERSION").is_file():
+            pgdata.mkdir(parents=True, exist_ok=True)
+            pwfile = self.home / "pg.pw"
+            pwfile.write_text(s.db_password + "\n")
+            if os.geteuid() == 0:  # the server's own user must own its files
+                shutil.chown(pgdata, "postgres", "postgres")
+                shutil.chown(pwfile, "postgres", "postgres")
+                shutil.chown(log, "postgres", "postgres") if log.exists() else None
+            pwfile.chmod(0o600)
+            try:
+                subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", str(pgdata), "-U",
+                                             s.db_user, "--pwfile", str(pwfile),
+                                             "--auth=scram-sha-256", "-E", "UTF8"]),
+                               check=True, capture_output=True, text=True)
+            except subprocess.CalledProcessError as err:
+                raise RuntimeError(f"initdb failed: {err.stderr}") from err
+            finally:
+                pwfile.unlink(missing_ok=True)
+        if os.geteuid() == 0:
+            log.touch()
+            shutil.chown(log, "postgres", "postgres")
+        opts = (f"-c listen_addresses={s.host} -c port={s.pg_port} "
+                f"-c unix_socket_directories={pgdata}")
+        proc = subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log),
+                                            "-o", opts, "-w", "-t", "60", "start"]),
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start: {proc.stdout}{proc.stderr}\n"
+                               f"{log.read_text()[-2000:] if log.is_file() else ''}")
+        state = self.state()
+        state["postgres"] = {"pgdata": str(pgdata), "log": str(log)}
+        self._save(state)
+        self._create_databases(["mlflow", "prefect"])
+
+    def _create_databases(self, names: list[str]) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(db_url(self.s, "postgres"))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for name in names:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+
+    def _s3(self) -> None:
+        s = self.s
+        proc = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", s.host,
+                                  "-p", str(s.s3_port)])
+        _wait("object store", lambda: _http_ok(urls(s)["s3"] + "/moto-api/"),
+              s.start_timeout_s, proc, self.home / "logs" / "s3.log")
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=urls(s)["s3"], aws_access_key_id=s.s3_key,
+                          aws_secret_access_key=s.s3_secret, region_name="us-east-1")
+        if s.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=s.bucket)
+
+    def _mlflow(self) -> None:
+        s, u = self.s, urls(self.s)
+        proc = self._spawn("mlflow", [_bin("mlflow"), "server", "--host", s.host, "--port",
+                                      str(s.mlflow_port), "--workers", "1",
+                                      "--backend-store-uri", db_url(s, "mlflow"),
+                                      "--artifacts-destination", u["artifacts"]],
+                           env=client_env(s))
+        _wait("MLflow server", lambda: httpx.get(u["mlflow"] + "/health", timeout=2)
+              .status_code == 200, s.start_timeout_s, proc, self.home / "logs" / "mlflow.log")
+
+    def _prefect(self) -> None:
+        s, u = self.s, urls(self.s)
+        env = {"PREFECT_HOME": str(self.home / "prefect"),
+               "PREFECT_API_DATABASE_CONNECTION_URL": db_url(s, "prefect",
+                                                             "postgresql+asyncpg"),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
+        proc = self._spawn("prefect", [_bin("prefect"), "server", "start", "--host", s.host,
+                                       "--port", str(s.prefect_port)], env=env)
+        _wait("Prefect server", lambda: httpx.get(u["prefect"] + "/health", timeout=2)
+              .status_code == 200, s.start_timeout_s, proc, self.home / "logs" / "prefect.log")
+
+    def start_worker(self, project: Path | None = None) -> None:
+        """A process worker on the work pool; flow runs inherit the stack's client env."""
+        s = self.s
+        proc = self._spawn("worker", [_bin("prefect"), "worker", "start", "--pool", s.work_pool,
+                                      "--type", "process"],
+                           env={**client_env(s), "PREFECT_HOME": str(self.home / "prefect")},
+                           cwd=project)
+        _wait("Prefect worker", lambda: _pool_has_worker(s), s.start_timeout_s, proc,
+              self.home / "logs" / "worker.log")
+
+    def up(self, project: Path | None = None, progress=print) -> dict[str, str]:
+        """Start what is not running; returns the client environment."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        running = self.status()
+        steps = [("postgres", self._postgres), ("s3", self._s3), ("mlflow", self._mlflow),
+                 ("prefect", self._prefect)]
+        if self.s.worker:
+            steps.append(("worker", lambda: self.start_worker(project)))
+        for name, start in steps:
+            if running.get(name):
+                progress(f"{name}: already running")
+                continue
+            t0 = time.monotonic()
+            try:
+                start()
+            except Exception:
+                self.down(progress=lambda _m: None)
+                raise
+            progress(f"{name}: up in {time.monotonic() - t0:.1f} s")
+        return client_env(self.s)
+
+    def stop(self, name: str, timeout: float = 20.0) -> None:
+        """Stop one service (also how fault tests take a server down)."""
+        state = self.state()
+        if name == "postgres":
+            pgdata = state.get("postgres", {}).get("pgdata")
+            if pgdata and Path(pgdata, "postmaster.pid").is_file():
+                subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", pgdata, "-m", "fast",
+                                             "-w", "stop"]), capture_output=True)
+        elif name in state:
+            _terminate(state[name]["pid"], timeout)
+        state.pop(name, None)
+        if self.state_file.parent.is_dir():
+            self._save(state)
+
+    def down(self, progress=print) -> None:
+        for name in reversed(SERVICES):
+            if name in self.state():
+                self.stop(name)
+                progress(f"{name}: stopped")
+
+    def status(self) -> dict[str, bool]:
+        state, s = self.state(), self.s
+        ports = {"postgres": s.pg_port, "s3": s.s3_port, "mlflow": s.mlflow_port,
+                 "prefect": s.prefect_port}
+        out = {}
+        for name in SERVICES:
+            if name not in state:
+                out[name] = False
+            elif name == "worker":
+                out[name] = _alive(state[name]["pid"])
+            else:
+                out[name] = _port_open(s.host, ports[name])
+        return out
+
+
+def _pool_has_worker(s: StackSettings) -> bool:
+    r = httpx.post(f"{urls(s)['prefect']}/work_pools/{s.work_pool}/workers/filter", json={},
+                   timeout=2)
+    return r.status_code == 200 and any(w.get("status") == "ONLINE" for w in r.json())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not _alive(pid):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

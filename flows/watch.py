@@ -1,0 +1,68 @@
+"""watch-data: new GIFs in the drop folder become a new data version, then a retrain.
+
+Runs on an interval (`deploy.watch_interval_s`). When at least `deploy.min_new_gifs` described
+GIFs wait in `deploy.drop_dir`, it adds them to `deploy.corpus_dir` (an ingest source; see
+gifqa_model/data/drop.py), records the new data version (`dvc add data`, and a git commit of
+data.dvc when the project is a repository) and triggers the `retrain` deployment without
+waiting for it: the deployment's concurrency limit queues it behind a run in progress.
+"""
+
+from __future__ import annotations
+
+from gifqa_model.env import apply_offline_env
+
+apply_offline_env()
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from prefect import flow, get_run_logger  # noqa: E402
+from prefect.deployments import run_deployment  # noqa: E402
+
+from gifqa_model.config import load_params  # noqa: E402
+from gifqa_model.data.drop import import_drop, pending  # noqa: E402
+from tasks.publish import BOT, is_git_repo  # noqa: E402
+from tasks.stages import stage_env  # noqa: E402
+
+RETRAIN_DEPLOYMENT = "gifqa-retrain/retrain"
+
+
+@flow(name="gifqa-watch-data", log_prints=True)
+def watch_data(project_dir: str = ".", trigger: bool = True) -> dict:
+    """Import what waits in the drop folder; trigger retrain when the data changed."""
+    logger = get_run_logger()
+    project = Path(project_dir).resolve()
+    params = load_params(project / "params.yaml").deploy
+    drop = project / params.drop_dir
+    waiting = pending(drop) if drop.is_dir() else 0
+    if waiting < params.min_new_gifs:
+        logger.info("%d described GIFs wait in %s (need %d): nothing to do", waiting, drop,
+                    params.min_new_gifs)
+        return {"added": 0, "waiting": waiting, "triggered": None}
+    result = import_drop(drop, project / params.corpus_dir)
+    logger.info("added %d GIFs (%d duplicates, %d without a description, %d rows without "
+                "a GIF)", len(result.added), result.duplicates, len(result.undescribed),
+                len(result.missing))
+    summary = {"added": len(result.added), "duplicates": result.duplicates,
+               "undescribed": result.undescribed, "missing": result.missing, "triggered": None}
+    if not result.added:
+        return summary
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data"], cwd=project, check=True,
+                   env=stage_env(), capture_output=True)
+    if is_git_repo(project):
+        subprocess.run(["git", "add", "data.dvc"], cwd=project, check=True)
+        subprocess.run(["git", *BOT, "commit", "-q", "-m",
+                        f"data: +{len(result.added)} GIFs from {params.drop_dir}"],
+                       cwd=project, check=True, capture_output=True)
+    if trigger:
+        run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"project_dir": str(project)},
+                             timeout=0, as_subflow=False,
+                             tags=["trigger:watch-data"])
+        summary["triggered"] = str(run.id)
+        logger.info("triggered %s: flow run %s", RETRAIN_DEPLOYMENT, run.name)
+    return summary
+
+
+if __name__ == "__main__":
+    print(watch_data())

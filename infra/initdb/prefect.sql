@@ -1,0 +1,2 @@
+-- Prefect's own database beside MLflow's (run once by the postgres image on an empty volume)
+CREATE DATABASE prefect;

@@ -1,0 +1,88 @@
+"""The local stack for the tests: real servers on free ports of 127.0.0.1, started once per
+session under a temporary home and always stopped; plus a receiver for failure webhooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from flows.stack import Stack, client_env, load_settings
+from tests.helpers import free_port
+
+
+@pytest.fixture(scope="session")
+def stack():
+    # PostgreSQL runs as its own user: the home must be reachable by it (pytest's are 0700)
+    home = Path(tempfile.mkdtemp(prefix="gifqa-stack-"))
+    home.chmod(0o755)
+    settings = load_settings(home=home, pg_port=free_port(), s3_port=free_port(),
+                             mlflow_port=free_port(), prefect_port=free_port(),
+                             work_pool=f"gifqa-test-{os.getpid()}")
+    st = Stack(settings)
+    try:
+        st.up(progress=lambda m: print(m, flush=True))
+        yield st
+    finally:
+        st.down(progress=lambda _m: None)
+
+
+@pytest.fixture()
+def stack_env(stack, monkeypatch):
+    """This process as a client of the stack (restored after the test)."""
+    for key, value in client_env(stack.s).items():
+        monkeypatch.setenv(key, value)
+    # fail fast when a server is down: the flow's own retries are what is under test
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    import mlflow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    old = mlflow.get_tracking_uri()
+    env = client_env(stack.s)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:  # Prefect reads its settings once per context, not from os.environ at each call
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            yield env
+    finally:
+        mlflow.set_tracking_uri(old)
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def webhook(monkeypatch):
+    receiver = Receiver()
+    monkeypatch.setenv("GIFQA_ALERT_WEBHOOK", receiver.url)
+    yield receiver
+    receiver.close()

@@ -1,0 +1,213 @@
+"""Retraining on the local stack, by itself and through faults.
+
+One project for the module, in order: the servers are real; 20 GIFs dropped start a retrain
+through the worker, which registers and publishes; a fresh clone pulls it clean; a tracking
+server that goes down during registration fails the run clearly and a rerun registers once; a
+second retrain waits for the first; an object store that is down fails the push clearly and
+leaves the workspace intact (last: moto's store lives in memory, a restart empties it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import psycopg2
+import pytest
+import yaml
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+from flows.stack import db_url
+from gifqa_model.config import ShapesParams
+from gifqa_model.data.shapesworld import generate_corpus
+from gifqa_model.registry.versions import CHAMPION, DIGEST_TAG, GATE_TAG, alias_version
+from tasks.publish import CHAMPION_TAG, configure_remote
+from tests.helpers import git_commit, make_project, sh, wait_until
+
+pytestmark = pytest.mark.integration
+TRIGGER = "trigger:watch-data"  # the tag watch-data puts on the runs it starts
+DEPLOY = {"deploy": {"watch_interval_s": 5, "retries": 2, "retry_delay_s": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, stack) -> Path:
+    root = make_project(tmp_path_factory.mktemp("stack-project"), DEPLOY)
+    from flows.stack import client_env
+
+    env = client_env(stack.s)
+    mp = pytest.MonkeyPatch()
+    for k, v in env.items():  # dvc reads the object store's credentials from the environment
+        mp.setenv(k, v)
+    configure_remote(root, env["GIFQA_DVC_REMOTE"], env["GIFQA_DVC_REMOTE_ENDPOINT"])
+    yield root
+    mp.undo()
+
+
+def _retrain_runs(tag: str | None = None) -> list:
+    """Runs of the retrain deployment (with `tag`: only those; the cron's scheduled ones are
+    runs too)."""
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name("gifqa-retrain/retrain")
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+            id=DeploymentFilterId(any_=[dep.id])))
+    return [r for r in runs if tag is None or tag in r.tags]
+
+
+def _versions(name: str = "gifqa") -> list:
+    return MlflowClient().search_model_versions(f"name='{name}'")
+
+
+def test_the_servers_are_real(stack, stack_env) -> None:
+    """MLflow and Prefect keep their state in PostgreSQL; artifacts land in the object store."""
+    assert all(stack.status().values()), stack.status()
+    for db, table in [("mlflow", "experiments"), ("prefect", "flow_run")]:
+        with psycopg2.connect(db_url(stack.s, db)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = %s",
+                        (table,))
+            assert cur.fetchone()[0] == 1, f"no {table} table in PostgreSQL database {db}"
+    import mlflow
+
+    mlflow.set_experiment("stack-check")
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "hello.txt")
+    s3 = boto3.client("s3", endpoint_url=stack_env["MLFLOW_S3_ENDPOINT_URL"])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.s.bucket).get("Contents", [])]
+    assert any(k.endswith(f"{run.info.run_id}/artifacts/hello.txt") for k in keys), keys
+    with pytest.raises(psycopg2.OperationalError):  # the database wants its password
+        psycopg2.connect(db_url(stack.s, "mlflow").replace(stack.s.db_password, "wrong"))
+
+
+def test_dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -> None:
+    from flows.deploy import deploy
+
+    deploy(project, stack.s.work_pool)
+    generate_corpus(project / "drop", ShapesParams(n_gifs=20, seed=77))
+    dropped = time.monotonic()
+    wait_until(lambda: _retrain_runs(TRIGGER), timeout=180, what="a retrain run to be created")
+    started = time.monotonic()
+    wait_until(lambda: any(r.state.is_final() for r in _retrain_runs(TRIGGER)), timeout=900,
+               what="the retrain run to finish")
+    finished = time.monotonic()
+    (run,) = _retrain_runs(TRIGGER)
+    assert run.state.is_completed(), run.state
+    print(f"drop → retrain run created {started - dropped:.1f} s, finished "
+          f"{finished - dropped:.1f} s")
+    deploy(project, stack.s.work_pool, schedules=False)  # quiet from here on
+    (version,) = _versions()
+    assert version.tags[GATE_TAG] == "promoted"
+    assert alias_version(MlflowClient(), "gifqa", CHAMPION) == 1
+    log = sh(["git", "log", "--format=%s"], project)
+    assert "data: +20 GIFs from drop" in log and "v1 promoted" in log
+    assert sh(["git", "rev-parse", CHAMPION_TAG], project) == sh(["git", "rev-parse", "HEAD"],
+                                                                  project)
+    assert len(list((project / "data" / "incoming" / "gifs").glob("*.gif"))) == 20
+    assert not list((project / "drop").glob("gifs/*.gif"))  # moved to drop/imported
+
+
+def test_a_fresh_clone_pulls_the_run_clean(project, tmp_path) -> None:
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    from flows.stack import client_env, load_settings  # noqa: F401
+
+    configure_remote(clone, *_remote_of(project))
+    sh([sys.executable, "-m", "dvc", "pull", "-q"], clone)
+    status = sh([sys.executable, "-m", "dvc", "status"], clone)
+    assert "up to date" in status, status
+
+
+def _remote_of(project: Path) -> tuple[str, str]:
+    conf = (project / ".dvc" / "config.local").read_text()
+    url = conf.split("url = ")[1].split()[0]
+    return url, conf.split("endpointurl = ")[1].split()[0]
+
+
+def _new_seed(project: Path, seed: int) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["seed"] = seed
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    git_commit(project, f"train seed {seed}")
+
+
+def test_tracking_server_down_at_registration_fails_then_registers_once(
+        stack, stack_env, project, webhook, monkeypatch) -> None:
+    from flows.retrain import retrain
+    from gifqa_model.registry import promotion
+
+    _new_seed(project, 1)
+    real = promotion.find_by_digest
+    calls = []
+
+    def server_goes_down(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            stack.stop("mlflow")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(promotion, "find_by_digest", server_goes_down)
+    with pytest.raises(Exception) as err:
+        retrain(project_dir=str(project))
+    assert len(calls) == 1 + DEPLOY["deploy"]["retries"], "registration was not retried"
+    assert "Connection refused" in str(err.value) or "Max retries" in str(err.value)
+    assert len(webhook.received) == 1 and webhook.received[0]["flow"] == "gifqa-retrain"
+    assert webhook.received[0]["state"] == "Failed"
+
+    stack.up()  # the server is back; the rerun trains nothing and registers the model once
+    monkeypatch.setattr(promotion, "find_by_digest", real)
+    summary = retrain(project_dir=str(project))
+    assert summary["version"] == 2 and not summary["unchanged"]
+    digest = MlflowClient().get_model_version("gifqa", "2").tags[DIGEST_TAG]
+    assert len(MlflowClient().search_model_versions(
+        f"name='gifqa' and tags.{DIGEST_TAG}='{digest}'")) == 1
+    assert GATE_TAG in MlflowClient().get_model_version("gifqa", "2").tags
+    # the run the outage left open is closed as failed by the rerun, with why
+    exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
+    assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
+    failed = MlflowClient().search_runs([exp], "attributes.status = 'FAILED'")
+    assert failed and all("failure.reason" in r.data.tags for r in failed)
+
+
+def test_a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None:
+    from prefect.deployments import run_deployment
+
+    before = {r.id for r in _retrain_runs()}
+    first = run_deployment("gifqa-retrain/retrain", timeout=0)
+    second = run_deployment("gifqa-retrain/retrain", timeout=0)
+    seen: dict[str, set[str]] = {"first": set(), "second": set()}
+
+    def both_done() -> bool:
+        runs = {r.id: r for r in _retrain_runs() if r.id not in before}
+        a, b = runs[first.id], runs[second.id]
+        seen["first"].add(a.state.name)
+        seen["second"].add(b.state.name)
+        assert not (a.state.is_running() and b.state.is_running()), "two retrains at once"
+        return a.state.is_final() and b.state.is_final()
+
+    wait_until(both_done, timeout=900, what="both retrains to finish")
+    runs = {r.id: r for r in _retrain_runs()}
+    a, b = sorted([runs[first.id], runs[second.id]], key=lambda r: r.start_time)
+    assert a.state.is_completed() and b.state.is_completed()
+    assert b.start_time >= a.end_time, "the second started before the first ended"
+    print("states seen:", seen)
+
+
+def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
+        stack, stack_env, project, webhook) -> None:
+    from flows.retrain import retrain
+
+    _new_seed(project, 2)
+    stack.stop("s3")
+    with pytest.raises(Exception) as err:
+        retrain(project_dir=str(project))
+    assert "dvc push failed" in str(err.value)
+    assert webhook.received and webhook.received[-1]["state"] == "Failed"
+    local = sh([sys.executable, "-m", "dvc", "status"], project)
+    assert "up to date" in local, local  # every output is in the local cache and dvc.lock
+    stack.up()  # a fresh (empty) store; the rerun pushes everything again
+    retrain(project_dir=str(project))
+    keys = boto3.client("s3", endpoint_url=stack_env["MLFLOW_S3_ENDPOINT_URL"]).list_objects_v2(
+        Bucket=stack.s.bucket, Prefix="dvc/")
+    assert keys.get("KeyCount", 0) > 0

@@ -159,6 +159,22 @@ def stack_env() -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
+@stack.command("add-user")
+def stack_add_user(user: str = typer.Option(..., envvar="GIFQA_MLFLOW_READER_USER"),
+                   password: str = typer.Option(..., envvar="GIFQA_MLFLOW_READER_PASSWORD")
+                   ) -> None:
+    """Create a read-only MLflow user (as the admin in MLFLOW_TRACKING_USERNAME/PASSWORD on
+    MLFLOW_TRACKING_URI); compose runs it once for the API service's identity."""
+    import os
+
+    from flows.stack import ensure_user
+
+    ensure_user(os.environ["MLFLOW_TRACKING_URI"], (os.environ["MLFLOW_TRACKING_USERNAME"],
+                                                    os.environ["MLFLOW_TRACKING_PASSWORD"]),
+                user, password)
+    console.print(f"MLflow user {user}: ready (reads; writes only what an admin grants)")
+
+
 @app.command()
 def deploy(project: Path = typer.Option(Path("."), help="project folder the runs work in"),
            pool: str = typer.Option("gifqa", help="process work pool")) -> None:

@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_KEYS = ("GIFQA_STACK_DB_PASSWORD", "GIFQA_STACK_S3_SECRET")
+SECRET_KEYS = ("GIFQA_STACK_DB_PASSWORD", "GIFQA_STACK_S3_SECRET", "GIFQA_STACK_MLFLOW_PASSWORD",
+               "GIFQA_STACK_READER_PASSWORD")
 SERVICES = ("postgres", "s3", "mlflow", "prefect", "worker")  # start order; stop reverses it
 
 
@@ -49,6 +50,11 @@ class StackSettings(BaseSettings):
     db_password: str = ""  # from the environment or .stack/secrets.env
     s3_key: str = "gifqa"
     s3_secret: str = ""
+    # MLflow's basic-auth app: the pipeline's identity writes (admin), a reader only reads
+    mlflow_user: str = "gifqa-pipeline"
+    mlflow_password: str = ""
+    reader_user: str = "gifqa-reader"
+    reader_password: str = ""
     bucket: str = "gifqa"
     work_pool: str = "gifqa"
     start_timeout_s: float = 120.0
@@ -75,6 +81,8 @@ def load_settings(**overrides: Any) -> StackSettings:
         file.chmod(0o600)
     settings.db_password = settings.db_password or stored["GIFQA_STACK_DB_PASSWORD"]
     settings.s3_secret = settings.s3_secret or stored["GIFQA_STACK_S3_SECRET"]
+    settings.mlflow_password = settings.mlflow_password or stored["GIFQA_STACK_MLFLOW_PASSWORD"]
+    settings.reader_password = settings.reader_password or stored["GIFQA_STACK_READER_PASSWORD"]
     return settings
 
 
@@ -88,10 +96,14 @@ def db_url(s: StackSettings, database: str, driver: str = "postgresql") -> str:
     return f"{driver}://{s.db_user}:{s.db_password}@{s.host}:{s.pg_port}/{database}"
 
 
-def client_env(s: StackSettings) -> dict[str, str]:
-    """What a client (CLI, flow, worker, DVC) needs to use the stack."""
+def client_env(s: StackSettings, reader: bool = False) -> dict[str, str]:
+    """What a client (CLI, flow, worker, DVC) needs to use the stack: as the pipeline, or as
+    a reader (a service that pulls models)."""
     u = urls(s)
+    user, password = ((s.reader_user, s.reader_password) if reader else
+                      (s.mlflow_user, s.mlflow_password))
     return {"PREFECT_API_URL": u["prefect"], "MLFLOW_TRACKING_URI": u["mlflow"],
+            "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password,
             "MLFLOW_S3_ENDPOINT_URL": u["s3"], "AWS_ACCESS_KEY_ID": s.s3_key,
             "AWS_SECRET_ACCESS_KEY": s.s3_secret, "AWS_DEFAULT_REGION": "us-east-1",
             "GIFQA_DVC_REMOTE": u["dvc_remote"], "GIFQA_DVC_REMOTE_ENDPOINT": u["s3"]}
@@ -212,7 +224,7 @@ class Stack:
         state = self.state()
         state["postgres"] = {"pgdata": str(pgdata), "log": str(log)}
         self._save(state)
-        self._create_databases(["mlflow", "prefect"])
+        self._create_databases(["mlflow", "mlflow_auth", "prefect"])
 
     def _create_databases(self, names: list[str]) -> None:
         import psycopg2
@@ -240,14 +252,33 @@ class Stack:
             s3.create_bucket(Bucket=s.bucket)
 
     def _mlflow(self) -> None:
+        """MLflow behind its basic-auth app: no request without a user; only the pipeline's
+        identity (the admin) writes, other users read."""
         s, u = self.s, urls(self.s)
-        proc = self._spawn("mlflow", [_bin("mlflow"), "server", "--host", s.host, "--port",
-                                      str(s.mlflow_port), "--workers", "1",
+        ini = self.home / "mlflow_auth.ini"
+        ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                       f"database_uri = {db_url(s, 'mlflow_auth')}\n"
+                       f"admin_username = {s.mlflow_user}\n"
+                       "authorization_function = "
+                       "mlflow.server.auth:authenticate_request_basic_auth\n")
+        ini.chmod(0o600)
+        env = {**client_env(s), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+               "MLFLOW_AUTH_ADMIN_PASSWORD": s.mlflow_password,
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": s.mlflow_password}
+        proc = self._spawn("mlflow", [_bin("mlflow"), "server", "--app-name", "basic-auth",
+                                      "--host", s.host, "--port", str(s.mlflow_port),
+                                      "--workers", "1",
                                       "--backend-store-uri", db_url(s, "mlflow"),
-                                      "--artifacts-destination", u["artifacts"]],
-                           env=client_env(s))
+                                      "--artifacts-destination", u["artifacts"]], env=env)
         _wait("MLflow server", lambda: httpx.get(u["mlflow"] + "/health", timeout=2)
               .status_code == 200, s.start_timeout_s, proc, self.home / "logs" / "mlflow.log")
+        self._reader()
+
+    def _reader(self) -> None:
+        s = self.s
+        ensure_user(urls(s)["mlflow"], (s.mlflow_user, s.mlflow_password), s.reader_user,
+                    s.reader_password)
+
 
     def _prefect(self) -> None:
         s, u = self.s, urls(self.s)
@@ -324,6 +355,16 @@ class Stack:
             else:
                 out[name] = _port_open(s.host, ports[name])
         return out
+
+
+def ensure_user(mlflow_url: str, admin: tuple[str, str], user: str, password: str) -> None:
+    """A user of MLflow's basic-auth app (idempotent); it reads (`default_permission`) and
+    writes only what an admin grants it."""
+    r = httpx.get(f"{mlflow_url}/api/2.0/mlflow/users/get", params={"username": user},
+                  auth=admin, timeout=10)
+    if r.status_code != 200:
+        httpx.post(f"{mlflow_url}/api/2.0/mlflow/users/create", auth=admin, timeout=10,
+                   json={"username": user, "password": password}).raise_for_status()
 
 
 def _pool_has_worker(s: StackSettings) -> bool:

@@ -34,7 +34,7 @@ def _run(cmd: list[str], project: Path, what: str) -> str:
 
 
 def dvc(project: Path, *args: str) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], project, "dvc " + " ".join(args[:2]))
+    return _run([sys.executable, "-m", "dvc", *args], project, f"dvc {args[0]}")
 
 
 def configure_remote(project: Path, url: str, endpoint: str | None = None) -> None:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from gifqa_model.env import apply_offline_env
+# the suite's own Prefect home and MLflow store: no test reads or writes the checkout's
+# .prefect/ or mlflow/ (set before anything imports prefect, which reads its settings once)
+_STATE = Path(tempfile.mkdtemp(prefix="gifqa-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlflow.db'}"
+os.environ.pop("PREFECT_API_URL", None)
+
+from gifqa_model.env import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 # Prefect's ephemeral server logs "Stopping temporary server" at interpreter exit, after pytest
@@ -33,3 +41,24 @@ def tmp_cwd(tmp_path: Path):
         yield tmp_path
     finally:
         os.chdir(old)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking():
+    """MLflow's tracking URI, active run and experiment and every MLFLOW_/PREFECT_/GIFQA_
+    variable are as they were after each test, even one that raised."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    prefixes = ("MLFLOW_", "PREFECT_", "GIFQA_")
+    env = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run("KILLED")
+    for key in [k for k in os.environ if k.startswith(prefixes)]:
+        if key not in env:
+            del os.environ[key]
+    os.environ.update(env)
+    mlflow.set_tracking_uri(uri)
+    fluent._active_experiment_id = experiment

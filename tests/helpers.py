@@ -129,3 +129,41 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
     sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
     git_commit(root, "init")
     return root
+
+
+class LocalHTTP:
+    """An HTTP server on 127.0.0.1 in a thread; `handle(method, path, body)` returns
+    (status, headers, body) or a callable writing the response itself (for streams)."""
+
+    def __init__(self, handle) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                reply = handle(self.command, self.path, body)
+                if callable(reply):
+                    reply(self)
+                    return
+                status, headers, payload = reply
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _any  # noqa: N815 - the http.server API
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pandas as pd
 from rich.progress import Progress
@@ -114,6 +116,21 @@ def _is_url(location: str) -> bool:
     return location.lower().startswith(("http://", "https://"))
 
 
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def _confined(base: Path, given: str, item: _Input, file_urls: bool = False) -> _Input:
+    """Refuse a local path that leaves its source folder (`..`, absolute, a symlink out) and
+    any URL scheme but http(s) (and file:// in a TSV); the reason names the path as given,
+    never what is there."""
+    if _SCHEME.match(given) and not (file_urls and given.lower().startswith("file://")):
+        item.reason, item.detail = "unsupported_scheme", f"{item.where}: only http(s) URLs"
+    elif not Path(item.location).resolve().is_relative_to(base.resolve()):
+        item.reason = "outside_source"
+        item.detail = f"{item.where}: {given!r} is outside the source folder {base}"
+    return item
+
+
 def _stem(location: str) -> str:
     name = location.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
     return Path(name).stem or "gif"
@@ -133,14 +150,20 @@ def _folder_inputs(src: IngestSource) -> list[_Input]:
             path = folder / "gifs" / gif
         location = os.path.normpath(path)
         referenced.add(Path(location).resolve())
-        inputs.append(_Input(location, description, src.source, where, _stem(gif)))
+        inputs.append(_confined(folder, gif, _Input(location, description, src.source, where,
+                                                    _stem(gif))))
     # GIF files that no row describes are inputs too: quarantine them rather than lose them.
     for sub in (folder, folder / "gifs"):
         if not sub.is_dir():
             continue
         for path in sorted(sub.iterdir()):
             if path.suffix.lower() == ".gif" and path.is_file():
-                if path.resolve() not in referenced:
+                if path.resolve() in referenced:
+                    continue
+                if not path.resolve().is_relative_to(folder.resolve()):
+                    inputs.append(_confined(folder, path.name, _Input(
+                        os.path.normpath(path), None, src.source, path.name, path.stem)))
+                else:
                     inputs.append(
                         _Input(
                             os.path.normpath(path),
@@ -162,23 +185,58 @@ def _tsv_inputs(src: IngestSource) -> list[_Input]:
     rows, inputs = _rows(table, src.source)
     for where, gif, description in rows:
         if _is_url(gif):
-            location = gif
-        else:
-            # Local paths are relative to the TSV's folder.
-            location = os.path.normpath(table.parent / gif.removeprefix("file://"))
-        inputs.append(_Input(location, description, src.source, where, _stem(gif)))
+            inputs.append(_Input(gif, description, src.source, where, _stem(gif)))
+            continue
+        # Local paths are relative to the TSV's folder, and stay inside it.
+        location = os.path.normpath(table.parent / gif.removeprefix("file://"))
+        inputs.append(_confined(table.parent, gif, _Input(location, description, src.source,
+                                                          where, _stem(gif)), file_urls=True))
     return inputs
 
 
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to the same scheme, host and port (a server-side request must
+    not be steered to another host the machine can reach)."""
+
+    max_redirections = 3
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's
+        old, new = urlsplit(req.full_url), urlsplit(urljoin(req.full_url, newurl))
+        if (new.scheme, new.hostname, new.port) != (old.scheme, old.hostname, old.port):
+            raise GifError("redirect_refused", f"{req.full_url}: redirect to another host "
+                           f"({new.scheme}://{new.hostname}) refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameHostRedirects())
+_CHUNK = 1 << 16
+
+
 def _download(url: str, dest_dir: Path, limits: GifLimits, timeout: float) -> str:
-    """Fetch a URL into ``dest_dir`` (named by the URL's hash); returns the local path."""
+    """Fetch a URL into ``dest_dir`` (named by the URL's hash); returns the local path.
+
+    http(s) only, redirects only within the host, `timeout` on connect and on every read, and
+    at most `limits.max_bytes` read: a larger body is refused while it streams."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / f"{hashlib.sha1(url.encode()).hexdigest()[:16]}_{_stem(url)}.gif"
     if dest.is_file():
         return os.path.normpath(dest)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            data = resp.read(limits.max_bytes + 1)
+        with _OPENER.open(url, timeout=timeout) as resp:
+            declared = resp.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+                raise GifError("too_large_bytes", f"{url}: {declared} bytes declared, limit "
+                               f"{limits.max_bytes}")
+            chunks, size = [], 0
+            while size <= limits.max_bytes:
+                chunk = resp.read(min(_CHUNK, limits.max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)
+    except GifError:
+        raise
     except Exception as exc:  # DNS, refused, timeout, HTTP error: all the same to us
         raise GifError("download_failed", f"{url}: {exc}") from exc
     if len(data) > limits.max_bytes:

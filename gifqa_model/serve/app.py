@@ -77,6 +77,9 @@ class ServeSettings(BaseSettings):
     max_batch_items: int = 16  # items of one /v1/answer:batch request
     batch_max: int = 8  # requests answered in one model call
     queue_max: int = 32  # requests waiting for the model; one more is refused with 429
+    # requests with a body in the server at once (read, checked, queued or answered); one more
+    # is refused with 429 before its body is read: memory stays under ~this × max_upload_bytes
+    max_inflight: int = 16
     poll_seconds: float = 30.0  # how often the alias is checked; 0 = never
     admin_token: SecretStr | None = None  # bearer token of /v1/admin/reload; unset = disabled
     search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
@@ -211,6 +214,31 @@ def warm(model: LoadedModel) -> None:
 
 
 # --- errors and metrics -----------------------------------------------------------------------
+
+
+class AdmissionMiddleware:
+    """At most `max_inflight` requests with a body at once; the next is refused with 429 and
+    Retry-After before a byte of its body is read (a burst of uploads cannot fill memory)."""
+
+    def __init__(self, app: ASGIApp, max_inflight: int, metrics: Metrics) -> None:
+        self.app, self.max_inflight, self.metrics = app, max_inflight, metrics
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.max_inflight:
+            self.metrics.rejects.labels("overloaded").inc()
+            await JSONResponse({"detail": f"{self.inflight} requests are in progress; retry",
+                                "reason": "overloaded"}, status_code=429,
+                               headers={"Retry-After": "1"})(scope, receive, send)
+            return
+        self.inflight += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
 
 
 class ApiError(HTTPException):
@@ -673,6 +701,9 @@ def create_app(
     app.state.metrics = metrics
     app.add_middleware(BodySizeLimitMiddleware,
                        max_bytes=settings.max_body_bytes,
+                       metrics=metrics)
+    # added last, so it runs first: a refused request never reaches the body's reader
+    app.add_middleware(AdmissionMiddleware, max_inflight=settings.max_inflight,
                        metrics=metrics)
 
     @app.middleware("http")

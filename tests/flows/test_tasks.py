@@ -10,6 +10,7 @@ import yaml
 
 from flows.retrain import lineage_tags
 from tasks.stages import flatten_metrics, stage_env
+from tests.helpers import git_commit, sh
 
 
 def test_flatten_metrics_keeps_numbers_only() -> None:
@@ -27,7 +28,15 @@ def test_lineage_tags_read_dvc_files(tmp_path: Path) -> None:
     tags = lineage_tags(tmp_path)
     assert tags["dvc.data.data.md5"] == "abc.dir"
     assert tags["dvc.train.outputs/train.md5"] == "def.dir"
-    assert "git_commit" in tags
+    assert tags["git_commit"] == "unknown"  # not a repository
+    sh(["git", "init", "-q"], tmp_path)
+    git_commit(tmp_path, "lineage")
+    head = sh(["git", "rev-parse", "HEAD"], tmp_path).strip()
+    tags = lineage_tags(tmp_path)
+    assert tags["git_commit"] == head and tags["git_dirty"] == "false"
+    (tmp_path / "data.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "new.dir",
+                                                                 "path": "data"}]}))
+    assert lineage_tags(tmp_path)["git_dirty"] == "true"
 
 
 def test_stage_env_puts_this_interpreter_first() -> None:

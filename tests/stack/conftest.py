@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from flows.stack import Stack, client_env, load_settings
-from tests.helpers import free_port
+from tests.helpers import LocalHTTP, free_port
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +29,7 @@ def stack():
         yield st
     finally:
         st.down(progress=lambda _m: None)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture()
@@ -54,35 +54,22 @@ def stack_env(stack, monkeypatch):
         mlflow.set_tracking_uri(old)
 
 
-class Receiver:
+class Receiver(LocalHTTP):
     """A webhook endpoint on 127.0.0.1 that keeps what it is sent."""
 
     def __init__(self) -> None:
         self.received: list[dict] = []
-        outer = self
+        super().__init__(self._keep)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.received.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _keep(self, method: str, path: str, body: bytes):
+        self.received.append(json.loads(body))
+        return 204, {}, b""
 
 
 @pytest.fixture()
 def webhook(monkeypatch):
     receiver = Receiver()
     monkeypatch.setenv("GIFQA_ALERT_WEBHOOK", receiver.url)
+    receiver.url += "/hook"
     yield receiver
     receiver.close()

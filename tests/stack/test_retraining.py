@@ -195,14 +195,25 @@ def test_a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None
 
 
 def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
-        stack, stack_env, project, webhook) -> None:
+        stack, stack_env, project, webhook, monkeypatch) -> None:
+    import flows.retrain
     from flows.retrain import retrain
 
     _new_seed(project, 2)
-    stack.stop("s3")
+    real, calls = flows.retrain.push, []
+
+    def store_goes_down(*args, **kwargs):  # after the run's artifacts are in, before the push
+        calls.append(1)
+        if len(calls) == 1:
+            stack.stop("s3")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flows.retrain, "push", store_goes_down)
     with pytest.raises(Exception) as err:
         retrain(project_dir=str(project))
+    assert len(calls) == 1 + DEPLOY["deploy"]["retries"], "the push was not retried"
     assert "dvc push failed" in str(err.value)
+    monkeypatch.setattr(flows.retrain, "push", real)
     assert webhook.received and webhook.received[-1]["state"] == "Failed"
     local = sh([sys.executable, "-m", "dvc", "status"], project)
     assert "up to date" in local, local  # every output is in the local cache and dvc.lock
@@ -211,3 +222,19 @@ def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
     keys = boto3.client("s3", endpoint_url=stack_env["MLFLOW_S3_ENDPOINT_URL"]).list_objects_v2(
         Bucket=stack.s.bucket, Prefix="dvc/")
     assert keys.get("KeyCount", 0) > 0
+
+
+def test_retention_keeps_the_champion_and_the_last_run(project) -> None:
+    """`dvc gc` as the flow runs it, keeping one run: the champion's commit and HEAD still
+    check out from the local cache; older outputs are gone from it."""
+    from tasks.publish import cache_bytes, collect_garbage
+
+    before = cache_bytes(project)
+    collect_garbage(project, keep_runs=1)
+    after = cache_bytes(project)
+    assert after < before, (before, after)
+    dvc = [sys.executable, "-m", "dvc"]
+    for rev in [CHAMPION_TAG, "HEAD"]:
+        sh(["git", "checkout", "-q", rev, "--", "dvc.lock", "data.dvc"], project)
+        sh([*dvc, "checkout", "--force"], project)  # fails on a missing cache object
+    print(f"cache {before / 1e6:.1f} MB → {after / 1e6:.1f} MB after gc keeping 1 run")

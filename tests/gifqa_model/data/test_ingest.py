@@ -163,7 +163,7 @@ def test_splits_are_stable(ingested, tmp_path):
     assert assign_split("x", val_share=0, test_share=0) == "train"
 
 
-def test_tsv_source_with_urls_paths_and_bad_rows(tmp_path: Path, shapes_dir: Path):
+def test_tsv_source_with_urls_paths_and_bad_rows(tmp_path: Path, shapes_dir: Path, web):
     (tmp_path / "clips").mkdir()
     shutil.copy(shapes_dir / "gifs" / "sw_000001.gif", tmp_path / "clips" / "one.gif")
     (tmp_path / "clips" / "two.gif").write_bytes(_gif(7))
@@ -171,7 +171,7 @@ def test_tsv_source_with_urls_paths_and_bad_rows(tmp_path: Path, shapes_dir: Pat
         tmp_path / "tgif.tsv",  # headerless, TGIF style
         [
             "clips/one.gif\ta small red circle is moving .",
-            "http://gifqa.invalid/tumblr_abc_250.gif\ta man is dancing .",
+            f"{web.url}/tumblr_abc_250.gif\ta man is dancing .",  # 404: no DNS lookup
             "clips/two.gif\tthree\tfields",
             "clips/two.gif\t",
             f"{tmp_path / 'clips' / 'two.gif'}\tan absolute path works too .",
@@ -214,3 +214,103 @@ def test_ingest_folder_and_missing_source(shapes_dir: Path, tmp_path: Path):
     assert set(manifest["source"]) == {"shapes"}
     with pytest.raises(FileNotFoundError):
         ingest_folder(tmp_path / "nowhere", tmp_path / "out2")
+
+
+@pytest.fixture()
+def web():
+    """A GIF host on 127.0.0.1 with the ways a URL source can misbehave."""
+    gif = _gif(3)
+
+    def handle(method: str, path: str, body: bytes):
+        if path == "/ok.gif":
+            return 200, {"Content-Type": "image/gif"}, gif
+        if path == "/other.gif":
+            return 200, {"Content-Type": "image/gif"}, _gif(4)
+        if path == "/hop.gif":  # a redirect within the host is followed
+            return 302, {"Location": "/other.gif"}, b""
+        if path == "/away.gif":  # to another host: never followed, never connected to
+            return 302, {"Location": f"http://127.0.0.2:{server.port}/ok.gif"}, b""
+        if path == "/endless.gif":  # no Content-Length, more bytes than the cap
+
+            def stream(handler) -> None:
+                handler.send_response(200)
+                handler.end_headers()
+                try:
+                    for _ in range(64):
+                        handler.wfile.write(b"GIF89a" + b"\0" * 1018)
+                except OSError:
+                    pass  # the client stopped reading: as it should
+
+            return stream
+        if path == "/silent.gif":  # headers, then nothing: the read timeout ends it
+
+            def silent(handler) -> None:
+                handler.send_response(200)
+                handler.send_header("Content-Length", "100")
+                handler.end_headers()
+                handler.wfile.flush()
+                served.wait(timeout=10)
+
+            return silent
+        return 404, {}, b"no"
+
+    import threading
+
+    from tests.helpers import LocalHTTP
+
+    served = threading.Event()
+    server = LocalHTTP(handle)
+    yield server
+    served.set()
+    server.close()
+
+
+def test_url_sources_cannot_be_steered(tmp_path: Path, web) -> None:
+    """http(s) only, redirects within the host only, a byte cap while streaming, timeouts."""
+    rows = {"ok": "/ok.gif", "hop": "/hop.gif", "away": "/away.gif", "endless": "/endless.gif",
+            "silent": "/silent.gif", "gone": "/gone.gif"}
+    _write_tsv(tmp_path / "urls.tsv", [f"{web.url}{p}\t{k} ." for k, p in rows.items()]
+               + ["ftp://127.0.0.1/x.gif\tftp .", "gopher://127.0.0.1/x.gif\tgopher ."])
+    params = IngestParams(sources=[IngestSource(kind="tsv", path=str(tmp_path / "urls.tsv"),
+                                                source="web")],
+                          limits={"max_bytes": 16384}, download_timeout_s=0.5, workers=1)
+    run_ingest(params, tmp_path / "out")
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet").set_index("description")
+    assert sorted(manifest.description) == ["hop .", "ok ."]
+    assert q.loc["away .", "reason"] == "redirect_refused"
+    assert q.loc["endless .", "reason"] == "too_large_bytes"
+    assert q.loc["silent .", "reason"] == "download_failed" and "timed out" in q.loc[
+        "silent .", "detail"]
+    assert q.loc["gone .", "reason"] == "download_failed"
+    assert q.loc["ftp .", "reason"] == q.loc["gopher .", "reason"] == "unsupported_scheme"
+
+
+def test_local_paths_stay_inside_their_source_folder(tmp_path: Path) -> None:
+    """`..`, absolute paths, file:// URLs and symlinks out are refused, and nothing of the file
+    they name is read or echoed."""
+    src = tmp_path / "src"
+    (src / "gifs").mkdir(parents=True)
+    (src / "gifs" / "fine.gif").write_bytes(_gif(1))
+    secret = tmp_path / "secret.gif"
+    secret.write_bytes(_gif(2))
+    (src / "gifs" / "link.gif").symlink_to(secret)  # a symlink out of the folder
+    lines = ["gifs/fine.gif\tfine .", "../secret.gif\tdotdot .", f"{secret}\tabsolute .",
+             "file:///etc/passwd\tfile url .", "/etc/passwd\tpasswd .",
+             "/proc/self/environ\tenviron .", "gifs/link.gif\tlink ."]
+    _write_tsv(src / "list.tsv", lines)
+    _write_tsv(src / "descriptions.tsv", ["gif\tdescription", *lines])
+    for kind, path in [("tsv", src / "list.tsv"), ("folder", src)]:
+        out = tmp_path / f"out-{kind}"
+        run_ingest(IngestParams(sources=[IngestSource(kind=kind, path=str(path), source="s")]),
+                   out)
+        manifest = pd.read_parquet(out / "manifest.parquet")
+        q = pd.read_parquet(out / "quarantine.parquet").set_index("description")
+        assert list(manifest.description) == ["fine ."], kind
+        assert len(q) == 6, q  # each refused row once; the symlink is not also "undescribed"
+        for desc in ["dotdot .", "absolute .", "file url .", "passwd .", "environ .", "link ."]:
+            # a folder source's rows are names: a file:// URL there is a scheme, not a path
+            want = "unsupported_scheme" if (kind, desc) == ("folder", "file url .") else (
+                "outside_source")
+            assert q.loc[desc, "reason"] == want, (kind, desc)
+            assert "root:" not in q.loc[desc, "detail"]

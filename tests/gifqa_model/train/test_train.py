@@ -144,9 +144,26 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
 
 
 def test_time_reversal_trains_on_reversed_clips(tmp_path: Path) -> None:
+    """About half the GIFs of a batch play backwards: their frames reach the model in reverse
+    order at mirrored times; the others forwards."""
+    from gifqa_model.train.loop import Batches, build
+
     qa, idx = make_cache(tmp_path)
     kf = pd.read_parquet(idx / KEYFRAMES_FILE)
-    m = run_train(qa, kf, idx, _params(time_reversal=0.5, max_steps=4), tmp_path / "out")
+    params = _params(time_reversal=0.5, max_steps=4)
+    setup = build(qa, kf, idx, params)
+    batches = [Batches(setup, params).draw(step, 0) for step in range(20)]
+    flips = np.concatenate([b.flip for b in batches])
+    assert 0.25 < flips.mean() < 0.75, flips.mean()
+    for b in batches:
+        frames = setup.cache.frames(b.rows, b.flip)
+        src = frames.source.numpy()[frames.index.numpy()]  # (B, F) cache rows as played
+        times = frames.times.numpy()[frames.index.numpy()]
+        for row, flipped, t in zip(src, b.flip, times, strict=True):
+            step = np.diff(row)
+            assert (step < 0).all() if flipped else (step > 0).all(), (row, flipped)
+            assert (np.diff(t) > 0).all()  # played time always runs forwards
+    m = run_train(qa, kf, idx, params, tmp_path / "out")
     assert m["steps"] == 4
     curve = pd.read_csv(tmp_path / "out" / "curve.csv")
     assert "val_accuracy_color" in curve  # per-qtype validation curves

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,22 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gifqa_model.config import ShapesParams  # noqa: E402
 from gifqa_model.data.drop import import_drop  # noqa: E402
 from gifqa_model.data.shapesworld import generate_corpus  # noqa: E402
-from tasks.publish import CHAMPION_TAG, collect_garbage  # noqa: E402
+from tasks.publish import CHAMPION_TAG, collect_garbage, unique_bytes  # noqa: E402
 from tests.helpers import git_commit, make_project, sh  # noqa: E402
 
 DVC = [sys.executable, "-m", "dvc"]
-
-
-def unique_bytes(*roots: Path) -> int:
-    seen, total = set(), 0
-    for root in roots:
-        for dirpath, _dirs, files in os.walk(root):
-            for f in files:
-                st = os.lstat(os.path.join(dirpath, f))
-                if st.st_ino not in seen:
-                    seen.add(st.st_ino)
-                    total += st.st_size
-    return total
 
 
 def sizes(project: Path) -> dict[str, float]:

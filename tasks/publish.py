@@ -83,13 +83,19 @@ def collect_garbage(project: Path, keep_runs: int) -> str:
     return dvc(project, *args)
 
 
-def cache_bytes(project: Path) -> int:
-    """Bytes of the DVC cache on disk (hard links counted once)."""
+def unique_bytes(*roots: Path) -> int:
+    """Bytes of the files under `roots`, each inode once (a hard link is not a second copy)."""
     seen, total = set(), 0
-    for root, _dirs, files in os.walk(project / ".dvc" / "cache"):
-        for f in files:
-            st = os.lstat(os.path.join(root, f))
-            if st.st_ino not in seen:
-                seen.add(st.st_ino)
-                total += st.st_size
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for f in files:
+                st = os.lstat(os.path.join(dirpath, f))
+                if st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    total += st.st_size
     return total
+
+
+def cache_bytes(project: Path) -> int:
+    """Bytes of the DVC cache on disk."""
+    return unique_bytes(project / ".dvc" / "cache")

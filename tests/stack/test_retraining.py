@@ -28,7 +28,8 @@ from gifqa_model.registry.versions import CHAMPION, DIGEST_TAG, GATE_TAG, alias_
 from tasks.publish import CHAMPION_TAG, configure_remote
 from tests.helpers import git_commit, make_project, sh, wait_until
 
-pytestmark = pytest.mark.integration
+# a scenario: each test starts from where the one before left the stack and the project
+pytestmark = [pytest.mark.integration, pytest.mark.random_order(disabled=True)]
 TRIGGER = "trigger:watch-data"  # the tag watch-data puts on the runs it starts
 DEPLOY = {"deploy": {"watch_interval_s": 5, "retries": 2, "retry_delay_s": 0.5}}
 
@@ -227,13 +228,20 @@ def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
 def test_retention_keeps_the_champion_and_the_last_run(project) -> None:
     """`dvc gc` as the flow runs it, keeping one run: the champion's commit and HEAD still
     check out from the local cache; older outputs are gone from it."""
+    import os
+
     from tasks.publish import cache_bytes, collect_garbage
 
+    dvc = [sys.executable, "-m", "dvc"]
+    scratch = project / "scratch.bin"  # cached, then referenced by no commit
+    scratch.write_bytes(os.urandom(200_000))
+    sh([*dvc, "add", "-q", "scratch.bin"], project)
+    scratch.unlink()
+    (project / "scratch.bin.dvc").unlink()
     before = cache_bytes(project)
     collect_garbage(project, keep_runs=1)
     after = cache_bytes(project)
-    assert after < before, (before, after)
-    dvc = [sys.executable, "-m", "dvc"]
+    assert before - after >= 200_000, (before, after)
     for rev in [CHAMPION_TAG, "HEAD"]:
         sh(["git", "checkout", "-q", rev, "--", "dvc.lock", "data.dvc"], project)
         sh([*dvc, "checkout", "--force"], project)  # fails on a missing cache object

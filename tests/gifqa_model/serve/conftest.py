@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,27 +50,30 @@ def gif() -> bytes:
     return generate_example(0, ShapesParams()).gif_bytes
 
 
-@pytest.fixture(scope="module")
-def live_server(pair, tmp_path_factory):
+@contextlib.contextmanager
+def serving(pair, log_dir: Path, **env: str):
     """`gifqa serve` with the tiny pair on 127.0.0.1 (a real uvicorn: the lifespan loads the
-    model as in production), stopped after the module. → its base URL."""
-    import os
-    import subprocess
-    import sys
-
+    model as in production) and `env` (GIFQA_* settings); → (base URL, process)."""
     from tests.helpers import free_port, wait_http
 
     port = free_port()
-    log = tmp_path_factory.mktemp("live") / "server.log"
-    env = {**os.environ, "GIFQA_POLL_SECONDS": "0", "GIFQA_ADMIN_TOKEN": "test-token"}
+    env = {**os.environ, "GIFQA_POLL_SECONDS": "0", **env}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gifqa"), "serve", "--port", str(port),
          "--model-dir", str(pair[0]), "--clip-dir", str(pair[1])],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        env=env, stdout=subprocess.DEVNULL, stderr=open(log_dir / "server.log", "w"))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/readyz", proc)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def live_server(pair, tmp_path_factory):
+    """The served tiny pair, stopped after the module. → its base URL."""
+    with serving(pair, tmp_path_factory.mktemp("live"), GIFQA_ADMIN_TOKEN="test-token") as (
+            url, _proc):
+        yield url

@@ -4,39 +4,23 @@ memory stays bounded and `/healthz` keeps answering throughout."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.gifqa_model.serve.conftest import QUESTION
-from tests.helpers import free_port, wait_http
+from tests.gifqa_model.serve.conftest import QUESTION, serving
 
 BURST, UPLOAD_MB, MAX_INFLIGHT = 50, 9.9, 4
 
 
 @pytest.fixture(scope="module")
 def server(pair, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("burst") / "server.log"
-    env = {**os.environ, "GIFQA_POLL_SECONDS": "0", "GIFQA_MAX_INFLIGHT": str(MAX_INFLIGHT)}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gifqa"), "serve", "--port", str(port),
-         "--model-dir", str(pair[0]), "--clip-dir", str(pair[1])],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/readyz", proc)
+    with serving(pair, tmp_path_factory.mktemp("burst"),
+                 GIFQA_MAX_INFLIGHT=str(MAX_INFLIGHT)) as (url, proc):
         yield url, psutil.Process(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_a_burst_of_big_uploads_is_refused_early_and_memory_stays_bounded(server, gif) -> None:

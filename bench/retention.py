@@ -25,9 +25,10 @@ apply_offline_env()
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gifqa_model.config import ShapesParams  # noqa: E402
+from gifqa_model.config import ShapesParams, load_params  # noqa: E402
 from gifqa_model.data.drop import import_drop  # noqa: E402
 from gifqa_model.data.shapesworld import generate_corpus  # noqa: E402
+from gifqa_model.stages import stage_data  # noqa: E402
 from tasks.publish import CHAMPION_TAG, collect_garbage, unique_bytes  # noqa: E402
 from tests.helpers import git_commit, make_project, sh  # noqa: E402
 
@@ -51,6 +52,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="gifqa-retention-"))
     project = make_project(work / "p")
     rows = []
+    stage_data(load_params(project / "params.yaml"), root=project)  # the embedded corpus
+    sh([*DVC, "add", "-q", "data"], project)
     sh([*DVC, "repro"], project)
     git_commit(project, "run 0")
     sh(["git", "tag", CHAMPION_TAG], project)  # the first run's model is the champion

@@ -199,7 +199,6 @@ class Stack:
             if os.geteuid() == 0:  # the server's own user must own its files
                 shutil.chown(pgdata, "postgres", "postgres")
                 shutil.chown(pwfile, "postgres", "postgres")
-                shutil.chown(log, "postgres", "postgres") if log.exists() else None
             pwfile.chmod(0o600)
             try:
                 subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", str(pgdata), "-U",

@@ -112,8 +112,6 @@ def test_dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -
 def test_a_fresh_clone_pulls_the_run_clean(project, tmp_path) -> None:
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    from flows.stack import client_env, load_settings  # noqa: F401
-
     configure_remote(clone, *_remote_of(project))
     sh([sys.executable, "-m", "dvc", "pull", "-q"], clone)
     status = sh([sys.executable, "-m", "dvc", "status"], clone)

@@ -1,8 +1,9 @@
 """Where a failed run is seen: a tag on its MLflow run and a webhook an operator watches.
 
 `GIFQA_ALERT_WEBHOOK` (an http(s) URL) receives a JSON POST per failed flow run: the flow, the
-run, its state message and the MLflow run it tagged. A hook never raises: a notice that cannot
-be delivered is logged, and the run's own failure stands.
+run, its state message and the MLflow run it tagged; and one per drift check that warns or
+does more (`"event": "drift"`). A hook never raises: a notice that cannot be delivered is
+logged, and the run's own failure stands.
 """
 
 from __future__ import annotations
@@ -50,8 +51,15 @@ def post_webhook(payload: dict, url: str | None = None, timeout: float = 5.0) ->
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
             return 200 <= resp.status < 300
     except OSError as err:
-        log.warning("failure notice to %s not delivered: %s", url, err)
+        log.warning("notice to %s not delivered: %s", url, err)
         return False
+
+
+def notify_drift(flow: str, result) -> bool:
+    """A JSON POST of a drift check that calls for action (data/drift.py's DriftResult)."""
+    return post_webhook({"event": "drift", "flow": flow, "action": result.action,
+                         "share": result.share, "features": result.drifted,
+                         "reason": result.reason[:5000]})
 
 
 def notify_failure(flow, flow_run, state) -> None:

@@ -19,7 +19,7 @@ from mlflow import MlflowClient  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from flows.alerts import close_abandoned_runs, notify_failure  # noqa: E402
+from flows.alerts import close_abandoned_runs, notify_drift, notify_failure  # noqa: E402
 from gifqa_model.config import flat_params, load_params  # noqa: E402
 from gifqa_model.stages import (  # noqa: E402
     MLFLOW_RUN_ENV,
@@ -28,6 +28,7 @@ from gifqa_model.stages import (  # noqa: E402
     out_dir,
     stage_data,
 )
+from tasks.drift import check_drift  # noqa: E402
 from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
 from tasks.stages import log_stage_metrics, run_dvc_stage, stage_env  # noqa: E402
 
@@ -101,9 +102,11 @@ def model_card(params, run_id: str, ev: dict, tags: dict[str, str]) -> str:
 
 
 @task(name="register-and-gate")
-def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str]) -> dict:
+def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str],
+                   hold_for: str | None = None) -> dict:
     """Register the trained model unless its weights are a version's already, then let the
-    gate decide on the champion; the promotion report is logged to the run."""
+    gate decide on the champion (`hold_for`: why it may not move); the promotion report is
+    logged to the run."""
     from gifqa_model.evaluate.benchmark import load_benchmark
     from gifqa_model.index.cache import CLIP_DIR
     from gifqa_model.registry.promotion import Candidate, register_and_gate
@@ -133,14 +136,19 @@ def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str]) -
                           _scored_benchmark(project))
     with tempfile.TemporaryDirectory() as tmp:
         summary = register_and_gate(MlflowClient(), params.registry, log_model, candidate,
-                                    load_benchmark(out_dir("benchmark", project)), Path(tmp))
+                                    load_benchmark(out_dir("benchmark", project)), Path(tmp),
+                                    hold_for)
         if not summary["unchanged"]:
             mlflow.log_artifacts(tmp, "promotion")
-    mlflow.set_tags({"registry.decision": "unchanged" if summary["unchanged"] else
-                     ("promoted" if summary["promoted"] else "rejected"),
+    mlflow.set_tags({"registry.decision": decision_word(summary),
                      "registry.version": str(summary["version"]),
                      "registry.reason": summary["reason"][:5000]})
     return summary
+
+
+def decision_word(summary: dict) -> str:
+    return ("unchanged" if summary.get("unchanged") else "promoted" if summary.get("promoted")
+            else "held" if summary.get("held") else "rejected")
 
 
 def _scored_benchmark(project: Path) -> pd.DataFrame | None:
@@ -214,12 +222,21 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         docs = out_dir("validate", project) / "data_docs"
         if docs.is_dir():
             mlflow.log_artifacts(str(docs), "data_docs")
+        # the arriving data against the champion's: warn, retrain (this run) or hold
+        drift = None
+        if (out_dir("validate", project) / "manifest_clean.parquet").is_file():
+            drift = check_drift(str(project))
+            if drift.at_least("warn"):
+                notify_drift("gifqa-retrain", drift)
         ev = results.get("evaluate", {}).get("metrics", {})
         summary = {"run_id": run.info.run_id, "accuracy": float(ev.get("accuracy", 0.0)),
-                   "baseline": float(ev.get("baseline_prior_accuracy", 0.0))}
+                   "baseline": float(ev.get("baseline_prior_accuracy", 0.0)),
+                   "drift": drift.action if drift else None}
         if "evaluate" in results:
+            hold_for = (f"data drift {drift.reason}" if drift and drift.action == "hold"
+                        else None)
             summary.update(register_model.with_options(**with_retries)(
-                project, run.info.run_id, ev, tags))
+                project, run.info.run_id, ev, tags, hold_for))
             logger.info("gifqa v%s (champion v%s): %s", summary["version"],
                         summary["champion_version"], summary["reason"])
             if remote_configured(project):
@@ -254,8 +271,7 @@ def setup_experiment(project_dir: str) -> None:
 def publish(project_dir: str, summary: dict, name: str) -> dict:
     """git commit of the run (tagged when it made the champion), then `dvc push`."""
     project = Path(project_dir)
-    decision = ("unchanged" if summary.get("unchanged") else
-                "promoted" if summary.get("promoted") else "rejected")
+    decision = decision_word(summary)
     champion = summary.get("promoted") or (
         summary.get("unchanged") and summary.get("version") == summary.get("champion_version"))
     commit = commit_run(project, f"{name}: v{summary.get('version')} {decision}",

@@ -118,13 +118,14 @@ def index(params: Path = PARAMS) -> None:
 
 @app.command()
 def train(params: Path = PARAMS) -> None:
-    """Stage: train GifQAModel on cached features (torchrun-compatible)."""
+    """Stage: train GifQAModel on cached features (train.nproc > 1: DDP under torchrun)."""
     from gifqa_model.stages import stage_train
+    from gifqa_model.train.launch import DistributedTrainFailed
     from gifqa_model.train.loop import TrainingTimeout
 
     try:
         _show("train", stage_train(_params(params)))
-    except TrainingTimeout as exc:
+    except (TrainingTimeout, DistributedTrainFailed) as exc:
         console.print(f"[bold red]train stopped:[/] {exc}")
         raise typer.Exit(1) from exc
 

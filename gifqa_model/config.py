@@ -9,6 +9,7 @@ are the pipeline's; params.yaml states each of them explicitly, so DVC tracks ev
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,6 +157,11 @@ class ClipParams(Section):
     # "layer2" of the ResNet tower (an 8x8 grid at 64 px); None = the ViT's final patch tokens
     token_layer: str | None = "layer2"
     seed: int = 0
+    # the pinned fit set (sha256 per line, git-tracked; empty = none): the encoder stays fitted
+    # on it while the train GIFs outside it are at most `refit_growth` of it, so a growing
+    # corpus reuses the encoder and its cached tokens; past that, a refit on every train GIF
+    fit_set_file: str = "clip_fit_set.txt"
+    refit_growth: float = Field(0.25, ge=0)
 
 
 class IndexParams(Section):
@@ -273,6 +279,20 @@ class TrainParams(Section):
     mvm: MVMParams = Field(default_factory=MVMParams)
     model: ModelParams = Field(default_factory=ModelParams)
     tokenizer_dir: str | None = None  # full profile: the pretrained LM's tokenizer
+    # DDP: > 1 makes the stage re-run itself under torchrun, this many processes per machine
+    # (one per GPU; gloo processes on CPU)
+    nproc: int = Field(1, ge=1)
+    # machines in one run; > 1 needs rdzv_endpoint, and `gifqa train` started on each of them
+    nnodes: int = Field(1, ge=1)
+    # host:port of torchrun's c10d rendezvous with nnodes > 1 (a port free on that host)
+    rdzv_endpoint: str = ""
+
+    @model_validator(mode="after")
+    def _machines(self) -> TrainParams:
+        if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint):
+            raise ValueError(f"train.nnodes is {self.nnodes}: set train.rdzv_endpoint to "
+                             "host:port of the rendezvous, reachable from every machine")
+        return self
 
     @model_validator(mode="after")
     def _labels(self) -> TrainParams:
@@ -313,6 +333,32 @@ class RegistryParams(Section):
     blank_margin: float = Field(0.10, ge=0)  # blank-frame accuracy at most prior + this
 
 
+class DriftParams(Section):
+    """Arriving data against the champion's training data (data/drift.py, Evidently): each
+    feature drifts by its stat test; the share of drifted features picks the action."""
+
+    min_gifs: int = Field(50, ge=1)  # fewer new GIFs than this: not compared
+    # Evidently stat tests (its names) and thresholds. Per GIF (n_frames, description words,
+    # CLIP distance) a test's p-value: GIFs are independent draws. Per question (type, answer)
+    # a distance: a GIF's questions are not independent, which makes p-values too small
+    num_method: str = "ks"
+    num_threshold: float = Field(0.01, gt=0)
+    cat_method: str = "jensenshannon"
+    cat_threshold: float = Field(0.15, gt=0)
+    # the share of drifted features at which each action starts; None = never
+    warn_share: float | None = Field(0.2, gt=0, le=1)  # a warning (log, MLflow tag, webhook)
+    retrain_share: float | None = Field(0.4, gt=0, le=1)  # watch-data retrains at once
+    hold_share: float | None = Field(0.6, gt=0, le=1)  # registered, not promoted
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftParams:
+        shares = [s for s in (self.warn_share, self.retrain_share, self.hold_share)
+                  if s is not None]
+        if shares != sorted(shares):
+            raise ValueError("need warn_share <= retrain_share <= hold_share")
+        return self
+
+
 class DeployParams(Section):
     """The deployments `gifqa deploy` creates and what a successful run publishes."""
 
@@ -338,6 +384,7 @@ class Params(Section):
     benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
     deploy: DeployParams = Field(default_factory=DeployParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
 
     @model_validator(mode="after")
     def _benchmark_apart(self) -> Params:

@@ -11,19 +11,26 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from gifqa_model.config import Params, TrainParams
 
+if TYPE_CHECKING:  # only the data stages run these modules (and depend on them in dvc.yaml)
+    from gifqa_model.fanout import ShardMapper
+    from gifqa_model.workcache import WorkCache
+
 log = logging.getLogger(__name__)
 
 STAGES = ["ingest", "synth_qa", "validate", "index", "train", "benchmark", "evaluate"]
 OUTPUTS = Path("outputs")
 CHECKPOINTS_DIR = OUTPUTS / ".checkpoints"  # no stage's output: survives a rerun of it
+WORK_CACHE_DIR = OUTPUTS / ".cache"  # per-GIF work by content (workcache.py); no stage's output
+WORK_CACHE_ENV = "GIFQA_WORK_CACHE"  # another folder for it, or "off"
 METRICS = Path("metrics")
 DATA_DIR = Path("data") / "shapesworld"
 MLFLOW_RUN_ENV = "GIFQA_MLFLOW_RUN_ID"
@@ -69,10 +76,41 @@ def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> d
     return {"generated": True, "n_gifs": len(table), "path": str(target)}
 
 
+def work_cache(root: Path = Path(".")) -> WorkCache:
+    """The data stages' store of per-GIF work: outputs/.cache, or $GIFQA_WORK_CACHE ("off":
+    none, every stage recomputes everything)."""
+    from gifqa_model.workcache import WorkCache
+
+    where = os.environ.get(WORK_CACHE_ENV, "")
+    if where == "off":
+        return WorkCache(None)
+    return WorkCache(Path(where) if where else root / WORK_CACHE_DIR)
+
+
+# Where ingest and index run their shards: None (this process) unless the orchestration side
+# injects a fan-out (flows/fanout.py puts a Dask cluster behind it); the outputs are the same.
+_fanout: Callable[[], tuple[ShardMapper, int] | None] = lambda: None  # noqa: E731
+
+
+def set_fanout(factory: Callable[[], tuple[ShardMapper, int] | None]) -> None:
+    """Inject what `fanout()` returns: a (mapper, number of shards) pair, or None."""
+    global _fanout
+    _fanout = factory
+
+
+def fanout() -> tuple[ShardMapper | None, int]:
+    chosen = _fanout()
+    return chosen if chosen is not None else (None, 1)
+
+
 def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.data.ingest import run_ingest
 
-    metrics = run_ingest(params.ingest, out_dir("ingest", root))
+    mapper, shards = fanout()
+    cache = work_cache(root)
+    metrics = run_ingest(params.ingest, out_dir("ingest", root), cache=cache, mapper=mapper,
+                         shards=shards)
+    metrics.update(cache.stats())
     write_metrics("ingest", metrics, root)
     return metrics
 
@@ -81,7 +119,9 @@ def stage_synth_qa(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.qa.synth import synth_qa
 
     manifest = pd.read_parquet(out_dir("ingest", root) / "manifest.parquet")
-    qa, metrics = synth_qa(manifest, params.qa)
+    cache = work_cache(root)
+    qa, metrics = synth_qa(manifest, params.qa, cache=cache)
+    metrics.update(cache.stats())
     out = out_dir("synth_qa", root)
     out.mkdir(parents=True, exist_ok=True)
     qa.to_parquet(out / "qa.parquet", index=False)
@@ -140,7 +180,14 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
     manifest, qa = clean_tables(root)
     out = out_dir("index", root)
     truth = ground_truth(manifest, root)
-    metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_gif=truth)
+    from gifqa_model.index.indexing import read_fit_set
+
+    mapper, shards = fanout()
+    cache = work_cache(root)
+    metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_gif=truth,
+                        cache=cache, fit_set=read_fit_set(root / params.clip.fit_set_file),
+                        mapper=mapper, shards=shards)
+    metrics.update(cache.stats())
     if truth:
         from gifqa_model.index.cache import FRAMES_FILE, load_keyframes
         from gifqa_model.index.keyframe_eval import keyframe_precision
@@ -185,10 +232,20 @@ def train_fingerprint(params: Params, root: Path = Path(".")) -> str:
 
 
 def stage_train(params: Params, root: Path = Path(".")) -> dict:
+    """Train (under torchrun when `train.nproc` > 1); the metrics rank 0 wrote."""
     from gifqa_model.evaluate.plots import plot_training_curve
     from gifqa_model.train.distributed import rank
+    from gifqa_model.train.launch import run_under_torchrun, under_torchrun
     from gifqa_model.train.loop import run_train
 
+    if params.train.nproc > 1 and not under_torchrun():
+        # a stale file would pass for this run's on a machine where rank 0 does not run
+        metrics_path("train", root).unlink(missing_ok=True)
+        run_under_torchrun(params, root)
+        metrics = read_metrics("train", root)
+        if not metrics:
+            log.info("rank 0 ran on another machine: its metrics/train.json is there")
+        return metrics
     inputs = train_inputs(root, params.train)
     out = out_dir("train", root)
     # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes

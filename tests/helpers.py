@@ -118,6 +118,7 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
     installed package, the copied gifqa_model/ is what the stages' deps hash."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root)
+    (root / "clip_fit_set.txt").touch()  # no pinned CLIP fit set: the first index fits on all
     shutil.copytree(REPO / "gifqa_model", root / "gifqa_model",
                     ignore=shutil.ignore_patterns("__pycache__"))
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()),

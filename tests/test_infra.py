@@ -1,6 +1,7 @@
 """infra/: no container engine runs here, so the compose file is checked as data: against the
 compose specification's JSON schema, for secrets written into it, for ports open beyond
-127.0.0.1, and for commands the installed `gifqa` does not have."""
+127.0.0.1, and for commands the installed `gifqa` does not have; the training image and the GPU
+work pool's job template likewise."""
 
 from __future__ import annotations
 
@@ -65,17 +66,66 @@ def test_no_secret_is_written_in_compose_and_no_port_is_public(compose) -> None:
         assert match.group(1).startswith("${"), "a database password is written in a URL"
 
 
-def test_compose_commands_exist_in_the_cli(compose) -> None:
+def assert_gifqa_command(words: list[str], where: str) -> None:
+    """`gifqa <command> --option ...` is a command of the installed `gifqa` with those options."""
     from typer.main import get_command
 
     from flows.cli import app
 
+    assert words[:1] == ["gifqa"], where
     commands = get_command(app).commands
+    assert words[1] in commands, f"{where}: gifqa has no command {words[1]}"
+    options = {o for p in commands[words[1]].params for o in p.opts}
+    for word in words[2:]:
+        if word.startswith("--"):
+            assert word in options, f"{where}: gifqa {words[1]} has no {word}"
+
+
+def test_compose_commands_exist_in_the_cli(compose) -> None:
     for name, svc in compose["services"].items():
         words = str(svc.get("command", "")).split()
         if words[:1] == ["gifqa"]:
-            cmd = commands[words[1]]
-            options = {o for p in cmd.params for o in p.opts}
-            for word in words[2:]:
-                if word.startswith("--"):
-                    assert word in options, f"{name}: gifqa {words[1]} has no {word}"
+            assert_gifqa_command(words, name)
+
+
+TRAIN_IMAGE = REPO / "infra" / "Dockerfile.train"
+GPU_POOL = REPO / "infra" / "k8s" / "gpu-work-pool.json"
+
+
+def test_training_image_installs_the_project_and_runs_a_gifqa_command() -> None:
+    text = TRAIN_IMAGE.read_text()
+    assert re.search(r"^RUN pip install -e \.", text, re.M)
+    cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
+    assert cmd, "Dockerfile.train has no exec-form CMD"
+    assert_gifqa_command(json.loads(cmd.group(1)), "Dockerfile.train")
+
+
+def test_gpu_work_pool_template_is_one_prefect_accepts_and_asks_for_gpus() -> None:
+    from prefect.server.schemas.actions import validate_base_job_template
+    from prefect.utilities.templating import apply_values
+    from prefect.workers.base import BaseJobConfiguration
+
+    template = json.loads(GPU_POOL.read_text())
+    validate_base_job_template(template)  # the server's check: every placeholder declared
+    properties = template["variables"]["properties"]
+    for schema in properties.values():
+        if "default" in schema:
+            jsonschema.validate(schema["default"], schema)
+    # rendered with the defaults, as the worker does for a run that overrides nothing
+    values = {**BaseJobConfiguration._get_base_config_defaults(properties),
+              "name": "retrain-1", "command": "prefect flow-run execute"}
+    job = apply_values(template["job_configuration"], values)["job_manifest"]
+    pod = job["spec"]["template"]["spec"]
+    # what prefect-kubernetes' worker refuses a job manifest without
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    assert (pod["parallelism"], pod["completions"], pod["restartPolicy"]) == (1, 1, "Never")
+    container = pod["containers"][0]
+    assert container["name"] == "prefect-job"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"]) and pod["nodeSelector"]
+    # the training image, by the name Dockerfile.train and the README build it as
+    name = re.search(r"-f infra/Dockerfile\.train -t (\S+)", TRAIN_IMAGE.read_text()).group(1)
+    assert container["image"].split(":")[0] == name
+    assert f"-f infra/Dockerfile.train -t {name}" in (REPO / "README.md").read_text()
+    assert "MLFLOW_TRACKING_URI" in container["env"]
+    assert not any(re.search(r"PASSWORD|SECRET|ACCESS_KEY", k) for k in container["env"])

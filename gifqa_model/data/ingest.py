@@ -10,6 +10,8 @@ bad input never stops the stage.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -28,7 +30,9 @@ from rich.progress import Progress
 
 from gifqa_model.config import GifLimits, IngestParams, IngestSource
 from gifqa_model.data.gifs import GifError, GifInfo, probe_gif, verify_gif
+from gifqa_model.fanout import ShardMapper, split_shards
 from gifqa_model.schema import INGEST_QUARANTINE_COLUMNS, MANIFEST_COLUMNS, SPLITS
+from gifqa_model.workcache import WorkCache, code_digest, digest
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +251,8 @@ def _download(url: str, dest_dir: Path, limits: GifLimits, timeout: float) -> st
     return os.path.normpath(dest)
 
 
-def _check(item: _Input, params: IngestParams, download_dir: Path) -> _Checked:
+def _check(item: _Input, params: IngestParams, download_dir: Path,
+           cache: WorkCache | None = None) -> _Checked:
     """Read, hash and validate one input; failures become a reason, never an exception."""
     if item.reason:
         return _Checked(item, path=item.location, reason=item.reason, detail=item.detail)
@@ -260,13 +265,31 @@ def _check(item: _Input, params: IngestParams, download_dir: Path) -> _Checked:
         if not Path(path).is_file():
             return _Checked(item, path=path, reason="missing_file", detail=f"{item.where}: {path}")
         data = _read_limited(Path(path), params.limits)
-        check = verify_gif if params.verify_decode else probe_gif
-        info = check(data, params.limits)
+        sha256 = hashlib.sha256(data).hexdigest()
+        info = _checked_info(data, sha256, params, cache or WorkCache(None))
     except GifError as exc:
         return _Checked(item, path=path, reason=exc.reason, detail=f"{item.where}: {exc.message}")
     except OSError as exc:
         return _Checked(item, path=path, reason="unreadable", detail=f"{item.where}: {exc}")
-    return _Checked(item, path=path, sha256=hashlib.sha256(data).hexdigest(), info=info)
+    return _Checked(item, path=path, sha256=sha256, info=info)
+
+
+def _checked_info(data: bytes, sha256: str, params: IngestParams, cache: WorkCache) -> GifInfo:
+    """Probe (and decode, with `verify_decode`) a GIF's bytes once per content: the verdict is
+    a function of the bytes, the limits and gifs.py, so it is cached under their digest."""
+    key = digest(sha256, params.limits, params.verify_decode, code_digest("data/gifs.py"))
+    if (hit := cache.get_json("ingest", key)) is not None:
+        if "reason" in hit:
+            raise GifError(hit["reason"], hit["message"])
+        return GifInfo(**hit)
+    check = verify_gif if params.verify_decode else probe_gif
+    try:
+        info = check(data, params.limits)
+    except GifError as exc:
+        cache.put_json("ingest", key, {"reason": exc.reason, "message": exc.message})
+        raise
+    cache.put_json("ingest", key, dataclasses.asdict(info))
+    return info
 
 
 def _read_limited(path: Path, limits: GifLimits) -> bytes:
@@ -284,11 +307,14 @@ def _unique_id(item: _Input, taken: set[str], sha256: str) -> str:
     return f"{item.source}_{item.id_stem}_{sha256[:12]}"
 
 
-def run_ingest(params: IngestParams, out_dir: Path) -> dict[str, Any]:
+def run_ingest(params: IngestParams, out_dir: Path, cache: WorkCache | None = None,
+               mapper: ShardMapper | None = None, shards: int = 1) -> dict[str, Any]:
     """Ingest every source; write ``manifest.parquet`` and ``quarantine.parquet`` to ``out_dir``.
 
     Returns the stage metrics: input/ok/quarantined counts overall, by reason and by source,
     and the split sizes. Rows keep the input order, so the same inputs give the same tables.
+    `cache` keeps each GIF's verdict by content; `mapper` spreads the inputs' checks over
+    `shards` (e.g. a Dask cluster): the tables do not depend on either.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,20 +325,12 @@ def run_ingest(params: IngestParams, out_dir: Path) -> dict[str, Any]:
         inputs += _folder_inputs(src) if src.kind == "folder" else _tsv_inputs(src)
 
     download_dir = out_dir / "downloads"
-    with Progress(transient=True) as progress:
-        task = progress.add_task("ingest", total=len(inputs))
-
-        def check(item: _Input) -> _Checked:
-            result = _check(item, params, download_dir)
-            progress.advance(task)
-            return result
-
-        if params.workers > 1 and len(inputs) > 1:
-            with ThreadPoolExecutor(params.workers) as pool:
-                checked = list(pool.map(check, inputs))
-        else:
-            checked = [check(item) for item in inputs]
-
+    if mapper is not None:
+        check_shard = functools.partial(_check_shard, params=params, download_dir=download_dir,
+                                        cache_root=cache.root if cache else None)
+        checked = [c for part in mapper(check_shard, split_shards(inputs, shards)) for c in part]
+    else:
+        checked = _check_all(inputs, params, download_dir, cache)
     manifest: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
     first_by_sha: dict[str, str] = {}
@@ -379,6 +397,28 @@ def run_ingest(params: IngestParams, out_dir: Path) -> dict[str, Any]:
         metrics["quarantine_by_reason"],
     )
     return metrics
+
+
+def _check_all(inputs: list[_Input], params: IngestParams, download_dir: Path,
+               cache: WorkCache | None) -> list[_Checked]:
+    with Progress(transient=True) as progress:
+        task = progress.add_task("ingest", total=len(inputs))
+
+        def check(item: _Input) -> _Checked:
+            result = _check(item, params, download_dir, cache)
+            progress.advance(task)
+            return result
+
+        if params.workers > 1 and len(inputs) > 1:
+            with ThreadPoolExecutor(params.workers) as pool:
+                return list(pool.map(check, inputs))
+        return [check(item) for item in inputs]
+
+
+def _check_shard(items: list[_Input], params: IngestParams, download_dir: Path,
+                 cache_root: Path | None) -> list[_Checked]:
+    """One shard's checks, where a fan-out runs them (its own cache handle: no shared state)."""
+    return [_check(item, params, download_dir, WorkCache(cache_root)) for item in items]
 
 
 def ingest_folder(folder: Path, out_dir: Path, source: str = "folder") -> dict[str, Any]:

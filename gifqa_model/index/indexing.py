@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from gifqa_model.data.gifs import decode_frames, sample_indices
 from gifqa_model.data.scene import scene_table
+from gifqa_model.fanout import ShardMapper, split_shards
 from gifqa_model.index.cache import (
     CLIP_DIR,
     EMB_FILE,
@@ -35,10 +38,12 @@ from gifqa_model.index.clipcut import (
 )
 from gifqa_model.index.domain import DOMAIN_DIR, fit_domain
 from gifqa_model.index.search import SEARCH_DIR, GifSearch, clause_recall
+from gifqa_model.workcache import WorkCache, code_digest, digest, file_digest
 
 log = logging.getLogger(__name__)
 
 INDEX_PARAMS_FILE = "index_params.json"
+FIT_SET_FILE = "fit_set.txt"  # in the clip folder: the sha256s the encoder was fitted on
 
 
 def cached_frame_indices(n_frames: int, frames_per_gif: int) -> list[int]:
@@ -73,39 +78,166 @@ def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int, image_size: int,
     return np.concatenate(chunks), pd.DataFrame(rows)
 
 
+def _gif_tokens(encoder: ClipEncoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One GIF's frames → (tokens, embeddings), always as one batch of that GIF alone: a GIF's
+    tokens never depend on which other GIFs were embedded beside it."""
+    return encoder.embed_frames(frames, batch_size=max(len(frames), 1))
+
+
+def embed_shard(jobs: list[tuple[str, int]], clip_dir: str, frames_per_gif: int
+                ) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
+    """Decode and embed one shard of GIFs ((path, n_frames) each) with the saved encoder: what
+    a fan-out worker runs. Per GIF: tokens, embeddings, the source frames cached."""
+    encoder = ClipEncoder.load(Path(clip_dir))
+    out = []
+    for path, n_frames in jobs:
+        frames, idx = _decode_one((path, n_frames, frames_per_gif, encoder.image_size))
+        out.append((*_gif_tokens(encoder, frames), idx[: len(frames)]))
+    return out
+
+
+def fit_rows(manifest: pd.DataFrame, pinned: set[str] | None,
+             refit_growth: float) -> tuple[pd.DataFrame, dict]:
+    """The train GIFs the CLIP encoder is fitted on, in content order.
+
+    With a pinned fit set (the sha256s of the last fit, `clip.fit_set_file`), the fit keeps to
+    the pinned GIFs still in the corpus while the train GIFs outside it are at most
+    `refit_growth` of them: a growing corpus then reuses the encoder and every cached token.
+    Past that, or with no pin, the fit takes every train GIF (a refit).
+    """
+    train = manifest[manifest.split == "train"]
+    pinned_rows = train[train.sha256.isin(pinned)] if pinned else train.iloc[:0]
+    growth = (len(train) - len(pinned_rows)) / max(len(pinned_rows), 1)
+    keep = bool(pinned) and len(pinned_rows) >= 2 and growth <= refit_growth
+    rows = (pinned_rows if keep else train).sort_values("sha256", kind="stable")
+    return rows, {"clip_fit_gifs": len(rows), "clip_fit_pinned": keep,
+                  "clip_unfitted_share": round(float(growth), 4) if pinned else 1.0}
+
+
+def _fit_encoder(manifest: pd.DataFrame, clip_params: ClipParams, params: IndexParams,
+                 truth_by_gif: dict[str, dict] | None, pinned: set[str] | None,
+                 cache: WorkCache, clip_dir: Path) -> tuple[ClipEncoder, dict]:
+    """Fit (or take from the cache) the encoder on the fit rows; save it to `clip_dir`."""
+    rows, metrics = fit_rows(manifest, pinned, clip_params.refit_growth)
+    truth = truth_by_gif or {}
+    fit_params = clip_params.model_dump(exclude={"refit_growth", "fit_set_file", "fit_minutes"})
+    key = digest("clip-fit", fit_params, params.frames_per_gif,
+                 [(r.sha256, r.description, truth.get(r.gif_id)) for r in rows.itertuples()],
+                 code_digest("index/clip.py", "index/clip_configs", "data/gifs.py",
+                             "data/scene.py"))
+    if (hit := cache.dir("clip", key)) is not None:
+        shutil.copytree(hit, clip_dir, dirs_exist_ok=True)
+        metrics["clip_fit_cached"] = True
+    else:
+        encoder = build_clip(clip_params)
+        if len(rows) >= 2:
+            frames, table = decode_corpus(rows, params.frames_per_gif, encoder.image_size,
+                                          params.decode_workers)
+            ranges = [(int(o), int(o + n)) for o, n in zip(table.offset, table.n_cached,
+                                                             strict=True)]
+            scene = None
+            if clip_params.fit_scene_weight > 0:
+                grid = math.isqrt(encoder.tower_token_shape[0])
+                scene = scene_table(table, truth, grid)
+            metrics.update(fit_clip(encoder, frames, ranges, rows.description.tolist(),
+                                    clip_params, scene=scene))
+        encoder.save(clip_dir)
+        cache.put_dir("clip", key, clip_dir)
+        metrics["clip_fit_cached"] = False
+    (clip_dir / FIT_SET_FILE).write_text("".join(f"{sha}\n" for sha in rows.sha256))
+    # the fitted encoder as saved, so a cached and a fresh fit embed with the same weights
+    return ClipEncoder.load(clip_dir), metrics
+
+
+def read_fit_set(path: Path | None) -> set[str] | None:
+    """The pinned fit set (one sha256 per line), or None when there is none."""
+    if path is None or not Path(path).is_file():
+        return None
+    return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()} or None
+
+
+def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
+                  cache: WorkCache, decode_workers: int = 1, mapper: ShardMapper | None = None,
+                  shards: int = 1) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict[str, str]]:
+    """Every GIF's frame tokens and embeddings, from the cache when its bytes and the encoder
+    are unchanged; the rest decoded and embedded here or on `mapper`'s shards. Also each
+    GIF's digest of (bytes, encoder): what its later per-GIF work is keyed by."""
+    weights = file_digest([clip_dir / "clip.safetensors", clip_dir / "clip_config.json"])
+    namespace = f"tokens/{weights[:16]}"
+    code = code_digest("index/clip.py", "index/indexing.py", "data/gifs.py")
+    keys = [digest(sha, frames_per_gif, code) for sha in manifest.sha256]
+    found = [cache.get_arrays(namespace, k) for k in keys]
+    todo = [i for i, f in enumerate(found) if f is None]
+    jobs = [(str(manifest.path.iloc[i]), int(manifest.n_frames.iloc[i])) for i in todo]
+    if todo:
+        log.info("index: embedding %d of %d GIFs (%d cached)", len(todo), len(keys),
+                 len(keys) - len(todo))
+    if mapper is not None:
+        work = functools.partial(embed_shard, clip_dir=str(clip_dir),
+                                 frames_per_gif=frames_per_gif)
+        results = [r for part in mapper(work, split_shards(jobs, shards)) for r in part]
+    else:
+        results = _embed_here(jobs, ClipEncoder.load(clip_dir), frames_per_gif, decode_workers)
+    for i, (tokens, emb, idx) in zip(todo, results, strict=True):
+        found[i] = {"tokens": tokens, "emb": emb, "source_frames": np.asarray(idx, np.int64)}
+        cache.put_arrays(namespace, keys[i], **found[i])
+    cache.prune("tokens", keep={weights[:16]})  # tokens of other encoders are never read again
+    counts = [len(f["tokens"]) for f in found]
+    table = pd.DataFrame({"gif_id": manifest.gif_id.to_numpy(),
+                          "offset": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int),
+                          "n_cached": counts,
+                          "source_frames": [f["source_frames"].tolist() for f in found]})
+    gif_keys = {g: f"{weights}:{k}" for g, k in zip(manifest.gif_id, keys, strict=True)}
+    return (np.concatenate([f["tokens"] for f in found]),
+            np.concatenate([f["emb"] for f in found]), table, gif_keys)
+
+
+def _embed_here(jobs: list[tuple[str, int]], encoder: ClipEncoder, frames_per_gif: int,
+                workers: int) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
+    """Decode in `workers` processes, embed here, one GIF at a time."""
+    specs = [(path, n, frames_per_gif, encoder.image_size) for path, n in jobs]
+    out = []
+    with (ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else nullcontext()) as pool:
+        decoded = (pool.map(_decode_one, specs, chunksize=16) if pool is not None
+                   else map(_decode_one, specs))
+        for frames, idx in tqdm(decoded, total=len(specs), desc="embed frames", unit="gif"):
+            out.append((*_gif_tokens(encoder, frames), idx[: len(frames)]))
+    return out
+
+
 def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
               params: IndexParams, out_dir: Path,
-              encoder: ClipEncoder | None = None,
-              truth_by_gif: dict[str, dict] | None = None) -> dict:
-    """Fit CLIP on train GIFs, cache all frame tokens, index groups, choose keyframes.
+              truth_by_gif: dict[str, dict] | None = None,
+              cache: WorkCache | None = None, fit_set: set[str] | None = None,
+              mapper: ShardMapper | None = None, shards: int = 1) -> dict:
+    """Fit (then freeze) CLIP on train GIFs, cache all frame tokens, index groups, choose
+    keyframes.
 
     `truth_by_gif` (ShapesWorld's ground truth by gif_id) feeds the fit's dense token loss
-    when `clip_params.fit_scene_weight` > 0.
+    when `clip_params.fit_scene_weight` > 0. `fit_set` is the pinned fit set (`fit_rows`).
+    `cache` keeps the fitted encoder and each GIF's tokens by content; `mapper` spreads the
+    GIFs to embed over `shards`. Neither changes a byte of the outputs.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    encoder = encoder or build_clip(clip_params)
+    cache = cache or WorkCache(None)
     manifest = manifest.reset_index(drop=True)
-    frames, frame_table = decode_corpus(manifest, params.frames_per_gif, encoder.image_size,
-                                        params.decode_workers)
-
-    train = manifest.index[manifest.split == "train"].to_numpy()
-    ranges = [(int(frame_table.offset[i]), int(frame_table.offset[i] + frame_table.n_cached[i]))
-              for i in train]
+    clip_dir = out_dir / CLIP_DIR
+    clip_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict = {}
-    if clip_params.pretrained_path is None and len(train) >= 2:
-        scene = None
-        if clip_params.fit_scene_weight > 0:
-            grid = math.isqrt(encoder.tower_token_shape[0])
-            scene = scene_table(frame_table, truth_by_gif or {}, grid)
-        metrics.update(fit_clip(encoder, frames, ranges,
-                                manifest.description[train].tolist(), clip_params, scene=scene))
-    encoder.save(out_dir / CLIP_DIR)
+    if clip_params.pretrained_path is None:
+        encoder, fit_metrics = _fit_encoder(manifest, clip_params, params, truth_by_gif,
+                                            fit_set, cache, clip_dir)
+        metrics.update(fit_metrics)
+    else:  # full profile: the pretrained encoder, frozen
+        encoder = build_clip(clip_params)
+        encoder.save(clip_dir)
     # the serving path must cut and group frames exactly as this stage did
-    (out_dir / CLIP_DIR / INDEX_PARAMS_FILE).write_text(params.model_dump_json(indent=2))
+    (clip_dir / INDEX_PARAMS_FILE).write_text(params.model_dump_json(indent=2))
 
-    tokens, emb = encoder.embed_frames(frames)
+    tokens, emb, frame_table, gif_keys = cached_tokens(
+        manifest, clip_dir, params.frames_per_gif, cache, params.decode_workers, mapper, shards)
     np.save(out_dir / TOKENS_FILE, tokens)
     np.save(out_dir / EMB_FILE, emb)
     frame_table.to_parquet(out_dir / FRAMES_FILE, index=False)
@@ -126,10 +258,10 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
                                seed=clip_params.seed)
         metrics.update({f"search_{k}": v for k, v in recall.items() if k != "split"})
 
-    keyframes = choose_keyframes(encoder, index, frame_table, qa, params)
+    keyframes = choose_keyframes(encoder, index, frame_table, qa, params, cache, gif_keys)
     keyframes.to_parquet(out_dir / KEYFRAMES_FILE, index=False)
     metrics.update({
-        "n_gifs": len(manifest), "n_frames_cached": int(len(frames)),
+        "n_gifs": len(manifest), "n_frames_cached": int(len(tokens)),
         "n_groups": int(layout.group_counts.sum()), "n_questions": len(keyframes),
         "token_shape": list(tokens.shape[1:]), "index_type": type(index).__name__,
         "index_seconds": round(time.time() - t0, 1),
@@ -138,15 +270,38 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
 
 
 def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.DataFrame,
-                     qa: pd.DataFrame, params: IndexParams) -> pd.DataFrame:
+                     qa: pd.DataFrame, params: IndexParams, cache: WorkCache | None = None,
+                     gif_keys: dict[str, str] | None = None) -> pd.DataFrame:
     """CLIP-Cut for every question of a GIF in `frame_table`: its keyframes (local cache
-    indices, in time order) and the GIF frames they were decoded from."""
+    indices, in time order) and the GIF frames they were decoded from.
+
+    A GIF's questions are embedded as one batch of their own and searched among its own
+    groups, so its keyframes depend on it alone: with `gif_keys` (gif_id → a digest of its
+    tokens and the encoder) and a flat index they are cached per GIF.
+    """
+    cache = cache or WorkCache(None)
     layout = GroupLayout.from_counts(frame_table.n_cached.to_numpy(), params.group_size)
     row_of = {g: i for i, g in enumerate(frame_table.gif_id)}
     qa = qa[qa.gif_id.isin(row_of)].reset_index(drop=True)
+    flat = isinstance(index, faiss.IndexFlat)  # an IVF index's lists depend on every GIF
+    shape = params.model_dump(include={"group_size", "top_k", "temporal_spread"})
+    code = code_digest("index/clipcut.py", "index/indexing.py", "index/clip.py")
+    local: list[list[int] | None] = [None] * len(qa)
+    for gif_id, rows in qa.groupby("gif_id", sort=False).indices.items():
+        questions = qa.question.iloc[rows].tolist()
+        key = (digest(gif_keys[gif_id], questions, shape, code)
+               if gif_keys is not None and flat else None)
+        chosen = cache.get_json("keyframes", key) if key else None
+        if chosen is None:
+            emb = encoder.embed_texts(questions, batch_size=max(len(questions), 1))
+            chosen = retrieve_keyframes(index, layout, np.full(len(rows), row_of[gif_id]), emb,
+                                        params)
+            chosen = [[int(f) for f in fr] for fr in chosen]
+            if key:
+                cache.put_json("keyframes", key, chosen)
+        for r, fr in zip(rows, chosen, strict=True):
+            local[r] = fr
     gif_rows = qa.gif_id.map(row_of).to_numpy()
-    local = retrieve_keyframes(index, layout, gif_rows, encoder.embed_texts(qa.question.tolist()),
-                               params)
     src = [[frame_table.source_frames[g][f] for f in fr] for g, fr in zip(gif_rows, local,
                                                                           strict=True)]
     return pd.DataFrame({"qa_id": qa.qa_id, "gif_id": qa.gif_id, "frames": local,

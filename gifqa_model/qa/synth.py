@@ -32,6 +32,7 @@ from gifqa_model.qa.normalize import (
 )
 from gifqa_model.qa.rules import RulesGenerator, irregular_forms
 from gifqa_model.schema import QA_COLUMNS, QTYPES
+from gifqa_model.workcache import WorkCache, code_digest, digest
 
 # Order matters only for reporting; "degenerate" rows are also caught here, never written.
 REASONS = (
@@ -141,11 +142,15 @@ def qa_id(gif_id: str, question: str, answer: str) -> str:
 
 
 def synth_qa(
-    manifest: pd.DataFrame, params: QAParams, progress: bool = True
+    manifest: pd.DataFrame, params: QAParams, progress: bool = True,
+    cache: WorkCache | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """The synth_qa stage: manifest (gif_id, description, split, ...) -> QA table and metrics."""
-    generator = make_generator(params)  # loads models before the clock starts
-    irregular = irregular_forms(params.spacy_model)
+    """The synth_qa stage: manifest (gif_id, description, split, ...) -> QA table and metrics.
+
+    `cache` keeps each description's filtered candidates (a function of its text, `params`
+    and this package's code): only new descriptions are parsed.
+    """
+    cache = cache or WorkCache(None)
     gif_ids = manifest["gif_id"].astype(str).tolist()
     splits = (
         manifest["split"].fillna("").astype(str).tolist()
@@ -153,23 +158,29 @@ def synth_qa(
         else [""] * len(manifest)
     )
     descriptions = manifest["description"].fillna("").astype(str).str.strip().tolist()
-
+    code = code_digest("qa")
+    keys = {d: digest(d, params, code) for d in dict.fromkeys(descriptions)}
+    found = {d: cache.get_json("qa", k) for d, k in keys.items()}
+    todo = [d for d, v in found.items() if v is None]
+    generator_name = params.backend  # each backend's generator is named after it
     start = time.perf_counter()
-    generated = generator.generate(descriptions, progress=progress)
+    if todo:
+        generator = make_generator(params)  # models load only when a description is new
+        start = time.perf_counter()
+        irregular = irregular_forms(params.spacy_model)
+        for text, cands in zip(todo, generator.generate(todo, progress=progress), strict=True):
+            found[text] = _filtered(text, cands, irregular, params)
+            cache.put_json("qa", keys[text], found[text])
     reasons: Counter = Counter({r: 0 for r in REASONS})
     per_gif: dict[str, list[Candidate]] = defaultdict(list)
     split_of: dict[str, str] = {}
     n_candidates = 0
-    for gif_id, split, text, cands in zip(gif_ids, splits, descriptions, generated, strict=True):
-        desc = _Description(text, irregular)
+    for gif_id, split, text in zip(gif_ids, splits, descriptions, strict=True):
         split_of.setdefault(gif_id, split)
-        for c in cands:
-            n_candidates += 1
-            c = Candidate(normalize_question(c.question), normalize_answer(c.answer), c.qtype)
-            if (reason := _rejection(c, desc, params)) is not None:
-                reasons[reason] += 1
-            else:
-                per_gif[gif_id].append(c)
+        entry = found[text]
+        n_candidates += entry["n_candidates"]
+        reasons.update(entry["rejected"])
+        per_gif[gif_id].extend(Candidate(*c) for c in entry["kept"])
     rows = []
     for gif_id, cands in per_gif.items():
         kept, dropped = _select(cands, params.max_qa_per_gif)
@@ -182,7 +193,7 @@ def synth_qa(
                     c.question,
                     c.answer,
                     c.qtype,
-                    generator.name,
+                    generator_name,
                     split_of[gif_id],
                 )
             )
@@ -192,7 +203,8 @@ def synth_qa(
     n_desc = len(descriptions)
     by_type = Counter(table["qtype"])
     metrics = {
-        "generator": generator.name,
+        "generator": generator_name,
+        "n_parsed": len(todo),
         "n_descriptions": n_desc,
         "n_gifs": len(set(gif_ids)),
         "n_candidates": n_candidates,
@@ -204,6 +216,21 @@ def synth_qa(
         "throughput": n_desc / elapsed if elapsed > 0 else 0.0,
     }
     return table, metrics
+
+
+def _filtered(text: str, cands: list[Candidate], irregular: dict[str, str],
+              params: QAParams) -> dict:
+    """One description's normalised candidates that pass the per-row filters, and the count
+    of each rejection reason (JSON-ready, for the cache)."""
+    desc = _Description(text, irregular)
+    kept, rejected = [], Counter()
+    for c in cands:
+        c = Candidate(normalize_question(c.question), normalize_answer(c.answer), c.qtype)
+        if (reason := _rejection(c, desc, params)) is not None:
+            rejected[reason] += 1
+        else:
+            kept.append([c.question, c.answer, c.qtype])
+    return {"kept": kept, "rejected": dict(rejected), "n_candidates": len(cands)}
 
 
 def qa_tsv(input: Path, output: Path, params: QAParams | None = None) -> dict:

@@ -6,13 +6,14 @@ Pure functions on per-question correctness (no MLflow), so every branch is teste
 - no question type drops by more than `qtype_tolerance`;
 - it looks at the GIF: accuracy with blank frames at most the answer prior + `blank_margin`.
 With no champion, the look-at-the-GIF check alone decides. Equal weights never reach the gate:
-the registry says "unchanged" and registers nothing (registry/versions.py).
+the registry says "unchanged" and registers nothing (registry/versions.py). Drift of the
+training data past `drift.hold_share` holds a promotion (`hold`; data/drift.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,7 @@ class Decision:
     blank_accuracy: float | None = None
     prior_accuracy: float | None = None
     checks: dict[str, bool] = field(default_factory=dict)
+    held: bool = False  # the gate would promote it, but drifted data holds it (`hold`)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,3 +109,13 @@ def decide(chall: np.ndarray, champ: np.ndarray | None, qtypes: pd.Series,
     return Decision(all(checks.values()), reason, acc, float(champ.mean()), stats["delta"],
                     stats["ci_low"], stats["ci_high"], stats["p_value"], deltas, blank_accuracy,
                     prior_accuracy, checks)
+
+
+def hold(decision: Decision, why: str) -> Decision:
+    """The decision with promotion held for `why` (the data drifted): a challenger the gate
+    would promote stays a challenger until someone promotes it by hand; a rejection stands."""
+    checks = {**decision.checks, "no_drift_hold": False}
+    if not decision.promote:
+        return replace(decision, checks=checks)
+    return replace(decision, promote=False, held=True, checks=checks,
+                   reason=f"held: {why} (the gate alone would promote: {decision.reason})")

@@ -4,7 +4,8 @@
 2. Otherwise a new version (challenger) with its model card; then, under the registry lock,
    the challenger and the champion are scored on the same benchmark questions in this process,
    the gate decides (registry/gate.py), and the decision lands as tags on the version, a
-   history entry when the champion moves, and a promotion report (JSON + HTML).
+   history entry when the champion moves, and a promotion report (JSON + HTML). A version
+   held for drift is gated ("held") but the champion stays.
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def score_pair(benchmark: pd.DataFrame, challenger: tuple[Path, Path],
 
 def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn,
                       candidate: Candidate, benchmark: pd.DataFrame,
-                      report_dir: Path) -> dict:
+                      report_dir: Path, hold_for: str | None = None) -> dict:
     """The flow's register/promote step; `model_uri_fn()` logs the pyfunc and returns its URI
-    (called only when the model is new). Returns the decision summary."""
+    (called only when the model is new). `hold_for` (why, e.g. the data drifted) registers
+    and gates the model but keeps the champion where it is. Returns the decision summary."""
     name = params.model_name
     digest = weights_digest(candidate.model_dir, candidate.clip_dir)
     same = find_by_digest(client, name, digest)
@@ -96,7 +98,10 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
                                None if champ_scored is None else champ_scored.correct.to_numpy(),
                                chall_scored.qtype, candidate.blank_accuracy,
                                candidate.prior_accuracy, params)
-        tags = {GATE_TAG: "promoted" if decision.promote else "rejected",
+        if hold_for:
+            decision = gate.hold(decision, hold_for)
+        tags = {GATE_TAG: ("promoted" if decision.promote else
+                           "held" if decision.held else "rejected"),
                 "gate.reason": decision.reason[:5000],
                 "gate.compared_with": f"v{champion}" if champion else "none",
                 "gate.challenger_accuracy": f"{decision.challenger_accuracy:.4f}",
@@ -119,5 +124,6 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
     write_report(report_dir, name, version, champion, decision, chall_scored, champ_scored,
                  client)
     return {"version": version, "unchanged": False, "promoted": decision.promote,
-            "reason": decision.reason, "champion_version": alias_version(client, name, CHAMPION),
+            "held": decision.held, "reason": decision.reason,
+            "champion_version": alias_version(client, name, CHAMPION),
             "decision": decision.as_dict()}

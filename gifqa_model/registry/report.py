@@ -112,7 +112,8 @@ def write_report(out_dir: Path, name: str, version: int, champion: int | None,
               if len(dis) else []}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
 
-    verdict = "promoted" if decision.promote else "not promoted"
+    verdict = ("promoted" if decision.promote else
+               "held (drift)" if decision.held else "not promoted")
     checks = "".join(f"<li>{html.escape(k)}: {'pass' if v else 'FAIL'}</li>"
                      for k, v in decision.checks.items())
     rows = []

@@ -268,6 +268,12 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
         else:
             log.info("%s was saved for other inputs or params: starting over", ckpt_path)
     resumed_from = step
+    # ranks at different steps would train different schedules (or hang); this happens when
+    # a machine does not see the checkpoint folder rank 0 wrote
+    if agreed_max(step, world, device) != -agreed_max(-step, world, device):
+        raise RuntimeError(f"ranks resumed from different steps ({ckpt_path} is not on every "
+                           "machine): put outputs/.checkpoints on storage all machines share, "
+                           "or delete it to start over")
 
     stepper = Stepper(s, params)
     logger = MlflowCurveLogger(mlflow_run_id, rank)

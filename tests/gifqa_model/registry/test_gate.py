@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gifqa_model.config import RegistryParams
-from gifqa_model.registry.gate import decide, mcnemar_one_sided, paired_delta
+from gifqa_model.registry.gate import decide, hold, mcnemar_one_sided, paired_delta
 
 P = RegistryParams(alpha=0.05, min_effect=0.005, qtype_tolerance=0.03, blank_margin=0.10)
 
@@ -88,3 +88,14 @@ def test_a_better_model_that_ignores_the_gif_is_refused() -> None:
     chall, champ = _pair(2000, 80, 10)
     d = decide(chall, champ, QT, 0.45, 0.21, P)
     assert not d.promote and "does not look at the GIF" in d.reason
+
+
+def test_drift_holds_a_promotion_and_leaves_a_rejection_alone() -> None:
+    chall, champ = _pair(2000, 80, 10)
+    held = hold(decide(chall, champ, QT, 0.25, 0.21, P), "data drift: answer, n_frames")
+    assert not held.promote and held.held and not held.checks["no_drift_hold"]
+    assert held.reason.startswith("held: data drift: answer, n_frames")
+    assert "the gate alone would promote: better by" in held.reason
+    refused = hold(decide(chall, champ, QT, 0.45, 0.21, P), "data drift")
+    assert not refused.promote and not refused.held
+    assert "does not look at the GIF" in refused.reason

@@ -1,0 +1,25 @@
+"""How a stage's per-GIF work is cut into shards and mapped over them.
+
+The library only cuts and merges; *where* the shards run is injected by the caller as a
+`ShardMapper`: the serial default here, or a Prefect task runner on a Dask cluster
+(flows/fanout.py). A shard's result depends on its items alone, so the merged output is the
+same whichever mapper ran it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+# map(fn, shards) → each shard's result, in shard order
+ShardMapper = Callable[[Callable[[list], list], list[list]], Iterable[list]]
+
+
+def split_shards(items: list, n: int) -> list[list]:
+    """`items` in `n` contiguous, near-equal shards; concatenated, they are `items`."""
+    n = max(1, min(n, len(items)))
+    bounds = [round(i * len(items) / n) for i in range(n + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def serial_mapper(fn: Callable[[list], list], shards: list[list]) -> Iterable[list]:
+    return map(fn, shards)

@@ -1,0 +1,158 @@
+"""A content-addressed store of per-GIF work, so a stage redoes only what changed.
+
+An entry's key hashes everything its value is a function of: the input's bytes (a GIF's
+sha256, a description), the params that shape the result, and the digest of the code that
+computes it. A changed input, param or code file gives another key, never a stale value.
+The store lives outside every stage's DVC output (DVC deletes those before a rerun) and is
+only a cache: deleting it costs time, never a different output.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PACKAGE = Path(__file__).parent
+
+
+def digest(*parts: Any) -> str:
+    """sha256 of the parts as canonical JSON (pydantic models by their fields)."""
+    plain = [p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def code_digest(*paths: str) -> str:
+    """sha256 of the package's source files under `paths` (files or folders, relative to
+    gifqa_model/): the code half of a cache key."""
+    h = hashlib.sha256()
+    for rel in paths:
+        target = PACKAGE / rel
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for f in files:
+            h.update(str(f.relative_to(PACKAGE)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def file_digest(paths: Iterable[Path]) -> str:
+    """sha256 of files' names and bytes (e.g. fitted weights)."""
+    h = hashlib.sha256()
+    for f in paths:
+        h.update(Path(f).name.encode())
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
+class WorkCache:
+    """Values by key under `root/<namespace>/<key[:2]>/<key>.<ext>`, written atomically (a
+    killed writer leaves a temporary file, never a torn entry). `root=None` caches nothing."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def path(self, namespace: str, key: str, ext: str) -> Path:
+        assert self.root is not None
+        return self.root / namespace / key[:2] / f"{key}.{ext}"
+
+    def _write(self, target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _count(self, found: bool) -> None:
+        if found:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def get_json(self, namespace: str, key: str) -> Any | None:
+        if not self.enabled:
+            return None
+        p = self.path(namespace, key, "json")
+        value = json.loads(p.read_text()) if p.is_file() else None
+        self._count(value is not None)
+        return value
+
+    def put_json(self, namespace: str, key: str, value: Any) -> None:
+        if self.enabled:
+            self._write(self.path(namespace, key, "json"), json.dumps(value).encode())
+
+    def get_arrays(self, namespace: str, key: str) -> dict[str, np.ndarray] | None:
+        if not self.enabled:
+            return None
+        p = self.path(namespace, key, "npz")
+        if not p.is_file():
+            self._count(False)
+            return None
+        with np.load(p) as z:
+            value = {k: z[k] for k in z.files}
+        self._count(True)
+        return value
+
+    def put_arrays(self, namespace: str, key: str, **arrays: np.ndarray) -> None:
+        if self.enabled:
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            self._write(self.path(namespace, key, "npz"), buf.getvalue())
+
+    def dir(self, namespace: str, key: str) -> Path | None:
+        """A folder entry (e.g. fitted weights), or None when absent."""
+        if not self.enabled:
+            return None
+        p = self.root / namespace / key
+        found = p.is_dir()
+        self._count(found)
+        return p if found else None
+
+    def put_dir(self, namespace: str, key: str, source: Path) -> Path | None:
+        """Copy the folder `source` in as one entry (renamed into place whole)."""
+        if not self.enabled:
+            return None
+        target = self.root / namespace / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        try:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def prune(self, namespace: str, keep: set[str]) -> int:
+        """Remove the namespace's top-level entries not in `keep`; returns how many."""
+        if not self.enabled or not (self.root / namespace).is_dir():
+            return 0
+        gone = 0
+        for p in (self.root / namespace).iterdir():
+            if p.name not in keep:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                gone += 1
+        return gone
+
+    def stats(self) -> dict[str, int]:
+        return {"cache_hits": self.hits, "cache_misses": self.misses}

@@ -7,7 +7,8 @@ into questions as the pipeline does, and embedded by the project's CLIP encoder:
 
 - ``same``: as generated (nothing may drift);
 - ``one_colour``: every object red (the GIFs' palettes and the descriptions' colour words);
-- ``long``: 64 frames per GIF instead of 16.
+- ``long``: 64 frames per GIF instead of 16;
+- ``one_colour_long``: both.
 
 Writes ``<out>/<corpus>/drift.json`` (and ``drift.html`` with --html) and prints the
 per-feature table.
@@ -74,13 +75,14 @@ def main() -> None:
     reference = data_profile(manifest, qa)
     index = out_dir("index", root)
     ref_emb = index_embeddings(index, manifest)
-    corpora = {"same": {}, "one_colour": {}, "long": {"n_frames": 64}}
+    corpora = {"same": {}, "one_colour": {}, "long": {"n_frames": 64},
+               "one_colour_long": {"n_frames": 64}}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, change in corpora.items():
             folder = Path(tmp) / name
             generate_corpus(folder, ShapesParams(n_gifs=args.n_gifs, seed=args.seed, **change))
-            if name == "one_colour":
+            if name.startswith("one_colour"):
                 one_colour(folder)
             cur_manifest, cur_qa = folder_tables(folder, params.qa, Path(tmp) / f"{name}-ingest")
             emb = {**ref_emb, **embed_gifs(cur_manifest, index / CLIP_DIR,

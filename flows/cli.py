@@ -9,9 +9,13 @@ from pathlib import Path
 
 import typer
 
+from flows.fanout import from_env
 from gifqa_model.cli import app, console
+from gifqa_model.fanout import inject
 
 __all__ = ["app"]
+
+inject(from_env)  # GIFQA_FANOUT_RUNNER=dask: ingest and index shards on a Dask cluster
 
 
 @app.command()

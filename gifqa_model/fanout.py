@@ -23,3 +23,19 @@ def split_shards(items: list, n: int) -> list[list]:
 
 def serial_mapper(fn: Callable[[list], list], shards: list[list]) -> Iterable[list]:
     return map(fn, shards)
+
+
+# Where the stages run their shards: this process, unless the orchestration side injects a
+# fan-out (flows/fanout.py puts a Dask cluster behind it); the outputs are the same.
+_factory: Callable[[], tuple[ShardMapper, int] | None] = lambda: None  # noqa: E731
+
+
+def inject(factory: Callable[[], tuple[ShardMapper, int] | None]) -> None:
+    """Set what `injected()` asks: a (mapper, number of shards) pair, or None for serial."""
+    global _factory
+    _factory = factory
+
+
+def injected() -> tuple[ShardMapper | None, int]:
+    chosen = _factory()
+    return chosen if chosen is not None else (None, 1)

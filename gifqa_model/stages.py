@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -20,8 +19,7 @@ import pandas as pd
 
 from gifqa_model.config import Params, TrainParams
 
-if TYPE_CHECKING:  # only the data stages run these modules (and depend on them in dvc.yaml)
-    from gifqa_model.fanout import ShardMapper
+if TYPE_CHECKING:  # only the data stages run it (and depend on it in dvc.yaml)
     from gifqa_model.workcache import WorkCache
 
 log = logging.getLogger(__name__)
@@ -87,26 +85,11 @@ def work_cache(root: Path = Path(".")) -> WorkCache:
     return WorkCache(Path(where) if where else root / WORK_CACHE_DIR)
 
 
-# Where ingest and index run their shards: None (this process) unless the orchestration side
-# injects a fan-out (flows/fanout.py puts a Dask cluster behind it); the outputs are the same.
-_fanout: Callable[[], tuple[ShardMapper, int] | None] = lambda: None  # noqa: E731
-
-
-def set_fanout(factory: Callable[[], tuple[ShardMapper, int] | None]) -> None:
-    """Inject what `fanout()` returns: a (mapper, number of shards) pair, or None."""
-    global _fanout
-    _fanout = factory
-
-
-def fanout() -> tuple[ShardMapper | None, int]:
-    chosen = _fanout()
-    return chosen if chosen is not None else (None, 1)
-
-
 def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.data.ingest import run_ingest
+    from gifqa_model.fanout import injected
 
-    mapper, shards = fanout()
+    mapper, shards = injected()
     cache = work_cache(root)
     metrics = run_ingest(params.ingest, out_dir("ingest", root), cache=cache, mapper=mapper,
                          shards=shards)
@@ -180,9 +163,10 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
     manifest, qa = clean_tables(root)
     out = out_dir("index", root)
     truth = ground_truth(manifest, root)
+    from gifqa_model.fanout import injected
     from gifqa_model.index.indexing import read_fit_set
 
-    mapper, shards = fanout()
+    mapper, shards = injected()
     cache = work_cache(root)
     metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_gif=truth,
                         cache=cache, fit_set=read_fit_set(root / params.clip.fit_set_file),
@@ -233,10 +217,7 @@ def train_fingerprint(params: Params, root: Path = Path(".")) -> str:
 
 def stage_train(params: Params, root: Path = Path(".")) -> dict:
     """Train (under torchrun when `train.nproc` > 1); the metrics rank 0 wrote."""
-    from gifqa_model.evaluate.plots import plot_training_curve
-    from gifqa_model.train.distributed import rank
-    from gifqa_model.train.launch import run_under_torchrun, under_torchrun
-    from gifqa_model.train.loop import run_train
+    from gifqa_model.train.launch import failures_recorded, run_under_torchrun, under_torchrun
 
     if params.train.nproc > 1 and not under_torchrun():
         # a stale file would pass for this run's on a machine where rank 0 does not run
@@ -246,6 +227,16 @@ def stage_train(params: Params, root: Path = Path(".")) -> dict:
         if not metrics:
             log.info("rank 0 ran on another machine: its metrics/train.json is there")
         return metrics
+    with failures_recorded():  # under torchrun: a failing rank's error, for the launcher
+        return _train_here(params, root)
+
+
+def _train_here(params: Params, root: Path) -> dict:
+    """This process's part of training: all of it, or one rank's."""
+    from gifqa_model.evaluate.plots import plot_training_curve
+    from gifqa_model.train.distributed import rank
+    from gifqa_model.train.loop import run_train
+
     inputs = train_inputs(root, params.train)
     out = out_dir("train", root)
     # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes

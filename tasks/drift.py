@@ -20,6 +20,7 @@ from gifqa_model.config import Params, load_params
 from gifqa_model.data.drift import (
     PROFILE_FILE,
     DriftResult,
+    arrivals,
     data_profile,
     drift_against,
     folder_tables,
@@ -64,11 +65,15 @@ def project_drift(project: Path, params: Params, client: MlflowClient) -> DriftR
         return no_reference(client, params.registry.model_name)
     version, reference = found
     manifest, qa = clean_tables(project)
+    profile = data_profile(manifest, qa)
+    new = arrivals(profile, reference)
     index = out_dir("index", project)
+    # the frame tokens are read only when there is something to compare (they are large)
     embeddings = (index_embeddings(index, manifest)
-                  if (index / TOKENS_FILE).is_file() and (index / FRAMES_FILE).is_file()
+                  if (new.kind == "gif").sum() >= params.drift.min_gifs
+                  and (index / TOKENS_FILE).is_file() and (index / FRAMES_FILE).is_file()
                   else None)
-    result = drift_against(reference, data_profile(manifest, qa), params.drift, embeddings)
+    result = drift_against(reference, profile, params.drift, embeddings)
     result.reason = f"against champion v{version}: {result.reason}"
     return result
 

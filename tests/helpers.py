@@ -168,3 +168,25 @@ class LocalHTTP:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def shapes_profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
+    """ShapesWorld as the drift check sees a corpus (data/drift.py): probed GIFs, rule QA."""
+    import hashlib
+
+    from gifqa_model.config import QAParams, ShapesParams
+    from gifqa_model.data.drift import data_profile
+    from gifqa_model.data.gifs import probe_gif
+    from gifqa_model.data.shapesworld import generate_example
+    from gifqa_model.qa.synth import synth_qa
+
+    params = ShapesParams(n_gifs=n, seed=seed, n_frames=n_frames)
+    rows = []
+    for i in range(n):
+        ex = generate_example(i, params)
+        rows.append({"gif_id": f"s{seed}_{i}", "sha256": hashlib.sha256(ex.gif_bytes).hexdigest(),
+                     "n_frames": probe_gif(ex.gif_bytes).n_frames,
+                     "description": ex.description, "split": "train"})
+    manifest = pd.DataFrame(rows)
+    qa, _ = synth_qa(manifest, QAParams(), progress=False)
+    return data_profile(manifest, qa)

@@ -14,6 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from gifqa_model.data.gifs import decode_frames, sample_indices
@@ -79,9 +80,16 @@ def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int, image_size: int,
 
 
 def _gif_tokens(encoder: ClipEncoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One GIF's frames → (tokens, embeddings), always as one batch of that GIF alone: a GIF's
-    tokens never depend on which other GIFs were embedded beside it."""
-    return encoder.embed_frames(frames, batch_size=max(len(frames), 1))
+    """One GIF's frames → (tokens, embeddings), always as one batch of that GIF alone, on one
+    thread: a GIF's tokens never depend on which GIFs were embedded beside it, nor on how many
+    threads the process that embeds it has (a Dask worker has one; sums split over threads
+    round differently)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return encoder.embed_frames(frames, batch_size=max(len(frames), 1))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def embed_shard(jobs: list[tuple[str, int]], clip_dir: str, frames_per_gif: int

@@ -10,6 +10,7 @@ writes `outputs/train` and `metrics/train.json` there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -40,14 +42,15 @@ def under_torchrun() -> bool:
 
 
 def torchrun_command(train: TrainParams, params_file: Path) -> list[str]:
-    """torchrun (as `python -m torch.distributed.run`, so this interpreter) on this module."""
+    """torchrun (as `python -m torch.distributed.run`, so this interpreter) on the train
+    command: each rank runs the stage as `gifqa train` does."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(train.nproc)]
     if train.nnodes == 1:
         cmd.append("--standalone")
     else:
         cmd += ["--nnodes", str(train.nnodes), "--rdzv-backend", "c10d",
                 "--rdzv-endpoint", train.rdzv_endpoint, "--rdzv-id", RDZV_ID]
-    return [*cmd, "-m", __name__, str(params_file)]
+    return [*cmd, "-m", "gifqa_model.cli", "train", "--params", str(params_file)]
 
 
 def run_under_torchrun(params: Params, root: Path = Path(".")) -> None:
@@ -102,25 +105,11 @@ def record_failure(exc: BaseException) -> None:
     Path(folder, f"rank-{rank}.json").write_text(json.dumps(report))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """One rank of the train stage: `python -m gifqa_model.train.launch PARAMS_FILE` in the
-    project folder, started by torchrun."""
-    from gifqa_model.env import apply_offline_env
-
-    apply_offline_env()
-    from gifqa_model.config import load_params
-    from gifqa_model.stages import stage_train
-
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("gifqa_model").setLevel(logging.INFO)
-    args = sys.argv[1:] if argv is None else argv
+@contextlib.contextmanager
+def failures_recorded() -> Iterator[None]:
+    """Record an error raised inside (then raise it on) when a launching stage waits for it."""
     try:
-        stage_train(load_params(args[0]), Path("."))
+        yield
     except Exception as exc:
         record_failure(exc)
         raise
-
-
-if __name__ == "__main__":
-    main()

@@ -118,6 +118,11 @@ def test_the_first_version_has_a_model_card_and_a_report(project: Path,
     assert v1.tags["gate.decision"] == "promoted" and v1.tags["gate.compared_with"] == "none"
     arts = {a.path for a in client.list_artifacts(flow_summary["run_id"], "promotion")}
     assert arts == {"promotion/report.json", "promotion/report.html"}
+    # no champion to compare with yet; the run's data profile is the next runs' reference
+    drift = {a.path for a in client.list_artifacts(flow_summary["run_id"], "drift")}
+    assert drift == {"drift/profile.parquet", "drift/drift.json"}
+    tags = client.get_run(flow_summary["run_id"]).data.tags
+    assert tags["drift.checked"] == "false" and "no champion" in tags["drift.reason"]
 
 
 @pytest.mark.integration
@@ -128,6 +133,8 @@ def test_nothing_changed_registers_nothing_then_a_new_seed_is_gated(
     assert again["unchanged"] and again["version"] == 1 and not again["promoted"]
     assert len(client.search_model_versions("name='gifqa'")) == 1
     assert client.get_run(again["run_id"]).data.tags["registry.decision"] == "unchanged"
+    reason = client.get_run(again["run_id"]).data.tags["drift.reason"]
+    assert reason.startswith("against champion v1: 0 new GIFs"), reason
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["seed"] = 1

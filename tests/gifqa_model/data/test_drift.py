@@ -13,11 +13,10 @@ import pandas as pd
 import pydantic
 import pytest
 
-from gifqa_model.config import ClipParams, DriftParams, QAParams, ShapesParams
+from gifqa_model.config import ClipParams, DriftParams, ShapesParams
 from gifqa_model.data.drift import (
     arrivals,
     compare,
-    data_profile,
     drift_against,
     embed_gifs,
     index_embeddings,
@@ -25,25 +24,10 @@ from gifqa_model.data.drift import (
     write_report,
 )
 from gifqa_model.data.gifs import probe_gif
-from gifqa_model.data.shapesworld import COLORS, generate_corpus, generate_example
-from gifqa_model.qa.synth import synth_qa
-from tests.helpers import make_cache
+from gifqa_model.data.shapesworld import COLORS, generate_corpus
+from tests.helpers import make_cache, shapes_profile
 
 N_REF, N_NEW = 200, 60
-
-
-def _profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
-    """A ShapesWorld corpus as the pipeline's tables see it: probed GIFs, rule questions."""
-    params = ShapesParams(n_gifs=n, seed=seed, n_frames=n_frames)
-    rows = []
-    for i in range(n):
-        ex = generate_example(i, params)
-        rows.append({"gif_id": f"s{seed}_{i}", "sha256": hashlib.sha256(ex.gif_bytes).hexdigest(),
-                     "n_frames": probe_gif(ex.gif_bytes).n_frames,
-                     "description": ex.description, "split": "train"})
-    manifest = pd.DataFrame(rows)
-    qa, _ = synth_qa(manifest, QAParams(), progress=False)
-    return data_profile(manifest, qa)
 
 
 def _one_colour(profile: pd.DataFrame, colour: str = "red") -> pd.DataFrame:
@@ -54,17 +38,17 @@ def _one_colour(profile: pd.DataFrame, colour: str = "red") -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def reference() -> pd.DataFrame:
-    return _profile(0, N_REF)
+    return shapes_profile(0, N_REF)
 
 
 @pytest.fixture(scope="module")
 def same() -> pd.DataFrame:
-    return _profile(1, N_NEW)
+    return shapes_profile(1, N_NEW)
 
 
 @pytest.fixture(scope="module")
 def longer() -> pd.DataFrame:
-    return _profile(2, N_NEW, n_frames=48)
+    return shapes_profile(2, N_NEW, n_frames=48)
 
 
 def test_two_seeds_of_the_generator_do_not_drift(reference, same) -> None:

@@ -1,0 +1,55 @@
+"""Ingest and index shards on a local Dask cluster (Prefect's Dask task runner) give the serial
+path's outputs, byte for byte; the setting chooses the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from flows.fanout import FanoutSettings, dask_mapper, from_env
+from gifqa_model.config import ClipParams, IngestParams, IngestSource, ShapesParams
+from gifqa_model.data.ingest import run_ingest
+from gifqa_model.data.shapesworld import generate_corpus
+from gifqa_model.index.clip import build_clip
+from gifqa_model.index.indexing import cached_tokens
+from gifqa_model.workcache import WorkCache
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+            if f.is_file()}
+
+
+def test_dask_shards_give_the_serial_outputs(tmp_path: Path) -> None:
+    generate_corpus(tmp_path / "corpus", ShapesParams(n_gifs=10, workers=1))
+    params = IngestParams(sources=[IngestSource(kind="folder", path=str(tmp_path / "corpus"),
+                                                source="shapes")])
+    mapper = dask_mapper(FanoutSettings(runner="dask", workers=2, shards=3))
+    run_ingest(params, tmp_path / "serial")
+    metrics = run_ingest(params, tmp_path / "dask", mapper=mapper, shards=3)
+    assert metrics["n_ok"] == 10
+    assert _files(tmp_path / "serial") == _files(tmp_path / "dask")
+
+    manifest = pd.read_parquet(tmp_path / "serial" / "manifest.parquet")
+    clip_dir = tmp_path / "clip"
+    build_clip(ClipParams()).save(clip_dir)  # an encoder as the fit leaves it: saved weights
+    serial = cached_tokens(manifest, clip_dir, 4, WorkCache(None))
+    spread = cached_tokens(manifest, clip_dir, 4, WorkCache(tmp_path / "cache"), mapper=mapper,
+                           shards=3)
+    assert serial[0].tobytes() == spread[0].tobytes()  # tokens
+    assert serial[1].tobytes() == spread[1].tobytes()  # embeddings
+    pd.testing.assert_frame_equal(serial[2], spread[2])
+    # what the shards computed is cached: a second pass sends nothing to the cluster
+    again = WorkCache(tmp_path / "cache")
+    cached_tokens(manifest, clip_dir, 4, again, mapper=mapper, shards=3)
+    assert again.misses == 0
+
+
+def test_the_runner_is_a_setting(monkeypatch) -> None:
+    monkeypatch.delenv("GIFQA_FANOUT_RUNNER", raising=False)
+    assert from_env() is None  # serial: the stages map in their own process
+    monkeypatch.setenv("GIFQA_FANOUT_RUNNER", "dask")
+    monkeypatch.setenv("GIFQA_FANOUT_SHARDS", "5")
+    mapper, shards = from_env()
+    assert callable(mapper) and shards == 5

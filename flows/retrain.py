@@ -204,6 +204,8 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
                "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
         results = {}
         for stage in stages or STAGES:  # serial: never two DVC calls at once in one workspace
+            if stage == "index" and params.clip.pretrained_path is None:
+                pin_clip_fit_set(project, params)
             results[stage] = run_dvc_stage(stage, str(project), env)
             log_stage_metrics(stage, results[stage])
         tags = lineage_tags(project)
@@ -249,6 +251,21 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         except RuntimeError as err:
             logger.warning("dvc gc failed: %s", err)
     return summary
+
+
+def pin_clip_fit_set(project: Path, params) -> None:
+    """The CLIP encoder's fit set, pinned in git before the index stage: refreshed only when
+    the corpus outgrew it (`clip.refit_growth`), so most runs reuse the encoder and its cached
+    tokens."""
+    from gifqa_model.index.indexing import pin_fit_set
+    from gifqa_model.stages import clean_tables
+
+    manifest, _ = clean_tables(project)
+    m = pin_fit_set(manifest, project / params.clip.fit_set_file, params.clip.refit_growth)
+    if not m["clip_fit_pinned"]:
+        get_run_logger().info("CLIP refit: %d train GIFs pinned as its fit set (%.0f%% of the "
+                              "train GIFs were outside the last one)", m["clip_fit_gifs"],
+                              100 * m["clip_unfitted_share"])
 
 
 @task(name="setup-experiment")

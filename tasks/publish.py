@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gifqa_model.config import load_params
 from tasks.stages import stage_env
 
 REMOTE = "stack"
@@ -59,7 +60,8 @@ def commit_run(project: Path, message: str, champion: bool) -> str | None:
     """Commit what the run changed; returns the commit (None when not a git repository)."""
     if not is_git_repo(project):
         return None
-    paths = [p for p in ("dvc.lock", "data.dvc", "metrics") if (project / p).exists()]
+    pin = load_params(project / "params.yaml").clip.fit_set_file  # the CLIP fit set
+    paths = [p for p in ("dvc.lock", "data.dvc", "metrics", pin) if (project / p).exists()]
     _run(["git", "add", "--", *paths], project, "git add")
     staged = subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=project).returncode
     if staged:

@@ -261,11 +261,15 @@ def _failure_message(table: str, metrics: dict[str, Any], threshold: float) -> s
     )
 
 
+# what GX stamps on a result besides the verdicts: random ids and the clock
+_RUN_KEYS = {"id", "validation_id", "run_id", "run_time", "validation_time", "ge_load_time"}
+
+
 def _without_ids(node: object) -> object:
-    """GX's result dict minus the random ids it gives each expectation: the same tables then
-    give the same bytes."""
+    """GX's result dict minus its random ids and times: the same tables then give the same
+    bytes."""
     if isinstance(node, dict):
-        return {k: _without_ids(v) for k, v in node.items() if k != "id"}
+        return {k: _without_ids(v) for k, v in node.items() if k not in _RUN_KEYS}
     if isinstance(node, list):
         return [_without_ids(v) for v in node]
     return node

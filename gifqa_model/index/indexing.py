@@ -157,6 +157,16 @@ def _fit_encoder(manifest: pd.DataFrame, clip_params: ClipParams, params: IndexP
     return ClipEncoder.load(clip_dir), metrics
 
 
+def pin_fit_set(manifest: pd.DataFrame, pin: Path, refit_growth: float) -> dict:
+    """Before the index stage (the retrain flow): when the encoder is due a refit (nothing
+    pinned, or the corpus outgrew the pin), pin every train GIF as the next fit set, so the
+    stage fits on it and later runs keep to it. Returns `fit_rows`' metrics before the pin."""
+    rows, metrics = fit_rows(manifest, read_fit_set(pin), refit_growth)
+    if not metrics["clip_fit_pinned"]:
+        Path(pin).write_text("".join(f"{sha}\n" for sha in rows.sha256))
+    return metrics
+
+
 def read_fit_set(path: Path | None) -> set[str] | None:
     """The pinned fit set (one sha256 per line), or None when there is none."""
     if path is None or not Path(path).is_file():

@@ -80,7 +80,9 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gifqa-incremental-"))
     os.environ.pop("GIFQA_WORK_CACHE", None)  # each project's own outputs/.cache
-    clip = {} if args.fit_steps is None else {"fit_steps": args.fit_steps}
+    # the repository's CLIP fit, not the tiny test project's
+    repo = load_params(Path(__file__).resolve().parents[1] / "params.yaml").clip
+    clip = {"fit_steps": args.fit_steps or repo.fit_steps, "fit_batch_size": repo.fit_batch_size}
     overrides = {"shapes": {"n_gifs": args.gifs, "seed": 0}, "clip": clip}
     incr = make_project(work / "incremental", overrides)
     params = load_params(incr / "params.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import multiprocessing
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -174,13 +175,18 @@ def read_fit_set(path: Path | None) -> set[str] | None:
     return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()} or None
 
 
+def encoder_digest(clip_dir: Path) -> str:
+    """The saved encoder's weights and config: what every cached token and embedding is of."""
+    return file_digest([clip_dir / "clip.safetensors", clip_dir / "clip_config.json"])
+
+
 def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
                   cache: WorkCache, decode_workers: int = 1, mapper: ShardMapper | None = None,
                   shards: int = 1) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict[str, str]]:
     """Every GIF's frame tokens and embeddings, from the cache when its bytes and the encoder
     are unchanged; the rest decoded and embedded here or on `mapper`'s shards. Also each
     GIF's digest of (bytes, encoder): what its later per-GIF work is keyed by."""
-    weights = file_digest([clip_dir / "clip.safetensors", clip_dir / "clip_config.json"])
+    weights = encoder_digest(clip_dir)
     namespace = f"tokens/{weights[:16]}"
     code = code_digest("index/clip.py", "index/indexing.py", "data/gifs.py")
     keys = [digest(sha, frames_per_gif, code) for sha in manifest.sha256]
@@ -195,7 +201,7 @@ def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
                                  frames_per_gif=frames_per_gif)
         results = [r for part in mapper(work, split_shards(jobs, shards)) for r in part]
     else:
-        results = _embed_here(jobs, ClipEncoder.load(clip_dir), frames_per_gif, decode_workers)
+        results = _embed_here(jobs, clip_dir, frames_per_gif, decode_workers)
     for i, (tokens, emb, idx) in zip(todo, results, strict=True):
         found[i] = {"tokens": tokens, "emb": emb, "source_frames": np.asarray(idx, np.int64)}
         cache.put_arrays(namespace, keys[i], **found[i])
@@ -210,16 +216,24 @@ def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
             np.concatenate([f["emb"] for f in found]), table, gif_keys)
 
 
-def _embed_here(jobs: list[tuple[str, int]], encoder: ClipEncoder, frames_per_gif: int,
+# below this many GIFs to embed, starting worker processes (each imports torch) costs more
+# than it saves
+_POOL_MIN_GIFS = 256
+
+
+def _embed_here(jobs: list[tuple[str, int]], clip_dir: Path, frames_per_gif: int,
                 workers: int) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
-    """Decode in `workers` processes, embed here, one GIF at a time."""
-    specs = [(path, n, frames_per_gif, encoder.image_size) for path, n in jobs]
-    out = []
-    with (ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else nullcontext()) as pool:
-        decoded = (pool.map(_decode_one, specs, chunksize=16) if pool is not None
-                   else map(_decode_one, specs))
-        for frames, idx in tqdm(decoded, total=len(specs), desc="embed frames", unit="gif"):
-            out.append((*_gif_tokens(encoder, frames), idx[: len(frames)]))
+    """`embed_shard` over `workers` fresh processes (spawned: a forked copy of a process that
+    already ran torch's thread pool can hang), or here when there are few GIFs."""
+    work = functools.partial(embed_shard, clip_dir=str(clip_dir), frames_per_gif=frames_per_gif)
+    if workers <= 1 or len(jobs) < _POOL_MIN_GIFS:
+        return work(jobs)
+    shards = split_shards(jobs, math.ceil(len(jobs) / 64))
+    out: list = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for part in tqdm(pool.map(work, shards), total=len(shards), desc="embed frames",
+                         unit="shard"):
+            out.extend(part)
     return out
 
 
@@ -276,7 +290,8 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
                                seed=clip_params.seed)
         metrics.update({f"search_{k}": v for k, v in recall.items() if k != "split"})
 
-    keyframes = choose_keyframes(encoder, index, frame_table, qa, params, cache, gif_keys)
+    keyframes = choose_keyframes(encoder, index, frame_table, qa, params, cache, gif_keys,
+                                 encoder_digest(clip_dir))
     keyframes.to_parquet(out_dir / KEYFRAMES_FILE, index=False)
     metrics.update({
         "n_gifs": len(manifest), "n_frames_cached": int(len(tokens)),
@@ -287,15 +302,40 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     return metrics
 
 
+def question_embeddings(encoder: ClipEncoder, questions: list[str], cache: WorkCache,
+                        weights: str = "") -> dict[str, np.ndarray]:
+    """text → embedding for each distinct question (a corpus asks far fewer distinct
+    questions than it has: 3.5k of 46k in the demo). Each is embedded alone on one thread, so
+    its embedding is a function of the text and the weights alone, and cached under both
+    when `weights` (the encoder's digest) is given."""
+    namespace, out = f"texts/{weights[:16]}", {}
+    keys = {t: digest(t, code_digest("index/clip.py")) for t in dict.fromkeys(questions)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for text, key in keys.items():
+            hit = cache.get_arrays(namespace, key) if weights else None
+            if hit is None:
+                hit = {"emb": encoder.embed_texts([text], batch_size=1)[0]}
+                if weights:
+                    cache.put_arrays(namespace, key, **hit)
+            out[text] = hit["emb"]
+    finally:
+        torch.set_num_threads(threads)
+    if weights:
+        cache.prune("texts", keep={weights[:16]})
+    return out
+
+
 def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.DataFrame,
                      qa: pd.DataFrame, params: IndexParams, cache: WorkCache | None = None,
-                     gif_keys: dict[str, str] | None = None) -> pd.DataFrame:
+                     gif_keys: dict[str, str] | None = None, weights: str = "") -> pd.DataFrame:
     """CLIP-Cut for every question of a GIF in `frame_table`: its keyframes (local cache
     indices, in time order) and the GIF frames they were decoded from.
 
-    A GIF's questions are embedded as one batch of their own and searched among its own
-    groups, so its keyframes depend on it alone: with `gif_keys` (gif_id → a digest of its
-    tokens and the encoder) and a flat index they are cached per GIF.
+    Each question's embedding depends on its text alone (`question_embeddings`) and is searched
+    among its own GIF's groups, so a GIF's keyframes depend on it alone: with `gif_keys`
+    (gif_id → a digest of its tokens and the encoder) and a flat index they are cached per GIF.
     """
     cache = cache or WorkCache(None)
     layout = GroupLayout.from_counts(frame_table.n_cached.to_numpy(), params.group_size)
@@ -305,18 +345,24 @@ def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.D
     shape = params.model_dump(include={"group_size", "top_k", "temporal_spread"})
     code = code_digest("index/clipcut.py", "index/indexing.py", "index/clip.py")
     local: list[list[int] | None] = [None] * len(qa)
+    todo: list[tuple[str, np.ndarray, str | None]] = []
     for gif_id, rows in qa.groupby("gif_id", sort=False).indices.items():
-        questions = qa.question.iloc[rows].tolist()
-        key = (digest(gif_keys[gif_id], questions, shape, code)
+        key = (digest(gif_keys[gif_id], qa.question.iloc[rows].tolist(), shape, code)
                if gif_keys is not None and flat else None)
         chosen = cache.get_json("keyframes", key) if key else None
         if chosen is None:
-            emb = encoder.embed_texts(questions, batch_size=max(len(questions), 1))
-            chosen = retrieve_keyframes(index, layout, np.full(len(rows), row_of[gif_id]), emb,
-                                        params)
-            chosen = [[int(f) for f in fr] for fr in chosen]
-            if key:
-                cache.put_json("keyframes", key, chosen)
+            todo.append((gif_id, rows, key))
+        else:
+            for r, fr in zip(rows, chosen, strict=True):
+                local[r] = fr
+    texts = question_embeddings(encoder, [q for _, rows, _ in todo
+                                          for q in qa.question.iloc[rows]], cache, weights)
+    for gif_id, rows, key in todo:
+        emb = np.stack([texts[q] for q in qa.question.iloc[rows]])
+        chosen = [[int(f) for f in fr] for fr in retrieve_keyframes(
+            index, layout, np.full(len(rows), row_of[gif_id]), emb, params)]
+        if key:
+            cache.put_json("keyframes", key, chosen)
         for r, fr in zip(rows, chosen, strict=True):
             local[r] = fr
     gif_rows = qa.gif_id.map(row_of).to_numpy()

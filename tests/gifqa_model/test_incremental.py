@@ -110,9 +110,12 @@ def test_new_gifs_redo_only_their_own_work_and_give_the_from_scratch_outputs(
     metrics = run_index(grown, grown_qa, params, INDEX, tmp_path / "incremental", cache=cache,
                         fit_set=pinned)
     assert metrics["clip_fit_pinned"] is True and metrics["clip_fit_cached"] is True
-    # the fit, then per GIF its tokens and its keyframes: only the new GIFs miss
-    assert cache.misses == 2 * n_new
-    assert cache.hits == 1 + 2 * len(manifest)
+    # the fit, per GIF its tokens and its keyframes, then the new GIFs' distinct questions:
+    # only the new GIFs and the questions never asked before miss
+    new_ids = set(grown.gif_id) - set(manifest.gif_id)
+    asked = set(grown_qa.question[grown_qa.gif_id.isin(new_ids)])
+    assert cache.misses == 2 * n_new + len(asked - set(qa.question))
+    assert cache.hits == 1 + 2 * len(manifest) + len(asked & set(qa.question))
 
     run_index(grown, grown_qa, params, INDEX, tmp_path / "scratch",
               cache=WorkCache(tmp_path / "empty"), fit_set=pinned)

@@ -366,7 +366,7 @@ def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.D
         for r, fr in zip(rows, chosen, strict=True):
             local[r] = fr
     gif_rows = qa.gif_id.map(row_of).to_numpy()
-    src = [[frame_table.source_frames[g][f] for f in fr] for g, fr in zip(gif_rows, local,
-                                                                          strict=True)]
+    sources = frame_table.source_frames.tolist()  # plain lists: a Series lookup per frame is slow
+    src = [[sources[g][f] for f in fr] for g, fr in zip(gif_rows, local, strict=True)]
     return pd.DataFrame({"qa_id": qa.qa_id, "gif_id": qa.gif_id, "frames": local,
                          "source_frames": src})

@@ -224,10 +224,19 @@ _POOL_MIN_GIFS = 256
 def _embed_here(jobs: list[tuple[str, int]], clip_dir: Path, frames_per_gif: int,
                 workers: int) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
     """`embed_shard` over `workers` fresh processes (spawned: a forked copy of a process that
-    already ran torch's thread pool can hang), or here when there are few GIFs."""
+    already ran torch's thread pool can hang in it), or, for few GIFs, embedded here. Either
+    way each GIF is embedded alone on one thread (`_gif_tokens`): the same bytes."""
     work = functools.partial(embed_shard, clip_dir=str(clip_dir), frames_per_gif=frames_per_gif)
     if workers <= 1 or len(jobs) < _POOL_MIN_GIFS:
-        return work(jobs)
+        # few GIFs: forked processes decode (no torch in them) while this one embeds
+        encoder = ClipEncoder.load(clip_dir)
+        specs = [(path, n, frames_per_gif, encoder.image_size) for path, n in jobs]
+        with (ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1
+              else nullcontext()) as pool:
+            decoded = (pool.map(_decode_one, specs, chunksize=8) if pool is not None
+                       else map(_decode_one, specs))
+            return [(*_gif_tokens(encoder, frames), idx[: len(frames)])
+                    for frames, idx in decoded]
     shards = split_shards(jobs, math.ceil(len(jobs) / 64))
     out: list = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -190,3 +190,18 @@ def shapes_profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
     manifest = pd.DataFrame(rows)
     qa, _ = synth_qa(manifest, QAParams(), progress=False)
     return data_profile(manifest, qa)
+
+
+def logged_echo_model() -> tuple[str, str]:
+    """A pyfunc model that returns its input, logged in a new MLflow run: (run_id, model_uri);
+    what registry tests register when the weights do not matter."""
+    import mlflow
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # noqa: ANN001 - pyfunc's
+            return model_input
+
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(),
+                                       pip_requirements=["mlflow"])
+    return run.info.run_id, info.model_uri

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,20 +22,9 @@ from gifqa_model.registry.versions import (
     history,
     promote,
 )
+from tests.helpers import logged_echo_model
 
 NAME = "gifqa-drift-test"
-
-
-class _Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return model_input
-
-
-def _logged() -> tuple[str, str]:
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=_Echo(),
-                                       pip_requirements=["mlflow"])
-    return run.info.run_id, info.model_uri
 
 
 def _scored(correct: np.ndarray) -> pd.DataFrame:
@@ -45,14 +33,9 @@ def _scored(correct: np.ndarray) -> pd.DataFrame:
 
 
 @pytest.fixture()
-def client(tmp_path, monkeypatch) -> MlflowClient:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("hold-test", artifact_location=(tmp_path / "art").as_uri())
-    mlflow.set_experiment("hold-test")
-    client = MlflowClient(uri)
-    run_id, uri_v1 = _logged()
+def client(client: MlflowClient, tmp_path, monkeypatch) -> MlflowClient:
+    """The registry (conftest) with v1 as the champion."""
+    run_id, uri_v1 = logged_echo_model()
     create_version(client, NAME, uri_v1, run_id, {DIGEST_TAG: "champion"}, "card v1")
     promote(client, NAME, 1, "the first model")
     # scoring needs real models: here the challenger is clearly better on the same questions
@@ -70,7 +53,7 @@ def _candidate(root: Path, weights: bytes) -> tuple[Candidate, callable]:
     model_dir = root / weights.decode()
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(weights)
-    run_id, uri = _logged()
+    run_id, uri = logged_echo_model()
     return (Candidate(model_dir, model_dir, run_id, 0.2, 0.2, {}, "card", None),
             lambda: uri)
 

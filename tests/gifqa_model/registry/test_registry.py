@@ -24,30 +24,14 @@ from gifqa_model.registry.versions import (
     rollback,
     weights_digest,
 )
+from tests.helpers import logged_echo_model
 
 NAME = "gifqa-test"
 
 
-class _Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return model_input
-
-
-@pytest.fixture()
-def client(tmp_path, monkeypatch) -> MlflowClient:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("registry-test", artifact_location=(tmp_path / "art").as_uri())
-    mlflow.set_experiment("registry-test")
-    return MlflowClient(uri)
-
-
 def _version(client: MlflowClient, digest: str) -> int:
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=_Echo(),
-                                       pip_requirements=["mlflow"])
-    return create_version(client, NAME, info.model_uri, run.info.run_id, {DIGEST_TAG: digest},
+    run_id, model_uri = logged_echo_model()
+    return create_version(client, NAME, model_uri, run_id, {DIGEST_TAG: digest},
                           f"model card {digest}")
 
 

@@ -52,10 +52,11 @@ def watch_data(project_dir: str = ".", trigger: bool = True) -> dict:
     waiting = pending(drop) if drop.is_dir() else 0
     drift = None
     looked = drop / LOOKED
-    if (params.min_new_gifs > waiting >= everything.drift.min_gifs
-            and not (looked.is_file() and looked.read_text() == waiting_digest(drop))):
+    digest = (waiting_digest(drop) if params.min_new_gifs > waiting >= everything.drift.min_gifs
+              else None)
+    if digest is not None and not (looked.is_file() and looked.read_text() == digest):
         drift = check_drop_drift(str(project))
-        looked.write_text(waiting_digest(drop))  # GIFs that wait for more are compared once
+        looked.write_text(digest)  # GIFs that wait for more are compared once
         if drift.at_least("warn"):
             notify_drift("gifqa-watch-data", drift)
     if waiting < params.min_new_gifs and not (drift and drift.at_least("retrain")):

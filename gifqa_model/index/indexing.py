@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import multiprocessing
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -80,17 +82,23 @@ def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int, image_size: int,
     return np.concatenate(chunks), pd.DataFrame(rows)
 
 
-def _gif_tokens(encoder: ClipEncoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One GIF's frames → (tokens, embeddings), always as one batch of that GIF alone, on one
-    thread: a GIF's tokens never depend on which GIFs were embedded beside it, nor on how many
-    threads the process that embeds it has (a Dask worker has one; sums split over threads
-    round differently)."""
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread inside: an embedding then does not depend on how many threads the
+    process has (a Dask worker has one; sums split over threads round differently)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return encoder.embed_frames(frames, batch_size=max(len(frames), 1))
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _gif_tokens(encoder: ClipEncoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One GIF's frames → (tokens, embeddings), always as one batch of that GIF alone, on one
+    thread: a GIF's tokens never depend on which GIFs were embedded beside it."""
+    with _one_thread():
+        return encoder.embed_frames(frames, batch_size=max(len(frames), 1))
 
 
 def embed_shard(jobs: list[tuple[str, int]], clip_dir: str, frames_per_gif: int
@@ -153,7 +161,7 @@ def _fit_encoder(manifest: pd.DataFrame, clip_params: ClipParams, params: IndexP
         encoder.save(clip_dir)
         cache.put_dir("clip", key, clip_dir)
         metrics["clip_fit_cached"] = False
-    (clip_dir / FIT_SET_FILE).write_text("".join(f"{sha}\n" for sha in rows.sha256))
+    write_fit_set(clip_dir / FIT_SET_FILE, rows.sha256)
     # the fitted encoder as saved, so a cached and a fresh fit embed with the same weights
     return ClipEncoder.load(clip_dir), metrics
 
@@ -164,8 +172,13 @@ def pin_fit_set(manifest: pd.DataFrame, pin: Path, refit_growth: float) -> dict:
     stage fits on it and later runs keep to it. Returns `fit_rows`' metrics before the pin."""
     rows, metrics = fit_rows(manifest, read_fit_set(pin), refit_growth)
     if not metrics["clip_fit_pinned"]:
-        Path(pin).write_text("".join(f"{sha}\n" for sha in rows.sha256))
+        write_fit_set(pin, rows.sha256)
     return metrics
+
+
+def write_fit_set(path: Path, shas: Iterable[str]) -> None:
+    """A fit set as `read_fit_set` reads it: one sha256 per line."""
+    Path(path).write_text("".join(f"{sha}\n" for sha in shas))
 
 
 def read_fit_set(path: Path | None) -> set[str] | None:
@@ -319,9 +332,7 @@ def question_embeddings(encoder: ClipEncoder, questions: list[str], cache: WorkC
     when `weights` (the encoder's digest) is given."""
     namespace, out = f"texts/{weights[:16]}", {}
     keys = {t: digest(t, code_digest("index/clip.py")) for t in dict.fromkeys(questions)}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         for text, key in keys.items():
             hit = cache.get_arrays(namespace, key) if weights else None
             if hit is None:
@@ -329,8 +340,6 @@ def question_embeddings(encoder: ClipEncoder, questions: list[str], cache: WorkC
                 if weights:
                     cache.put_arrays(namespace, key, **hit)
             out[text] = hit["emb"]
-    finally:
-        torch.set_num_threads(threads)
     if weights:
         cache.prune("texts", keep={weights[:16]})
     return out

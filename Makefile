@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The offline switches and local stores are set by gifqa_model/env.py in every entry point.
+# The offline switches and local stores are set by gifqa_model/core/env.py in every entry point.
 
 .PHONY: install browser stack-deps up down demo test lint clean
 

@@ -16,18 +16,23 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.index.cache import CLIP_DIR, FRAMES_FILE, TOKENS_FILE  # noqa: E402
-from gifqa_model.index.domain import DOMAIN_DIR, fit_domain  # noqa: E402
-from gifqa_model.serve.predict import GifQAPredictor  # noqa: E402
-from gifqa_model.stages import out_dir  # noqa: E402
+from gifqa_model.core.artifacts import (  # noqa: E402
+    CLIP_DIR,
+    DOMAIN_DIR,
+    FRAMES_FILE,
+    TOKENS_FILE,
+    out_dir,
+)
+from gifqa_model.core.config import load_params  # noqa: E402
+from gifqa_model.index.domain import fit_domain  # noqa: E402
+from gifqa_model.inference.predict import GifQAPredictor  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_gifs"
 

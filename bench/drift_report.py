@@ -23,14 +23,16 @@ import re
 import tempfile
 from pathlib import Path
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 import pandas as pd  # noqa: E402
 
-from gifqa_model.config import ShapesParams, load_params  # noqa: E402
-from gifqa_model.data.drift import (  # noqa: E402
+from gifqa_model.core.artifacts import CLIP_DIR, out_dir  # noqa: E402
+from gifqa_model.core.config import ShapesParams, load_params  # noqa: E402
+from gifqa_model.data.shapesworld import COLORS, generate_corpus  # noqa: E402
+from gifqa_model.monitor.drift import (  # noqa: E402
     data_profile,
     drift_against,
     embed_gifs,
@@ -38,9 +40,7 @@ from gifqa_model.data.drift import (  # noqa: E402
     index_embeddings,
     write_report,
 )
-from gifqa_model.data.shapesworld import COLORS, generate_corpus  # noqa: E402
-from gifqa_model.index.cache import CLIP_DIR  # noqa: E402
-from gifqa_model.stages import clean_tables, out_dir  # noqa: E402
+from gifqa_model.stages import clean_tables  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "drift"
 GCT = 13  # a GIF's global colour table starts after its header and screen descriptor

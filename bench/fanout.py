@@ -23,14 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.stages import WORK_CACHE_DIR, WORK_CACHE_ENV, out_dir, stage_data  # noqa: E402
+from gifqa_model.core.artifacts import WORK_CACHE_DIR, WORK_CACHE_ENV, out_dir  # noqa: E402
+from gifqa_model.core.config import load_params  # noqa: E402
+from gifqa_model.stages import stage_data  # noqa: E402
 from tests.helpers import make_project, sh  # noqa: E402
 
 GIFQA = [str(Path(sys.executable).parent / "gifqa")]

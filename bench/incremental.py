@@ -25,17 +25,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gifqa_model.config import ShapesParams, load_params  # noqa: E402
+from gifqa_model.core.artifacts import out_dir, read_metrics  # noqa: E402
+from gifqa_model.core.config import ShapesParams, load_params  # noqa: E402
 from gifqa_model.data.drop import import_drop  # noqa: E402
 from gifqa_model.data.shapesworld import generate_corpus  # noqa: E402
 from gifqa_model.index.indexing import pin_fit_set  # noqa: E402
-from gifqa_model.stages import clean_tables, out_dir, read_metrics, stage_data  # noqa: E402
+from gifqa_model.stages import clean_tables, stage_data  # noqa: E402
 from tests.helpers import make_project, sh  # noqa: E402
 
 DVC = [sys.executable, "-m", "dvc"]

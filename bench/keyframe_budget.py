@@ -25,19 +25,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 from variant import train_and_score  # noqa: E402
 
-from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.index.cache import CLIP_DIR, FRAMES_FILE, INDEX_FILE  # noqa: E402
+from gifqa_model.core.artifacts import (  # noqa: E402
+    CLIP_DIR,
+    FRAMES_FILE,
+    INDEX_FILE,
+    out_dir,
+)
+from gifqa_model.core.config import load_params  # noqa: E402
 from gifqa_model.index.clip import ClipEncoder  # noqa: E402
 from gifqa_model.index.clipcut import load_index  # noqa: E402
 from gifqa_model.index.indexing import choose_keyframes  # noqa: E402
 from gifqa_model.index.keyframe_eval import keyframe_precision  # noqa: E402
-from gifqa_model.stages import clean_tables, ground_truth, out_dir, train_inputs  # noqa: E402
+from gifqa_model.stages import clean_tables, ground_truth, train_inputs  # noqa: E402
 
 
 def main() -> None:

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
-from gifqa_model.config import load_params  # noqa: E402
+from gifqa_model.core.artifacts import out_dir  # noqa: E402
+from gifqa_model.core.config import load_params  # noqa: E402
 from gifqa_model.evaluate.metrics import run_evaluate  # noqa: E402
 from gifqa_model.evaluate.plots import plot_training_curve  # noqa: E402
-from gifqa_model.stages import out_dir, train_inputs  # noqa: E402
+from gifqa_model.stages import train_inputs  # noqa: E402
 from gifqa_model.train.loop import run_train  # noqa: E402
 
 
@@ -65,8 +66,8 @@ def main() -> None:
     plot_training_curve(out / "train" / "curve.csv", out / "learning_curve.png")
     summary = {"minutes": args.minutes, "steps": train_m["steps"],
                "qa_per_second": train_m["qa_per_second"],
-               "test_accuracy": m["accuracy"], "test_by_qtype": m["accuracy_by_qtype"],
-               "prior": m["baseline_prior_accuracy"],
+               "test_accuracy": m["accuracy"], "test_by_qtype": m["by_qtype"],
+               "prior": m["prior_accuracy"],
                "blank_frames_accuracy": m["blank_frames_accuracy"],
                "shuffled_frames_accuracy": m["shuffled_frames_accuracy"],
                "shuffled_by_qtype": m["shuffled_frames_by_qtype"]}

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 from variant import train_and_score  # noqa: E402
 
-from gifqa_model.config import load_params  # noqa: E402
-from gifqa_model.stages import out_dir, train_inputs  # noqa: E402
+from gifqa_model.core.artifacts import out_dir  # noqa: E402
+from gifqa_model.core.config import load_params  # noqa: E402
+from gifqa_model.stages import train_inputs  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 

@@ -34,13 +34,14 @@ def weights_hash(model_dir: Path) -> str:
 def train_once(project: Path, steps: int, out: Path, stop_at: int | None) -> None:
     """Train params.yaml's model for `steps` steps into `out` (`--once`: in this process);
     `stop_at` ends the run early on the same schedule (the full run's first steps)."""
-    from gifqa_model.env import apply_offline_env
+    from gifqa_model.core.env import apply_offline_env
 
     apply_offline_env()
     logging.basicConfig(format="%(message)s")
     logging.getLogger("gifqa_model.train.loop").setLevel(logging.INFO)  # the plan
-    from gifqa_model.config import load_params
-    from gifqa_model.stages import out_dir, train_inputs
+    from gifqa_model.core.artifacts import out_dir
+    from gifqa_model.core.config import load_params
+    from gifqa_model.stages import train_inputs
     from gifqa_model.train.loop import run_train
 
     tp = load_params(project / "params.yaml").train.model_copy(deep=True)

@@ -19,13 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gifqa_model.config import ShapesParams, load_params  # noqa: E402
+from gifqa_model.core.config import ShapesParams, load_params  # noqa: E402
 from gifqa_model.data.drop import import_drop  # noqa: E402
 from gifqa_model.data.shapesworld import generate_corpus  # noqa: E402
 from gifqa_model.stages import stage_data  # noqa: E402

@@ -12,17 +12,21 @@ import argparse
 import json
 from pathlib import Path
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from gifqa_model.index.cache import CLIP_DIR, EMB_FILE, FRAMES_FILE  # noqa: E402
+from gifqa_model.core.artifacts import (  # noqa: E402
+    CLIP_DIR,
+    EMB_FILE,
+    FRAMES_FILE,
+    out_dir,
+)
 from gifqa_model.index.clip import ClipEncoder  # noqa: E402
 from gifqa_model.index.search import GifSearch, clause_recall  # noqa: E402
-from gifqa_model.stages import out_dir  # noqa: E402
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import yaml
 
 def with_overrides(train: dict, overrides: list[str]) -> dict:
     """`train` (a params.yaml section) with each `a.b=value` set; unknown keys are an error."""
-    from gifqa_model.config import TrainParams, apply_overrides, parse_override
+    from gifqa_model.core.config import TrainParams, apply_overrides, parse_override
 
     out = apply_overrides(copy.deepcopy(train), dict(parse_override(o) for o in overrides))
     TrainParams.model_validate(out)  # an unknown key fails here, naming it
@@ -34,13 +34,14 @@ def with_overrides(train: dict, overrides: list[str]) -> dict:
 
 def score_once(project: Path, train: dict, out: Path) -> None:
     """Train and evaluate in this process (`--once`); the row is printed as the last line."""
-    from gifqa_model.env import apply_offline_env
+    from gifqa_model.core.env import apply_offline_env
 
     apply_offline_env()
     from variant import train_and_score
 
-    from gifqa_model.config import TrainParams, load_params
-    from gifqa_model.stages import out_dir, train_inputs
+    from gifqa_model.core.artifacts import out_dir
+    from gifqa_model.core.config import TrainParams, load_params
+    from gifqa_model.stages import train_inputs
 
     params = load_params(project / "params.yaml")
     tp = TrainParams.model_validate({**train, "resume": False})

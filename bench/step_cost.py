@@ -18,14 +18,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
 import torch  # noqa: E402
 
-from gifqa_model.config import TrainParams, load_params  # noqa: E402
-from gifqa_model.stages import out_dir, train_inputs  # noqa: E402
+from gifqa_model.core.artifacts import out_dir  # noqa: E402
+from gifqa_model.core.config import TrainParams, load_params  # noqa: E402
+from gifqa_model.stages import train_inputs  # noqa: E402
 from gifqa_model.train.loop import run_train  # noqa: E402
 
 

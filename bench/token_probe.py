@@ -20,13 +20,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
+from gifqa_model.core.artifacts import (  # noqa: E402
+    FRAMES_FILE,
+    TOKENS_FILE,
+    out_dir,
+)
 from gifqa_model.data.scene import ATTRIBUTES, scene_table  # noqa: E402
-from gifqa_model.index.cache import FRAMES_FILE, TOKENS_FILE  # noqa: E402
-from gifqa_model.stages import clean_tables, ground_truth, out_dir  # noqa: E402
+from gifqa_model.stages import clean_tables, ground_truth  # noqa: E402
 
 
 def object_cells(tokens: np.ndarray, scene: np.ndarray, rows: np.ndarray, grid: int

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.config import EvalParams, TrainParams
+from gifqa_model.core.config import EvalParams, TrainParams
 from gifqa_model.evaluate.metrics import run_evaluate
 from gifqa_model.stages import TrainInputs
 from gifqa_model.train.loop import run_train
@@ -22,7 +22,7 @@ def train_and_score(inputs: TrainInputs, keyframes: pd.DataFrame, index_dir: Pat
                         descriptions=inputs.descriptions, scene=inputs.scene)
     m, _ = run_evaluate(out / "train" / "model", index_dir, inputs.qa, keyframes, evaluate,
                         out / "eval")
-    return {"overall": m["accuracy"], **m["accuracy_by_qtype"],
+    return {"overall": m["accuracy"], **m["by_qtype"],
             "blank": m["blank_frames_accuracy"], "shuffled": m["shuffled_frames_accuracy"],
             "shuffled_action": m["shuffled_frames_by_qtype"].get("action", float("nan")),
             "steps": train_m["steps"], "QA/s": train_m["qa_per_second"]}

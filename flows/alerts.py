@@ -56,7 +56,7 @@ def post_webhook(payload: dict, url: str | None = None, timeout: float = 5.0) ->
 
 
 def notify_drift(flow: str, result) -> bool:
-    """A JSON POST of a drift check that calls for action (data/drift.py's DriftResult)."""
+    """A JSON POST of a drift check that calls for action (monitor/drift.py's DriftResult)."""
     return post_webhook({"event": "drift", "flow": flow, "action": result.action,
                          "share": result.share, "features": result.drifted,
                          "reason": result.reason[:5000]})

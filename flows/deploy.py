@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
-from gifqa_model.config import load_params
+from gifqa_model.core.config import load_params
 
 CODE = Path(__file__).resolve().parents[1]  # the folder that holds flows/ and tasks/
 RETRAIN = "retrain"

@@ -1,7 +1,7 @@
 """Fan-out of the data stages' shards onto a Dask cluster, through Prefect's Dask task runner.
 
 The library cuts ingest's inputs and index's GIFs into shards and merges the results
-(gifqa_model/fanout.py); this module decides where the shards run. With
+(gifqa_model/core/fanout.py); this module decides where the shards run. With
 `GIFQA_FANOUT_RUNNER=dask` each shard becomes a Prefect task on a `DaskTaskRunner`: a local
 cluster of `GIFQA_FANOUT_WORKERS` processes, or the scheduler at `GIFQA_FANOUT_ADDRESS` (its
 workers must see the project folder at the same path). The outputs are the serial path's,
@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gifqa_model.fanout import ShardMapper
+from gifqa_model.core.fanout import ShardMapper
 
 
 class FanoutSettings(BaseSettings):
@@ -55,7 +55,7 @@ def dask_mapper(settings: FanoutSettings) -> ShardMapper:
 
 
 def from_env() -> tuple[ShardMapper, int] | None:
-    """What the data stages run their shards on (`gifqa_model.fanout.inject`)."""
+    """What the data stages run their shards on (`gifqa_model.core.fanout.inject`)."""
     settings = FanoutSettings()
     if settings.runner == "serial":
         return None

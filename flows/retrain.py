@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
@@ -20,14 +20,17 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from flows.alerts import close_abandoned_runs, notify_drift, notify_failure  # noqa: E402
-from gifqa_model.config import flat_params, load_params  # noqa: E402
-from gifqa_model.stages import (  # noqa: E402
-    MLFLOW_RUN_ENV,
+from gifqa_model.core.artifacts import (  # noqa: E402
+    BENCHMARK_PREDICTIONS_FILE,
+    MANIFEST_CLEAN_FILE,
+    QA_CLEAN_FILE,
+    QUESTIONS_FILE,
     STAGES,
     metrics_path,
     out_dir,
-    stage_data,
 )
+from gifqa_model.core.config import flat_params, load_params  # noqa: E402
+from gifqa_model.stages import MLFLOW_RUN_ENV, stage_data  # noqa: E402
 from tasks.drift import check_drift  # noqa: E402
 from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
 from tasks.stages import log_stage_metrics, run_dvc_stage, stage_env  # noqa: E402
@@ -73,53 +76,27 @@ def ensure_data(project_dir: str) -> dict:
     return result
 
 
-def model_card(params, run_id: str, ev: dict, tags: dict[str, str]) -> str:
-    """The registered version's description: what it was trained on, how it scores, what
-    differs from the defaults, and what it is not for."""
-    from gifqa_model.config import Params, flatten
-
-    mine, base = flatten(params.model_dump(by_alias=True)), flatten(Params().model_dump(
-        by_alias=True))
-    changed = [f"{k}={mine[k]}" for k in sorted(mine) if mine[k] != base.get(k)]
-    bench = ev.get("benchmark", {})
-    by_type = ", ".join(f"{k} {v:.3f}" for k, v in sorted(ev.get("accuracy_by_qtype",
-                                                                   {}).items()))
-    return "\n".join([
-        f"gifqa: GIF question answering, trained by MLflow run {run_id} "
-        f"(git {tags.get('git_commit', '?')[:12]}).",
-        f"Data: ShapesWorld corpus {tags.get('dvc.data.data.md5', '?')}, "
-        f"benchmark {tags.get('dvc.benchmark.outputs/benchmark.md5', '?')}.",
-        f"Test accuracy {ev.get('accuracy', 0):.4f} ({by_type}); answer prior "
-        f"{ev.get('baseline_prior_accuracy', 0):.4f}; blank frames "
-        f"{ev.get('blank_frames_accuracy', 0):.4f}.",
-        f"Benchmark accuracy {bench.get('accuracy', 0):.4f} on {bench.get('n', 0)} questions "
-        f"(blank frames {bench.get('blank_frames_accuracy', 0):.4f}, prior "
-        f"{bench.get('prior_accuracy', 0):.4f}).",
-        "Params that differ from the defaults: " + (", ".join(changed) or "none") + ".",
-        "Limits: trained on ShapesWorld (synthetic coloured shapes that move); not for "
-        "real-world GIFs: it answers in ShapesWorld's words.",
-    ])
-
-
 @task(name="register-and-gate")
 def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str],
                    hold_for: str | None = None) -> dict:
     """Register the trained model unless its weights are a version's already, then let the
     gate decide on the champion (`hold_for`: why it may not move); the promotion report is
     logged to the run."""
+    from gifqa_model.core.artifacts import CLIP_DIR, MODEL_DIR
     from gifqa_model.evaluate.benchmark import load_benchmark
-    from gifqa_model.index.cache import CLIP_DIR
+    from gifqa_model.inference.pyfunc import log_pyfunc
+    from gifqa_model.registry.card import model_card
     from gifqa_model.registry.promotion import Candidate, register_and_gate
-    from gifqa_model.serve.pyfunc import log_pyfunc
+    from gifqa_model.stages import clean_tables
 
     params = load_params(project / "params.yaml")
-    manifest = pd.read_parquet(out_dir("validate", project) / "manifest_clean.parquet")
-    qa = pd.read_parquet(out_dir("validate", project) / "qa_clean.parquet")
+    manifest, qa = clean_tables(project)
     test = qa[qa.split == "test"]
     example = test.iloc[0] if len(test) else qa.iloc[0]
     gif_path = manifest.set_index("gif_id").loc[example.gif_id, "path"]
     gif_path = Path(gif_path) if Path(gif_path).is_absolute() else project / gif_path
-    model_dir, clip_dir = out_dir("train", project) / "model", out_dir("index", project) / CLIP_DIR
+    model_dir = out_dir("train", project) / MODEL_DIR
+    clip_dir = out_dir("index", project) / CLIP_DIR
 
     def log_model() -> str:
         return log_pyfunc(model_dir, clip_dir, gif_path, example.question).model_uri
@@ -153,7 +130,7 @@ def decision_word(summary: dict) -> str:
 
 def _scored_benchmark(project: Path) -> pd.DataFrame | None:
     """The evaluate stage's benchmark answers of this model, if it wrote them."""
-    path = out_dir("evaluate", project) / "benchmark_predictions.parquet"
+    path = out_dir("evaluate", project) / BENCHMARK_PREDICTIONS_FILE
     return pd.read_parquet(path) if path.is_file() else None
 
 
@@ -167,9 +144,9 @@ def run_name(project: Path, params, tags: dict[str, str]) -> str:
 
 def log_datasets(project: Path) -> None:
     """The manifest, the QA table and the benchmark as the run's inputs, with digests."""
-    inputs = [("manifest", out_dir("validate", project) / "manifest_clean.parquet", "training"),
-              ("qa", out_dir("validate", project) / "qa_clean.parquet", "training"),
-              ("benchmark", out_dir("benchmark", project) / "questions.parquet", "evaluation")]
+    inputs = [("manifest", out_dir("validate", project) / MANIFEST_CLEAN_FILE, "training"),
+              ("qa", out_dir("validate", project) / QA_CLEAN_FILE, "training"),
+              ("benchmark", out_dir("benchmark", project) / QUESTIONS_FILE, "evaluation")]
     for name, path, context in inputs:
         if path.is_file():
             frame = pd.read_parquet(path)
@@ -226,13 +203,13 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             mlflow.log_artifacts(str(docs), "data_docs")
         # the arriving data against the champion's: warn, retrain (this run) or hold
         drift = None
-        if (out_dir("validate", project) / "manifest_clean.parquet").is_file():
+        if (out_dir("validate", project) / MANIFEST_CLEAN_FILE).is_file():
             drift = check_drift(str(project))
             if drift.at_least("warn"):
                 notify_drift("gifqa-retrain", drift)
         ev = results.get("evaluate", {}).get("metrics", {})
         summary = {"run_id": run.info.run_id, "accuracy": float(ev.get("accuracy", 0.0)),
-                   "baseline": float(ev.get("baseline_prior_accuracy", 0.0)),
+                   "baseline": float(ev.get("prior_accuracy", 0.0)),
                    "drift": drift.action if drift else None}
         if "evaluate" in results:
             hold_for = (f"data drift {drift.reason}" if drift and drift.action == "hold"
@@ -257,11 +234,9 @@ def pin_clip_fit_set(project: Path, params) -> None:
     """The CLIP encoder's fit set, pinned in git before the index stage: refreshed only when
     the corpus outgrew it (`clip.refit_growth`), so most runs reuse the encoder and its cached
     tokens."""
-    from gifqa_model.index.indexing import pin_fit_set
-    from gifqa_model.stages import clean_tables
+    from gifqa_model.stages import pin_clip_fit_set as pin
 
-    manifest, _ = clean_tables(project)
-    m = pin_fit_set(manifest, project / params.clip.fit_set_file, params.clip.refit_growth)
+    m = pin(params, project)
     if not m["clip_fit_pinned"]:
         get_run_logger().info("CLIP refit: %d train GIFs pinned as its fit set (%.0f%% of the "
                               "train GIFs were outside the last one)", m["clip_fit_gifs"],

@@ -11,7 +11,7 @@ first: drift at `drift.retrain_share` or more imports and retrains at once.
 
 from __future__ import annotations
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
@@ -25,7 +25,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 from prefect.deployments import run_deployment  # noqa: E402
 
 from flows.alerts import notify_drift  # noqa: E402
-from gifqa_model.config import load_params  # noqa: E402
+from gifqa_model.core.config import load_params  # noqa: E402
 from gifqa_model.data.drop import DESCRIPTIONS, import_drop, pending  # noqa: E402
 from tasks.drift import check_drop_drift  # noqa: E402
 from tasks.publish import BOT, is_git_repo  # noqa: E402

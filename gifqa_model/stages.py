@@ -17,42 +17,34 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
-from gifqa_model.config import Params, TrainParams
+from gifqa_model.core.artifacts import (
+    BENCHMARK_PREDICTIONS_FILE,
+    CHECKPOINTS_DIR,
+    CLIP_DIR,
+    CURVE_FILE,
+    DATA_DIR,
+    FRAMES_FILE,
+    KEYFRAMES_FILE,
+    MANIFEST_CLEAN_FILE,
+    MANIFEST_FILE,
+    MODEL_DIR,
+    QA_CLEAN_FILE,
+    QA_FILE,
+    WORK_CACHE_DIR,
+    WORK_CACHE_ENV,
+    metrics_path,
+    out_dir,
+    read_metrics,
+    write_metrics,
+)
+from gifqa_model.core.config import Params, TrainParams
 
 if TYPE_CHECKING:  # only the data stages run it (and depend on it in dvc.yaml)
-    from gifqa_model.workcache import WorkCache
+    from gifqa_model.core.workcache import WorkCache
 
 log = logging.getLogger(__name__)
 
-STAGES = ["ingest", "synth_qa", "validate", "index", "train", "benchmark", "evaluate"]
-OUTPUTS = Path("outputs")
-CHECKPOINTS_DIR = OUTPUTS / ".checkpoints"  # no stage's output: survives a rerun of it
-WORK_CACHE_DIR = OUTPUTS / ".cache"  # per-GIF work by content (workcache.py); no stage's output
-WORK_CACHE_ENV = "GIFQA_WORK_CACHE"  # another folder for it, or "off"
-METRICS = Path("metrics")
-DATA_DIR = Path("data") / "shapesworld"
 MLFLOW_RUN_ENV = "GIFQA_MLFLOW_RUN_ID"
-
-
-def out_dir(stage: str, root: Path = Path(".")) -> Path:
-    return root / OUTPUTS / {"synth_qa": "qa"}.get(stage, stage)
-
-
-def metrics_path(stage: str, root: Path = Path(".")) -> Path:
-    """metrics/<stage>.json; the evaluate stage writes metrics/eval.json."""
-    return root / METRICS / f"{'eval' if stage == 'evaluate' else stage}.json"
-
-
-def write_metrics(stage: str, metrics: dict, root: Path = Path(".")) -> Path:
-    path = metrics_path(stage, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
-    return path
-
-
-def read_metrics(stage: str, root: Path = Path(".")) -> dict:
-    path = metrics_path(stage, root)
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> dict:
@@ -77,7 +69,7 @@ def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> d
 def work_cache(root: Path = Path(".")) -> WorkCache:
     """The data stages' store of per-GIF work: outputs/.cache, or $GIFQA_WORK_CACHE ("off":
     none, every stage recomputes everything)."""
-    from gifqa_model.workcache import WorkCache
+    from gifqa_model.core.workcache import WorkCache
 
     where = os.environ.get(WORK_CACHE_ENV, "")
     if where == "off":
@@ -86,8 +78,8 @@ def work_cache(root: Path = Path(".")) -> WorkCache:
 
 
 def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
+    from gifqa_model.core.fanout import injected
     from gifqa_model.data.ingest import run_ingest
-    from gifqa_model.fanout import injected
 
     mapper, shards = injected()
     cache = work_cache(root)
@@ -101,13 +93,13 @@ def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
 def stage_synth_qa(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.qa.synth import synth_qa
 
-    manifest = pd.read_parquet(out_dir("ingest", root) / "manifest.parquet")
+    manifest = pd.read_parquet(out_dir("ingest", root) / MANIFEST_FILE)
     cache = work_cache(root)
     qa, metrics = synth_qa(manifest, params.qa, cache=cache)
     metrics.update(cache.stats())
     out = out_dir("synth_qa", root)
     out.mkdir(parents=True, exist_ok=True)
-    qa.to_parquet(out / "qa.parquet", index=False)
+    qa.to_parquet(out / QA_FILE, index=False)
     write_metrics("synth_qa", metrics, root)
     return metrics
 
@@ -115,8 +107,8 @@ def stage_synth_qa(params: Params, root: Path = Path(".")) -> dict:
 def stage_validate(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.data.validation import ValidationFailed, run_validation
 
-    manifest = pd.read_parquet(out_dir("ingest", root) / "manifest.parquet")
-    qa = pd.read_parquet(out_dir("synth_qa", root) / "qa.parquet")
+    manifest = pd.read_parquet(out_dir("ingest", root) / MANIFEST_FILE)
+    qa = pd.read_parquet(out_dir("synth_qa", root) / QA_FILE)
     try:
         result = run_validation(manifest, qa, params.validate_, out_dir("validate", root))
     except ValidationFailed as exc:
@@ -128,7 +120,7 @@ def stage_validate(params: Params, root: Path = Path(".")) -> dict:
 
 def clean_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     d = out_dir("validate", root)
-    return pd.read_parquet(d / "manifest_clean.parquet"), pd.read_parquet(d / "qa_clean.parquet")
+    return pd.read_parquet(d / MANIFEST_CLEAN_FILE), pd.read_parquet(d / QA_CLEAN_FILE)
 
 
 class TrainInputs(NamedTuple):
@@ -143,7 +135,7 @@ class TrainInputs(NamedTuple):
 def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> TrainInputs:
     """Load what `run_train` reads; with `train.scene_weight` > 0 also the scene targets of
     every cached frame, from the corpus's ground truth."""
-    from gifqa_model.index.cache import FRAMES_FILE, load_keyframes
+    from gifqa_model.index.cache import load_keyframes
 
     manifest, qa = clean_tables(root)
     descriptions = dict(zip(manifest.gif_id, manifest.description, strict=True))
@@ -163,7 +155,7 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
     manifest, qa = clean_tables(root)
     out = out_dir("index", root)
     truth = ground_truth(manifest, root)
-    from gifqa_model.fanout import injected
+    from gifqa_model.core.fanout import injected
     from gifqa_model.index.indexing import read_fit_set
 
     mapper, shards = injected()
@@ -173,7 +165,7 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
                         mapper=mapper, shards=shards)
     metrics.update(cache.stats())
     if truth:
-        from gifqa_model.index.cache import FRAMES_FILE, load_keyframes
+        from gifqa_model.index.cache import load_keyframes
         from gifqa_model.index.keyframe_eval import keyframe_precision
 
         metrics.update(keyframe_precision(qa, load_keyframes(out),
@@ -181,6 +173,15 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
                                           seed=params.clip.seed))
     write_metrics("index", metrics, root)
     return metrics
+
+
+def pin_clip_fit_set(params: Params, root: Path = Path(".")) -> dict:
+    """Pin the CLIP encoder's fit set (`clip.fit_set_file`) before the index stage: refreshed
+    only when the train GIFs outgrew it by `clip.refit_growth`; returns the pin's figures."""
+    from gifqa_model.index.indexing import pin_fit_set
+
+    manifest, _ = clean_tables(root)
+    return pin_fit_set(manifest, root / params.clip.fit_set_file, params.clip.refit_growth)
 
 
 def ground_truth(manifest: pd.DataFrame, root: Path) -> dict[str, dict]:
@@ -201,12 +202,11 @@ def train_fingerprint(params: Params, root: Path = Path(".")) -> str:
     """What a train checkpoint must match to be resumed: the train params and the bytes of the
     stage's inputs (the tables, the keyframes, the frame map and the CLIP weights; the token
     cache is a function of those)."""
-    from gifqa_model.index.cache import CLIP_DIR, FRAMES_FILE, KEYFRAMES_FILE
 
     h = hashlib.sha256(json.dumps(params.train.model_dump(), sort_keys=True).encode())
     index = out_dir("index", root)
-    files = [out_dir("validate", root) / "manifest_clean.parquet",
-             out_dir("validate", root) / "qa_clean.parquet", index / KEYFRAMES_FILE,
+    files = [out_dir("validate", root) / MANIFEST_CLEAN_FILE,
+             out_dir("validate", root) / QA_CLEAN_FILE, index / KEYFRAMES_FILE,
              index / FRAMES_FILE, *sorted((index / CLIP_DIR).rglob("*"))]
     for f in files:
         if f.is_file():
@@ -248,8 +248,8 @@ def _train_here(params: Params, root: Path) -> dict:
     if rank() != 0:  # under torchrun only rank 0 writes files
         return metrics
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: nothing to resume
-    if (out / "curve.csv").is_file():
-        plot_training_curve(out / "curve.csv", out / "training_curve.png")
+    if (out / CURVE_FILE).is_file():
+        plot_training_curve(out / CURVE_FILE, out / "training_curve.png")
     write_metrics("train", metrics, root)
     return metrics
 
@@ -262,7 +262,7 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
     manifest, qa = clean_tables(root)
     out = out_dir("evaluate", root)
     keyframes = load_keyframes(out_dir("index", root))
-    metrics, predictions = run_evaluate(out_dir("train", root) / "model", out_dir("index", root),
+    metrics, predictions = run_evaluate(out_dir("train", root) / MODEL_DIR, out_dir("index", root),
                                         qa, keyframes, params.evaluate, out)
     write_eval_figures(predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed,
                        root=root)
@@ -282,14 +282,13 @@ def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path) 
         score_questions,
         score_summary,
     )
-    from gifqa_model.index.cache import CLIP_DIR
-    from gifqa_model.serve.predict import GifQAPredictor
+    from gifqa_model.inference.predict import GifQAPredictor
 
-    predictor = GifQAPredictor(out_dir("train", root) / "model",
+    predictor = GifQAPredictor(out_dir("train", root) / MODEL_DIR,
                                out_dir("index", root) / CLIP_DIR)
     questions = benchmark.load_benchmark(out_dir("benchmark", root))
     scored = score_questions(predictor.answer_many, questions, progress=True)
-    scored.to_parquet(out / "benchmark_predictions.parquet", index=False)
+    scored.to_parquet(out / BENCHMARK_PREDICTIONS_FILE, index=False)
     blank = score_questions(lambda g, q: predictor.answer_many(g, q, blank_frames), questions)
     prior = prior_answers(qa[qa.split == "train"])
     prior_ok = exact_match([prior.get(t, "") for t in scored.qtype], scored.answer.tolist())

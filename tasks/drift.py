@@ -1,4 +1,4 @@
-"""Prefect tasks of the drift check (gifqa_model/data/drift.py): the champion's training data
+"""Prefect tasks of the drift check (gifqa_model/monitor/drift.py): the champion's training data
 as the reference, the comparison, and what a run records of it.
 
 Every retrain run logs its own data profile (`drift/profile.parquet`); once its model is the
@@ -16,8 +16,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 
-from gifqa_model.config import Params, load_params
-from gifqa_model.data.drift import (
+from gifqa_model.core.artifacts import FRAMES_FILE, TOKENS_FILE, out_dir
+from gifqa_model.core.config import Params, load_params
+from gifqa_model.monitor.drift import (
     PROFILE_FILE,
     DriftResult,
     arrivals,
@@ -27,9 +28,8 @@ from gifqa_model.data.drift import (
     index_embeddings,
     write_report,
 )
-from gifqa_model.index.cache import FRAMES_FILE, TOKENS_FILE
 from gifqa_model.registry.versions import CHAMPION, alias_version
-from gifqa_model.stages import clean_tables, out_dir
+from gifqa_model.stages import clean_tables
 
 ARTIFACTS = "drift"  # the run's artifact folder: profile.parquet, drift.json, drift.html
 

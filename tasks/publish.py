@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gifqa_model.config import load_params
+from gifqa_model.core.config import load_params
 from tasks.stages import stage_env
 
 REMOTE = "stack"

@@ -10,8 +10,8 @@ from pathlib import Path
 import mlflow
 from prefect import get_run_logger, task
 
-from gifqa_model.config import flatten
-from gifqa_model.stages import read_metrics
+from gifqa_model.core.artifacts import read_metrics
+from gifqa_model.core.config import flatten
 
 
 def stage_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlflow.db'}"
 os.environ.pop("PREFECT_API_URL", None)
 
-from gifqa_model.env import apply_offline_env  # noqa: E402
+from gifqa_model.core.env import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 # Prefect's ephemeral server logs "Stopping temporary server" at interpreter exit, after pytest

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gifqa_model.index.cache import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_FILE
+from gifqa_model.core.artifacts import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_FILE
 
 # a Q-Former + LM small enough to train in seconds; no motion, no token positions: the
 # synthetic cache below has neither motion nor places
@@ -171,13 +171,13 @@ class LocalHTTP:
 
 
 def shapes_profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
-    """ShapesWorld as the drift check sees a corpus (data/drift.py): probed GIFs, rule QA."""
+    """ShapesWorld as the drift check sees a corpus (monitor/drift.py): probed GIFs, rule QA."""
     import hashlib
 
-    from gifqa_model.config import QAParams, ShapesParams
-    from gifqa_model.data.drift import data_profile
+    from gifqa_model.core.config import QAParams, ShapesParams
     from gifqa_model.data.gifs import probe_gif
     from gifqa_model.data.shapesworld import generate_example
+    from gifqa_model.monitor.drift import data_profile
     from gifqa_model.qa.synth import synth_qa
 
     params = ShapesParams(n_gifs=n, seed=seed, n_frames=n_frames)

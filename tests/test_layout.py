@@ -1,5 +1,5 @@
-"""The layout's promises: DVC deps that cover every file a stage imports, a config module with
-no heavy imports, a library that imports without Prefect, and no import circles."""
+"""The layout's promises: layers that stack, DVC deps derived from what each stage imports, a
+config module with no heavy imports, a library that imports without Prefect, no import circles."""
 
 from __future__ import annotations
 
@@ -9,92 +9,64 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from gifqa_model.core.deps import derived_code_deps, read_dvc_yaml, stage_files, stale_code_deps
+from gifqa_model.core.digests import closure_files, imported_modules, module_file
 
 REPO = Path(__file__).resolve().parents[1]
 LIB = REPO / "gifqa_model"
 
-
-def _module_file(name: str) -> Path | None:
-    """gifqa_model.a.b → its .py file (a package's __init__.py), None outside the library."""
-    if name != "gifqa_model" and not name.startswith("gifqa_model."):
-        return None
-    path = REPO / Path(*name.split("."))
-    if path.with_suffix(".py").is_file():
-        return path.with_suffix(".py")
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    return None
-
-
-def _is_type_checking(node: ast.If) -> bool:
-    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-
-
-def _imports(tree: ast.AST) -> set[str]:
-    """Every gifqa_model module imported anywhere under `tree` (lazy imports included, imports
-    only for type checkers left out)."""
-    out: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
-            # `from gifqa_model.data import scene` imports a module too
-            out.update(f"{node.module}.{a.name}" for a in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return {m for m in out if _module_file(m) is not None}
+# the library's layers, bottom to top: a module imports only from its own package or a lower
+# layer (function-local imports included); packages on one layer do not import each other
+LAYERS: list[set[str]] = [
+    {"core"},
+    {"data"},
+    {"qa"},
+    {"index"},
+    {"model"},
+    {"evaluate"},
+    {"train"},
+    {"inference"},
+    {"registry", "monitor"},
+    {"serve"},
+    {"stages"},
+    {"cli"},
+]
+RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 
 
-def _closure(modules: set[str]) -> set[Path]:
-    """The files of `modules` and of everything they import, transitively, with the package
-    __init__ files on the way."""
-    seen: set[str] = set()
-    todo = list(modules)
-    while todo:
-        name = todo.pop()
-        if name in seen:
+def _room(module: str) -> str:
+    """gifqa_model.index.clip → "index"; gifqa_model.stages → "stages"."""
+    return module.split(".")[1]
+
+
+def _library_modules() -> list[str]:
+    return sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                  for p in LIB.rglob("*.py"))
+
+
+def test_every_package_has_a_layer() -> None:
+    rooms = {_room(m) for m in _library_modules() if m != "gifqa_model"}
+    assert rooms <= set(RANK), f"no layer for {sorted(rooms - set(RANK))}: add it to LAYERS"
+
+
+def test_each_module_imports_only_from_below() -> None:
+    wrong = []
+    for name in _library_modules():
+        if name == "gifqa_model":
             continue
-        seen.add(name)
-        parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += sorted(_imports(ast.parse(_module_file(name).read_text())))
-    return {_module_file(m) for m in seen}
+        tree = ast.parse(module_file(name).read_text())
+        for dep in sorted(imported_modules(tree)):
+            if dep == "gifqa_model" or _room(dep) == _room(name):
+                continue
+            if RANK[_room(dep)] >= RANK[_room(name)]:
+                wrong.append(f"{name} imports {dep}")
+    assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 
-def stage_files(stage: str) -> set[Path]:
-    """The library files the `stage_<stage>` function of stages.py runs: its own imports, those
-    of the stages.py helpers it calls, the module's top-level imports, and all they import."""
-    tree = ast.parse((LIB / "stages.py").read_text())
-    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    top = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef)]
-    modules = set().union(*(_imports(n) for n in top))
-    todo, done = [f"stage_{stage}"], set()
-    while todo:
-        fn = todo.pop()
-        if fn in done:
-            continue
-        done.add(fn)
-        modules |= _imports(funcs[fn])
-        todo += [n.id for n in ast.walk(funcs[fn]) if isinstance(n, ast.Name) and n.id in funcs]
-    return _closure(modules) | {LIB / "stages.py"}
-
-
-def _dvc_stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-
-
-@pytest.mark.parametrize("stage", sorted(_dvc_stages()))
+@pytest.mark.parametrize("stage", sorted(read_dvc_yaml()["stages"]))
 def test_each_stage_depends_on_every_library_file_it_runs(stage: str) -> None:
-    deps = [REPO / d for d in _dvc_stages()[stage]["deps"]]
+    deps = [REPO / d for d in read_dvc_yaml()["stages"][stage]["deps"]]
     missing = sorted(
         str(f.relative_to(REPO)) for f in stage_files(stage)
         if f.stat().st_size and not any(f == d or d in f.parents for d in deps)
@@ -102,13 +74,47 @@ def test_each_stage_depends_on_every_library_file_it_runs(stage: str) -> None:
     assert not missing, f"dvc.yaml stage {stage} runs {missing} but does not depend on them"
 
 
-def test_stage_deps_name_folders_not_hand_picked_modules() -> None:
-    for name, stage in _dvc_stages().items():
-        for dep in stage["deps"]:
-            path = REPO / dep
-            if dep.startswith("gifqa_model/") and path.suffix == ".py":
-                # the top-level modules are the only files named one by one
-                assert path.parent == LIB, f"{name} depends on {dep}: name its folder instead"
+def test_dvc_code_deps_are_the_derived_ones() -> None:
+    stale = stale_code_deps()
+    assert not stale, ("dvc.yaml's code deps differ from the stages' import closures; run "
+                       f"`gifqa dev deps --write`: {stale}")
+
+
+def test_editing_the_http_app_leaves_evaluation_up_to_date() -> None:
+    deps = derived_code_deps("evaluate")
+    assert not [d for d in deps if d.startswith("gifqa_model/serve")], deps
+    assert any(d.startswith("gifqa_model/inference") for d in deps)
+
+
+def test_editing_drift_leaves_the_data_and_model_stages_up_to_date() -> None:
+    for stage in read_dvc_yaml()["stages"]:
+        deps = derived_code_deps(stage)
+        assert not [d for d in deps if d.startswith("gifqa_model/monitor")], (stage, deps)
+
+
+def test_architecture_json_is_in_the_token_cache_key() -> None:
+    """The index's cached tokens are keyed by the closure of gifqa_model.index.indexing; the
+    architecture configs it reads are in it, so an edited config cannot reuse stale tokens."""
+    files = closure_files({"gifqa_model.index.indexing"})
+    configs = sorted((LIB / "index" / "clip_configs").glob("*.json"))
+    assert configs and set(configs) <= files
+
+
+def test_code_digest_follows_a_data_file(tmp_path: Path) -> None:
+    import shutil
+
+    from gifqa_model.core import digests
+
+    shutil.copytree(LIB, tmp_path / "gifqa_model", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def key() -> str:
+        return digests.file_digest(sorted(closure_files({"gifqa_model.index.indexing"},
+                                                        tmp_path)))
+
+    before = key()
+    cfg = sorted((tmp_path / "gifqa_model" / "index" / "clip_configs").glob("*.json"))[0]
+    cfg.write_text(cfg.read_text().replace("{", '{"edited": 1, ', 1))
+    assert key() != before
 
 
 def _fresh(code: str) -> subprocess.CompletedProcess:
@@ -119,16 +125,11 @@ def _fresh(code: str) -> subprocess.CompletedProcess:
 def test_config_imports_nothing_heavy() -> None:
     heavy = ["torch", "open_clip", "faiss", "great_expectations", "spacy", "mlflow",
              "transformers", "prefect"]
-    proc = _fresh("import sys\nfrom gifqa_model.config import load_params\n"
+    proc = _fresh("import sys\nfrom gifqa_model.core.config import load_params\n"
                   "load_params('params.yaml')\n"
                   f"print([m for m in {heavy!r} if m in sys.modules])")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
-
-
-def _library_modules() -> list[str]:
-    return sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-                  for p in LIB.rglob("*.py"))
 
 
 def test_library_imports_with_prefect_blocked() -> None:
@@ -155,9 +156,9 @@ def test_no_import_circles_at_module_level() -> None:
     """Module-level imports between library modules form no cycle (lazy imports may)."""
     graph: dict[str, set[str]] = {}
     for name in _library_modules():
-        tree = ast.parse(_module_file(name).read_text())
+        tree = ast.parse(module_file(name).read_text())
         top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom | ast.If)]
-        deps = set().union(*(_imports(n) for n in top)) if top else set()
+        deps = set().union(*(imported_modules(n) for n in top)) if top else set()
         graph[name] = {d for d in deps if d != name and not name.startswith(d + ".")}
     state: dict[str, int] = {}
 
@@ -173,3 +174,14 @@ def test_no_import_circles_at_module_level() -> None:
     for name in graph:
         if name not in state:
             visit(name, [])
+
+
+def test_no_library_function_is_over_80_lines() -> None:
+    long = []
+    for path in LIB.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "split these: " + ", ".join(long)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gifqa_model.config import GifLimits
+from gifqa_model.core.config import GifLimits
 
 GifSource = str | Path | bytes | bytearray | memoryview
 

@@ -28,11 +28,13 @@ from urllib.parse import urljoin, urlsplit
 import pandas as pd
 from rich.progress import Progress
 
-from gifqa_model.config import GifLimits, IngestParams, IngestSource
+from gifqa_model.core.artifacts import INGEST_QUARANTINE_FILE, MANIFEST_FILE
+from gifqa_model.core.config import GifLimits, IngestParams, IngestSource
+from gifqa_model.core.digests import code_digest, digest
+from gifqa_model.core.fanout import ShardMapper, split_shards
+from gifqa_model.core.schema import INGEST_QUARANTINE_COLUMNS, MANIFEST_COLUMNS, SPLITS
+from gifqa_model.core.workcache import WorkCache
 from gifqa_model.data.gifs import GifError, GifInfo, probe_gif, verify_gif
-from gifqa_model.fanout import ShardMapper, split_shards
-from gifqa_model.schema import INGEST_QUARANTINE_COLUMNS, MANIFEST_COLUMNS, SPLITS
-from gifqa_model.workcache import WorkCache, code_digest, digest
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +279,7 @@ def _check(item: _Input, params: IngestParams, download_dir: Path,
 def _checked_info(data: bytes, sha256: str, params: IngestParams, cache: WorkCache) -> GifInfo:
     """Probe (and decode, with `verify_decode`) a GIF's bytes once per content: the verdict is
     a function of the bytes, the limits and gifs.py, so it is cached under their digest."""
-    key = digest(sha256, params.limits, params.verify_decode, code_digest("data/gifs.py"))
+    key = digest(sha256, params.limits, params.verify_decode, code_digest(__name__))
     if (hit := cache.get_json("ingest", key)) is not None:
         if "reason" in hit:
             raise GifError(hit["reason"], hit["message"])
@@ -331,57 +333,56 @@ def run_ingest(params: IngestParams, out_dir: Path, cache: WorkCache | None = No
         checked = [c for part in mapper(check_shard, split_shards(inputs, shards)) for c in part]
     else:
         checked = _check_all(inputs, params, download_dir, cache)
+    man, quar = _tables(checked, params)
+    man.to_parquet(out_dir / MANIFEST_FILE, index=False)
+    quar.to_parquet(out_dir / INGEST_QUARANTINE_FILE, index=False)
+    metrics = _ingest_metrics(inputs, man, quar, params)
+    log.info("ingest: %d inputs, %d ok, %d quarantined %s", metrics["n_inputs"],
+             metrics["n_ok"], metrics["n_quarantined"], metrics["quarantine_by_reason"])
+    return metrics
+
+
+def _tables(checked: list, params: IngestParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest and the quarantine from the checked inputs, in input order, so duplicates
+    and ids are deterministic."""
     manifest: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
     first_by_sha: dict[str, str] = {}
     taken: set[str] = set()
-    for c in checked:  # sequential, in input order, so duplicates and ids are deterministic
+    for c in checked:
         reason, detail = c.reason, c.detail
         if reason is None and c.sha256 in first_by_sha:
             reason, detail = "duplicate", f"{c.item.where}: same bytes as {first_by_sha[c.sha256]}"
         if reason is not None:
             log.warning("quarantined %s (%s): %s", c.path, reason, detail)
-            quarantine.append(
-                {
-                    "path": c.path,
-                    "source": c.item.source,
-                    "reason": reason,
-                    "detail": detail,
-                    "description": c.item.description,
-                }
-            )
+            quarantine.append({"path": c.path, "source": c.item.source, "reason": reason,
+                               "detail": detail, "description": c.item.description})
             continue
         assert c.info is not None
         gif_id = _unique_id(c.item, taken, c.sha256)
         taken.add(gif_id)
         first_by_sha[c.sha256] = gif_id
-        manifest.append(
-            {
-                "gif_id": gif_id,
-                "path": c.path,
-                "sha256": c.sha256,
-                "n_frames": c.info.n_frames,
-                "width": c.info.width,
-                "height": c.info.height,
-                "duration_ms": c.info.duration_ms,
-                "description": c.item.description,
-                "split": assign_split(gif_id, params.val_share, params.test_share),
-                "source": c.item.source,
-            }
-        )
-
+        manifest.append({
+            "gif_id": gif_id, "path": c.path, "sha256": c.sha256,
+            "n_frames": c.info.n_frames, "width": c.info.width, "height": c.info.height,
+            "duration_ms": c.info.duration_ms, "description": c.item.description,
+            "split": assign_split(gif_id, params.val_share, params.test_share),
+            "source": c.item.source,
+        })
     man = pd.DataFrame(manifest, columns=MANIFEST_COLUMNS)
     man[_INT_COLUMNS] = man[_INT_COLUMNS].astype("int64")
     quar = pd.DataFrame(quarantine, columns=INGEST_QUARANTINE_COLUMNS).astype("object")
-    man.to_parquet(out_dir / "manifest.parquet", index=False)
-    quar.to_parquet(out_dir / "quarantine.parquet", index=False)
+    return man, quar
 
+
+def _ingest_metrics(inputs: list[_Input], man: pd.DataFrame, quar: pd.DataFrame,
+                    params: IngestParams) -> dict[str, Any]:
     per_source: dict[str, dict[str, int]] = {}
     for src in params.sources:
         n_in = sum(item.source == src.source for item in inputs)
         n_ok = int((man["source"] == src.source).sum())
         per_source[src.source] = {"n_inputs": n_in, "n_ok": n_ok, "n_quarantined": n_in - n_ok}
-    metrics = {
+    return {
         "n_inputs": len(inputs),
         "n_ok": len(man),
         "n_quarantined": len(quar),
@@ -389,14 +390,6 @@ def run_ingest(params: IngestParams, out_dir: Path, cache: WorkCache | None = No
         "sources": per_source,
         "splits": {s: int((man["split"] == s).sum()) for s in SPLITS},
     }
-    log.info(
-        "ingest: %d inputs, %d ok, %d quarantined %s",
-        metrics["n_inputs"],
-        metrics["n_ok"],
-        metrics["n_quarantined"],
-        metrics["quarantine_by_reason"],
-    )
-    return metrics
 
 
 def _check_all(inputs: list[_Input], params: IngestParams, download_dir: Path,

@@ -34,7 +34,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from rich.progress import Progress
 
-from gifqa_model.config import ShapesParams
+from gifqa_model.core.config import ShapesParams
 from gifqa_model.data.gifs import encode_gif
 
 BACKGROUND = (0, 0, 0)

@@ -19,11 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from gifqa_model.config import ValidateParams
-from gifqa_model.env import apply_offline_env
-from gifqa_model.schema import MANIFEST_COLUMNS, QA_COLUMNS, SPLITS, VALIDATE_QUARANTINE_COLUMNS
+from gifqa_model.core.artifacts import MANIFEST_CLEAN_FILE, QA_CLEAN_FILE, VALIDATE_QUARANTINE_FILE
+from gifqa_model.core.config import ValidateParams
+from gifqa_model.core.env import apply_offline_env
+from gifqa_model.core.schema import (
+    MANIFEST_COLUMNS,
+    QA_COLUMNS,
+    SPLITS,
+    VALIDATE_QUARANTINE_COLUMNS,
+)
 
 # GX reads its analytics switch at import time, so the offline env must be set before it loads.
 apply_offline_env()
@@ -275,6 +282,20 @@ def _without_ids(node: object) -> object:
     return node
 
 
+def _qa_reasons(manifest: pd.DataFrame, manifest_ok: np.ndarray, qa: pd.DataFrame,
+                qa_bad: dict) -> tuple[dict[int, list[str]], np.ndarray]:
+    """Each failing QA row's reasons, with `gif_quarantined` for rows whose GIF was
+    quarantined; and the mask of those orphaned rows."""
+    # A GIF id is usable only if no manifest row carrying it was quarantined (a duplicated id
+    # quarantines both rows, so neither copy can stand for it).
+    quarantined_ids = set(manifest.loc[~manifest_ok, "gif_id"].dropna().astype(str))
+    orphaned = qa["gif_id"].astype("string").isin(quarantined_ids).fillna(False).to_numpy()
+    qa_reasons: dict[int, list[str]] = {row: list(r) for row, r in qa_bad.items()}
+    for row in map(int, orphaned.nonzero()[0]):
+        qa_reasons.setdefault(row, []).append(GIF_QUARANTINED)
+    return qa_reasons, orphaned
+
+
 def run_validation(
     manifest: pd.DataFrame, qa: pd.DataFrame, params: ValidateParams, out_dir: Path
 ) -> ValidationResult:
@@ -299,36 +320,19 @@ def run_validation(
     context = _context(docs_dir)
     run_id = RunIdentifier(run_name="gifqa-validate")
 
-    manifest_result = _run_suite(
-        context,
-        "manifest",
-        manifest.assign(**{ROW_COLUMN: range(len(manifest))}),
-        "gif_id",
-        manifest_expectations(params),
-        run_id,
-    )
+    manifest_result = _run_suite(context, "manifest",
+                                 manifest.assign(**{ROW_COLUMN: range(len(manifest))}),
+                                 "gif_id", manifest_expectations(params), run_id)
     manifest_bad, manifest_counts = _failures(manifest_result)
     manifest_ok = ~manifest.index.isin(list(manifest_bad))
     clean_manifest = manifest[manifest_ok].reset_index(drop=True)
 
     known_ids = sorted({str(g) for g in manifest["gif_id"].dropna()})
-    qa_result = _run_suite(
-        context,
-        "qa",
-        qa.assign(**{ROW_COLUMN: range(len(qa))}),
-        "qa_id",
-        qa_expectations(params, known_ids),
-        run_id,
-    )
+    qa_result = _run_suite(context, "qa", qa.assign(**{ROW_COLUMN: range(len(qa))}), "qa_id",
+                           qa_expectations(params, known_ids), run_id)
     qa_bad, qa_counts = _failures(qa_result)
 
-    # A GIF id is usable only if no manifest row carrying it was quarantined (a duplicated id
-    # quarantines both rows, so neither copy can stand for it).
-    quarantined_ids = set(manifest.loc[~manifest_ok, "gif_id"].dropna().astype(str))
-    orphaned = qa["gif_id"].astype("string").isin(quarantined_ids).fillna(False).to_numpy()
-    qa_reasons: dict[int, list[str]] = {row: list(r) for row, r in qa_bad.items()}
-    for row in map(int, orphaned.nonzero()[0]):
-        qa_reasons.setdefault(row, []).append(GIF_QUARANTINED)
+    qa_reasons, orphaned = _qa_reasons(manifest, manifest_ok, qa, qa_bad)
     qa_ok = ~qa.index.isin(list(qa_reasons))
     clean_qa = qa[qa_ok].reset_index(drop=True)
 
@@ -339,13 +343,8 @@ def run_validation(
     ).astype({"table": "string", "row_id": "string", "row_index": "int64", "reason": "string"})
 
     metrics: dict[str, Any] = {
-        "manifest": _table_metrics(
-            len(manifest),
-            len(manifest_bad),
-            len(clean_manifest),
-            manifest_counts,
-            manifest_result.success,
-        ),
+        "manifest": _table_metrics(len(manifest), len(manifest_bad), len(clean_manifest),
+                                   manifest_counts, manifest_result.success),
         "qa": _table_metrics(len(qa), len(qa_bad), len(clean_qa), qa_counts, qa_result.success),
         "max_failing_share": params.max_failing_share,
     }
@@ -353,9 +352,9 @@ def run_validation(
     over = [t for t in ("manifest", "qa") if metrics[t]["failing_share"] > params.max_failing_share]
     metrics["passed"] = not over
 
-    clean_manifest.to_parquet(out_dir / "manifest_clean.parquet", index=False)
-    clean_qa.to_parquet(out_dir / "qa_clean.parquet", index=False)
-    quarantine.to_parquet(out_dir / "quarantine.parquet", index=False)
+    clean_manifest.to_parquet(out_dir / MANIFEST_CLEAN_FILE, index=False)
+    clean_qa.to_parquet(out_dir / QA_CLEAN_FILE, index=False)
+    quarantine.to_parquet(out_dir / VALIDATE_QUARANTINE_FILE, index=False)
     results_json = {"manifest": _without_ids(manifest_result.to_json_dict()),
                     "qa": _without_ids(qa_result.to_json_dict())}
     (out_dir / "gx_results.json").write_text(json.dumps(results_json, indent=1, default=str))

@@ -14,13 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.config import BenchmarkParams, IngestParams, IngestSource, QAParams, ShapesParams
+from gifqa_model.core.config import (
+    BenchmarkParams,
+    IngestParams,
+    IngestSource,
+    QAParams,
+    ShapesParams,
+)
 
 log = logging.getLogger(__name__)
 
-QUESTIONS_FILE = "questions.parquet"
-SMOKE_FILE = "smoke.parquet"
-CORPUS_DIR = "shapesworld"
+from gifqa_model.core.artifacts import CORPUS_DIR, MANIFEST_FILE, QUESTIONS_FILE  # noqa: E402
 
 
 def build_benchmark(params: BenchmarkParams, shapes: ShapesParams, qa: QAParams,
@@ -36,7 +40,7 @@ def build_benchmark(params: BenchmarkParams, shapes: ShapesParams, qa: QAParams,
                                                       "n_gifs": params.n_gifs}))
     source = IngestSource(kind="folder", path=str(corpus), source="benchmark")
     ingest = run_ingest(IngestParams(sources=[source]), out_dir / "ingest")
-    manifest = pd.read_parquet(out_dir / "ingest" / "manifest.parquet")
+    manifest = pd.read_parquet(out_dir / "ingest" / MANIFEST_FILE)
     table, _ = synth_qa(manifest, qa, progress=False)
     # paths relative to the benchmark folder, so it can move (a DVC checkout, a download)
     paths = dict(zip(manifest.gif_id, manifest.path.map(lambda p: str(Path(p).relative_to(

@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gifqa_model.config import EvalParams
+from gifqa_model.core.artifacts import PREDICTIONS_FILE
+from gifqa_model.core.config import EvalParams
 from gifqa_model.index.cache import FrameCache
 from gifqa_model.model.modeling import Frames, GifQAModel
 from gifqa_model.model.text import decode_answers, encode_prompts
@@ -80,7 +81,7 @@ def shuffle_frames(seed: int) -> FrameTransform:
 
 def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: pd.DataFrame,
                  params: EvalParams, out_dir: Path) -> tuple[dict, pd.DataFrame]:
-    """Score the test split; returns (metrics for eval.json, per-question predictions)."""
+    """Score the test split; returns (metrics/evaluate.json's metrics, per-question rows)."""
     from gifqa_model.model.text import load_tokenizer
 
     model = GifQAModel.from_pretrained(model_dir)
@@ -104,9 +105,9 @@ def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: 
 
     metrics = {
         "accuracy": round(float(correct.mean()), 4) if len(test) else 0.0,
-        "accuracy_by_qtype": accuracy_table(correct, test.qtype),
-        "baseline_prior_accuracy": round(float(prior_correct.mean()), 4) if len(test) else 0.0,
-        "baseline_prior_by_qtype": accuracy_table(prior_correct, test.qtype),
+        "by_qtype": accuracy_table(correct, test.qtype),
+        "prior_accuracy": round(float(prior_correct.mean()), 4) if len(test) else 0.0,
+        "prior_by_qtype": accuracy_table(prior_correct, test.qtype),
         "blank_frames_accuracy": round(float(blank_correct.mean()), 4) if len(test) else 0.0,
         "blank_frames_by_qtype": accuracy_table(blank_correct, test.qtype),
         "shuffled_frames_accuracy": round(float(shuf_correct.mean()), 4) if len(test) else 0.0,
@@ -118,7 +119,7 @@ def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: 
         prediction=pred, correct=correct)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictions.to_parquet(out_dir / "predictions.parquet", index=False)
+    predictions.to_parquet(out_dir / PREDICTIONS_FILE, index=False)
     return metrics, predictions
 
 

@@ -40,11 +40,11 @@ def plot_training_curve(curve_csv: Path, out_png: Path) -> Path:
 
 def plot_accuracy_by_qtype(metrics: dict, out_png: Path) -> Path:
     """Model vs prior baseline vs blanked frames, per question type."""
-    model = metrics.get("accuracy_by_qtype", {})
+    model = metrics.get("by_qtype", {})
     qtypes = sorted(model)
     series = {
         "model": model,
-        "prior baseline": metrics.get("baseline_prior_by_qtype", {}),
+        "prior baseline": metrics.get("prior_by_qtype", {}),
         "blank frames": metrics.get("blank_frames_by_qtype", {}),
         "shuffled frames": metrics.get("shuffled_frames_by_qtype", {}),
     }

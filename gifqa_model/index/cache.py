@@ -9,18 +9,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-TOKENS_FILE = "frame_tokens.npy"
-EMB_FILE = "frame_emb.npy"
-FRAMES_FILE = "frames.parquet"
-KEYFRAMES_FILE = "keyframes.parquet"
-INDEX_FILE = "groups.faiss"
-CLIP_DIR = "clip"
+from gifqa_model.core.artifacts import (  # noqa: F401  (the index stage's file names)
+    CLIP_DIR,
+    EMB_FILE,
+    FRAMES_FILE,
+    INDEX_FILE,
+    KEYFRAMES_FILE,
+    TOKENS_FILE,
+)
 
 
 def earlier_position(position: np.ndarray, gap: int) -> np.ndarray:
     """The position in a GIF's cached timeline of the frame `gap` frames earlier, or the frame
     itself when there is none: what a motion-reading model compares each frame with
-    (GifQAConfig.motion_gap). Training (FrameCache.frames) and serving (serve/predict.py) both
+    (GifQAConfig.motion_gap). Training (FrameCache.frames) and serving (inference/predict.py) both
     take it from here."""
     position = np.asarray(position)
     return np.where(position >= gap, position - gap, position)

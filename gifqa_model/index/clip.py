@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from gifqa_model.config import ClipParams
+from gifqa_model.core.config import ClipParams
 from gifqa_model.data.scene import scene_classes, scene_loss
 
 log = logging.getLogger(__name__)

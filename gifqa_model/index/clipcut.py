@@ -18,7 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from gifqa_model.config import IndexParams
+from gifqa_model.core.config import IndexParams
 
 log = logging.getLogger(__name__)
 

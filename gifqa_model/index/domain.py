@@ -21,8 +21,6 @@ import numpy as np
 
 from gifqa_model.index.clipcut import whole_gif_embeddings
 
-DOMAIN_DIR = "domain"
-
 
 def gif_embeddings(frame_tokens: np.ndarray, frame_counts: np.ndarray,
                    chunk: int = 4096) -> np.ndarray:

@@ -20,17 +20,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gifqa_model.data.gifs import decode_frames, sample_indices
-from gifqa_model.data.scene import scene_table
-from gifqa_model.fanout import ShardMapper, split_shards
-from gifqa_model.index.cache import (
+from gifqa_model.core.artifacts import (
     CLIP_DIR,
+    DOMAIN_DIR,
     EMB_FILE,
     FRAMES_FILE,
     INDEX_FILE,
     KEYFRAMES_FILE,
+    SEARCH_DIR,
     TOKENS_FILE,
 )
+from gifqa_model.core.digests import code_digest, digest, file_digest
+from gifqa_model.core.fanout import ShardMapper, split_shards
+from gifqa_model.core.workcache import WorkCache
+from gifqa_model.data.gifs import decode_frames, sample_indices
+from gifqa_model.data.scene import scene_table
 from gifqa_model.index.clip import ClipEncoder, ClipParams, build_clip, fit_clip
 from gifqa_model.index.clipcut import (
     GroupLayout,
@@ -40,13 +44,13 @@ from gifqa_model.index.clipcut import (
     retrieve_keyframes,
     save_index,
 )
-from gifqa_model.index.domain import DOMAIN_DIR, fit_domain
-from gifqa_model.index.search import SEARCH_DIR, GifSearch, clause_recall
-from gifqa_model.workcache import WorkCache, code_digest, digest, file_digest
+from gifqa_model.index.domain import fit_domain
+from gifqa_model.index.search import GifSearch, clause_recall
 
 log = logging.getLogger(__name__)
 
-INDEX_PARAMS_FILE = "index_params.json"
+from gifqa_model.core.artifacts import INDEX_PARAMS_FILE  # noqa: E402
+
 FIT_SET_FILE = "fit_set.txt"  # in the clip folder: the sha256s the encoder was fitted on
 
 
@@ -140,8 +144,7 @@ def _fit_encoder(manifest: pd.DataFrame, clip_params: ClipParams, params: IndexP
     fit_params = clip_params.model_dump(exclude={"refit_growth", "fit_set_file", "fit_minutes"})
     key = digest("clip-fit", fit_params, params.frames_per_gif,
                  [(r.sha256, r.description, truth.get(r.gif_id)) for r in rows.itertuples()],
-                 code_digest("index/clip.py", "index/clip_configs", "data/gifs.py",
-                             "data/scene.py"))
+                 code_digest(__name__))
     if (hit := cache.dir("clip", key)) is not None:
         shutil.copytree(hit, clip_dir, dirs_exist_ok=True)
         metrics["clip_fit_cached"] = True
@@ -201,7 +204,7 @@ def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
     GIF's digest of (bytes, encoder): what its later per-GIF work is keyed by."""
     weights = encoder_digest(clip_dir)
     namespace = f"tokens/{weights[:16]}"
-    code = code_digest("index/clip.py", "index/indexing.py", "data/gifs.py")
+    code = code_digest(__name__)
     keys = [digest(sha, frames_per_gif, code) for sha in manifest.sha256]
     found = [cache.get_arrays(namespace, k) for k in keys]
     todo = [i for i, f in enumerate(found) if f is None]
@@ -331,7 +334,7 @@ def question_embeddings(encoder: ClipEncoder, questions: list[str], cache: WorkC
     its embedding is a function of the text and the weights alone, and cached under both
     when `weights` (the encoder's digest) is given."""
     namespace, out = f"texts/{weights[:16]}", {}
-    keys = {t: digest(t, code_digest("index/clip.py")) for t in dict.fromkeys(questions)}
+    keys = {t: digest(t, code_digest(__name__)) for t in dict.fromkeys(questions)}
     with _one_thread():
         for text, key in keys.items():
             hit = cache.get_arrays(namespace, key) if weights else None
@@ -361,7 +364,7 @@ def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.D
     qa = qa[qa.gif_id.isin(row_of)].reset_index(drop=True)
     flat = isinstance(index, faiss.IndexFlat)  # an IVF index's lists depend on every GIF
     shape = params.model_dump(include={"group_size", "top_k", "temporal_spread"})
-    code = code_digest("index/clipcut.py", "index/indexing.py", "index/clip.py")
+    code = code_digest(__name__)
     local: list[list[int] | None] = [None] * len(qa)
     todo: list[tuple[str, np.ndarray, str | None]] = []
     for gif_id, rows in qa.groupby("gif_id", sort=False).indices.items():

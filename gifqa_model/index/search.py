@@ -16,10 +16,9 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from gifqa_model.core.artifacts import SEARCH_DIR  # noqa: E402
 from gifqa_model.index.clip import ClipEncoder, split_clauses
 from gifqa_model.index.clipcut import whole_gif_embeddings
-
-SEARCH_DIR = "search"
 
 
 @dataclass
@@ -31,7 +30,7 @@ class GifSearch:
     @classmethod
     def open(cls, index_dir: Path) -> GifSearch:
         """The index stage's search over its corpus, with its CLIP."""
-        from gifqa_model.index.cache import CLIP_DIR
+        from gifqa_model.core.artifacts import CLIP_DIR
 
         search = cls.load(Path(index_dir) / SEARCH_DIR)
         search.encoder = ClipEncoder.load(Path(index_dir) / CLIP_DIR)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from gifqa_model.config import MVMParams
+from gifqa_model.core.config import MVMParams
 from gifqa_model.model.modeling import Frames, GifQAModel, distinct_rows
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from gifqa_model.config import apply_overrides
+from gifqa_model.core.config import apply_overrides
 
 # where docs/full_profile.md puts the weights; the example file is written with these
 PLACEHOLDERS = {

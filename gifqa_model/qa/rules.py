@@ -32,7 +32,7 @@ from gifqa_model.qa.base import Candidate
 from gifqa_model.qa.normalize import ARTICLES, COLOR_ALIASES, DIGIT_WORDS, NUMBER_WORDS
 
 if TYPE_CHECKING:
-    from gifqa_model.config import QAParams
+    from gifqa_model.core.config import QAParams
 
 # ---------------------------------------------------------------------------------------------
 # Lexicons: small closed classes of English, not lists of answers.

@@ -23,7 +23,7 @@ from gifqa_model.qa.base import Candidate
 from gifqa_model.qa.rules import RulesGenerator
 
 if TYPE_CHECKING:
-    from gifqa_model.config import QAParams
+    from gifqa_model.core.config import QAParams
 
 # The input format the SQuAD question-generation T5 models were fine-tuned with (two spaces
 # before "context", and an explicit end marker), kept verbatim so such a checkpoint works as is.

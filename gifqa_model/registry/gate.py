@@ -7,7 +7,7 @@ Pure functions on per-question correctness (no MLflow), so every branch is teste
 - it looks at the GIF: accuracy with blank frames at most the answer prior + `blank_margin`.
 With no champion, the look-at-the-GIF check alone decides. Equal weights never reach the gate:
 the registry says "unchanged" and registers nothing (registry/versions.py). Drift of the
-training data past `drift.hold_share` holds a promotion (`hold`; data/drift.py).
+training data past `drift.hold_share` holds a promotion (`hold`; monitor/drift.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from gifqa_model.config import RegistryParams
+from gifqa_model.core.config import RegistryParams
 
 
 def mcnemar_one_sided(b: int, c: int) -> float:

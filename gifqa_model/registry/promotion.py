@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from gifqa_model.config import RegistryParams
+from gifqa_model.core.config import RegistryParams
 from gifqa_model.registry import gate
 from gifqa_model.registry.versions import (
     CHAMPION,
@@ -57,7 +57,7 @@ def score_pair(benchmark: pd.DataFrame, challenger: tuple[Path, Path],
     """Both models on the same benchmark questions, in this process. With no champion there
     is nothing to pair: the challenger's own scoring (`scored`, the evaluate stage's) serves."""
     from gifqa_model.evaluate.metrics import score_questions
-    from gifqa_model.serve.predict import GifQAPredictor
+    from gifqa_model.inference.predict import GifQAPredictor
 
     if champion is None and scored is not None:
         return scored, None

@@ -12,7 +12,6 @@ nothing.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -26,9 +25,12 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from gifqa_model.core.config import CHALLENGER_ALIAS, CHAMPION_ALIAS
+from gifqa_model.core.digests import weights_digest  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER = CHAMPION_ALIAS, CHALLENGER_ALIAS
 DIGEST_TAG = "weights_sha256"
 GATE_TAG = "gate.decision"  # set once the gate has decided on a version
 HISTORY_PREFIX = "history."
@@ -43,17 +45,6 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-
-
-def weights_digest(*dirs: Path) -> str:
-    """sha256 over the weight files (*.safetensors) of the given directories, by name: equal
-    digests mean the same model."""
-    h = hashlib.sha256()
-    for d in dirs:
-        for path in sorted(Path(d).rglob("*.safetensors")):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def find_by_digest(client: MlflowClient, name: str, digest: str) -> int | None:

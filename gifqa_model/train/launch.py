@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from gifqa_model.config import Params, TrainParams
+from gifqa_model.core.config import Params, TrainParams
 
 log = logging.getLogger(__name__)
 

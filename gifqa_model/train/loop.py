@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
-from gifqa_model.config import TrainParams
+from gifqa_model.core.config import TrainParams
 from gifqa_model.data.augment import reverse_qa
 from gifqa_model.data.scene import class_words, scene_classes
 from gifqa_model.evaluate.metrics import accuracy_table, exact_match, predict_answers
@@ -241,6 +241,42 @@ def validate(setup: TrainSetup) -> dict[str, float]:
                for qt, acc in accuracy_table(correct, s.val.qtype).items()}}
 
 
+def _resume(s, params: TrainParams, ckpt_path: Path, fingerprint: str) -> tuple[int, list]:
+    """The step and curve to go on from: a checkpoint's only when it was saved with the same
+    `fingerprint` (params and inputs), else a fresh start."""
+    step, curve = 0, []
+    if params.resume and ckpt_path.exists():
+        if checkpoint_fingerprint(ckpt_path) == fingerprint:
+            step, curve = load_checkpoint(ckpt_path, s.model, s.opt, s.device)
+            log.info("resumed from %s at step %d", ckpt_path, step)
+        else:
+            log.info("%s was saved for other inputs or params: starting over", ckpt_path)
+    # ranks at different steps would train different schedules (or hang); this happens when
+    # a machine does not see the checkpoint folder rank 0 wrote
+    if agreed_max(step, s.world, s.device) != -agreed_max(-step, s.world, s.device):
+        raise RuntimeError(f"ranks resumed from different steps ({ckpt_path} is not on every "
+                           "machine): put outputs/.checkpoints on storage all machines share, "
+                           "or delete it to start over")
+    return step, curve
+
+
+def _run_metrics(s, curve: list[dict], step: int, resumed_from: int, elapsed: float,
+                 n_seen: int) -> dict:
+    metrics = {"steps": step, "resumed_from_step": resumed_from,
+               "train_seconds": round(elapsed, 1),
+               "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
+               "n_train_qa": len(s.train), "n_params_trainable": count_parameters(s.model),
+               "final_loss": curve[-1]["loss"] if curve else float("nan"),
+               "world_size": s.world, "device": s.device.type,
+               # equal on every rank when DDP really all-reduced the gradients
+               "param_checksum": round(float(sum(p.detach().double().sum()
+                                                 for p in s.trainable)), 6)}
+    vals = [p["val_accuracy"] for p in curve if "val_accuracy" in p]
+    if vals:
+        metrics["val_accuracy"] = vals[-1]
+    return metrics
+
+
 def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: TrainParams,
               out_dir: Path, mlflow_run_id: str | None = None,
               descriptions: dict[str, str] | None = None,
@@ -260,20 +296,8 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     rank, world, device = s.rank, s.world, s.device
     out_dir = Path(out_dir)
     ckpt_path = Path(checkpoint_dir or out_dir / "checkpoints") / "last.pt"
-    step, curve = 0, []
-    if params.resume and ckpt_path.exists():
-        if checkpoint_fingerprint(ckpt_path) == fingerprint:
-            step, curve = load_checkpoint(ckpt_path, s.model, s.opt, device)
-            log.info("resumed from %s at step %d", ckpt_path, step)
-        else:
-            log.info("%s was saved for other inputs or params: starting over", ckpt_path)
+    step, curve = _resume(s, params, ckpt_path, fingerprint)
     resumed_from = step
-    # ranks at different steps would train different schedules (or hang); this happens when
-    # a machine does not see the checkpoint folder rank 0 wrote
-    if agreed_max(step, world, device) != -agreed_max(-step, world, device):
-        raise RuntimeError(f"ranks resumed from different steps ({ckpt_path} is not on every "
-                           "machine): put outputs/.checkpoints on storage all machines share, "
-                           "or delete it to start over")
 
     stepper = Stepper(s, params)
     logger = MlflowCurveLogger(mlflow_run_id, rank)
@@ -312,18 +336,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     logger.flush()
     elapsed = time.time() - t0
 
-    metrics = {"steps": step, "resumed_from_step": resumed_from,
-               "train_seconds": round(elapsed, 1),
-               "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
-               "n_train_qa": len(s.train), "n_params_trainable": count_parameters(s.model),
-               "final_loss": curve[-1]["loss"] if curve else float("nan"),
-               "world_size": world, "device": device.type,
-               # equal on every rank when DDP really all-reduced the gradients
-               "param_checksum": round(float(sum(p.detach().double().sum()
-                                                 for p in s.trainable)), 6)}
-    vals = [p["val_accuracy"] for p in curve if "val_accuracy" in p]
-    if vals:
-        metrics["val_accuracy"] = vals[-1]
+    metrics = _run_metrics(s, curve, step, resumed_from, elapsed, n_seen)
     if rank == 0:
         s.model.save_pretrained(out_dir / "model", s.tokenizer)
         save_checkpoint(ckpt_path, s.model, s.opt, step, curve, fingerprint)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from gifqa_model.config import TrainParams
+from gifqa_model.core.config import TrainParams
 
 
 def cosine_lr(step: int, params: TrainParams) -> float:

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gifqa_model.config import ShapesParams, load_params
+from gifqa_model.core.artifacts import CHECKPOINTS_DIR
+from gifqa_model.core.config import ShapesParams, load_params
 from gifqa_model.data.drop import import_drop
 from gifqa_model.data.shapesworld import generate_corpus
-from gifqa_model.stages import CHECKPOINTS_DIR, stage_data
+from gifqa_model.stages import stage_data
 from tasks.stages import stage_env
 from tests.helpers import make_project, sh, wait_until
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from gifqa_model.config import ShapesParams
-from gifqa_model.data.drift import PROFILE_FILE
+from gifqa_model.core.config import ShapesParams
 from gifqa_model.data.shapesworld import COLORS, generate_corpus
+from gifqa_model.monitor.drift import PROFILE_FILE
 from gifqa_model.registry.versions import CHAMPION
 from tests.helpers import sh, shapes_profile
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from flows.fanout import FanoutSettings, dask_mapper, from_env
-from gifqa_model.config import ClipParams, IngestParams, IngestSource, ShapesParams
+from gifqa_model.core.config import ClipParams, IngestParams, IngestSource, ShapesParams
+from gifqa_model.core.workcache import WorkCache
 from gifqa_model.data.ingest import run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.index.clip import build_clip
 from gifqa_model.index.indexing import cached_tokens
-from gifqa_model.workcache import WorkCache
 
 
 def _files(folder: Path) -> dict[str, bytes]:

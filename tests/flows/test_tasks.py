@@ -14,9 +14,9 @@ from tests.helpers import git_commit, sh
 
 
 def test_flatten_metrics_keeps_numbers_only() -> None:
-    flat = flatten_metrics({"accuracy": 0.5, "accuracy_by_qtype": {"color": 1.0},
+    flat = flatten_metrics({"accuracy": 0.5, "by_qtype": {"color": 1.0},
                             "passed": True, "message": "x", "token_shape": [16, 128]}, "evaluate")
-    assert flat == {"evaluate/accuracy": 0.5, "evaluate/accuracy_by_qtype/color": 1.0,
+    assert flat == {"evaluate/accuracy": 0.5, "evaluate/by_qtype/color": 1.0,
                     "evaluate/passed": 1.0}
 
 

@@ -8,8 +8,8 @@ import pydantic
 import pytest
 import yaml
 
-from gifqa_model import config
-from gifqa_model.config import (
+from gifqa_model.core import config
+from gifqa_model.core.config import (
     Params,
     TrainParams,
     apply_overrides,

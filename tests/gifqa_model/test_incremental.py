@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gifqa_model.config import (
+from gifqa_model.core.artifacts import CLIP_DIR
+from gifqa_model.core.config import (
     ClipParams,
     GifLimits,
     IndexParams,
@@ -18,13 +19,13 @@ from gifqa_model.config import (
     QAParams,
     ShapesParams,
 )
+from gifqa_model.core.digests import digest
+from gifqa_model.core.fanout import split_shards
+from gifqa_model.core.workcache import WorkCache
 from gifqa_model.data.ingest import run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
-from gifqa_model.fanout import split_shards
-from gifqa_model.index.cache import CLIP_DIR
 from gifqa_model.index.indexing import FIT_SET_FILE, fit_rows, read_fit_set, run_index
 from gifqa_model.qa.synth import synth_qa
-from gifqa_model.workcache import WorkCache, digest
 
 CLIP = ClipParams(fit_steps=20, fit_batch_size=16, fit_scene_weight=0.0)
 INDEX = IndexParams(frames_per_gif=4, decode_workers=1)

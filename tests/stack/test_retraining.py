@@ -22,7 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from flows.stack import db_url
-from gifqa_model.config import ShapesParams
+from gifqa_model.core.config import ShapesParams
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.registry.versions import CHAMPION, DIGEST_TAG, GATE_TAG, alias_version
 from tasks.publish import CHAMPION_TAG, configure_remote

@@ -13,8 +13,10 @@ import pandas as pd
 import pydantic
 import pytest
 
-from gifqa_model.config import ClipParams, DriftParams, ShapesParams
-from gifqa_model.data.drift import (
+from gifqa_model.core.config import ClipParams, DriftParams, ShapesParams
+from gifqa_model.data.gifs import probe_gif
+from gifqa_model.data.shapesworld import COLORS, generate_corpus
+from gifqa_model.monitor.drift import (
     arrivals,
     compare,
     drift_against,
@@ -23,8 +25,6 @@ from gifqa_model.data.drift import (
     pick_action,
     write_report,
 )
-from gifqa_model.data.gifs import probe_gif
-from gifqa_model.data.shapesworld import COLORS, generate_corpus
 from tests.helpers import make_cache, shapes_profile
 
 N_REF, N_NEW = 200, 60

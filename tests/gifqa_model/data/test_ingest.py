@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gifqa_model.config import IngestParams, IngestSource, ShapesParams
+from gifqa_model.core.config import IngestParams, IngestSource, ShapesParams
+from gifqa_model.core.schema import INGEST_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
+from gifqa_model.core.schema import MANIFEST_COLUMNS
 from gifqa_model.data.gifs import encode_gif, probe_gif
 from gifqa_model.data.ingest import assign_split, ingest_folder, run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
-from gifqa_model.schema import INGEST_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
-from gifqa_model.schema import MANIFEST_COLUMNS
 
 PALETTE = [(0, 0, 0), (255, 255, 255)]
 

@@ -217,8 +217,9 @@ def test_visibility_matches_pixels(examples):
 
 
 def test_stage_data_regenerates_when_n_gifs_changes(tmp_path: Path):
-    from gifqa_model.config import Params
-    from gifqa_model.stages import DATA_DIR, stage_data
+    from gifqa_model.core.artifacts import DATA_DIR
+    from gifqa_model.core.config import Params
+    from gifqa_model.stages import stage_data
 
     def params(n: int) -> Params:
         return Params.model_validate({"shapes": {"n_gifs": n, "workers": 1},

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from gifqa_model.config import ValidateParams
+from gifqa_model.core.config import ValidateParams
+from gifqa_model.core.schema import QTYPES, SPLITS
+from gifqa_model.core.schema import VALIDATE_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
 from gifqa_model.data.validation import GIF_QUARANTINED, ValidationFailed, run_validation
-from gifqa_model.schema import QTYPES, SPLITS
-from gifqa_model.schema import VALIDATE_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
 
 OUTPUTS = ("manifest_clean.parquet", "qa_clean.parquet", "quarantine.parquet", "gx_results.json")
 

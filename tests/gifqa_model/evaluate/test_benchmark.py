@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.config import BenchmarkParams, QAParams, ShapesParams
+from gifqa_model.core.config import BenchmarkParams, QAParams, ShapesParams
+from gifqa_model.core.schema import QTYPES
 from gifqa_model.evaluate.benchmark import build_benchmark, load_benchmark, smoke_questions
 from gifqa_model.evaluate.metrics import score_questions, score_summary
-from gifqa_model.schema import QTYPES
 
 
 def test_build_is_deterministic_and_holds_every_qtype(tmp_path: Path) -> None:

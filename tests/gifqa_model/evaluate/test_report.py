@@ -120,7 +120,7 @@ def test_upscale_is_nearest_neighbour() -> None:
 
 def test_write_eval_figures(project: Path, tables, tmp_path: Path) -> None:
     predictions, keyframes, manifest = tables
-    metrics = {"accuracy": 0.43, "accuracy_by_qtype": {"color": 0.5, "number": 0.5, "object": 0}}
+    metrics = {"accuracy": 0.43, "by_qtype": {"color": 0.5, "number": 0.5, "object": 0}}
     out = tmp_path / "evaluate"
     written = write_eval_figures(
         predictions, keyframes, manifest, metrics, out, n_montage=4, root=project

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gifqa_model.config import ShapesParams
+from gifqa_model.core.config import ShapesParams
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.index.indexing import decode_corpus
 

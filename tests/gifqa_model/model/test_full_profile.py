@@ -26,8 +26,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from gifqa_model.config import load_params
-from gifqa_model.index.cache import KEYFRAMES_FILE
+from gifqa_model.core.artifacts import KEYFRAMES_FILE
+from gifqa_model.core.config import load_params
 from gifqa_model.index.clip import ClipParams, build_clip
 from gifqa_model.model.losses import MVMParams, gifqa_loss
 from gifqa_model.model.modeling import Frames, GifQAConfig, GifQAModel

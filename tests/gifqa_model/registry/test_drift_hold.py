@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from gifqa_model.config import RegistryParams
+from gifqa_model.core.config import RegistryParams
 from gifqa_model.registry import promotion, report
 from gifqa_model.registry.promotion import Candidate, register_and_gate
 from gifqa_model.registry.versions import (

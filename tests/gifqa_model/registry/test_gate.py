@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gifqa_model.config import RegistryParams
+from gifqa_model.core.config import RegistryParams
 from gifqa_model.registry.gate import decide, hold, mcnemar_one_sided, paired_delta
 
 P = RegistryParams(alpha=0.05, min_effect=0.005, qtype_tolerance=0.03, blank_margin=0.10)

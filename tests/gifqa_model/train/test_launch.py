@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gifqa_model.config import TrainParams
+from gifqa_model.core.config import TrainParams
 from gifqa_model.train.launch import failure_message, torchrun_command
 from tests.helpers import TINY_TRAIN, make_cache
 

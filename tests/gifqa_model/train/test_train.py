@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gifqa_model.config import TrainParams
-from gifqa_model.index.cache import KEYFRAMES_FILE, TOKENS_FILE
+from gifqa_model.core.artifacts import KEYFRAMES_FILE, TOKENS_FILE
+from gifqa_model.core.config import TrainParams
 from gifqa_model.train.loop import TrainingTimeout, run_train
 from gifqa_model.train.schedule import cosine_lr
 from tests.helpers import COLORS, TINY_TRAIN, free_port, make_cache

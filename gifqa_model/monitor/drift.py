@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gifqa_model.config import DriftParams, QAParams
+from gifqa_model.core.artifacts import MANIFEST_FILE
+from gifqa_model.core.config import DriftParams, QAParams
 
 NUMERIC = ("n_frames", "description_words", "clip_distance")
 CATEGORICAL = ("qtype", "answer")
@@ -68,7 +69,7 @@ def arrivals(profile: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
 def index_embeddings(index_dir: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
     """sha256 → the GIF's normalised embedding, from the index stage's cached frame tokens
     (the in-domain check's embedding: index/domain.py)."""
-    from gifqa_model.index.cache import FRAMES_FILE, TOKENS_FILE
+    from gifqa_model.core.artifacts import FRAMES_FILE, TOKENS_FILE
     from gifqa_model.index.domain import gif_embeddings
 
     frames = pd.read_parquet(Path(index_dir) / FRAMES_FILE)
@@ -103,7 +104,7 @@ def folder_tables(folder: Path, qa: QAParams, work_dir: Path) -> tuple[pd.DataFr
     from gifqa_model.qa.synth import synth_qa
 
     ingest_folder(Path(folder), Path(work_dir))
-    manifest = pd.read_parquet(Path(work_dir) / "manifest.parquet")
+    manifest = pd.read_parquet(Path(work_dir) / MANIFEST_FILE)
     table, _ = synth_qa(manifest, qa, progress=False)
     return manifest, table
 

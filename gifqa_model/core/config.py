@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gifqa_model.schema import QTYPES
+from gifqa_model.core.schema import QTYPES
 
 PARAMS_FILE = "params.yaml"
 
@@ -25,6 +25,14 @@ class Section(BaseModel):
     """A params.yaml section: unknown keys are an error."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+# the registered model and the alias that serves; every default model URI is CHAMPION_URI
+MODEL_NAME = "gifqa"
+CHAMPION_ALIAS, CHALLENGER_ALIAS = "champion", "challenger"
+CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
+# the longest question accepted anywhere (CLI, pyfunc, HTTP)
+MAX_QUESTION_CHARS = 300
 
 
 class GifLimits(Section):
@@ -326,7 +334,7 @@ class BenchmarkParams(Section):
 class RegistryParams(Section):
     """The promotion gate: the challenger takes `champion` only on evidence."""
 
-    model_name: str = "gifqa"
+    model_name: str = MODEL_NAME
     alpha: float = Field(0.05, gt=0, lt=1)  # McNemar's one-sided level on the benchmark
     min_effect: float = Field(0.005, ge=0)  # and at least this much better accuracy
     qtype_tolerance: float = Field(0.03, ge=0)  # no question type may drop by more
@@ -334,7 +342,7 @@ class RegistryParams(Section):
 
 
 class DriftParams(Section):
-    """Arriving data against the champion's training data (data/drift.py, Evidently): each
+    """Arriving data against the champion's training data (monitor/drift.py, Evidently): each
     feature drifts by its stat test; the share of drifted features picks the action."""
 
     min_gifs: int = Field(50, ge=1)  # fewer new GIFs than this: not compared

@@ -21,7 +21,7 @@ MANIFEST_COLUMNS: list[str] = [
 ]
 # ingest → outputs/ingest/quarantine.parquet: one row per input refused, with its reason
 INGEST_QUARANTINE_COLUMNS: list[str] = ["path", "source", "reason", "detail", "description"]
-# synth_qa → outputs/qa/qa.parquet
+# synth_qa → outputs/synth_qa/qa.parquet
 QA_COLUMNS: list[str] = ["qa_id", "gif_id", "question", "answer", "qtype", "generator", "split"]
 # validate → outputs/validate/quarantine.parquet: rows of either table a suite failed
 VALIDATE_QUARANTINE_COLUMNS: list[str] = ["table", "row_id", "row_index", "reason"]

@@ -2,56 +2,23 @@
 
 An entry's key hashes everything its value is a function of: the input's bytes (a GIF's
 sha256, a description), the params that shape the result, and the digest of the code that
-computes it. A changed input, param or code file gives another key, never a stale value.
+computes it. A changed input, param or code file gives another key, never a stale value
+(the digests are in core/digests.py).
 The store lives outside every stage's DVC output (DVC deletes those before a rerun) and is
 only a cache: deleting it costs time, never a different output.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-PACKAGE = Path(__file__).parent
-
-
-def digest(*parts: Any) -> str:
-    """sha256 of the parts as canonical JSON (pydantic models by their fields)."""
-    plain = [p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@functools.lru_cache(maxsize=64)
-def code_digest(*paths: str) -> str:
-    """sha256 of the package's source files under `paths` (files or folders, relative to
-    gifqa_model/): the code half of a cache key."""
-    h = hashlib.sha256()
-    for rel in paths:
-        target = PACKAGE / rel
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        for f in files:
-            h.update(str(f.relative_to(PACKAGE)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def file_digest(paths: Iterable[Path]) -> str:
-    """sha256 of files' names and bytes (e.g. fitted weights)."""
-    h = hashlib.sha256()
-    for f in paths:
-        h.update(Path(f).name.encode())
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()
 
 
 class WorkCache:

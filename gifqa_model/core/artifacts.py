@@ -1,0 +1,74 @@
+"""Where every stage writes: its output folder, its metrics file and the files in them.
+
+One home for these names. A stage writes `outputs/<stage>/` and `metrics/<stage>.json`; the
+stages, the flows, the tasks and the benches find each other's files here, never by a literal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STAGES = ["ingest", "synth_qa", "validate", "index", "train", "benchmark", "evaluate"]
+OUTPUTS = Path("outputs")
+METRICS = Path("metrics")
+CHECKPOINTS_DIR = OUTPUTS / ".checkpoints"  # no stage's output: survives a rerun of it
+WORK_CACHE_DIR = OUTPUTS / ".cache"  # per-GIF work by content (core/workcache.py)
+WORK_CACHE_ENV = "GIFQA_WORK_CACHE"  # another folder for it, or "off"
+DATA_DIR = Path("data") / "shapesworld"  # the embedded corpus (tracked by data.dvc)
+
+# ingest
+MANIFEST_FILE = "manifest.parquet"
+INGEST_QUARANTINE_FILE = "quarantine.parquet"
+# synth_qa
+QA_FILE = "qa.parquet"
+# validate
+MANIFEST_CLEAN_FILE = "manifest_clean.parquet"
+QA_CLEAN_FILE = "qa_clean.parquet"
+VALIDATE_QUARANTINE_FILE = "quarantine.parquet"
+# index
+TOKENS_FILE = "frame_tokens.npy"
+EMB_FILE = "frame_emb.npy"
+FRAMES_FILE = "frames.parquet"
+KEYFRAMES_FILE = "keyframes.parquet"
+INDEX_FILE = "groups.faiss"
+INDEX_PARAMS_FILE = "index_params.json"
+CLIP_DIR = "clip"
+SEARCH_DIR = "search"
+DOMAIN_DIR = "domain"
+# train
+MODEL_DIR = "model"
+CURVE_FILE = "curve.csv"
+# benchmark
+QUESTIONS_FILE = "questions.parquet"
+SMOKE_FILE = "smoke.parquet"
+CORPUS_DIR = "shapesworld"
+# evaluate
+PREDICTIONS_FILE = "predictions.parquet"
+BENCHMARK_PREDICTIONS_FILE = "benchmark_predictions.parquet"
+
+
+def out_dir(stage: str, root: Path = Path(".")) -> Path:
+    """outputs/<stage>/ under the project `root`."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; the stages are {STAGES}")
+    return root / OUTPUTS / stage
+
+
+def metrics_path(stage: str, root: Path = Path(".")) -> Path:
+    """metrics/<stage>.json under the project `root`."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; the stages are {STAGES}")
+    return root / METRICS / f"{stage}.json"
+
+
+def write_metrics(stage: str, metrics: dict, root: Path = Path(".")) -> Path:
+    path = metrics_path(stage, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    return path
+
+
+def read_metrics(stage: str, root: Path = Path(".")) -> dict:
+    path = metrics_path(stage, root)
+    return json.loads(path.read_text()) if path.is_file() else {}

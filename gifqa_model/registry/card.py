@@ -1,0 +1,32 @@
+"""A registered version's model card: what it was trained on, how it scores, what differs from
+the defaults, and what it is not for. The registry stores it as the version's description."""
+
+from __future__ import annotations
+
+from gifqa_model.core.config import Params, flatten
+
+
+def model_card(params: Params, run_id: str, ev: dict, tags: dict[str, str]) -> str:
+    """The registered version's description: what it was trained on, how it scores, what
+    differs from the defaults, and what it is not for."""
+    mine, base = flatten(params.model_dump(by_alias=True)), flatten(Params().model_dump(
+        by_alias=True))
+    changed = [f"{k}={mine[k]}" for k in sorted(mine) if mine[k] != base.get(k)]
+    bench = ev.get("benchmark", {})
+    by_type = ", ".join(f"{k} {v:.3f}" for k, v in sorted(ev.get("by_qtype",
+                                                                   {}).items()))
+    return "\n".join([
+        f"gifqa: GIF question answering, trained by MLflow run {run_id} "
+        f"(git {tags.get('git_commit', '?')[:12]}).",
+        f"Data: ShapesWorld corpus {tags.get('dvc.data.data.md5', '?')}, "
+        f"benchmark {tags.get('dvc.benchmark.outputs/benchmark.md5', '?')}.",
+        f"Test accuracy {ev.get('accuracy', 0):.4f} ({by_type}); answer prior "
+        f"{ev.get('prior_accuracy', 0):.4f}; blank frames "
+        f"{ev.get('blank_frames_accuracy', 0):.4f}.",
+        f"Benchmark accuracy {bench.get('accuracy', 0):.4f} on {bench.get('n', 0)} questions "
+        f"(blank frames {bench.get('blank_frames_accuracy', 0):.4f}, prior "
+        f"{bench.get('prior_accuracy', 0):.4f}).",
+        "Params that differ from the defaults: " + (", ".join(changed) or "none") + ".",
+        "Limits: trained on ShapesWorld (synthetic coloured shapes that move); not for "
+        "real-world GIFs: it answers in ShapesWorld's words.",
+    ])

@@ -1,6 +1,7 @@
 """The installed `gifqa` command: the library's commands (gifqa_model/cli.py) plus the
-orchestration's. Prefect is imported by a command when it runs, never to list the commands, so
-`gifqa ingest` (what dvc.yaml calls) starts as fast as the library's own CLI."""
+orchestration's (run; models list|history|promote|rollback, ui; stack ..., deploy), under the
+library's help headings. Prefect is imported by a command when it runs, never to list the
+commands, so `gifqa ingest` (what dvc.yaml calls) starts as fast as the library's own CLI."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from pathlib import Path
 import typer
 
 from flows.fanout import from_env
-from gifqa_model.cli import app, console
-from gifqa_model.fanout import inject
+from gifqa_model.cli import MODELS, OPERATE, USE, app, console
+from gifqa_model.core.fanout import inject
 
 __all__ = ["app"]
 
 inject(from_env)  # GIFQA_FANOUT_RUNNER=dask: ingest and index shards on a Dask cluster
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def run(project: Path = typer.Option(Path("."), help="project directory")) -> None:
     """Run the retrain flow (Prefect) over every stage; registers a model version."""
     from flows.retrain import retrain
@@ -35,9 +36,9 @@ def run(project: Path = typer.Option(Path("."), help="project directory")) -> No
                   f"v{summary['champion_version']}\n[bold]gate:[/] {summary['reason']}")
 
 
-models = typer.Typer(help="The registered versions of the model and their history.",
-                     no_args_is_help=True)
-app.add_typer(models, name="models")
+models = typer.Typer(help="The registered versions of the model, their history, and moving the "
+                     "champion by hand (promote, rollback).", no_args_is_help=True)
+app.add_typer(models, name="models", rich_help_panel=MODELS)
 NAME = typer.Option("gifqa", "--name", help="registered model name")
 
 
@@ -76,9 +77,10 @@ def models_history(name: str = NAME) -> None:
                       f"[{h['actor']}] {h['reason']}")
 
 
-@app.command()
-def promote(version: int, reason: str = typer.Option(..., "--reason", help="why, recorded"),
-            name: str = NAME) -> None:
+@models.command("promote")
+def models_promote(version: int,
+                   reason: str = typer.Option(..., "--reason", help="why, recorded"),
+                   name: str = NAME) -> None:
     """Make VERSION the champion by hand (recorded with its reason)."""
     from gifqa_model.registry.versions import promote as do_promote
 
@@ -86,9 +88,9 @@ def promote(version: int, reason: str = typer.Option(..., "--reason", help="why,
     console.print(f"champion: v{entry['previous']} → v{entry['version']} ({reason})")
 
 
-@app.command()
-def rollback(reason: str = typer.Option("rollback", "--reason", help="why, recorded"),
-             name: str = NAME) -> None:
+@models.command("rollback")
+def models_rollback(reason: str = typer.Option("rollback", "--reason", help="why, recorded"),
+                    name: str = NAME) -> None:
     """Put the previous champion back (recorded)."""
     from gifqa_model.registry.versions import rollback as do_rollback
 
@@ -100,7 +102,7 @@ def rollback(reason: str = typer.Option("rollback", "--reason", help="why, recor
     console.print(f"champion: v{entry['previous']} → v{entry['version']} ({entry['reason']})")
 
 
-@app.command()
+@app.command(rich_help_panel=MODELS)
 def ui(port: int = typer.Option(5000, help="port on 127.0.0.1")) -> None:
     """Open the MLflow UI on this project's tracking store (runs, plots, registry)."""
     import os
@@ -114,7 +116,7 @@ def ui(port: int = typer.Option(5000, help="port on 127.0.0.1")) -> None:
 
 stack = typer.Typer(help="The local stack of real servers on 127.0.0.1 (flows/stack.py).",
                     no_args_is_help=True)
-app.add_typer(stack, name="stack")
+app.add_typer(stack, name="stack", rich_help_panel=OPERATE)
 
 
 @stack.command("up")
@@ -179,7 +181,7 @@ def stack_add_user(user: str = typer.Option(..., envvar="GIFQA_MLFLOW_READER_USE
     console.print(f"MLflow user {user}: ready (reads; writes only what an admin grants)")
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATE)
 def deploy(project: Path = typer.Option(Path("."), help="project folder the runs work in"),
            pool: str = typer.Option("gifqa", help="process work pool")) -> None:
     """Create the work pool and the retrain (cron) and watch-data (interval) deployments."""

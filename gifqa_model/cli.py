@@ -1,10 +1,11 @@
-"""The library's `gifqa` commands: one per stage (what dvc.yaml calls), plus data, qa, answer and
-serve. No Prefect here: the orchestration side (flows/cli.py) adds its commands (run, ...) to
-this same app, and the installed `gifqa` is that joined app."""
+"""The library's `gifqa` commands: one per stage (what dvc.yaml calls) plus data, under their own
+help heading; qa, answer, search and serve to use; `dev deps` for developers. No Prefect here:
+the orchestration side (flows/cli.py) adds its commands (run, models, stack, ...) to this same
+app, and the installed `gifqa` is that joined app. `gifqa --help` lists them by PANELS."""
 
 from __future__ import annotations
 
-from gifqa_model.env import apply_offline_env
+from gifqa_model.core.env import apply_offline_env
 
 apply_offline_env()
 
@@ -16,15 +17,39 @@ from pathlib import Path  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# `gifqa --help` headings, in this order (flows/cli.py files its commands under them too)
+USE = "Use"
+STAGES = "Pipeline stages (run by dvc repro)"
+MODELS = "Models"
+OPERATE = "Operate"
+DEV = "Develop"
+PANELS = (USE, STAGES, MODELS, OPERATE, DEV)
+
+
+class _Grouped(TyperGroup):
+    """Lists the commands heading by heading (PANELS' order, whoever registered them first),
+    a heading's groups (models, stack) before its single commands."""
+
+    def list_commands(self, ctx) -> list[str]:
+        def rank(name: str) -> tuple[int, bool]:
+            command = self.commands[name]
+            panel = getattr(command, "rich_help_panel", None)
+            return (PANELS.index(panel) if panel in PANELS else len(PANELS),
+                    not isinstance(command, TyperGroup))
+
+        return sorted(super().list_commands(ctx), key=rank)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Grouped,
                   help="gifqa: GIF question answering, from GIFs to a registered model.")
 console = Console()
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 
 
 def _params(path: Path):
-    from gifqa_model.config import load_params
+    from gifqa_model.core.config import load_params
 
     return load_params(path)
 
@@ -42,7 +67,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def data(params: Path = PARAMS, force: bool = typer.Option(False, help="regenerate")) -> None:
     """Generate the embedded ShapesWorld corpus into data/shapesworld (tracked by data.dvc)."""
     from gifqa_model.stages import stage_data
@@ -50,7 +75,7 @@ def data(params: Path = PARAMS, force: bool = typer.Option(False, help="regenera
     _show("data", stage_data(_params(params), force=force))
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def ingest(
     params: Path = PARAMS,
     from_folder: Path | None = typer.Option(None, help="a folder with descriptions.tsv"),
@@ -69,29 +94,34 @@ def ingest(
     _show("ingest", stage_ingest(_params(params)))
 
 
-@app.command("synth-qa")
+@app.command("synth-qa", rich_help_panel=STAGES)
 def synth_qa(params: Path = PARAMS) -> None:
-    """Stage: descriptions → typed question/answer pairs (outputs/qa/qa.parquet)."""
+    """Stage: descriptions → typed question/answer pairs (outputs/synth_qa/qa.parquet)."""
     from gifqa_model.stages import stage_synth_qa
 
     _show("synth_qa", stage_synth_qa(_params(params)))
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def qa(
-    input: Path = typer.Option(..., "--input", help="TSV with gif_name, description"),
+    input: Path = typer.Option(
+        ..., "--input", help="TSV with columns gif (or gif_name) and description, "
+        "e.g. data/shapesworld/descriptions.tsv"),
     output: Path = typer.Option(..., "--output", help="TSV: gif_name, question, answer, qtype"),
     params: Path = PARAMS,
 ) -> None:
-    """Standalone question generation over a TSV of descriptions."""
-    from gifqa_model.config import QAParams
+    """Generate question/answer pairs from a descriptions TSV.
+
+    Input columns: gif (or gif_name) and description, e.g. data/shapesworld/descriptions.tsv.
+    The synth-qa stage's generator and filters (--params' qa section), with no DVC stage."""
+    from gifqa_model.core.config import QAParams
     from gifqa_model.qa.synth import qa_tsv
 
     qa_params = _params(params).qa if params.is_file() else QAParams()
     _show("qa", qa_tsv(input, output, qa_params))
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def validate(params: Path = PARAMS) -> None:
     """Stage: Great Expectations suites; clean tables + quarantine; fails over the threshold."""
     from gifqa_model.data.validation import ValidationFailed
@@ -104,7 +134,7 @@ def validate(params: Path = PARAMS) -> None:
         raise typer.Exit(1) from exc
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def index(params: Path = PARAMS) -> None:
     """Stage: fit + freeze CLIP, cache frame tokens, FAISS index, keyframes per question."""
     from gifqa_model.stages import stage_index
@@ -116,7 +146,7 @@ def index(params: Path = PARAMS) -> None:
         raise typer.Exit(1) from exc
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def train(params: Path = PARAMS) -> None:
     """Stage: train GifQAModel on cached features (train.nproc > 1: DDP under torchrun)."""
     from gifqa_model.stages import stage_train
@@ -130,7 +160,7 @@ def train(params: Path = PARAMS) -> None:
         raise typer.Exit(1) from exc
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def benchmark(params: Path = PARAMS) -> None:
     """Stage: the frozen benchmark (ShapesWorld from another seed, never trained on)."""
     from gifqa_model.stages import stage_benchmark
@@ -138,7 +168,7 @@ def benchmark(params: Path = PARAMS) -> None:
     _show("benchmark", stage_benchmark(_params(params)))
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def evaluate(params: Path = PARAMS) -> None:
     """Stage: exact match overall and per qtype, baselines, blanked/shuffled frames."""
     from gifqa_model.stages import stage_evaluate
@@ -146,7 +176,7 @@ def evaluate(params: Path = PARAMS) -> None:
     _show("evaluate", stage_evaluate(_params(params)))
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def answer(
     gif: Path,
     question: str,
@@ -167,7 +197,7 @@ def answer(
     console.print(f"[bold]keyframes:[/] {list(out.keyframes[0])}")
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def search(
     query: str,
     k: int = typer.Option(10, help="how many GIFs"),
@@ -184,7 +214,7 @@ def search(
         console.print(f"{rank:>3}  {hit['score']:.3f}  {hit['gif_id']}  {hit['path']}")
 
 
-@app.command()
+@app.command(rich_help_panel=USE)
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to bind"),
     port: int = typer.Option(8000, help="port to bind"),
@@ -202,13 +232,47 @@ def serve(
     /metrics) over HTTP, following the alias as it moves. Settings: GIFQA_* env vars."""
     import uvicorn
 
-    from gifqa_model.serve.app import ServeSettings, create_app
+    from gifqa_model.serve.app import create_app
+    from gifqa_model.serve.settings import ServeSettings
 
     # flags override GIFQA_* env vars, which override the defaults
     overrides = {"model_uri": model_uri, "model_dir": model_dir, "clip_dir": clip_dir,
                  "poll_seconds": poll_seconds, "search_dir": search_dir}
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     uvicorn.run(create_app(settings), host=host, port=port)
+
+
+dev = typer.Typer(help="Developer checks of the project's own files.", no_args_is_help=True)
+app.add_typer(dev, name="dev", rich_help_panel=DEV)
+
+
+@dev.command("deps")
+def dev_deps(
+    write: bool = typer.Option(False, "--write", help="rewrite dvc.yaml's code deps"),
+) -> None:
+    """Check dvc.yaml's code deps against each stage's import closure.
+
+    Prints the stages whose deps differ and exits 1; --write rewrites them and prints the
+    stages that changed."""
+    from gifqa_model.core import deps
+
+    if write:
+        changed = deps.write_code_deps()
+        console.print(f"dvc.yaml code deps rewritten: {', '.join(changed)}" if changed
+                      else "dvc.yaml code deps already up to date")
+        return
+    stale = deps.stale_code_deps()
+    if not stale:
+        console.print("dvc.yaml code deps are up to date")
+        return
+    for stage, (listed, derived) in stale.items():
+        missing = [d for d in derived if d not in listed]
+        extra = [d for d in listed if d not in derived]
+        console.print(f"[bold red]{stage}[/]: " + ", ".join(
+            [f"+{d}" for d in missing] + [f"-{d}" for d in extra]
+            or ["same deps, another order"]), highlight=False)
+    console.print("run `gifqa dev deps --write` to rewrite them")
+    raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -185,3 +185,23 @@ def test_no_library_function_is_over_80_lines() -> None:
                 if n > 80:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
     assert not long, "split these: " + ", ".join(long)
+
+
+def _tracked_folders() -> set[str]:
+    """Every folder git tracks, two levels deep, hidden ones left out."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    out = set()
+    for f in files:
+        parts = Path(f).parts[:-1]
+        out.update("/".join(parts[: i + 1]) for i in range(min(len(parts), 2)))
+    return {d for d in out if not d.startswith(".")}
+
+
+def test_the_readme_layout_names_every_folder() -> None:
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("```\ngifqa_model/"):]
+    block = block[: block.index("\n```", 4)]
+    named = {w.rstrip("/,") for w in block.split() if w.endswith(("/", "/,"))}
+    missing = sorted(d for d in _tracked_folders() if d.split("/")[-1] not in named)
+    assert not missing, f"README's layout does not name {missing}"

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from gifqa_model.config import QAParams
+from gifqa_model.core.config import QAParams
+from gifqa_model.core.digests import code_digest, digest
+from gifqa_model.core.schema import QA_COLUMNS, QTYPES
+from gifqa_model.core.workcache import WorkCache
 from gifqa_model.qa.base import Candidate, QAGenerator
 from gifqa_model.qa.normalize import (
     ARTICLES,
@@ -31,8 +34,6 @@ from gifqa_model.qa.normalize import (
     words,
 )
 from gifqa_model.qa.rules import RulesGenerator, irregular_forms
-from gifqa_model.schema import QA_COLUMNS, QTYPES
-from gifqa_model.workcache import WorkCache, code_digest, digest
 
 # Order matters only for reporting; "degenerate" rows are also caught here, never written.
 REASONS = (
@@ -158,7 +159,7 @@ def synth_qa(
         else [""] * len(manifest)
     )
     descriptions = manifest["description"].fillna("").astype(str).str.strip().tolist()
-    code = code_digest("qa")
+    code = code_digest(__name__)
     keys = {d: digest(d, params, code) for d in dict.fromkeys(descriptions)}
     found = {d: cache.get_json("qa", k) for d, k in keys.items()}
     todo = [d for d, v in found.items() if v is None]
@@ -234,16 +235,18 @@ def _filtered(text: str, cands: list[Candidate], irregular: dict[str, str],
 
 
 def qa_tsv(input: Path, output: Path, params: QAParams | None = None) -> dict:
-    """`gifqa qa --input IN.tsv --output OUT.tsv`: (gif_name, description) -> QA rows.
+    """`gifqa qa --input IN.tsv --output OUT.tsv`: (gif or gif_name, description) -> QA rows.
 
-    Extra input columns are ignored; the output has gif_name, question, answer, qtype.
+    The GIF column is `gif` (the project's descriptions.tsv) or `gif_name` (TGIF-style);
+    extra input columns are ignored; the output has gif_name, question, answer, qtype.
     """
     params = params or QAParams()
     df = pd.read_csv(input, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
-    missing = {"gif_name", "description"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{input}: missing column(s) {sorted(missing)}; found {list(df.columns)}")
-    manifest = pd.DataFrame({"gif_id": df["gif_name"], "description": df["description"]})
+    gif_col = next((c for c in ("gif_name", "gif") if c in df.columns), None)
+    if gif_col is None or "description" not in df.columns:
+        raise ValueError(f"{input}: needs columns gif (or gif_name) and description; "
+                         f"found {list(df.columns)}")
+    manifest = pd.DataFrame({"gif_id": df[gif_col], "description": df["description"]})
     table, metrics = synth_qa(manifest, params)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

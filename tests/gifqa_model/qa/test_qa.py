@@ -241,6 +241,23 @@ def test_qa_tsv_command(tmp_path: Path):
         qa_tsv(bad, tmp_path / "never.tsv")
 
 
+def test_qa_tsv_reads_the_projects_descriptions_tsv(tmp_path: Path):
+    """descriptions.tsv as `gifqa data` writes it (columns gif, description), as it is."""
+    from gifqa_model.core.config import ShapesParams
+    from gifqa_model.data.shapesworld import generate_corpus
+
+    corpus = generate_corpus(tmp_path / "shapesworld", ShapesParams(n_gifs=4, workers=1))
+    src = tmp_path / "shapesworld" / "descriptions.tsv"
+    assert src.read_text().splitlines()[0] == "gif\tdescription"
+    out = tmp_path / "qa.tsv"
+    metrics = qa_tsv(src, out)
+    got = pd.read_csv(out, sep="\t", dtype=str, quoting=csv.QUOTE_NONE)
+    assert list(got.columns) == ["gif_name", "question", "answer", "qtype"]
+    assert metrics["n_descriptions"] == 4 and metrics["n_qa"] == len(got) > 0
+    assert set(got["gif_name"]) == set(corpus["gif"])
+    assert {"color", "number"} <= set(got["qtype"])
+
+
 def _tiny_t5(directory: Path) -> None:
     """A random-init T5 with a word-level tokenizer trained here, saved like a real checkpoint."""
     import torch

@@ -55,11 +55,14 @@ def models_list(name: str = NAME) -> None:
 
     from gifqa_model.registry.versions import list_versions
 
-    table = Table("version", "aliases", "created", "benchmark", "test", "gate", "run")
-    for v in list_versions(_client(), name):
+    versions = list_versions(_client(), name)
+    # one column per OOD split any version was scored on, in first-seen order
+    splits = list(dict.fromkeys(s for v in versions for s in v["splits"] if s != "benchmark"))
+    table = Table("version", "aliases", "created", "benchmark", *splits, "test", "gate", "run")
+    for v in versions:
         table.add_row(f"v{v['version']}", ", ".join(v["aliases"]), v["created"],
-                      v["benchmark_accuracy"] or "", v["test_accuracy"] or "",
-                      v["decision"] or "", (v["run_id"] or "")[:12])
+                      v["benchmark_accuracy"] or "", *(v["splits"].get(s, "") for s in splits),
+                      v["test_accuracy"] or "", v["decision"] or "", (v["run_id"] or "")[:12])
     console.print(table)
 
 

@@ -87,6 +87,7 @@ def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str],
     from gifqa_model.inference.pyfunc import log_pyfunc
     from gifqa_model.registry.card import model_card
     from gifqa_model.registry.promotion import Candidate, register_and_gate
+    from gifqa_model.registry.versions import SPLIT_TAG
     from gifqa_model.stages import clean_tables
 
     params = load_params(project / "params.yaml")
@@ -104,6 +105,8 @@ def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str],
     bench = ev.get("benchmark", {})
     version_tags = {"test.accuracy": f"{ev.get('accuracy', 0):.4f}",
                     "benchmark.accuracy": f"{bench.get('accuracy', 0):.4f}",
+                    **{f"{SPLIT_TAG}{k}.accuracy": f"{v.get('accuracy', 0):.4f}"
+                       for k, v in ev.get("splits", {}).items()},
                     "flow_run": str(flow_run.get_name()),
                     **{k: v for k, v in tags.items() if k.startswith(("git_", "dvc."))}}
     candidate = Candidate(model_dir, clip_dir, run_id,

@@ -30,6 +30,7 @@ from gifqa_model.core.artifacts import (
     MODEL_DIR,
     QA_CLEAN_FILE,
     QA_FILE,
+    SHAPES_STAMP_FILE,
     WORK_CACHE_DIR,
     WORK_CACHE_ENV,
     metrics_path,
@@ -50,19 +51,24 @@ MLFLOW_RUN_ENV = "GIFQA_MLFLOW_RUN_ID"
 def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> dict:
     """Generate the embedded ShapesWorld corpus into data/ (deterministic by seed).
 
-    A corpus already there is kept unless it holds another number of GIFs than
-    `shapes.n_gifs` asks for (a params.yaml that grew the corpus), or `force`.
+    A corpus already there is kept unless it was made with other `shapes` params than
+    params.yaml's (its `shapes.json` says which), or `force`.
     """
     from gifqa_model.data.shapesworld import generate_corpus
 
     target = root / DATA_DIR
+    # what the corpus is a function of (workers only spread the work)
+    wanted = params.shapes.model_dump(exclude={"workers"})
+    stamp = target / SHAPES_STAMP_FILE
     if (target / "descriptions.tsv").is_file() and not force:
         n = sum(1 for _ in (target / "gifs").glob("*.gif"))
-        if n == params.shapes.n_gifs:
+        made = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if n == params.shapes.n_gifs and made == wanted:
             return {"generated": False, "n_gifs": n, "path": str(target)}
-        log.info("data/ holds %d GIFs, shapes.n_gifs asks for %d: regenerating", n,
-                 params.shapes.n_gifs)
+        log.info("data/ holds %d GIFs made with %s; params.yaml's shapes section asks for %d "
+                 "with %s: regenerating", n, made, params.shapes.n_gifs, wanted)
     table = generate_corpus(target, params.shapes)
+    stamp.write_text(json.dumps(wanted, indent=1, sort_keys=True) + "\n")
     return {"generated": True, "n_gifs": len(table), "path": str(target)}
 
 
@@ -258,6 +264,7 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.evaluate.metrics import run_evaluate
     from gifqa_model.evaluate.report import write_eval_figures
     from gifqa_model.index.cache import load_keyframes
+    from gifqa_model.inference.predict import GifQAPredictor
 
     manifest, qa = clean_tables(root)
     out = out_dir("evaluate", root)
@@ -266,39 +273,62 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
                                         qa, keyframes, params.evaluate, out)
     write_eval_figures(predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed,
                        root=root)
-    metrics["benchmark"] = score_on_benchmark(params, qa, root, out)
+    predictor = GifQAPredictor(out_dir("train", root) / MODEL_DIR,
+                               out_dir("index", root) / CLIP_DIR)
+    metrics.update(score_on_benchmark(params, qa, root, out, predictor))
+    metrics["reversed"] = reversed_test_clips(predictor, manifest, qa, root)
     write_metrics("evaluate", metrics, root)
     return metrics
 
 
-def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path) -> dict:
-    """The trained model on the frozen benchmark (and the real-GIF smoke set), end to end:
-    its own keyframes, its answers; also with blank frames, against the answer prior."""
+def reversed_test_clips(predictor, manifest: pd.DataFrame, qa: pd.DataFrame, root: Path) -> dict:
+    """Action accuracy on the test GIFs played forwards and backwards (evaluate/metrics.py)."""
+    from gifqa_model.evaluate.metrics import reversed_clips
+
+    paths = {g: str(Path(p) if Path(p).is_absolute() else root / p)
+             for g, p in zip(manifest.gif_id, manifest.path, strict=True)}
+    return reversed_clips(predictor.answer_many, qa[qa.split == "test"], paths)
+
+
+def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path,
+                       predictor) -> dict:
+    """The trained model on the frozen benchmark (and the real-GIF smoke set), end to end: its
+    own keyframes, its answers. → `benchmark` (the in-distribution split, also with blank frames
+    and against the answer prior), `splits` (every split, OOD included, the same names) and
+    `calibration` (of `confidence`, on the in-distribution split)."""
+    from gifqa_model.core.schema import IID_SPLIT
     from gifqa_model.evaluate import benchmark
+    from gifqa_model.evaluate.calibration import calibration_summary
     from gifqa_model.evaluate.metrics import (
         blank_frames,
         exact_match,
         prior_answers,
         score_questions,
         score_summary,
+        split_summaries,
     )
-    from gifqa_model.inference.predict import GifQAPredictor
+    from gifqa_model.evaluate.plots import plot_accuracy_by_split, plot_reliability
 
-    predictor = GifQAPredictor(out_dir("train", root) / MODEL_DIR,
-                               out_dir("index", root) / CLIP_DIR)
     questions = benchmark.load_benchmark(out_dir("benchmark", root))
     scored = score_questions(predictor.answer_many, questions, progress=True)
     scored.to_parquet(out / BENCHMARK_PREDICTIONS_FILE, index=False)
-    blank = score_questions(lambda g, q: predictor.answer_many(g, q, blank_frames), questions)
+    iid = scored[scored.split == IID_SPLIT]
+    blank = score_questions(lambda g, q: predictor.answer_many(g, q, blank_frames),
+                            questions[questions.split == IID_SPLIT])
     prior = prior_answers(qa[qa.split == "train"])
-    prior_ok = exact_match([prior.get(t, "") for t in scored.qtype], scored.answer.tolist())
+    prior_ok = exact_match([prior.get(t, "") for t in iid.qtype], iid.answer.tolist())
     smoke = benchmark.smoke_questions(params.benchmark, params.qa)
     answered = score_questions(predictor.answer_many, smoke) if len(smoke) else smoke
-    return {**score_summary(scored),
-            "blank_frames_accuracy": score_summary(blank)["accuracy"],
-            "prior_accuracy": round(float(prior_ok.mean()), 4) if len(scored) else 0.0,
-            "smoke_questions": int(len(smoke)),
-            "smoke_answered": int(sum(bool(a) for a in answered.get("prediction", [])))}
+    splits = split_summaries(scored)
+    calibration = calibration_summary(iid.confidence.to_numpy(), iid.correct.to_numpy())
+    plot_accuracy_by_split(splits, out / "accuracy_by_split.png")
+    plot_reliability(calibration["reliability"], calibration["ece"], out / "reliability.png")
+    bench = {**score_summary(iid),
+             "blank_frames_accuracy": score_summary(blank)["accuracy"],
+             "prior_accuracy": round(float(prior_ok.mean()), 4) if len(iid) else 0.0,
+             "smoke_questions": int(len(smoke)),
+             "smoke_answered": int(sum(bool(a) for a in answered.get("prediction", [])))}
+    return {"benchmark": bench, "splits": splits, "calibration": calibration}
 
 
 def stage_benchmark(params: Params, root: Path = Path(".")) -> dict:

@@ -86,7 +86,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_PROJECT = {
     "shapes": {"n_gifs": 48, "seed": 3},
     "clip": {"fit_steps": 8, "fit_batch_size": 16},
-    "benchmark": {"n_gifs": 12, "real_gifs": None},
+    "benchmark": {"n_gifs": 12, "real_gifs": None,
+                  "ood": {name: {"n_gifs": 3} for name in
+                          ("held_out_pairs", "crowded", "long", "fast", "noisy")}},
     "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2},
 }
 

@@ -16,6 +16,7 @@ CHECKPOINTS_DIR = OUTPUTS / ".checkpoints"  # no stage's output: survives a reru
 WORK_CACHE_DIR = OUTPUTS / ".cache"  # per-GIF work by content (core/workcache.py)
 WORK_CACHE_ENV = "GIFQA_WORK_CACHE"  # another folder for it, or "off"
 DATA_DIR = Path("data") / "shapesworld"  # the embedded corpus (tracked by data.dvc)
+SHAPES_STAMP_FILE = "shapes.json"  # in DATA_DIR: the shapes params it was generated with
 
 # ingest
 MANIFEST_FILE = "manifest.parquet"

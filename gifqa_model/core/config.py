@@ -45,6 +45,11 @@ class GifLimits(Section):
     max_pixels: int = Field(1024 * 1024, gt=0)  # width * height, of the canvas and every frame
 
 
+def _held_out_pairs() -> list[str]:
+    # one pair per shape, each of another colour: every word is trained on, these pairs never
+    return ["red circle", "green square", "blue triangle", "yellow star"]
+
+
 class ShapesParams(Section):
     """The ShapesWorld generator; its output is a pure function of these."""
 
@@ -56,9 +61,20 @@ class ShapesParams(Section):
     max_groups: int = Field(3, ge=1)  # at most one group per shape and colour (the generator)
     max_objects: int = Field(4, ge=1)
     max_count: int = Field(3, ge=1, le=3)
+    # with max_objects, the range of objects per GIF (more than training: the "crowded" split)
+    min_objects: int = Field(1, ge=1)
     frame_ms: int = Field(100, ge=20)
     verb_form: Literal["progressive", "simple"] = "progressive"
     workers: int = Field(2, ge=1)  # processes; the output bytes do not depend on it
+    # "colour shape" pairs (e.g. "red circle") kept out of the corpus, for a held-out split;
+    # the generator checks the words against its colours and shapes
+    held_out_pairs: list[str] = Field(default_factory=_held_out_pairs)
+    # the held-out split: every scene has a group whose colour and shape is a held-out pair
+    held_out_only: bool = False
+    # movers travel this multiple of their usual share of the canvas (> 1: the "fast" split)
+    travel_scale: float = Field(1.0, gt=0)
+    # "noise": random dark grey pixels behind the objects, redrawn each frame (a harder split)
+    background: Literal["black", "noise"] = "black"
 
     @model_validator(mode="after")
     def _consistent(self) -> ShapesParams:
@@ -66,6 +82,18 @@ class ShapesParams(Section):
             raise ValueError("need min_groups <= max_groups")
         if self.max_groups > self.max_objects:
             raise ValueError("max_groups cannot exceed max_objects (each group has an object)")
+        if self.min_objects > self.max_objects:
+            raise ValueError("need min_objects <= max_objects")
+        if self.min_groups * self.max_count < self.min_objects:
+            # counts are redrawn until they reach min_objects: every group number must allow it
+            raise ValueError("min_groups * max_count must reach min_objects")
+        for pair in self.held_out_pairs:
+            if not re.fullmatch(r"[a-z]+ [a-z]+", pair):  # "colour shape"
+                raise ValueError(f"held_out_pairs: {pair!r} is not a 'colour shape' pair")
+        if len(set(self.held_out_pairs)) != len(self.held_out_pairs):
+            raise ValueError("held_out_pairs lists a pair twice")
+        if self.held_out_only and not self.held_out_pairs:
+            raise ValueError("held_out_only needs held_out_pairs")
         return self
 
 
@@ -322,6 +350,35 @@ class EvalParams(Section):
     seed: int = 0
 
 
+class OODSplit(Section):
+    """One out-of-distribution benchmark split: the training generator with `shapes` changed."""
+
+    n_gifs: int = Field(64, ge=1)  # ~9 questions each: over 500 questions
+    shapes: dict[str, Any] = Field(default_factory=dict)  # ShapesParams fields to change
+    # why a model that understood the GIF should still answer it (shown in the report)
+    why: str = ""
+
+
+def _default_ood() -> dict[str, OODSplit]:
+    return {
+        "held_out_pairs": OODSplit(
+            shapes={"held_out_only": True},
+            why="every colour and every shape was trained on, only not together"),
+        "crowded": OODSplit(
+            shapes={"min_groups": 3, "max_groups": 4, "min_objects": 5, "max_objects": 6},
+            why="more objects than any training GIF, each still named by its own words"),
+        "long": OODSplit(
+            shapes={"n_frames": 48},
+            why="the same motions over 3x the frames: the clip says the same thing"),
+        "fast": OODSplit(
+            shapes={"travel_scale": 1.4},
+            why="movers travel farther per frame; direction and place are as plain"),
+        "noisy": OODSplit(
+            shapes={"background": "noise"},
+            why="dark grey noise behind the same bright objects"),
+    }
+
+
 class BenchmarkParams(Section):
     """The frozen benchmark: ShapesWorld from another seed, never trained on, where models are
     compared; plus real GIFs as a smoke set (answers must come back; no accuracy claim)."""
@@ -329,6 +386,15 @@ class BenchmarkParams(Section):
     seed: int = 1000  # any seed but shapes.seed: other scenes than the training corpus's
     n_gifs: int = Field(240, ge=1)  # ~10 questions each: over 2,000 questions
     real_gifs: str | None = "../shared/data/real_gifs"  # a folder with descriptions.tsv; optional
+    # the OOD splits (evaluate/benchmark.py): split k is generated with seed ood_seed + k
+    ood_seed: int = 2000
+    ood: dict[str, OODSplit] = Field(default_factory=_default_ood)
+
+    @model_validator(mode="after")
+    def _names(self) -> BenchmarkParams:
+        if "benchmark" in self.ood:
+            raise ValueError("benchmark.ood: 'benchmark' names the in-distribution split")
+        return self
 
 
 class RegistryParams(Section):

@@ -28,5 +28,7 @@ VALIDATE_QUARANTINE_COLUMNS: list[str] = ["table", "row_id", "row_index", "reaso
 
 # by a stable hash of gif_id (data/ingest.py: assign_split)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# the frozen benchmark's in-distribution split; its OOD splits are named in benchmark.ood
+IID_SPLIT = "benchmark"
 # TGIF-QA FrameQA's question types, in reporting order
 QTYPES: tuple[str, ...] = ("object", "number", "color", "location", "action")

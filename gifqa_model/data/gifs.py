@@ -332,3 +332,17 @@ def encode_gif(
         out += _lzw_image_data(frame, bytes(table))
     out += b"\x3b"
     return bytes(out)
+
+
+def reverse_gif(src: GifSource, limits: GifLimits | None = None) -> bytes:
+    """The GIF played backwards: its composited frames in reverse order, re-encoded with one
+    frame delay (the mean of the original's). Fails with GifError on more than 256 colours."""
+    info = probe_gif(src, limits)
+    frames = decode_frames(src, limits=limits)[::-1]  # (T, H, W, 3)
+    flat = frames.reshape(-1, 3)
+    colours, index = np.unique(flat, axis=0, return_inverse=True)
+    if len(colours) > 256:
+        raise GifError("too_many_colours", f"{len(colours)} colours: a GIF holds 256")
+    indices = index.reshape(frames.shape[:3]).astype(np.uint8)
+    delay = max(10, int(round(info.duration_ms / max(info.n_frames, 1))))
+    return encode_gif(list(indices), [tuple(int(v) for v in c) for c in colours], delay)

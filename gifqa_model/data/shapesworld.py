@@ -16,6 +16,13 @@ Descriptions use the present progressive ("is moving", "are growing") by default
 with spaCy's small English model, the simple present after a location phrase ("... in the top
 left moves to the right") is often tagged as a noun ("moves/NOUN"), while "is moving" is tagged
 as a verb with the shape as its subject. ``verb_form="simple"`` gives the other form.
+
+Out-of-distribution splits come from the same generator, each knob's default leaving every byte
+as it was: ``held_out_pairs`` keeps some (colour, shape) pairs out of the corpus and
+``held_out_only`` puts one in every scene; ``min_objects``/``max_objects``/``max_groups`` make
+crowded scenes; ``travel_scale`` makes movers go farther per frame; ``n_frames`` makes long
+clips (every motion spans the whole clip); ``background="noise"`` puts dark grey noise behind
+the objects (ground truth unchanged).
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 PALETTE: list[tuple[int, int, int]] = [BACKGROUND, *COLORS.values()]
+# background="noise": dark greys, far from every colour above (white is 245), behind the objects
+NOISE_GREYS: tuple[tuple[int, int, int], ...] = ((30, 30, 30), (55, 55, 55), (80, 80, 80))
+NOISE_SHARE = 0.3  # share of a frame's pixels that are grey (before objects are drawn over them)
 SHAPES = ("circle", "square", "triangle", "star")  # a star, not a diamond: a spun square is one
 SIZES: dict[str, float] = {"small": 0.16, "large": 0.27}  # diameter as a share of image_size
 MOTIONS = (
@@ -179,14 +189,32 @@ def gif_name(index: int) -> str:
     return f"sw_{index:06d}.gif"
 
 
+def _pairs_ok(colors: np.ndarray, shapes: np.ndarray, p: ShapesParams) -> bool:
+    """Whether a draw of colours and shapes suits the split: with held_out_pairs, the corpus
+    never shows a held-out pair, and the held-out split (held_out_only) always shows one."""
+    if not p.held_out_pairs:
+        return True
+    held = set(p.held_out_pairs)
+    hits = sum(f"{c} {s}" in held for c, s in zip(colors, shapes, strict=True))
+    return hits > 0 if p.held_out_only else hits == 0
+
+
 def _sample_groups(rng: np.random.Generator, p: ShapesParams) -> list[Group]:
     n_groups = int(rng.integers(p.min_groups, p.max_groups + 1))
-    while True:  # counts 1..max_count, resampled until the total fits max_objects
+    while True:  # counts 1..max_count, resampled until the total is in min..max_objects
         counts = rng.integers(1, p.max_count + 1, size=n_groups)
-        if counts.sum() <= p.max_objects:
+        if p.min_objects <= counts.sum() <= p.max_objects:
             break
-    colors = rng.choice(list(COLORS), size=n_groups, replace=False)
-    shapes = rng.choice(SHAPES, size=n_groups, replace=False)
+    # Colours and shapes are redrawn only when the first draw breaks the held-out rule, so every
+    # other scene is drawn exactly as without held_out_pairs.
+    for _ in range(10_000):
+        colors = rng.choice(list(COLORS), size=n_groups, replace=False)
+        shapes = rng.choice(SHAPES, size=n_groups, replace=False)
+        if _pairs_ok(colors, shapes, p):
+            break
+    else:
+        raise RuntimeError(f"no {n_groups} groups fit held_out_pairs {p.held_out_pairs} "
+                           f"(held_out_only={p.held_out_only})")
     groups = []
     for color, shape, count in zip(colors, shapes, counts, strict=True):
         # A spinning circle looks still, so circles never spin.
@@ -279,7 +307,8 @@ def _sample_motion(rng: np.random.Generator, g: Group, p: ShapesParams) -> _Moti
         visible = t >= switch if g.motion == "appears" else t < switch
     shift = np.zeros((t_count, 2))
     if g.motion in _DIRECTIONS:
-        shift = np.outer(frac, _DIRECTIONS[g.motion]) * rng.uniform(*TRAVEL) * s
+        # travel_scale 1 leaves the product, and so the bytes, exactly as they were
+        shift = np.outer(frac, _DIRECTIONS[g.motion]) * rng.uniform(*TRAVEL) * p.travel_scale * s
     return _Motion(diameter, angle, visible, shift)
 
 
@@ -447,8 +476,18 @@ def generate_example(index: int, params: ShapesParams) -> ShapesExample:
     vertices = [None if tr.shape == "circle" else tr.vertices() for tr in tracks]
     frames: list[np.ndarray] = []
     truth_frames: list[list[dict[str, Any]]] = []
+    palette = list(PALETTE)
+    if params.background == "noise":  # the palette grows (8 -> 16 entries) only for noise
+        palette += NOISE_GREYS
     for t in range(params.n_frames):
-        canvas = np.zeros((s, s), dtype=np.uint8)
+        if params.background == "noise":
+            # Drawn from the GIF's rng after the scene and the description, so it is as
+            # deterministic as the rest and changes nothing else.
+            grey = rng.random((s, s)) < NOISE_SHARE
+            level = rng.integers(len(PALETTE), len(palette), size=(s, s), dtype=np.uint8)
+            canvas = np.where(grey, level, 0).astype(np.uint8)
+        else:
+            canvas = np.zeros((s, s), dtype=np.uint8)
         entries = []
         for tr, verts in zip(tracks, vertices, strict=True):
             g = groups[tr.group]
@@ -470,7 +509,7 @@ def generate_example(index: int, params: ShapesParams) -> ShapesExample:
         "groups": [asdict(g) for g in groups],
         "frames": truth_frames,
     }
-    data = encode_gif(frames, PALETTE, params.frame_ms)
+    data = encode_gif(frames, palette, params.frame_ms)
     return ShapesExample(name, data, description, truth)
 
 
@@ -486,11 +525,17 @@ def _examples(params: ShapesParams) -> Iterator[ShapesExample]:
 
 
 def check_vocabulary(params: ShapesParams) -> None:
-    """Each group has its own shape and colour, so there can be no more groups than either."""
+    """Each group has its own shape and colour, so there can be no more groups than either; a
+    held-out pair names one of the colours and one of the shapes."""
     if params.max_groups > min(len(SHAPES), len(COLORS)):
         raise ValueError(f"shapes.max_groups {params.max_groups} exceeds the "
                          f"{min(len(SHAPES), len(COLORS))} shapes and colours a scene can tell "
                          "apart")
+    for pair in params.held_out_pairs:
+        color, _, shape = pair.partition(" ")
+        if color not in COLORS or shape not in SHAPES:
+            raise ValueError(f"shapes.held_out_pairs: {pair!r} is not a colour of "
+                             f"{list(COLORS)} and a shape of {list(SHAPES)}")
 
 
 def generate_corpus(out_dir: Path, params: ShapesParams | None = None) -> pd.DataFrame:

@@ -135,9 +135,10 @@ def score_questions(answer_many: Answerer, questions: pd.DataFrame,
     for path, rows in tqdm(groups, desc="benchmark", unit="gif", disable=not progress):
         answers = answer_many(str(path), rows.question.tolist())
         out.append(rows.assign(prediction=[a["answer"] for a in answers],
+                               confidence=[float(a.get("confidence", 0.0)) for a in answers],
                                keyframes=[a["keyframes"] for a in answers]))
-    table = pd.concat(out, ignore_index=True) if out else questions.assign(prediction="",
-                                                                          keyframes=None)
+    table = pd.concat(out, ignore_index=True) if out else questions.assign(
+        prediction="", confidence=0.0, keyframes=None)
     table = table.sort_values("qa_id" if "qa_id" in table else "question", kind="stable")
     correct = exact_match(table.prediction.tolist(), table.answer.tolist())
     return table.assign(correct=correct).reset_index(drop=True)
@@ -148,3 +149,43 @@ def score_summary(scored: pd.DataFrame) -> dict:
     return {"accuracy": round(float(np.mean(scored.correct)), 4) if len(scored) else 0.0,
             "by_qtype": accuracy_table(scored.correct.to_numpy(), scored.qtype),
             "n": int(len(scored))}
+
+
+def split_summaries(scored: pd.DataFrame) -> dict[str, dict]:
+    """score_summary per benchmark split, the in-distribution split first."""
+    from gifqa_model.core.schema import IID_SPLIT
+
+    if "split" not in scored:
+        return {IID_SPLIT: score_summary(scored)}
+    names = [IID_SPLIT] + sorted(set(scored.split) - {IID_SPLIT})
+    return {n: score_summary(scored[scored.split == n]) for n in names if (scored.split == n).any()}
+
+
+def reversed_clips(answer_many: Answerer, test: pd.DataFrame,
+                   paths: dict[str, str]) -> dict:
+    """Action questions on the test GIFs, forward and played backwards with the motion words
+    of question and answer swapped (left ↔ right, up ↔ down, growing ↔ shrinking, appearing ↔
+    disappearing). A model that reads the frames' order answers both; one that guesses the
+    motion from the scene does not. Questions the swap cannot restate are left out."""
+    from gifqa_model.data.augment import reverse_qa
+    from gifqa_model.data.gifs import GifError, reverse_gif
+
+    action = test[test.qtype == "action"]
+    rev = [reverse_qa(q, a, t) for q, a, t in zip(action.question, action.answer, action.qtype,
+                                                   strict=True)]
+    keep = np.array([r is not None for r in rev], dtype=bool)
+    action = action[keep].assign(rev_question=[r[0] for r in rev if r is not None],
+                                 rev_answer=[r[1] for r in rev if r is not None])
+    fwd_ok, rev_ok = [], []
+    for gif_id, rows in tqdm(action.groupby("gif_id", sort=True), desc="reversed", unit="gif"):
+        try:
+            backwards = reverse_gif(paths[gif_id])
+        except GifError:
+            continue
+        fwd = answer_many(paths[gif_id], rows.question.tolist())
+        bwd = answer_many(backwards, rows.rev_question.tolist())
+        fwd_ok += list(exact_match([a["answer"] for a in fwd], rows.answer.tolist()))
+        rev_ok += list(exact_match([a["answer"] for a in bwd], rows.rev_answer.tolist()))
+    n = len(fwd_ok)
+    return {"n": n, "forward_accuracy": round(float(np.mean(fwd_ok)), 4) if n else 0.0,
+            "reversed_accuracy": round(float(np.mean(rev_ok)), 4) if n else 0.0}

@@ -242,3 +242,48 @@ def plot_keyframe_montage(examples: list[dict], out_png: Path) -> Path:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def plot_accuracy_by_split(splits: dict[str, dict], out_png: Path,
+                           other: dict[str, dict] | None = None,
+                           labels: tuple[str, str] = ("model", "other")) -> Path:
+    """Accuracy per benchmark split (in-distribution first, then each OOD split), with a
+    second model's beside it when given (the promotion report: challenger vs champion)."""
+    names = list(splits)
+    series = {labels[0]: splits} | ({labels[1]: other} if other else {})
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    width = 0.8 / len(series)
+    for i, (label, table) in enumerate(series.items()):
+        ax.bar([k + i * width for k in range(len(names))],
+               [table.get(n, {}).get("accuracy", 0) for n in names], width, label=label)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("exact match")
+    ax.set_title("accuracy per benchmark split")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def plot_reliability(table: list[dict], ece: float, out_png: Path) -> Path:
+    """Accuracy against mean confidence per confidence bin; the diagonal is calibrated."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
+    if table:
+        ax.bar([b["low"] for b in table], [b["accuracy"] for b in table],
+               [b["high"] - b["low"] for b in table], align="edge", alpha=0.6,
+               edgecolor="black", label="accuracy")
+        ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "o",
+                color="black", ms=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("exact match")
+    ax.set_title(f"reliability on the benchmark (ECE {ece:.3f})")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

@@ -26,7 +26,21 @@ def model_card(params: Params, run_id: str, ev: dict, tags: dict[str, str]) -> s
         f"Benchmark accuracy {bench.get('accuracy', 0):.4f} on {bench.get('n', 0)} questions "
         f"(blank frames {bench.get('blank_frames_accuracy', 0):.4f}, prior "
         f"{bench.get('prior_accuracy', 0):.4f}).",
+        "Benchmark splits: " + (", ".join(f"{k} {v.get('accuracy', 0):.3f}" for k, v in
+                                          ev.get("splits", {}).items()) or "none") + ".",
+        _trust(ev),
         "Params that differ from the defaults: " + (", ".join(changed) or "none") + ".",
         "Limits: trained on ShapesWorld (synthetic coloured shapes that move); not for "
         "real-world GIFs: it answers in ShapesWorld's words.",
     ])
+
+
+def _trust(ev: dict) -> str:
+    """What the card says of `confidence` and of time: calibration and reversed clips."""
+    cal, rev = ev.get("calibration", {}), ev.get("reversed", {})
+    sel = {c["cut"]: c for c in cal.get("selective", [])}
+    at = sel.get(0.9, {})
+    return (f"Confidence: ECE {cal.get('ece', 0):.3f} on the benchmark; at confidence >= 0.9 "
+            f"it answers {at.get('coverage') or 0:.0%} with accuracy {at.get('accuracy') or 0:.3f}."
+            f" Time: action accuracy {rev.get('forward_accuracy', 0):.3f} forward, "
+            f"{rev.get('reversed_accuracy', 0):.3f} on the same clips played backwards.")

@@ -3,7 +3,8 @@
 Pure functions on per-question correctness (no MLflow), so every branch is tested on arrays:
 - better by a paired test: McNemar's exact one-sided test on the questions where the two
   disagree, at level `alpha`, and an accuracy gain of at least `min_effect`;
-- no question type drops by more than `qtype_tolerance`;
+- no question type drops by more than `qtype_tolerance`, and no benchmark split (the OOD
+  splits of evaluate/benchmark.py) drops by more than that either;
 - it looks at the GIF: accuracy with blank frames at most the answer prior + `blank_margin`.
 With no champion, the look-at-the-GIF check alone decides. Equal weights never reach the gate:
 the registry says "unchanged" and registers nothing (registry/versions.py). Drift of the
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gifqa_model.core.config import RegistryParams
+from gifqa_model.core.schema import IID_SPLIT
 
 
 def mcnemar_one_sided(b: int, c: int) -> float:
@@ -64,15 +66,28 @@ class Decision:
     prior_accuracy: float | None = None
     checks: dict[str, bool] = field(default_factory=dict)
     held: bool = False  # the gate would promote it, but drifted data holds it (`hold`)
+    split_deltas: dict[str, float] = field(default_factory=dict)  # per benchmark split
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def decide(chall: np.ndarray, champ: np.ndarray | None, qtypes: pd.Series,
-           blank_accuracy: float, prior_accuracy: float, params: RegistryParams) -> Decision:
+           blank_accuracy: float, prior_accuracy: float, params: RegistryParams,
+           splits: pd.Series | None = None) -> Decision:
     """The gate's verdict on per-question correctness of the challenger and the champion
-    (None: no champion yet), the challenger's blank-frame accuracy and the answer prior's."""
+    (None: no champion yet), the challenger's blank-frame accuracy and the answer prior's.
+    `splits` names each question's benchmark split: the paired test and the qtype check read
+    the in-distribution split, and every split is checked for a drop."""
+    if splits is not None:
+        splits = pd.Series(np.asarray(splits), dtype=object)
+        iid = (splits == IID_SPLIT).to_numpy()
+        split_deltas = _split_deltas(chall, champ, splits)
+        chall = np.asarray(chall, dtype=bool)[iid]
+        champ = None if champ is None else np.asarray(champ, dtype=bool)[iid]
+        qtypes = pd.Series(np.asarray(qtypes)[iid])
+        decision = decide(chall, champ, qtypes, blank_accuracy, prior_accuracy, params)
+        return _with_splits(decision, split_deltas, params)
     chall = np.asarray(chall, dtype=bool)
     acc = float(chall.mean()) if len(chall) else 0.0
     looks = blank_accuracy <= prior_accuracy + params.blank_margin
@@ -109,6 +124,33 @@ def decide(chall: np.ndarray, champ: np.ndarray | None, qtypes: pd.Series,
     return Decision(all(checks.values()), reason, acc, float(champ.mean()), stats["delta"],
                     stats["ci_low"], stats["ci_high"], stats["p_value"], deltas, blank_accuracy,
                     prior_accuracy, checks)
+
+
+def _split_deltas(chall: np.ndarray, champ: np.ndarray | None,
+                  splits: pd.Series) -> dict[str, float]:
+    """Challenger minus champion accuracy per split (empty with no champion)."""
+    if champ is None:
+        return {}
+    return {name: round(float(np.mean(np.asarray(chall, dtype=float)[mask])
+                              - np.mean(np.asarray(champ, dtype=float)[mask])), 4)
+            for name in sorted(set(splits)) if (mask := (splits == name).to_numpy()).any()}
+
+
+def _with_splits(decision: Decision, deltas: dict[str, float],
+                 params: RegistryParams) -> Decision:
+    """The decision with the per-split check: a challenger that drops on any split by more
+    than `qtype_tolerance` is refused, and the reason names the split."""
+    if not deltas:
+        return decision
+    worst = min(deltas, key=deltas.get)
+    ok = deltas[worst] >= -params.qtype_tolerance
+    checks = {**decision.checks, "no_split_regression": ok}
+    if ok or not decision.promote:
+        return replace(decision, split_deltas=deltas, checks=checks)
+    return replace(decision, promote=False, split_deltas=deltas, checks=checks,
+                   reason=f"split {worst} drops {deltas[worst]:+.4f} (tolerance "
+                          f"{params.qtype_tolerance}) though the benchmark gains "
+                          f"{decision.delta:+.4f}")
 
 
 def hold(decision: Decision, why: str) -> Decision:

@@ -97,7 +97,8 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
         decision = gate.decide(chall_scored.correct.to_numpy(),
                                None if champ_scored is None else champ_scored.correct.to_numpy(),
                                chall_scored.qtype, candidate.blank_accuracy,
-                               candidate.prior_accuracy, params)
+                               candidate.prior_accuracy, params,
+                               chall_scored.split if "split" in chall_scored else None)
         if hold_for:
             decision = gate.hold(decision, hold_for)
         tags = {GATE_TAG: ("promoted" if decision.promote else
@@ -111,7 +112,8 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
                          "gate.delta": f"{decision.delta:+.4f}",
                          "gate.delta_ci95": f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]",
                          "gate.p_value": f"{decision.p_value:.4g}",
-                         "gate.qtype_deltas": json.dumps(decision.qtype_deltas)})
+                         "gate.qtype_deltas": json.dumps(decision.qtype_deltas),
+                         "gate.split_deltas": json.dumps(decision.split_deltas)})
         if candidate.tags.get("flow_run"):
             tags["gate.flow_run"] = candidate.tags["flow_run"]
         for k, v in tags.items():

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from gifqa_model.core.schema import IID_SPLIT
 from gifqa_model.registry.gate import Decision, by_qtype
 
 MAX_SHOWN = 24  # disagreements drawn on the page (all are in the JSON)
@@ -55,7 +56,7 @@ def _png(fig) -> str:
 
 
 def _bars(mine: dict[str, float], theirs: dict[str, float] | None, version: int,
-          champion: int | None) -> str:
+          champion: int | None, ylabel: str = "benchmark accuracy") -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,9 +68,9 @@ def _bars(mine: dict[str, float], theirs: dict[str, float] | None, version: int,
     ax.bar(x - 0.2, [mine[t] for t in types], 0.4, label=f"challenger v{version}")
     if theirs:
         ax.bar(x + 0.2, [theirs.get(t, 0) for t in types], 0.4, label=f"champion v{champion}")
-    ax.set_xticks(x, types)
+    ax.set_xticks(x, types, fontsize=8)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("benchmark accuracy")
+    ax.set_ylabel(ylabel)
     ax.legend(loc="lower right")
     return _png(fig)
 
@@ -87,14 +88,25 @@ def _strip(path: str, frames: list[int]) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def split_of(scored: pd.DataFrame) -> pd.Series:
+    """Each scored question's benchmark split (a benchmark without OOD splits has one)."""
+    return scored.split if "split" in scored else pd.Series(IID_SPLIT, index=scored.index)
+
+
 def write_report(out_dir: Path, name: str, version: int, champion: int | None,
                  decision: Decision, chall: pd.DataFrame, champ: pd.DataFrame | None,
                  client: MlflowClient) -> dict[str, Path]:
     """report.json and report.html in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    mine = by_qtype(chall.correct.to_numpy(), chall.qtype)
-    theirs = None if champ is None else by_qtype(champ.correct.to_numpy(), champ.qtype)
+    iid = split_of(chall) == IID_SPLIT
+    mine = by_qtype(chall.correct.to_numpy()[iid], chall.qtype[iid])
+    mine_split = by_qtype(chall.correct.to_numpy(), split_of(chall))
+    theirs = theirs_split = None
+    if champ is not None:
+        champ_iid = split_of(champ) == IID_SPLIT
+        theirs = by_qtype(champ.correct.to_numpy()[champ_iid], champ.qtype[champ_iid])
+        theirs_split = by_qtype(champ.correct.to_numpy(), split_of(champ))
     champ_run = (client.get_model_version(name, str(champion)).run_id
                  if champion is not None else None)
     chall_run = client.get_model_version(name, str(version)).run_id
@@ -106,7 +118,8 @@ def write_report(out_dir: Path, name: str, version: int, champion: int | None,
             "prediction_champion", "keyframes", "keyframes_champion"]
     report = {"model": name, "version": version, "champion_before": champion,
               "decision": decision.as_dict(), "challenger_by_qtype": mine,
-              "champion_by_qtype": theirs, "n_questions": int(len(chall)),
+              "champion_by_qtype": theirs, "challenger_by_split": mine_split,
+              "champion_by_split": theirs_split, "n_questions": int(len(chall)),
               "n_disagreements": int(len(dis)), "param_diff": diff,
               "disagreements": json.loads(dis[cols].to_json(orient="records"))
               if len(dis) else []}
@@ -140,6 +153,8 @@ td{{border-bottom:1px solid #ddd;padding:4px;vertical-align:top}}
 <p>{len(chall)} benchmark questions; the two disagree on {len(dis)}
 (showing {min(len(dis), MAX_SHOWN)}).</p>
 <img src="data:image/png;base64,{_bars(mine, theirs, version, champion)}">
+<img src="data:image/png;base64,{_bars(mine_split, theirs_split, version, champion,
+                                       "accuracy per split")}">
 <h2>Where they disagree</h2>
 <table><tr><th>GIF</th><th>question</th><th>gold</th><th>challenger v{version}
  (its keyframes)</th><th>champion (its keyframes)</th></tr>{''.join(rows)}</table>

@@ -35,6 +35,7 @@ DIGEST_TAG = "weights_sha256"
 GATE_TAG = "gate.decision"  # set once the gate has decided on a version
 HISTORY_PREFIX = "history."
 LOCK_ENV = "GIFQA_REGISTRY_LOCK"
+SPLIT_TAG = "split."  # split.<name>.accuracy: a version's accuracy on each benchmark split
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> int | None:
@@ -162,7 +163,11 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
                                              time.gmtime(v.creation_timestamp / 1000)),
                     "benchmark_accuracy": tags.get("benchmark.accuracy"),
                     "test_accuracy": tags.get("test.accuracy"),
-                    "decision": tags.get(GATE_TAG), "run_id": v.run_id})
+                    "decision": tags.get(GATE_TAG), "run_id": v.run_id,
+                    # the benchmark's splits, OOD included: tag split.<name>.accuracy
+                    "splits": {k[len(SPLIT_TAG):-len(".accuracy")]: val
+                               for k, val in sorted(tags.items())
+                               if k.startswith(SPLIT_TAG) and k.endswith(".accuracy")}})
     return sorted(out, key=lambda r: -r["version"])
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
+import gifqa_model.data.shapesworld as shapesworld
 from gifqa_model.data.gifs import decode_frames, probe_gif
 from gifqa_model.data.shapesworld import (
     COLORS,
     COUNT_WORDS,
     GRID,
     MOTIONS,
+    NOISE_GREYS,
     POSITION_PHRASES,
     SHAPES,
     Group,
@@ -188,45 +192,227 @@ def test_position_names_the_start_cell(examples):
             assert GRID[int(cy // cell)][int(cx // cell)] == g["position"], (ex.gif, g)
 
 
-def test_visibility_matches_pixels(examples):
+def _code(rgb) -> np.ndarray:
+    rgb = np.asarray(rgb, dtype=np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _check_pixels(ex, background=((0, 0, 0),)) -> np.ndarray:
     """A group's colour is on screen exactly when one of its objects is visible, and only inside
-    the visible objects' boxes; invisible objects leave no pixel behind."""
+    the visible objects' boxes; invisible objects leave no pixel behind. Returns the (T, H, W)
+    colour codes."""
+    pixels = _code(decode_frames(ex.gif_bytes))
+    assert np.isin(pixels, _code([*background, *COLORS.values()])).all()  # no blending
+    truth = ex.ground_truth
+    for gi, g in enumerate(truth["groups"]):
+        mask = pixels == _code(COLORS[g["color"]])
+        inside = np.zeros_like(mask)
+        for t, entries in enumerate(truth["frames"]):
+            mine = [e for e in entries if e["group"] == gi]
+            for e in mine:
+                if e["visible"]:
+                    x0, y0, x1, y1 = e["bbox"]
+                    assert mask[t, y0:y1, x0:x1].any()  # each visible object is drawn
+                    inside[t, y0:y1, x0:x1] = True
+                else:
+                    assert e["bbox"] is None
+            assert mask[t].any() == any(e["visible"] for e in mine), (ex.gif, t, g)
+        assert not (mask & ~inside).any()  # no stray pixels of this colour
+    return pixels
 
-    def code(rgb) -> np.ndarray:
-        rgb = np.asarray(rgb, dtype=np.int32)
-        return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
+def test_visibility_matches_pixels(examples):
     for ex in examples[:40]:
-        pixels = code(decode_frames(ex.gif_bytes))  # (T, H, W) colour codes
-        assert np.isin(pixels, code([(0, 0, 0), *COLORS.values()])).all()  # no blending
-        truth = ex.ground_truth
-        for gi, g in enumerate(truth["groups"]):
-            mask = pixels == code(COLORS[g["color"]])
-            inside = np.zeros_like(mask)
-            for t, entries in enumerate(truth["frames"]):
-                mine = [e for e in entries if e["group"] == gi]
-                for e in mine:
-                    if e["visible"]:
-                        x0, y0, x1, y1 = e["bbox"]
-                        assert mask[t, y0:y1, x0:x1].any()  # each visible object is drawn
-                        inside[t, y0:y1, x0:x1] = True
-                    else:
-                        assert e["bbox"] is None
-                assert mask[t].any() == any(e["visible"] for e in mine), (ex.gif, t, g)
-            assert not (mask & ~inside).any()  # no stray pixels of this colour
+        _check_pixels(ex)
 
 
-def test_stage_data_regenerates_when_n_gifs_changes(tmp_path: Path):
+def test_stage_data_regenerates_when_the_shapes_params_change(tmp_path: Path):
     from gifqa_model.core.artifacts import DATA_DIR
     from gifqa_model.core.config import Params
     from gifqa_model.stages import stage_data
 
-    def params(n: int) -> Params:
-        return Params.model_validate({"shapes": {"n_gifs": n, "workers": 1},
+    def params(n: int, **shapes) -> Params:
+        return Params.model_validate({"shapes": {"n_gifs": n, "workers": 1, **shapes},
                                       "ingest": {"sources": []}})
 
     assert stage_data(params(3), root=tmp_path)["generated"]
     assert not stage_data(params(3), root=tmp_path)["generated"]  # kept as it is
+    assert not stage_data(params(3, workers=2), root=tmp_path)["generated"]  # same bytes
     grown = stage_data(params(5), root=tmp_path)
     assert grown["generated"] and grown["n_gifs"] == 5
     assert len(list((tmp_path / DATA_DIR / "gifs").glob("*.gif"))) == 5
+    # same size, another generator setting: a corpus made before would be stale
+    assert stage_data(params(5, held_out_pairs=["red circle"]), root=tmp_path)["generated"]
+    assert not stage_data(params(5, held_out_pairs=["red circle"]), root=tmp_path)["generated"]
+
+
+# --- the out-of-distribution knobs -------------------------------------------------------------
+
+# sha256 of GIFs 0-2 generated before the OOD knobs existed: with no held-out pairs and the
+# other knobs at their defaults, not one byte changes
+PINNED = {
+    0: "ba058b5323e8d343c9999f09b11e602224f25423fb507c502e04453047323276",
+    1: "d24cbc67905929bd1233c694d59c4415c3fc6202881af56721317795acf21b6b",
+    2: "a6b89ad5e9e51d5a230bf82c427c232c66701d69be9d1db37cd94b5a5892f08f",
+}
+HELD = ["red circle", "blue square", "green star"]
+UNHELD = PARAMS.model_copy(update={"held_out_pairs": []})  # every pair may be drawn
+
+
+def _pairs(ex) -> set[str]:
+    return {f"{g['color']} {g['shape']}" for g in ex.ground_truth["groups"]}
+
+
+def test_new_knobs_default_to_the_bytes_made_before_them(tmp_path: Path):
+    for i, digest in PINNED.items():
+        assert hashlib.sha256(generate_example(i, UNHELD).gif_bytes).hexdigest() == digest
+    explicit = UNHELD.model_copy(update={
+        "n_gifs": 6, "min_objects": 1, "held_out_only": False, "travel_scale": 1.0,
+        "background": "black"})
+    generate_corpus(tmp_path, explicit)
+    for p in (tmp_path / "gifs").glob("*.gif"):
+        index = int(p.stem.split("_")[1])
+        assert p.read_bytes() == generate_example(index, UNHELD).gif_bytes
+
+
+def test_held_out_pairs_redraw_only_the_scenes_that_show_one(examples, monkeypatch):
+    """A GIF none of whose drawn scenes (a scene that cannot be laid out is redrawn) shows a
+    held-out pair comes out byte for byte as without held_out_pairs."""
+    drawn: list[set[str]] = []
+    sample = shapesworld._sample_groups
+
+    def recording(rng, p):
+        groups = sample(rng, p)
+        drawn.append({f"{g.color} {g.shape}" for g in groups})
+        return groups
+
+    monkeypatch.setattr(shapesworld, "_sample_groups", recording)
+    held = UNHELD.model_copy(update={"held_out_pairs": HELD})
+    kept = 0
+    for i in range(30):
+        drawn.clear()
+        default = generate_example(i, UNHELD)
+        clean = not any(d & set(HELD) for d in drawn)
+        ex = generate_example(i, held)
+        assert not _pairs(ex) & set(HELD)
+        if clean:
+            kept += 1
+            assert ex.gif_bytes == default.gif_bytes and ex.ground_truth == default.ground_truth
+    assert 10 <= kept < 30
+
+
+def test_held_out_pairs_never_drawn_and_held_out_only_always(tmp_path: Path):
+    train = PARAMS.model_copy(update={"n_gifs": 30, "held_out_pairs": HELD})
+    generate_corpus(tmp_path / "train", train)
+    truth = load_ground_truth(tmp_path / "train")
+    assert len(truth) == 30
+    for rec in truth.values():
+        assert not {f"{g['color']} {g['shape']}" for g in rec["groups"]} & set(HELD)
+    ood = train.model_copy(update={"held_out_only": True})
+    seen = set()
+    for i in range(30):
+        pairs = _pairs(generate_example(i, ood))
+        assert pairs & set(HELD), pairs
+        seen |= pairs & set(HELD)
+    assert seen == set(HELD)
+
+
+def test_held_out_pairs_are_validated(tmp_path: Path):
+    with pytest.raises(ValidationError, match="colour shape"):
+        ShapesParams(held_out_pairs=["redcircle"])
+    with pytest.raises(ValidationError, match="held_out_only needs"):
+        ShapesParams(held_out_only=True, held_out_pairs=[])
+    with pytest.raises(ValueError, match="pink circle"):
+        generate_example(0, ShapesParams(held_out_pairs=["pink circle"]))
+    with pytest.raises(ValueError, match="red cube"):
+        generate_corpus(tmp_path, ShapesParams(held_out_pairs=["red cube"]))
+
+
+def test_crowded_scenes_fit_the_object_range():
+    crowded = PARAMS.model_copy(
+        update={"min_groups": 3, "max_groups": 4, "min_objects": 5, "max_objects": 6})
+    for i in range(12):
+        ex = generate_example(i, crowded)
+        groups = ex.ground_truth["groups"]
+        n_objects = sum(g["count"] for g in groups)
+        assert 5 <= n_objects <= 6 and n_objects > PARAMS.max_objects
+        assert 3 <= len(groups) <= 4 and len(ex.ground_truth["frames"][0]) == n_objects
+        for frame in ex.ground_truth["frames"]:  # objects of different groups never touch
+            boxes = [(e["group"], e["bbox"]) for e in frame if e["visible"]]
+            for k, (ga, a) in enumerate(boxes):
+                for gb, b in boxes[k + 1:]:
+                    if ga != gb:
+                        assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
+        _check_pixels(ex)
+
+
+def test_object_range_is_validated():
+    with pytest.raises(ValidationError, match="min_objects <= max_objects"):
+        ShapesParams(min_objects=5)
+    with pytest.raises(ValidationError, match="reach min_objects"):
+        ShapesParams(min_groups=1, max_objects=6, min_objects=5)  # one group holds 3 at most
+
+
+def test_long_clips_stretch_every_motion():
+    long = PARAMS.model_copy(update={"n_frames": 48})
+    size, seen = long.image_size, set()
+    for i in range(8):
+        ex = generate_example(i, long)
+        assert probe_gif(ex.gif_bytes).n_frames == 48 == ex.ground_truth["n_frames"]
+        frames = ex.ground_truth["frames"]
+        assert len(frames) == 48 and len(decode_frames(ex.gif_bytes)) == 48
+        for k, first in enumerate(frames[0]):
+            motion = ex.ground_truth["groups"][first["group"]]["motion"]
+            seen.add(motion)
+            track = [f[k] for f in frames]
+            visible = [e["visible"] for e in track]
+            if motion in ("appears", "disappears"):
+                switch = visible.index(not visible[0])
+                assert 12 <= switch <= 36  # in the middle half of the long clip
+            elif motion.startswith("moves"):
+                (x0, y0), (x1, y1) = _centre(track[0]["bbox"]), _centre(track[-1]["bbox"])
+                assert abs(x1 - x0) + abs(y1 - y0) >= 0.4 * size  # over the whole clip
+                # ... at a third of the default speed
+                (xm, ym) = _centre(track[16]["bbox"])
+                assert abs(xm - x0) + abs(ym - y0) < 0.5 * (abs(x1 - x0) + abs(y1 - y0))
+    assert {"appears", "disappears"} & seen and any(m.startswith("moves") for m in seen)
+
+
+def _mover_travel(params: ShapesParams, n: int) -> list[float]:
+    travel = []
+    for i in range(n):
+        truth = generate_example(i, params).ground_truth
+        for k, first in enumerate(truth["frames"][0]):
+            if truth["groups"][first["group"]]["motion"].startswith("moves"):
+                (x0, y0) = _centre(first["bbox"])
+                (x1, y1) = _centre(truth["frames"][-1][k]["bbox"])
+                travel.append(abs(x1 - x0) + abs(y1 - y0))
+    return travel
+
+
+def test_travel_scale_makes_movers_faster():
+    base = _mover_travel(PARAMS, 24)
+    fast = _mover_travel(PARAMS.model_copy(update={"travel_scale": 1.4}), 24)
+    assert len(base) >= 8 and len(fast) >= 8
+    assert np.mean(fast) > 1.2 * np.mean(base)
+    assert max(fast) <= PARAMS.image_size
+
+
+def test_noise_background_keeps_objects_and_truth():
+    noisy = PARAMS.model_copy(update={"background": "noise"})
+    for i in range(8):
+        ex, plain = generate_example(i, noisy), generate_example(i, PARAMS)
+        assert ex.ground_truth == plain.ground_truth and ex.description == plain.description
+        pixels = _check_pixels(ex, background=((0, 0, 0), *NOISE_GREYS))
+        outside = np.ones(pixels.shape, dtype=bool)
+        for t, entries in enumerate(ex.ground_truth["frames"]):
+            for e in entries:
+                if e["visible"]:
+                    x0, y0, x1, y1 = e["bbox"]
+                    outside[t, y0:y1, x0:x1] = False
+        grey = np.isin(pixels, _code(list(NOISE_GREYS)))
+        assert 0.2 < grey[outside].mean() < 0.4  # ~30 % of the background
+        assert not (grey[0] == grey[1]).all()  # redrawn every frame
+        # the palette grows to 16 entries only here; a black background keeps today's 8
+        assert ex.gif_bytes[10] & 7 == 3 and plain.gif_bytes[10] & 7 == 2
+    assert generate_example(7, noisy).gif_bytes == ex.gif_bytes  # the noise is deterministic

@@ -13,7 +13,7 @@ from gifqa_model.evaluate.metrics import score_questions, score_summary
 
 
 def test_build_is_deterministic_and_holds_every_qtype(tmp_path: Path) -> None:
-    params = BenchmarkParams(seed=7, n_gifs=16, real_gifs=None)
+    params = BenchmarkParams(seed=7, n_gifs=16, real_gifs=None, ood={})
     shapes = ShapesParams(n_gifs=16, workers=1)
     qa = QAParams()
     a = build_benchmark(params, shapes, qa, tmp_path / "a")
@@ -26,7 +26,8 @@ def test_build_is_deterministic_and_holds_every_qtype(tmp_path: Path) -> None:
     table = load_benchmark(tmp_path / "a")
     assert all(Path(p).is_file() for p in table.path)  # relative paths resolve where it lies
     # another seed than the corpus's: other scenes
-    corpus = build_benchmark(BenchmarkParams(seed=0, n_gifs=16, real_gifs=None), shapes, qa,
+    other = BenchmarkParams(seed=0, n_gifs=16, real_gifs=None, ood={})
+    corpus = build_benchmark(other, shapes, qa,
                              tmp_path / "c")
     qa_c = pd.read_parquet(tmp_path / "c" / "questions.parquet")
     assert corpus["n_questions"] != a["n_questions"] or not qa_c.question.equals(qa_a.question)
@@ -50,6 +51,7 @@ def test_score_asks_once_per_gif_and_checks_exact_match() -> None:
     assert scored.set_index("qa_id").correct.to_dict() == {"q1": True, "q2": False, "q3": False}
     assert score_summary(scored) == {"accuracy": 0.3333, "by_qtype": {"color": 0.5, "number": 0.0},
                                "n": 3}
+    assert scored.confidence.tolist() == [0.0, 0.0, 0.0]  # the answerer gave none
 
 
 def test_smoke_set_from_real_gifs(shared_data: Path) -> None:
@@ -58,3 +60,42 @@ def test_smoke_set_from_real_gifs(shared_data: Path) -> None:
     assert smoke.gif_id.nunique() == 5 and (smoke.qtype == "smoke").sum() == 5
     assert all(Path(p).is_file() for p in smoke.path)
     assert smoke_questions(BenchmarkParams(real_gifs="/nonexistent"), QAParams()).empty
+
+
+def test_each_ood_split_is_built_with_its_defining_property(tmp_path: Path) -> None:
+    """Every default OOD split on tiny settings: named in the questions, and its corpus is
+    what the split claims (held-out pairs shown, never in training; more objects; 3x the
+    frames; farther travel; a noisy background)."""
+    from gifqa_model.data.gifs import decode_frames
+    from gifqa_model.data.shapesworld import generate_corpus, load_ground_truth
+
+    defaults = BenchmarkParams()
+    params = BenchmarkParams(n_gifs=4, real_gifs=None,
+                             ood={k: v.model_copy(update={"n_gifs": 4})
+                                  for k, v in defaults.ood.items()})
+    shapes = ShapesParams(n_gifs=40, workers=1)
+    metrics = build_benchmark(params, shapes, QAParams(), tmp_path)
+    table = load_benchmark(tmp_path)
+    assert set(table.split) == {"benchmark", *defaults.ood}
+    assert table.qa_id.is_unique and table.gif_id.nunique() == 4 * 6
+    assert set(metrics["splits"]) == {"benchmark", *defaults.ood}
+    assert len(load_benchmark(tmp_path, ["crowded"])) == metrics["splits"]["crowded"][
+        "n_questions"]
+
+    def truth(split: str) -> list[dict]:
+        return list(load_ground_truth(tmp_path / "ood" / split / "shapesworld").values())
+
+    def pairs(rec: dict) -> set[str]:
+        return {f"{g['color']} {g['shape']}" for g in rec["groups"]}
+
+    held = set(shapes.held_out_pairs)
+    assert all(pairs(r) & held for r in truth("held_out_pairs"))
+    generate_corpus(tmp_path / "train", shapes)  # the training corpus never shows one
+    assert not any(pairs(r) & held for r in load_ground_truth(tmp_path / "train").values())
+    assert all(sum(g["count"] for g in r["groups"]) > shapes.max_objects
+               for r in truth("crowded"))
+    assert all(r["n_frames"] == 3 * shapes.n_frames for r in truth("long"))
+    assert all(len(r["frames"]) == 48 for r in truth("long"))
+    noisy = sorted((tmp_path / "ood" / "noisy" / "shapesworld" / "gifs").glob("*.gif"))[0]
+    frame = decode_frames(noisy, indices=[0])[0]
+    assert (frame.max(axis=2) == 0).mean() < 0.9  # not a black canvas

@@ -77,9 +77,10 @@ class Weights:
         model = full_profile_params(str(self.clip_path), str(self.qformer_dir), str(self.lm_dir))[
             "train"
         ]["model"]
-        return GifQAConfig(
-            **{**model, "vision_width": CLIP_WIDTH, "n_query": 2, "vision_adapter": False, **kw}
-        )
+        # no motion or token positions: these frames carry neither (loading is what is tested)
+        return GifQAConfig(**{**model, "vision_width": CLIP_WIDTH, "n_query": 2,
+                              "vision_adapter": False, "motion_gap": 0,
+                              "token_positions": False, **kw})
 
 
 @pytest.fixture(scope="module")

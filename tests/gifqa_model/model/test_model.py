@@ -23,7 +23,7 @@ def _tiny():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
     cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
-                      lm_hidden=32, vocab_size=len(tok), dropout=0.0)
+                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, motion_gap=0, token_positions=False)
     return GifQAModel(cfg), tok
 
 
@@ -209,7 +209,7 @@ def _conditioned():
     torch.manual_seed(0)
     cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
                       lm_hidden=32, vocab_size=len(tok), dropout=0.0, question_conditioned=True,
-                      token_positions=True, n_tokens=5)
+                      token_positions=True, n_tokens=5, motion_gap=0)
     return GifQAModel(cfg), tok
 
 
@@ -253,7 +253,7 @@ def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
     torch.manual_seed(0)
     cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
                       lm_hidden=32, vocab_size=len(tok), dropout=0.0, scene_cells=4,
-                      scene_classes=[3, 2])
+                      scene_classes=[3, 2], motion_gap=0, token_positions=False)
     model = GifQAModel(cfg)
     ids, mask, labels = encode_train_batch(tok, QS, AS)
     frames = Frames.dense(torch.randn(2, 4, 5, 32))  # 8 distinct frames
@@ -273,14 +273,14 @@ def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
     with pytest.raises(ValueError, match="scene"):
         GifQAModel(GifQAConfig(vision_width=32, qformer_hidden=32, lm_hidden=32,
                                vocab_size=len(tok), question_conditioned=True, scene_cells=4,
-                               scene_classes=[3, 2]))
+                               scene_classes=[3, 2], motion_gap=0, token_positions=False))
 
 
 def test_a_motion_model_reads_the_change_from_the_earlier_frame():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
     cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
-                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, motion_gap=2)
+                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, motion_gap=2, token_positions=False)
     model = GifQAModel(cfg).eval()
     feats = torch.randn(2, 4, 5, 32)
     still = model.encode_visual(Frames.dense(feats, before=feats))
@@ -302,7 +302,7 @@ def test_scene_words_tie_the_head_to_the_lm_word_embeddings():
     torch.manual_seed(0)
     cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
                       lm_hidden=32, vocab_size=len(tok), dropout=0.0, scene_cells=4,
-                      scene_classes=[3, 3], scene_word_ids=word_ids)
+                      scene_classes=[3, 3], scene_word_ids=word_ids, motion_gap=0, token_positions=False)
     model = GifQAModel(cfg)
     frames = Frames.dense(torch.randn(2, 4, 5, 32))
     scene = torch.zeros(8, 4, 2, dtype=torch.long)

@@ -99,3 +99,37 @@ def test_drift_holds_a_promotion_and_leaves_a_rejection_alone() -> None:
     refused = hold(decide(chall, champ, QT, 0.45, 0.21, P), "data drift")
     assert not refused.promote and not refused.held
     assert "does not look at the GIF" in refused.reason
+
+
+def _with_ood(drop: int, n_ood: int = 100):
+    """A challenger that wins the in-distribution split clearly, and on an OOD split of
+    `n_ood` questions loses `drop` that the champion answered."""
+    chall, champ = _pair(2000, gain=120, loss=10)
+    ood_champ = np.ones(n_ood, dtype=bool)
+    ood_chall = ood_champ.copy()
+    ood_chall[:drop] = False
+    splits = pd.Series(["benchmark"] * 2000 + ["crowded"] * n_ood)
+    qtypes = pd.Series(["color", "action"] * 1000 + ["color"] * n_ood)
+    return (np.concatenate([chall, ood_chall]), np.concatenate([champ, ood_champ]), qtypes,
+            splits)
+
+
+@pytest.mark.parametrize("drop, promoted", [(3, True), (4, False)])
+def test_a_drop_on_any_split_past_the_tolerance_refuses_and_names_it(drop: int,
+                                                                      promoted: bool) -> None:
+    chall, champ, qtypes, splits = _with_ood(drop)  # tolerance 0.03 of 100 questions
+    d = decide(chall, champ, qtypes, 0.2, 0.2, P, splits)
+    assert d.promote is promoted
+    assert d.split_deltas["crowded"] == pytest.approx(-drop / 100)
+    assert d.checks["no_split_regression"] is promoted
+    if not promoted:
+        assert "crowded" in d.reason
+
+
+def test_the_paired_test_reads_the_in_distribution_split_only() -> None:
+    chall, champ, qtypes, splits = _with_ood(0)
+    with_splits = decide(chall, champ, qtypes, 0.2, 0.2, P, splits)
+    iid = (splits == "benchmark").to_numpy()
+    alone = decide(chall[iid], champ[iid], qtypes[iid].reset_index(drop=True), 0.2, 0.2, P)
+    assert with_splits.p_value == alone.p_value and with_splits.delta == alone.delta
+    assert with_splits.challenger_accuracy == alone.challenger_accuracy

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from gifqa_model.core.artifacts import INDEX_PARAMS_FILE
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
 from gifqa_model.index.clip import ClipParams, build_clip
 from gifqa_model.index.clipcut import IndexParams
-from gifqa_model.index.indexing import INDEX_PARAMS_FILE
 from gifqa_model.model.modeling import GifQAConfig, GifQAModel
 from gifqa_model.model.text import train_word_tokenizer
 
@@ -38,7 +38,7 @@ def pair(tmp_path_factory) -> tuple[Path, Path]:
         lm_layers=1,
         vocab_size=len(tok),
         dropout=0.0,
-    )
+    , motion_gap=0, token_positions=False)
     GifQAModel(cfg).save_pretrained(root / "model", tok)
     build_clip(ClipParams()).save(root / "clip")
     (root / "clip" / INDEX_PARAMS_FILE).write_text(IndexParams().model_dump_json())

@@ -11,6 +11,7 @@ import httpx
 import psutil
 import pytest
 
+from gifqa_model.serve.settings import ServeSettings
 from tests.gifqa_model.serve.conftest import QUESTION, serving
 
 BURST, UPLOAD_MB, MAX_INFLIGHT = 50, 9.9, 4
@@ -26,6 +27,8 @@ def server(pair, tmp_path_factory):
 def test_a_burst_of_big_uploads_is_refused_early_and_memory_stays_bounded(server, gif) -> None:
     url, proc = server
     body = gif + b"\0" * (int(UPLOAD_MB * 1e6) - len(gif))  # trailing bytes: a 10 MB upload
+    # big but admissible: the refusals under test are the admission limit's, not the size cap's
+    assert len(body) <= ServeSettings().max_upload_bytes
     httpx.post(f"{url}/v1/answer", files={"file": ("a.gif", gif, "image/gif")},
                data={"question": QUESTION}, timeout=60).raise_for_status()  # warm
     baseline = proc.memory_info().rss

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
-from gifqa_model.serve.pyfunc import PIP_REQUIREMENTS, log_pyfunc
+from gifqa_model.inference.pyfunc import PIP_REQUIREMENTS, log_pyfunc
 from tests.gifqa_model.serve.conftest import QUESTION
 from tests.helpers import free_port, wait_http
 

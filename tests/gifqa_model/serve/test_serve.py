@@ -23,14 +23,10 @@ from pydantic import ValidationError
 from gifqa_model.data.gifs import GifLimits, _walk, decode_frames, encode_gif
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
 from gifqa_model.index.clipcut import IndexParams
-from gifqa_model.serve.app import (
-    LoadedModel,
-    ServeSettings,
-    create_app,
-    load_model,
-    resolve_model_version,
-)
-from gifqa_model.serve.pyfunc import log_pyfunc
+from gifqa_model.inference.pyfunc import log_pyfunc
+from gifqa_model.serve.app import create_app
+from gifqa_model.serve.loading import LoadedModel, load_model, resolve_model_version
+from gifqa_model.serve.settings import ServeSettings
 from tests.gifqa_model.serve.conftest import QUESTION
 from tests.helpers import wait_until
 
@@ -305,7 +301,7 @@ def _in_threads(n: int, fn) -> tuple[list[threading.Thread], list]:
 @pytest.fixture
 def no_warm(monkeypatch) -> None:
     """Skip the warm-up call, so a gated fake's first call is the test's first request."""
-    monkeypatch.setattr("gifqa_model.serve.app.warm", lambda model: None)
+    monkeypatch.setattr("gifqa_model.serve.loading.warm", lambda model: None)
 
 
 def test_waiting_requests_are_answered_in_one_model_call(gif, no_warm) -> None:
@@ -588,7 +584,7 @@ def test_pyfunc_predicts_a_batch_and_reads_no_path(tracking, gif, monkeypatch) -
 
 
 def test_paths_only_inside_the_operator_root(tmp_path, gif) -> None:
-    from gifqa_model.serve.pyfunc import InputError, gif_bytes
+    from gifqa_model.inference.pyfunc import InputError, gif_bytes
 
     root = tmp_path / "root"
     root.mkdir()
@@ -608,7 +604,7 @@ def test_paths_only_inside_the_operator_root(tmp_path, gif) -> None:
 def test_many_questions_about_many_gifs_answer_as_one_at_a_time(pair, gif, shared_data) -> None:
     """Batches across GIFs (what the server sends) and across questions (the benchmark, the
     gate): same answers, same keyframes as one request each."""
-    from gifqa_model.serve.predict import GifQAPredictor
+    from gifqa_model.inference.predict import GifQAPredictor
 
     predictor = GifQAPredictor(*pair)
     real = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
@@ -631,9 +627,10 @@ def test_answers_say_whether_the_gif_is_in_domain(pair, shared_data, tmp_path) -
     from ShapesWorld's is measured on a trained one: bench/domain_rates.py.)"""
     import shutil
 
-    from gifqa_model.index.domain import DOMAIN_DIR, DomainIndex, gif_embeddings
+    from gifqa_model.core.artifacts import DOMAIN_DIR
+    from gifqa_model.index.domain import DomainIndex, gif_embeddings
     from gifqa_model.index.indexing import cached_frame_indices
-    from gifqa_model.serve.predict import GifQAPredictor
+    from gifqa_model.inference.predict import GifQAPredictor
 
     clip = tmp_path / "clip"
     shutil.copytree(pair[1], clip)
@@ -664,7 +661,7 @@ def test_answers_say_whether_the_gif_is_in_domain(pair, shared_data, tmp_path) -
 
 
 def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -> None:
-    from gifqa_model.serve.predict import GifQAPredictor
+    from gifqa_model.inference.predict import GifQAPredictor
 
     predictor = GifQAPredictor(*pair, cache_gifs=2)
     first = predictor.answer(gif, QUESTION)

@@ -1,0 +1,166 @@
+"""Which model to serve: resolving ``models:/`` URIs, loading and warming one version, and the
+:class:`ModelSlot` that follows the alias and swaps a new version in whole."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastapi.concurrency import run_in_threadpool
+
+from gifqa_model.core.config import GifLimits
+from gifqa_model.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from gifqa_model.serve.middleware import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Predictor(Protocol):
+    """What the app needs from a model: the API of
+    :class:`gifqa_model.inference.predict.GifQAPredictor`."""
+
+    limits: GifLimits
+
+    def answer_batch(self, requests: Sequence[tuple[bytes, list[str]]]) -> list[list[dict]]: ...
+
+
+@dataclass
+class LoadedModel:
+    predictor: Predictor
+    uri: str
+    version: int | None  # the registered version number; None for a local pair or run URI
+    info: dict[str, Any] = field(default_factory=dict)  # run, scores: what /v1/model shows
+
+
+# (settings, the version to load or None) → the loaded model
+PredictorFactory = Callable[[ServeSettings, int | None], LoadedModel]
+# settings → the version the alias points at now (None: nothing to follow)
+VersionResolver = Callable[[ServeSettings], int | None]
+
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+
+
+def resolve_model_version(uri: str, client: Any = None) -> int | None:
+    """The registered version a ``models:/`` URI points at now; None for other URIs."""
+    m = _REGISTERED.match(uri)
+    if m is None:
+        return None
+    if m["version"] is not None and m["version"].isdigit():
+        return int(m["version"])
+    if client is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+    if m["alias"] is not None:
+        return int(client.get_model_version_by_alias(m["name"], m["alias"]).version)
+    if m["version"] == "latest":
+        versions = client.search_model_versions(f"name='{m['name']}'")
+        return max((int(v.version) for v in versions), default=None)
+    return None  # a legacy stage name ("models:/gifqa/Production"): mlflow resolves it
+
+
+def current_version(settings: ServeSettings) -> int | None:
+    """The default resolver: what the settings' URI points at now (None for a local pair)."""
+    if settings.model_dir is not None:
+        return None
+    return resolve_model_version(settings.model_uri)
+
+
+def load_model(settings: ServeSettings, version: int | None = None) -> LoadedModel:
+    """The default factory: a local directory pair, or the pyfunc of one registered version
+    (the version resolved before, not the alias: the alias may move meanwhile)."""
+    if settings.model_dir is not None and settings.clip_dir is not None:
+        from gifqa_model.inference.predict import GifQAPredictor
+
+        predictor = GifQAPredictor(settings.model_dir, settings.clip_dir, settings.gif_limits,
+                                   cache_gifs=settings.gif_cache)
+        return LoadedModel(predictor, settings.source, None)
+
+    import mlflow
+
+    uri = settings.model_uri
+    registered = _REGISTERED.match(uri)
+    if version is None:
+        version = resolve_model_version(uri)
+    load_uri = f"models:/{registered['name']}/{version}" if version is not None else uri
+    pyfunc = mlflow.pyfunc.load_model(load_uri)
+    wrapped = pyfunc.unwrap_python_model()
+    predictor = wrapped.predictor
+    # the pyfunc builds its predictor with default GIF limits; the server's limits apply
+    predictor.limits, predictor.cache_gifs = settings.gif_limits, settings.gif_cache
+    info: dict[str, Any] = {"digest": getattr(wrapped, "digest", "")}
+    if version is not None:
+        mv = mlflow.MlflowClient().get_model_version(registered["name"], str(version))
+        info.update(name=registered["name"], alias=registered["alias"], run_id=mv.run_id,
+                    scores={k: float(v) for k, v in mv.tags.items()
+                            if k.endswith(".accuracy") and _is_float(v)})
+    return LoadedModel(predictor, uri, version, info)
+
+
+def _is_float(value: str) -> bool:
+    with suppress(ValueError):
+        float(value)
+        return True
+    return False
+
+
+def warm(model: LoadedModel) -> None:
+    """One real answer before the model takes traffic: the first call pays for lazy setup."""
+    from gifqa_model.data.shapesworld import ShapesParams, generate_example
+
+    gif = generate_example(0, ShapesParams()).gif_bytes
+    model.predictor.answer_batch([(gif, ["what is the color of the square ?"])])
+
+
+class ModelSlot:
+    """The model being served, swapped whole when the alias moves.
+
+    Readers take ``slot.model`` once per batch; a swap replaces the reference, so a batch that
+    started on the old model finishes on it. Loads run one at a time, off the event loop.
+    """
+
+    def __init__(self, settings: ServeSettings, factory: PredictorFactory,
+                 resolver: VersionResolver, metrics: Metrics) -> None:
+        self.settings, self.factory, self.resolver = settings, factory, resolver
+        self.metrics = metrics
+        self.model: LoadedModel | None = None
+        self.last_error: str | None = None  # of the last failed load, until one succeeds
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, force: bool = False) -> str:
+        """Load what the URI points at if it changed (or `force`): → "unchanged", "swapped" or
+        "failed" (the old model stays)."""
+        async with self._lock:
+            try:
+                version = await run_in_threadpool(self.resolver, self.settings)
+                if (not force and self.model is not None and version == self.model.version):
+                    return "unchanged"
+                model = await run_in_threadpool(self.factory, self.settings, version)
+                await run_in_threadpool(warm, model)
+            except Exception as exc:  # noqa: BLE001 - any load fault keeps the old model
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.metrics.reloads.labels("failed").inc()
+                log.error("loading the model failed; still serving version %s: %s",
+                          self.model.version if self.model else None, self.last_error)
+                return "failed"
+            old = self.model
+            self.model, self.last_error = model, None  # the swap: one reference assignment
+            self.metrics.reloads.labels("swapped").inc()
+            self.metrics.version.set(model.version if model.version is not None else -1)
+            self.metrics.ready.set(1)
+            log.info("serving %s version %s (was %s)", model.uri, model.version,
+                     old.version if old else None)
+            return "swapped"
+
+    async def follow(self) -> None:
+        """Poll the alias for ever (a background task)."""
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            await self.refresh()

@@ -41,7 +41,7 @@ down: install
 	$(BIN)/gifqa stack down
 
 test: install browser stack-deps
-	$(BIN)/ruff check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q --timeout=1800 tests
 
 lint: install

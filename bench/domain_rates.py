@@ -50,9 +50,12 @@ def main() -> None:
     frames = pd.read_parquet(index / FRAMES_FILE)
     manifest = pd.read_parquet(out_dir("validate", root) / "manifest_clean.parquet")
     split = frames[["gif_id"]].merge(manifest[["gif_id", "split", "path"]], on="gif_id")
-    domain, metrics = fit_domain(np.load(index / TOKENS_FILE, mmap_mode="r"), frames,
-                                 split.split.to_numpy(),
-                                 params.index.domain_percentile)
+    domain, metrics = fit_domain(
+        np.load(index / TOKENS_FILE, mmap_mode="r"),
+        frames,
+        split.split.to_numpy(),
+        params.index.domain_percentile,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / CLIP_DIR
         shutil.copytree(index / CLIP_DIR, clip)
@@ -65,9 +68,12 @@ def main() -> None:
             answers = [predictor.answer(str(g), "what is moving ?") for g in gifs]
             inside = np.array([a["in_domain"] for a in answers])
             dist = np.array([a["domain_distance"] for a in answers])
-            metrics[name] = {"n": len(gifs), "in_domain_rate": round(float(inside.mean()), 4),
-                             "distance_median": round(float(np.median(dist)), 4),
-                             "distance_min": round(float(dist.min()), 4)}
+            metrics[name] = {
+                "n": len(gifs),
+                "in_domain_rate": round(float(inside.mean()), 4),
+                "distance_median": round(float(np.median(dist)), 4),
+                "distance_min": round(float(dist.min()), 4),
+            }
     metrics["percentile"] = params.index.domain_percentile
     print(json.dumps(metrics, indent=2))
     if args.out:

@@ -75,8 +75,12 @@ def main() -> None:
     reference = data_profile(manifest, qa)
     index = out_dir("index", root)
     ref_emb = index_embeddings(index, manifest)
-    corpora = {"same": {}, "one_colour": {}, "long": {"n_frames": 64},
-               "one_colour_long": {"n_frames": 64}}
+    corpora = {
+        "same": {},
+        "one_colour": {},
+        "long": {"n_frames": 64},
+        "one_colour_long": {"n_frames": 64},
+    }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, change in corpora.items():
@@ -85,20 +89,36 @@ def main() -> None:
             if name.startswith("one_colour"):
                 one_colour(folder)
             cur_manifest, cur_qa = folder_tables(folder, params.qa, Path(tmp) / f"{name}-ingest")
-            emb = {**ref_emb, **embed_gifs(cur_manifest, index / CLIP_DIR,
-                                           params.index.frames_per_gif)}
-            result = drift_against(reference, data_profile(cur_manifest, cur_qa), params.drift,
-                                   emb)
+            emb = {
+                **ref_emb,
+                **embed_gifs(cur_manifest, index / CLIP_DIR, params.index.frames_per_gif),
+            }
+            result = drift_against(reference, data_profile(cur_manifest, cur_qa), params.drift, emb)
             written = write_report(result, args.out / name)
             if name not in args.html and len(written) > 1:
                 written[1].unlink()
             print(f"{name}: {result.action} ({result.reason})")
             for feature, f in result.features.items():
-                rows.append({"corpus": name, "feature": feature, "method": f.method,
-                             "score": round(f.score, 4), "threshold": f.threshold,
-                             "drifted": f.drifted})
-            rows.append({"corpus": name, "feature": "(share → action)", "method": "",
-                         "score": result.share, "threshold": None, "drifted": result.action})
+                rows.append(
+                    {
+                        "corpus": name,
+                        "feature": feature,
+                        "method": f.method,
+                        "score": round(f.score, 4),
+                        "threshold": f.threshold,
+                        "drifted": f.drifted,
+                    }
+                )
+            rows.append(
+                {
+                    "corpus": name,
+                    "feature": "(share → action)",
+                    "method": "",
+                    "score": result.share,
+                    "threshold": None,
+                    "drifted": result.action,
+                }
+            )
     print(pd.DataFrame(rows).to_markdown(index=False))
 
 

@@ -41,8 +41,11 @@ RESULTS = Path(__file__).parent / "results" / "fanout"
 
 def outputs(project: Path, stage: str) -> dict[str, bytes]:
     root = out_dir(stage, project)
-    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*"))
-            if f.is_file() and "downloads" not in f.parts}
+    return {
+        str(f.relative_to(root)): f.read_bytes()
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and "downloads" not in f.parts
+    }
 
 
 def main() -> None:
@@ -57,43 +60,75 @@ def main() -> None:
     clip = {} if args.fit_steps is None else {"fit_steps": args.fit_steps}
     project = make_project(work / "p", {"shapes": {"n_gifs": args.gifs}, "clip": clip})
     stage_data(load_params(project / "params.yaml"), root=project)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("GIFQA_FANOUT_") and k != WORK_CACHE_ENV}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GIFQA_FANOUT_") and k != WORK_CACHE_ENV
+    }
     sh([sys.executable, "-m", "dvc", "repro", "index"], project)
     reference = {s: outputs(project, s) for s in STAGES}
 
-    times: dict[str, dict[str, list[float]]] = {r: {s: [] for s in STAGES}
-                                                for r in ("serial", "dask")}
+    times: dict[str, dict[str, list[float]]] = {
+        r: {s: [] for s in STAGES} for r in ("serial", "dask")
+    }
     differing: list[str] = []
     for repeat in range(args.repeats):
         for runner in ("serial", "dask"):
             cache = work / f"cache-{runner}-{repeat}"
             shutil.copytree(project / WORK_CACHE_DIR / "clip", cache / "clip")  # the fit only
-            run_env = {**env, WORK_CACHE_ENV: str(cache), "GIFQA_FANOUT_RUNNER": runner,
-                       "GIFQA_FANOUT_WORKERS": str(args.workers),
-                       "GIFQA_FANOUT_SHARDS": str(args.shards)}
+            run_env = {
+                **env,
+                WORK_CACHE_ENV: str(cache),
+                "GIFQA_FANOUT_RUNNER": runner,
+                "GIFQA_FANOUT_WORKERS": str(args.workers),
+                "GIFQA_FANOUT_SHARDS": str(args.shards),
+            }
             for stage in STAGES:
                 t0 = time.perf_counter()
-                subprocess.run([*GIFQA, stage], cwd=project, env=run_env, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    [*GIFQA, stage],
+                    cwd=project,
+                    env=run_env,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 times[runner][stage].append(round(time.perf_counter() - t0, 1))
                 got = outputs(project, stage)
-                differing += [f"{runner}/{stage}/{k}" for k in reference[stage].keys() | got.keys()
-                              if reference[stage].get(k) != got.get(k)]
+                differing += [
+                    f"{runner}/{stage}/{k}"
+                    for k in reference[stage].keys() | got.keys()
+                    if reference[stage].get(k) != got.get(k)
+                ]
             shutil.rmtree(cache)
-            print(json.dumps({"runner": runner, "repeat": repeat,
-                              **{s: times[runner][s][-1] for s in STAGES}}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "runner": runner,
+                        "repeat": repeat,
+                        **{s: times[runner][s][-1] for s in STAGES},
+                    }
+                ),
+                flush=True,
+            )
 
     med = {r: {s: statistics.median(v) for s, v in by.items()} for r, by in times.items()}
     for r in med:
         med[r]["total"] = round(sum(med[r][s] for s in STAGES), 1)
-    summary = {"gifs": args.gifs, "workers": args.workers, "shards": args.shards,
-               "repeats": args.repeats, "median_s": med, "runs_s": times,
-               "serial_over_dask": {s: round(med["serial"][s] / med["dask"][s], 3)
-                                    for s in [*STAGES, "total"]},
-               "files_differing": sorted(set(differing)), "cpu_count": os.cpu_count()}
-    print(json.dumps({k: summary[k] for k in ("median_s", "serial_over_dask",
-                                              "files_differing")}))
+    summary = {
+        "gifs": args.gifs,
+        "workers": args.workers,
+        "shards": args.shards,
+        "repeats": args.repeats,
+        "median_s": med,
+        "runs_s": times,
+        "serial_over_dask": {
+            s: round(med["serial"][s] / med["dask"][s], 3) for s in [*STAGES, "total"]
+        },
+        "files_differing": sorted(set(differing)),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps({k: summary[k] for k in ("median_s", "serial_over_dask", "files_differing")}))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.gifs}.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)

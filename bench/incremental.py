@@ -52,8 +52,11 @@ def run_stages(project: Path) -> dict[str, float]:
     for stage in DATA_STAGES:
         t0 = time.perf_counter()
         if stage == "index":
-            pin_fit_set(clean_tables(project)[0], project / params.clip.fit_set_file,
-                        params.clip.refit_growth)
+            pin_fit_set(
+                clean_tables(project)[0],
+                project / params.clip.fit_set_file,
+                params.clip.refit_growth,
+            )
         sh([*DVC, "repro", "--single-item", stage], project)
         times[stage] = round(time.perf_counter() - t0, 1)
     times["total"] = round(sum(times.values()), 1)
@@ -107,14 +110,26 @@ def main() -> None:
     a, b = output_files(incr), output_files(scratch)
     differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     summary = {
-        "gifs": args.gifs, "new_gifs": n_new, "fit_steps": params.clip.fit_steps,
-        "first_run_s": first, "incremental_s": incremental, "from_scratch_s": from_scratch,
+        "gifs": args.gifs,
+        "new_gifs": n_new,
+        "fit_steps": params.clip.fit_steps,
+        "first_run_s": first,
+        "incremental_s": incremental,
+        "from_scratch_s": from_scratch,
         "ratio": round(incremental["total"] / from_scratch["total"], 3),
         "clip_fit_seconds": fit.get("clip_fit_seconds"),
-        "incremental_index": {k: incr_index.get(k) for k in (
-            "clip_fit_pinned", "clip_fit_cached", "clip_unfitted_share", "cache_hits",
-            "cache_misses")},
-        "files_compared": len(a), "files_differing": differ,
+        "incremental_index": {
+            k: incr_index.get(k)
+            for k in (
+                "clip_fit_pinned",
+                "clip_fit_cached",
+                "clip_unfitted_share",
+                "cache_hits",
+                "cache_misses",
+            )
+        },
+        "files_compared": len(a),
+        "files_differing": differ,
         "cpu_count": os.cpu_count(),
     }
     for name in ("first_run_s", "incremental_s", "from_scratch_s"):

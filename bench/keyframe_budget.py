@@ -48,8 +48,13 @@ from gifqa_model.stages import clean_tables, ground_truth, train_inputs  # noqa:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--top-k", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--spread", type=float, nargs="+", default=None,
-                    help="index.temporal_spread values (default: params.yaml's)")
+    ap.add_argument(
+        "--spread",
+        type=float,
+        nargs="+",
+        default=None,
+        help="index.temporal_spread values (default: params.yaml's)",
+    )
     ap.add_argument("--steps", type=int, default=None, help="train.max_steps (params.yaml)")
     ap.add_argument("--project", type=Path, default=Path("."))
     ap.add_argument("--out", type=Path, default=None, help="keep each run's outputs here")
@@ -74,11 +79,15 @@ def main() -> None:
             name = f"top_k={k} spread={spread:g}"
             ip = params.index.model_copy(update={"top_k": k, "temporal_spread": spread})
             keyframes = choose_keyframes(encoder, index, frame_table, inputs.qa, ip)
-            prec = keyframe_precision(inputs.qa, keyframes, frame_table, truth,
-                                      seed=params.clip.seed)
-            row = {"frames": k * ip.group_size, "precision": prec["keyframe_precision_at_k"],
-                   "uniform": prec["uniform_precision_at_k"],
-                   "span": float(keyframes.frames.map(lambda f: f[-1] - f[0]).mean())}
+            prec = keyframe_precision(
+                inputs.qa, keyframes, frame_table, truth, seed=params.clip.seed
+            )
+            row = {
+                "frames": k * ip.group_size,
+                "precision": prec["keyframe_precision_at_k"],
+                "uniform": prec["uniform_precision_at_k"],
+                "span": float(keyframes.frames.map(lambda f: f[-1] - f[0]).mean()),
+            }
             run = root / f"top_k_{k}_spread_{spread:g}"
             row.update(train_and_score(inputs, keyframes, index_dir, tp, params.evaluate, run))
             pred = pd.read_parquet(run / "eval" / "predictions.parquet")

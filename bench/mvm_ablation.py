@@ -45,8 +45,14 @@ def main() -> None:
             tp.resume = False
             if args.steps is not None:
                 tp.max_steps = args.steps
-            rows[f"λ={lam:g}"] = train_and_score(inputs, inputs.keyframes, index_dir, tp,
-                                                 params.evaluate, Path(tmp) / f"lambda_{lam}")
+            rows[f"λ={lam:g}"] = train_and_score(
+                inputs,
+                inputs.keyframes,
+                index_dir,
+                tp,
+                params.evaluate,
+                Path(tmp) / f"lambda_{lam}",
+            )
     table = pd.DataFrame(rows).T
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     if len(table) == 2:

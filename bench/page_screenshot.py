@@ -27,8 +27,12 @@ def main() -> None:
     args = ap.parse_args()
     opts = Options()
     opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1100,1150"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,1150",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
@@ -39,7 +43,8 @@ def main() -> None:
         question.send_keys(args.question)
         driver.find_element(By.ID, "go").click()
         WebDriverWait(driver, 60).until(
-            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#strip img")) > 0)
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#strip img")) > 0
+        )
         q = driver.find_element(By.ID, "q")
         q.clear()
         q.send_keys(args.search)

@@ -47,8 +47,15 @@ def train_once(project: Path, steps: int, out: Path, stop_at: int | None) -> Non
     tp = load_params(project / "params.yaml").train.model_copy(deep=True)
     tp.max_steps, tp.resume, tp.stop_at_step = steps, False, stop_at
     inputs = train_inputs(project, tp)
-    m = run_train(inputs.qa, inputs.keyframes, out_dir("index", project), tp, out,
-                  descriptions=inputs.descriptions, scene=inputs.scene)
+    m = run_train(
+        inputs.qa,
+        inputs.keyframes,
+        out_dir("index", project),
+        tp,
+        out,
+        descriptions=inputs.descriptions,
+        scene=inputs.scene,
+    )
     print("steps", m["steps"], "seconds", m["train_seconds"])
 
 
@@ -67,10 +74,20 @@ def main() -> None:
         for i in range(2):
             out = Path(tmp) / f"run{i}"
             # each run in its own process: nothing (RNG, caches, threads) carries over
-            subprocess.run([sys.executable, __file__, "--once", str(out), "--steps",
-                            str(args.steps), "--project", str(args.project.resolve()),
-                            *(["--stop-at", str(args.stop_at)] if args.stop_at else [])],
-                           check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--once",
+                    str(out),
+                    "--steps",
+                    str(args.steps),
+                    "--project",
+                    str(args.project.resolve()),
+                    *(["--stop-at", str(args.stop_at)] if args.stop_at else []),
+                ],
+                check=True,
+            )
             hashes.append(weights_hash(out / "model"))
             curves.append(pd.read_csv(out / "curve.csv").drop(columns="seconds").fillna(-1))
             print(f"run {i + 1}: weights {hashes[-1]}")

@@ -38,9 +38,11 @@ DVC = [sys.executable, "-m", "dvc"]
 def sizes(project: Path) -> dict[str, float]:
     cache, outs = project / ".dvc" / "cache", project / "outputs"
     mb = 1 / 1e6
-    return {"cache_mb": round(unique_bytes(cache) * mb, 2),
-            "outputs_mb": round(unique_bytes(outs) * mb, 2),
-            "cache+outputs_mb": round(unique_bytes(cache, outs) * mb, 2)}
+    return {
+        "cache_mb": round(unique_bytes(cache) * mb, 2),
+        "outputs_mb": round(unique_bytes(outs) * mb, 2),
+        "cache+outputs_mb": round(unique_bytes(cache, outs) * mb, 2),
+    }
 
 
 def main() -> None:

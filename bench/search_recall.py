@@ -36,14 +36,14 @@ def main() -> None:
     args = ap.parse_args()
     index = out_dir("index", args.project)
     manifest = pd.read_parquet(out_dir("validate", args.project) / "manifest_clean.parquet")
-    search = GifSearch.build(np.load(index / EMB_FILE), pd.read_parquet(index / FRAMES_FILE),
-                             manifest)
+    search = GifSearch.build(
+        np.load(index / EMB_FILE), pd.read_parquet(index / FRAMES_FILE), manifest
+    )
     encoder = ClipEncoder.load(index / CLIP_DIR)
     metrics = clause_recall(search, encoder, manifest[["gif_id", "description"]])
     metrics["random_recall_at_10"] = round(10 / metrics["n_gifs"], 4)
     example = "a red circle is moving left"
-    metrics["example"] = {"query": example,
-                          "top3": search.search([example], 3, "test", encoder)[0]}
+    metrics["example"] = {"query": example, "top3": search.search([example], 3, "test", encoder)[0]}
     print(json.dumps(metrics, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,9 @@ def with_overrides(train: dict, overrides: list[str]) -> dict:
     return out
 
 
-def score_once(project: Path, train: dict, out: Path, order_seed: int | None,
-               benchmark: bool) -> None:
+def score_once(
+    project: Path, train: dict, out: Path, order_seed: int | None, benchmark: bool
+) -> None:
     """Train and evaluate in this process (`--once`); the row is printed as the last line."""
     from gifqa_model.core.env import apply_offline_env
 
@@ -54,18 +55,21 @@ def score_once(project: Path, train: dict, out: Path, order_seed: int | None,
     tp = TrainParams.model_validate({**train, "resume": False})
     inputs = train_inputs(project, tp)
     if order_seed is not None:  # the same rows in another order
-        inputs = inputs._replace(qa=inputs.qa.sample(frac=1.0, random_state=order_seed)
-                                 .reset_index(drop=True))
-    row = train_and_score(inputs, inputs.keyframes, out_dir("index", project), tp,
-                          params.evaluate, out)
+        inputs = inputs._replace(
+            qa=inputs.qa.sample(frac=1.0, random_state=order_seed).reset_index(drop=True)
+        )
+    row = train_and_score(
+        inputs, inputs.keyframes, out_dir("index", project), tp, params.evaluate, out
+    )
     if benchmark:
         from gifqa_model.evaluate.benchmark import load_benchmark
         from gifqa_model.evaluate.metrics import score_questions, split_summaries
         from gifqa_model.inference.predict import GifQAPredictor
 
         predictor = GifQAPredictor(out / "train" / "model", out_dir("index", project) / CLIP_DIR)
-        scored = score_questions(predictor.answer_many,
-                                 load_benchmark(out_dir("benchmark", project)))
+        scored = score_questions(
+            predictor.answer_many, load_benchmark(out_dir("benchmark", project))
+        )
         row.update({f"split:{k}": v["accuracy"] for k, v in split_summaries(scored).items()})
     print(json.dumps(row))
 
@@ -73,12 +77,21 @@ def score_once(project: Path, train: dict, out: Path, order_seed: int | None,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    metavar="KEY=VALUE", help="change params.yaml's train section")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change params.yaml's train section",
+    )
     ap.add_argument("--project", type=Path, default=Path("."))
     ap.add_argument("--jsonl", type=Path, help="append each seed's row here")
-    ap.add_argument("--fixed-order", action="store_true",
-                    help="keep the training rows' order (vary the train seed alone)")
+    ap.add_argument(
+        "--fixed-order",
+        action="store_true",
+        help="keep the training rows' order (vary the train seed alone)",
+    )
     ap.add_argument("--no-benchmark", action="store_true", help="score the test split only")
     ap.add_argument("--order", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--once", type=Path, help=argparse.SUPPRESS)
@@ -86,8 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     project = args.project.resolve()
     if args.once:
-        score_once(project, json.loads(args.train), args.once, args.order,
-                   not args.no_benchmark)
+        score_once(project, json.loads(args.train), args.once, args.order, not args.no_benchmark)
         return
     base = yaml.safe_load((project / "params.yaml").read_text())["train"]
     rows = {}
@@ -95,28 +107,44 @@ def main() -> None:
         for seed in args.seeds:
             train = with_overrides({**base, "seed": seed}, args.overrides)
             # a fresh process per seed: nothing (allocator, RNG, threads) carries over
-            cmd = [sys.executable, __file__, "--once", f"{tmp}/seed{seed}",
-                   "--train", json.dumps(train), "--project", str(project)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--once",
+                f"{tmp}/seed{seed}",
+                "--train",
+                json.dumps(train),
+                "--project",
+                str(project),
+            ]
             cmd += [] if args.fixed_order else ["--order", str(seed)]
             cmd += ["--no-benchmark"] if args.no_benchmark else []
-            done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
-                                  text=True)  # progress: stderr
+            done = subprocess.run(
+                cmd, check=True, stdout=subprocess.PIPE, text=True
+            )  # progress: stderr
             rows[seed] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"seed {seed}: {rows[seed]['overall']:.4f}", flush=True)
             if args.jsonl:
                 with args.jsonl.open("a") as fh:
-                    fh.write(json.dumps({"seed": seed, "set": args.overrides,
-                                         **rows[seed]}) + "\n")
+                    fh.write(json.dumps({"seed": seed, "set": args.overrides, **rows[seed]}) + "\n")
     table = pd.DataFrame(rows).T.rename_axis("seed")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     numeric = table.apply(pd.to_numeric, errors="coerce").dropna(axis=1, how="all")
-    summary = pd.DataFrame({"mean": numeric.mean(), "min": numeric.min(), "max": numeric.max(),
-                            "spread": numeric.max() - numeric.min()})
+    summary = pd.DataFrame(
+        {
+            "mean": numeric.mean(),
+            "min": numeric.min(),
+            "max": numeric.max(),
+            "spread": numeric.max() - numeric.min(),
+        }
+    )
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     overall = table["overall"]
-    print(f"overall: mean {overall.mean():.4f}  median {overall.median():.4f}  "
-          f"min {overall.min():.4f}  max {overall.max():.4f}  "
-          f">= 0.85: {int((overall >= 0.85).sum())} of {len(overall)}")
+    print(
+        f"overall: mean {overall.mean():.4f}  median {overall.median():.4f}  "
+        f"min {overall.min():.4f}  max {overall.max():.4f}  "
+        f">= 0.85: {int((overall >= 0.85).sum())} of {len(overall)}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ from urllib.parse import urlparse
 
 import httpx
 
-QUESTIONS = ["what is the color of the square ?", "how many circles are there ?",
-             "where is the triangle ?", "what is moving ?"]
+QUESTIONS = [
+    "what is the color of the square ?",
+    "how many circles are there ?",
+    "where is the triangle ?",
+    "what is moving ?",
+]
 
 
 def rss_mb(pid: int | None) -> float | None:
@@ -66,8 +70,16 @@ def wait_ready(url: str, timeout: float) -> None:
     raise SystemExit(f"{url} was not ready within {timeout:.0f} s")
 
 
-def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
-              max_seconds: float, start_at: int = 0, pid: int | None = None) -> dict:
+def run_level(
+    url: str,
+    path: str,
+    gifs: list[bytes],
+    concurrency: int,
+    n: int,
+    max_seconds: float,
+    start_at: int = 0,
+    pid: int | None = None,
+) -> dict:
     """`n` requests from `concurrency` threads (each waits for its answer before the next)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -85,9 +97,9 @@ def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
                 files = {"file": ("x.gif", gifs[(start_at + i) % len(gifs)], "image/gif")}
                 start = time.perf_counter()
                 try:
-                    status = client.post(path, files=files,
-                                         data={"question": QUESTIONS[i % len(QUESTIONS)]}
-                                         ).status_code
+                    status = client.post(
+                        path, files=files, data={"question": QUESTIONS[i % len(QUESTIONS)]}
+                    ).status_code
                 except httpx.HTTPError:
                     status = -1
                 with lock:
@@ -114,12 +126,17 @@ def run_level(url: str, path: str, gifs: list[bytes], concurrency: int, n: int,
         t.join()
     wall = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"concurrency": concurrency, "requests": len(latencies),
-            "requests_per_s": round(len(latencies) / wall, 1),
-            "p50_ms": round(q[49] * 1000, 1), "p95_ms": round(q[94] * 1000, 1),
-            "p99_ms": round(q[98] * 1000, 1),
-            "errors": sum(v for k, v in statuses.items() if k != 200), "statuses": statuses,
-            "rss_trace": rss_trace}
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "requests_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(q[49] * 1000, 1),
+        "p95_ms": round(q[94] * 1000, 1),
+        "p99_ms": round(q[98] * 1000, 1),
+        "errors": sum(v for k, v in statuses.items() if k != 200),
+        "statuses": statuses,
+        "rss_trace": rss_trace,
+    }
 
 
 def main() -> None:
@@ -143,8 +160,9 @@ def main() -> None:
         raise SystemExit(f"no GIFs under {args.gifs}")
     server = None
     if args.serve:
-        server = subprocess.Popen(shlex.split(args.serve), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            shlex.split(args.serve), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     pid = server.pid if server else args.pid
     try:
         wait_ready(args.url, 300)
@@ -152,8 +170,9 @@ def main() -> None:
         results = {"rss_mb_start": rss_mb(pid), "levels": [], "n_gifs": len(gifs)}
         sent = args.warmup  # GIFs continue across levels: a large --n-gifs never repeats one
         for c in args.concurrency:
-            level = run_level(args.url, args.path, gifs, c, args.requests, args.max_seconds,
-                              sent, pid)
+            level = run_level(
+                args.url, args.path, gifs, c, args.requests, args.max_seconds, sent, pid
+            )
             sent += level["requests"]
             level["rss_mb"] = rss_mb(pid)
             results["levels"].append(level)

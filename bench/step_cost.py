@@ -44,8 +44,12 @@ def main() -> None:
     ap.add_argument("--project", type=Path, default=Path("."))
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--variant", action="append", default=[],
-                    help="name:key=value,... over train.model (repeatable)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="name:key=value,... over train.model (repeatable)",
+    )
     args = ap.parse_args()
     params = load_params(args.project / "params.yaml")
     variants = [("params.yaml", {}), *(parse_variant(v) for v in args.variant)]
@@ -56,27 +60,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for name, overrides in variants:
-                model = {k: v for k, v in overrides.items()
-                         if k != "threads" and not k.startswith("train.")}
+                model = {
+                    k: v
+                    for k, v in overrides.items()
+                    if k != "threads" and not k.startswith("train.")
+                }
                 train = {k[6:]: v for k, v in overrides.items() if k.startswith("train.")}
-                tp = TrainParams.model_validate({
-                    **params.train.model_dump(), **train,
-                    "model": {**params.train.model.model_dump(), **model}})
+                tp = TrainParams.model_validate(
+                    {
+                        **params.train.model_dump(),
+                        **train,
+                        "model": {**params.train.model.model_dump(), **model},
+                    }
+                )
                 torch.set_num_threads(int(overrides.get("threads", default_threads)))
                 tp.max_steps, tp.max_minutes = args.steps, 1e6
                 tp.eval_every = tp.checkpoint_every = args.steps + 1
                 tp.resume = False
-                m = run_train(inputs.qa, inputs.keyframes, index_dir, tp,
-                              Path(tmp) / f"{name}_{repeat}", descriptions=inputs.descriptions,
-                              scene=inputs.scene)
+                m = run_train(
+                    inputs.qa,
+                    inputs.keyframes,
+                    index_dir,
+                    tp,
+                    Path(tmp) / f"{name}_{repeat}",
+                    descriptions=inputs.descriptions,
+                    scene=inputs.scene,
+                )
                 per_100 = 100 * m["train_seconds"] / m["steps"]
                 seconds[name].append(per_100)
                 print(f"run {repeat} {name}: {per_100:.2f} s / 100 steps", flush=True)
     base = statistics.median(seconds[variants[0][0]])
     for name, runs in seconds.items():
         med = statistics.median(runs)
-        print(f"{name}: median {med:.2f} s / 100 steps ({', '.join(f'{r:.2f}' for r in runs)}),"
-              f" {med / base:.2f}x of params.yaml")
+        print(
+            f"{name}: median {med:.2f} s / 100 steps ({', '.join(f'{r:.2f}' for r in runs)}),"
+            f" {med / base:.2f}x of params.yaml"
+        )
 
 
 if __name__ == "__main__":

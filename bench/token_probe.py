@@ -33,8 +33,9 @@ from gifqa_model.data.scene import ATTRIBUTES, scene_table  # noqa: E402
 from gifqa_model.stages import clean_tables, ground_truth  # noqa: E402
 
 
-def object_cells(tokens: np.ndarray, scene: np.ndarray, rows: np.ndarray, grid: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def object_cells(
+    tokens: np.ndarray, scene: np.ndarray, rows: np.ndarray, grid: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(token, 3×3 neighbourhood mean, labels) of every object-covered cell of `rows`."""
     t = torch.from_numpy(np.asarray(tokens[rows], dtype=np.float32))  # (F, N, D)
     s = torch.from_numpy(scene[rows])  # (F, N, attributes)
@@ -44,17 +45,28 @@ def object_cells(tokens: np.ndarray, scene: np.ndarray, rows: np.ndarray, grid: 
     return t[obj], around[obj], s[obj]
 
 
-def probe(x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, y_te: torch.Tensor,
-          hidden: int, steps: int = 1500, seed: int = 0) -> float:
+def probe(
+    x_tr: torch.Tensor,
+    y_tr: torch.Tensor,
+    x_te: torch.Tensor,
+    y_te: torch.Tensor,
+    hidden: int,
+    steps: int = 1500,
+    seed: int = 0,
+) -> float:
     """Test accuracy of a linear (`hidden` 0) or one-hidden-layer probe fitted on train."""
     torch.manual_seed(seed)
     mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-5
     x_tr, x_te = (x_tr - mu) / sd, (x_te - mu) / sd
     n_cls = int(max(y_tr.max(), y_te.max())) + 1
     d = x_tr.shape[1]
-    head = (torch.nn.Linear(d, n_cls) if not hidden else
-            torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.GELU(),
-                                torch.nn.Linear(hidden, n_cls)))
+    head = (
+        torch.nn.Linear(d, n_cls)
+        if not hidden
+        else torch.nn.Sequential(
+            torch.nn.Linear(d, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, n_cls)
+        )
+    )
     opt = torch.optim.Adam(head.parameters(), 1e-3, weight_decay=1e-4)
     for _ in range(steps):
         i = torch.randint(len(x_tr), (512,))
@@ -81,15 +93,21 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = {}
     for name, n in (("train", args.frames), ("test", args.frames * 3 // 8)):
-        pool = np.concatenate([np.arange(r.offset, r.offset + r.n_cached)
-                               for r in frames.itertuples() if split[r.gif_id] == name])
+        pool = np.concatenate(
+            [
+                np.arange(r.offset, r.offset + r.n_cached)
+                for r in frames.itertuples()
+                if split[r.gif_id] == name
+            ]
+        )
         rows[name] = np.sort(rng.permutation(pool)[:n])
     tr, te = (object_cells(tokens, scene, rows[s], grid) for s in ("train", "test"))
     result = {"tokens": list(tokens.shape[1:]), "object_cells": [len(tr[2]), len(te[2])]}
     for a, attribute in enumerate(ATTRIBUTES):
-        for feature, (x_tr, x_te) in (("token", (tr[0], te[0])),
-                                      ("token+3x3", (torch.cat(tr[:2], 1),
-                                                     torch.cat(te[:2], 1)))):
+        for feature, (x_tr, x_te) in (
+            ("token", (tr[0], te[0])),
+            ("token+3x3", (torch.cat(tr[:2], 1), torch.cat(te[:2], 1))),
+        ):
             for kind, hidden in (("linear", 0), ("mlp", 256)):
                 acc = probe(x_tr, tr[2][:, a], x_te, te[2][:, a], hidden)
                 result[f"{attribute} {feature} {kind}"] = round(acc, 3)

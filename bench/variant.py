@@ -15,14 +15,33 @@ from gifqa_model.stages import TrainInputs
 from gifqa_model.train.loop import run_train
 
 
-def train_and_score(inputs: TrainInputs, keyframes: pd.DataFrame, index_dir: Path,
-                    train: TrainParams, evaluate: EvalParams, out: Path) -> dict:
+def train_and_score(
+    inputs: TrainInputs,
+    keyframes: pd.DataFrame,
+    index_dir: Path,
+    train: TrainParams,
+    evaluate: EvalParams,
+    out: Path,
+) -> dict:
     """Overall and per-qtype test exact match, blanked / shuffled frames, steps and QA/s."""
-    train_m = run_train(inputs.qa, keyframes, index_dir, train, out / "train",
-                        descriptions=inputs.descriptions, scene=inputs.scene)
-    m, _ = run_evaluate(out / "train" / "model", index_dir, inputs.qa, keyframes, evaluate,
-                        out / "eval")
-    return {"overall": m["accuracy"], **m["by_qtype"],
-            "blank": m["blank_frames_accuracy"], "shuffled": m["shuffled_frames_accuracy"],
-            "shuffled_action": m["shuffled_frames_by_qtype"].get("action", float("nan")),
-            "steps": train_m["steps"], "QA/s": train_m["qa_per_second"]}
+    train_m = run_train(
+        inputs.qa,
+        keyframes,
+        index_dir,
+        train,
+        out / "train",
+        descriptions=inputs.descriptions,
+        scene=inputs.scene,
+    )
+    m, _ = run_evaluate(
+        out / "train" / "model", index_dir, inputs.qa, keyframes, evaluate, out / "eval"
+    )
+    return {
+        "overall": m["accuracy"],
+        **m["by_qtype"],
+        "blank": m["blank_frames_accuracy"],
+        "shuffled": m["shuffled_frames_accuracy"],
+        "shuffled_action": m["shuffled_frames_by_qtype"].get("action", float("nan")),
+        "steps": train_m["steps"],
+        "QA/s": train_m["qa_per_second"],
+    }

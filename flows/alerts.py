@@ -25,7 +25,9 @@ def tag_failed_run(flow_run_id: str, message: str) -> str | None:
         client = MlflowClient()
         runs = client.search_runs(
             [e.experiment_id for e in client.search_experiments()],
-            f"tags.`prefect.flow_run_id` = '{flow_run_id}'", max_results=1)
+            f"tags.`prefect.flow_run_id` = '{flow_run_id}'",
+            max_results=1,
+        )
         if not runs:
             return None
         run = runs[0]
@@ -45,8 +47,12 @@ def post_webhook(payload: dict, url: str | None = None, timeout: float = 5.0) ->
     if not url.startswith(("http://", "https://")):
         log.warning("%s is not an http(s) URL; no notice sent", WEBHOOK_ENV)
         return False
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
             return 200 <= resp.status < 300
@@ -57,18 +63,32 @@ def post_webhook(payload: dict, url: str | None = None, timeout: float = 5.0) ->
 
 def notify_drift(flow: str, result) -> bool:
     """A JSON POST of a drift check that calls for action (monitor/drift.py's DriftResult)."""
-    return post_webhook({"event": "drift", "flow": flow, "action": result.action,
-                         "share": result.share, "features": result.drifted,
-                         "reason": result.reason[:5000]})
+    return post_webhook(
+        {
+            "event": "drift",
+            "flow": flow,
+            "action": result.action,
+            "share": result.share,
+            "features": result.drifted,
+            "reason": result.reason[:5000],
+        }
+    )
 
 
 def notify_failure(flow, flow_run, state) -> None:
     """Prefect `on_failure` / `on_crashed` hook of the retrain flow."""
     message = str(getattr(state, "message", "") or state)
     run_id = tag_failed_run(str(flow_run.id), message)
-    post_webhook({"flow": flow.name, "flow_run": flow_run.name, "flow_run_id": str(flow_run.id),
-                  "state": getattr(state, "name", str(state)), "message": message[:5000],
-                  "mlflow_run_id": run_id})
+    post_webhook(
+        {
+            "flow": flow.name,
+            "flow_run": flow_run.name,
+            "flow_run_id": str(flow_run.id),
+            "state": getattr(state, "name", str(state)),
+            "message": message[:5000],
+            "mlflow_run_id": run_id,
+        }
+    )
 
 
 def close_abandoned_runs(experiment_id: str, current_flow_run: str) -> list[str]:

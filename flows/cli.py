@@ -28,16 +28,23 @@ def run(project: Path = typer.Option(Path("."), help="project directory")) -> No
     if "version" not in summary:
         console.print(f"ran without registering (accuracy {summary['accuracy']:.3f})")
         return
-    this = (f"unchanged (same weights as v{summary['version']})" if summary.get("unchanged")
-            else f"v{summary['version']} " + ("promoted" if summary["promoted"] else
-                                             "not promoted"))
-    console.print(f"[bold]this run:[/] {this}; test accuracy {summary['accuracy']:.3f} "
-                  f"(prior {summary['baseline']:.3f})\n[bold]champion:[/] gifqa "
-                  f"v{summary['champion_version']}\n[bold]gate:[/] {summary['reason']}")
+    this = (
+        f"unchanged (same weights as v{summary['version']})"
+        if summary.get("unchanged")
+        else f"v{summary['version']} " + ("promoted" if summary["promoted"] else "not promoted")
+    )
+    console.print(
+        f"[bold]this run:[/] {this}; test accuracy {summary['accuracy']:.3f} "
+        f"(prior {summary['baseline']:.3f})\n[bold]champion:[/] gifqa "
+        f"v{summary['champion_version']}\n[bold]gate:[/] {summary['reason']}"
+    )
 
 
-models = typer.Typer(help="The registered versions of the model, their history, and moving the "
-                     "champion by hand (promote, rollback).", no_args_is_help=True)
+models = typer.Typer(
+    help="The registered versions of the model, their history, and moving the "
+    "champion by hand (promote, rollback).",
+    no_args_is_help=True,
+)
 app.add_typer(models, name="models", rich_help_panel=MODELS)
 NAME = typer.Option("gifqa", "--name", help="registered model name")
 
@@ -60,9 +67,16 @@ def models_list(name: str = NAME) -> None:
     splits = list(dict.fromkeys(s for v in versions for s in v["splits"] if s != "benchmark"))
     table = Table("version", "aliases", "created", "benchmark", *splits, "test", "gate", "run")
     for v in versions:
-        table.add_row(f"v{v['version']}", ", ".join(v["aliases"]), v["created"],
-                      v["benchmark_accuracy"] or "", *(v["splits"].get(s, "") for s in splits),
-                      v["test_accuracy"] or "", v["decision"] or "", (v["run_id"] or "")[:12])
+        table.add_row(
+            f"v{v['version']}",
+            ", ".join(v["aliases"]),
+            v["created"],
+            v["benchmark_accuracy"] or "",
+            *(v["splits"].get(s, "") for s in splits),
+            v["test_accuracy"] or "",
+            v["decision"] or "",
+            (v["run_id"] or "")[:12],
+        )
     console.print(table)
 
 
@@ -76,14 +90,17 @@ def models_history(name: str = NAME) -> None:
         console.print(f"no alias moves recorded for {name}")
     for h in moves:
         before = f"v{h['previous']}" if h["previous"] else "none"
-        console.print(f"{h['time']}  {h['alias']}: {before} → v{h['version']}  "
-                      f"[{h['actor']}] {h['reason']}")
+        console.print(
+            f"{h['time']}  {h['alias']}: {before} → v{h['version']}  [{h['actor']}] {h['reason']}"
+        )
 
 
 @models.command("promote")
-def models_promote(version: int,
-                   reason: str = typer.Option(..., "--reason", help="why, recorded"),
-                   name: str = NAME) -> None:
+def models_promote(
+    version: int,
+    reason: str = typer.Option(..., "--reason", help="why, recorded"),
+    name: str = NAME,
+) -> None:
     """Make VERSION the champion by hand (recorded with its reason)."""
     from gifqa_model.registry.versions import promote as do_promote
 
@@ -92,8 +109,9 @@ def models_promote(version: int,
 
 
 @models.command("rollback")
-def models_rollback(reason: str = typer.Option("rollback", "--reason", help="why, recorded"),
-                    name: str = NAME) -> None:
+def models_rollback(
+    reason: str = typer.Option("rollback", "--reason", help="why, recorded"), name: str = NAME
+) -> None:
     """Put the previous champion back (recorded)."""
     from gifqa_model.registry.versions import rollback as do_rollback
 
@@ -113,18 +131,34 @@ def ui(port: int = typer.Option(5000, help="port on 127.0.0.1")) -> None:
 
     uri = os.environ["MLFLOW_TRACKING_URI"]
     console.print(f"MLflow UI for {uri} on http://127.0.0.1:{port}")
-    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                    "--host", "127.0.0.1", "--port", str(port)], check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        check=False,
+    )
 
 
-stack = typer.Typer(help="The local stack of real servers on 127.0.0.1 (flows/stack.py).",
-                    no_args_is_help=True)
+stack = typer.Typer(
+    help="The local stack of real servers on 127.0.0.1 (flows/stack.py).", no_args_is_help=True
+)
 app.add_typer(stack, name="stack", rich_help_panel=OPERATE)
 
 
 @stack.command("up")
-def stack_up(project: Path = typer.Option(Path("."), help="project the worker runs in"),
-             worker: bool = typer.Option(True, help="start a process worker")) -> None:
+def stack_up(
+    project: Path = typer.Option(Path("."), help="project the worker runs in"),
+    worker: bool = typer.Option(True, help="start a process worker"),
+) -> None:
     """Start PostgreSQL, the object store, MLflow, Prefect and a worker; point DVC at the
     object store. `eval "$(gifqa stack env)"` then sends every command to them."""
     from flows.stack import Stack, load_settings
@@ -135,10 +169,12 @@ def stack_up(project: Path = typer.Option(Path("."), help="project the worker ru
     if (project / ".dvc").is_dir():
         configure_remote(project, env["GIFQA_DVC_REMOTE"], env["GIFQA_DVC_REMOTE_ENDPOINT"])
         console.print(f"DVC remote: {env['GIFQA_DVC_REMOTE']} (in .dvc/config.local)")
-    console.print(f"MLflow {env['MLFLOW_TRACKING_URI']} · Prefect "
-                  f"{env['PREFECT_API_URL'].removesuffix('/api')} · S3 "
-                  f"{env['MLFLOW_S3_ENDPOINT_URL']}\nnext: eval \"$(gifqa stack env)\" && "
-                  "gifqa deploy")
+    console.print(
+        f"MLflow {env['MLFLOW_TRACKING_URI']} · Prefect "
+        f"{env['PREFECT_API_URL'].removesuffix('/api')} · S3 "
+        f'{env["MLFLOW_S3_ENDPOINT_URL"]}\nnext: eval "$(gifqa stack env)" && '
+        "gifqa deploy"
+    )
 
 
 @stack.command("down")
@@ -169,30 +205,38 @@ def stack_env() -> None:
 
 
 @stack.command("add-user")
-def stack_add_user(user: str = typer.Option(..., envvar="GIFQA_MLFLOW_READER_USER"),
-                   password: str = typer.Option(..., envvar="GIFQA_MLFLOW_READER_PASSWORD")
-                   ) -> None:
+def stack_add_user(
+    user: str = typer.Option(..., envvar="GIFQA_MLFLOW_READER_USER"),
+    password: str = typer.Option(..., envvar="GIFQA_MLFLOW_READER_PASSWORD"),
+) -> None:
     """Create a read-only MLflow user (as the admin in MLFLOW_TRACKING_USERNAME/PASSWORD on
     MLFLOW_TRACKING_URI); compose runs it once for the API service's identity."""
     import os
 
     from flows.stack import ensure_user
 
-    ensure_user(os.environ["MLFLOW_TRACKING_URI"], (os.environ["MLFLOW_TRACKING_USERNAME"],
-                                                    os.environ["MLFLOW_TRACKING_PASSWORD"]),
-                user, password)
+    ensure_user(
+        os.environ["MLFLOW_TRACKING_URI"],
+        (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]),
+        user,
+        password,
+    )
     console.print(f"MLflow user {user}: ready (reads; writes only what an admin grants)")
 
 
 @app.command(rich_help_panel=OPERATE)
-def deploy(project: Path = typer.Option(Path("."), help="project folder the runs work in"),
-           pool: str = typer.Option("gifqa", help="process work pool")) -> None:
+def deploy(
+    project: Path = typer.Option(Path("."), help="project folder the runs work in"),
+    pool: str = typer.Option("gifqa", help="process work pool"),
+) -> None:
     """Create the work pool and the retrain (cron) and watch-data (interval) deployments."""
     from flows.deploy import deploy as make
 
     ids = make(project, pool)
-    console.print(f"deployed gifqa-retrain/retrain and gifqa-watch-data/watch-data on pool "
-                  f"{pool} ({', '.join(i[:8] for i in ids)})")
+    console.print(
+        f"deployed gifqa-retrain/retrain and gifqa-watch-data/watch-data on pool "
+        f"{pool} ({', '.join(i[:8] for i in ids)})"
+    )
 
 
 if __name__ == "__main__":

@@ -43,15 +43,29 @@ def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> l
     retrain = flow.from_source(str(CODE), "flows/retrain.py:retrain")
     watch = flow.from_source(str(CODE), "flows/watch.py:watch_data")
     ids = [
-        retrain.deploy(name=RETRAIN, work_pool_name=work_pool, build=False, push=False,
-                       cron=params.retrain_cron if schedules else None,
-                       parameters={"project_dir": str(project)}, concurrency_limit=1,
-                       description="Every DVC stage, one MLflow run, the gate; one at a time.",
-                       print_next_steps=False, ignore_warnings=True),
-        watch.deploy(name=WATCH, work_pool_name=work_pool, build=False, push=False,
-                     interval=params.watch_interval_s if schedules else None,
-                     parameters={"project_dir": str(project)}, concurrency_limit=1,
-                     description="New GIFs in the drop folder → a data version → retrain.",
-                     print_next_steps=False, ignore_warnings=True),
+        retrain.deploy(
+            name=RETRAIN,
+            work_pool_name=work_pool,
+            build=False,
+            push=False,
+            cron=params.retrain_cron if schedules else None,
+            parameters={"project_dir": str(project)},
+            concurrency_limit=1,
+            description="Every DVC stage, one MLflow run, the gate; one at a time.",
+            print_next_steps=False,
+            ignore_warnings=True,
+        ),
+        watch.deploy(
+            name=WATCH,
+            work_pool_name=work_pool,
+            build=False,
+            push=False,
+            interval=params.watch_interval_s if schedules else None,
+            parameters={"project_dir": str(project)},
+            concurrency_limit=1,
+            description="New GIFs in the drop folder → a data version → retrain.",
+            print_next_steps=False,
+            ignore_warnings=True,
+        ),
     ]
     return [str(i) for i in ids]

@@ -33,10 +33,18 @@ def dask_mapper(settings: FanoutSettings) -> ShardMapper:
     from prefect.cache_policies import NO_CACHE
     from prefect_dask import DaskTaskRunner
 
-    runner = (DaskTaskRunner(address=settings.address) if settings.address else
-              DaskTaskRunner(cluster_kwargs={"n_workers": settings.workers,
-                                             "threads_per_worker": 1, "processes": True,
-                                             "dashboard_address": None}))
+    runner = (
+        DaskTaskRunner(address=settings.address)
+        if settings.address
+        else DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    )
 
     # the shard's items are its inputs: no input hashing, no result persistence
     @task(name="shard", cache_policy=NO_CACHE, persist_result=False)

@@ -42,10 +42,15 @@ def lineage_tags(project: Path) -> dict[str, str]:
     """Git commit and the DVC hashes of the data and every stage output."""
     tags: dict[str, str] = {}
     try:
-        tags["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, text=True,
-                                            capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=project, text=True, capture_output=True).stdout.strip()
+        tags["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project, text=True, capture_output=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project,
+            text=True,
+            capture_output=True,
+        ).stdout.strip()
         tags["git_dirty"] = str(bool(dirty)).lower()
     except (subprocess.CalledProcessError, FileNotFoundError):
         tags["git_commit"] = "unknown"
@@ -71,14 +76,19 @@ def ensure_data(project_dir: str) -> dict:
     project = Path(project_dir)
     result = stage_data(load_params(project / "params.yaml"), root=project)
     if result["generated"] or not (project / "data.dvc").is_file():
-        subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data"], cwd=project,
-                       check=True, env=stage_env())
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "add", "-q", "data"],
+            cwd=project,
+            check=True,
+            env=stage_env(),
+        )
     return result
 
 
 @task(name="register-and-gate")
-def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str],
-                   hold_for: str | None = None) -> dict:
+def register_model(
+    project: Path, run_id: str, ev: dict, tags: dict[str, str], hold_for: str | None = None
+) -> dict:
     """Register the trained model unless its weights are a version's already, then let the
     gate decide on the champion (`hold_for`: why it may not move); the promotion report is
     logged to the run."""
@@ -103,32 +113,58 @@ def register_model(project: Path, run_id: str, ev: dict, tags: dict[str, str],
         return log_pyfunc(model_dir, clip_dir, gif_path, example.question).model_uri
 
     bench = ev.get("benchmark", {})
-    version_tags = {"test.accuracy": f"{ev.get('accuracy', 0):.4f}",
-                    "benchmark.accuracy": f"{bench.get('accuracy', 0):.4f}",
-                    **{f"{SPLIT_TAG}{k}.accuracy": f"{v.get('accuracy', 0):.4f}"
-                       for k, v in ev.get("splits", {}).items()},
-                    "flow_run": str(flow_run.get_name()),
-                    **{k: v for k, v in tags.items() if k.startswith(("git_", "dvc."))}}
-    candidate = Candidate(model_dir, clip_dir, run_id,
-                          float(bench.get("blank_frames_accuracy", 0.0)),
-                          float(bench.get("prior_accuracy", 0.0)), version_tags,
-                          model_card(params, run_id, ev, tags),
-                          _scored_benchmark(project))
+    version_tags = {
+        "test.accuracy": f"{ev.get('accuracy', 0):.4f}",
+        "benchmark.accuracy": f"{bench.get('accuracy', 0):.4f}",
+        **{
+            f"{SPLIT_TAG}{k}.accuracy": f"{v.get('accuracy', 0):.4f}"
+            for k, v in ev.get("splits", {}).items()
+        },
+        "flow_run": str(flow_run.get_name()),
+        **{k: v for k, v in tags.items() if k.startswith(("git_", "dvc."))},
+    }
+    candidate = Candidate(
+        model_dir,
+        clip_dir,
+        run_id,
+        float(bench.get("blank_frames_accuracy", 0.0)),
+        float(bench.get("prior_accuracy", 0.0)),
+        version_tags,
+        model_card(params, run_id, ev, tags),
+        _scored_benchmark(project),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        summary = register_and_gate(MlflowClient(), params.registry, log_model, candidate,
-                                    load_benchmark(out_dir("benchmark", project)), Path(tmp),
-                                    hold_for)
+        summary = register_and_gate(
+            MlflowClient(),
+            params.registry,
+            log_model,
+            candidate,
+            load_benchmark(out_dir("benchmark", project)),
+            Path(tmp),
+            hold_for,
+        )
         if not summary["unchanged"]:
             mlflow.log_artifacts(tmp, "promotion")
-    mlflow.set_tags({"registry.decision": decision_word(summary),
-                     "registry.version": str(summary["version"]),
-                     "registry.reason": summary["reason"][:5000]})
+    mlflow.set_tags(
+        {
+            "registry.decision": decision_word(summary),
+            "registry.version": str(summary["version"]),
+            "registry.reason": summary["reason"][:5000],
+        }
+    )
     return summary
 
 
 def decision_word(summary: dict) -> str:
-    return ("unchanged" if summary.get("unchanged") else "promoted" if summary.get("promoted")
-            else "held" if summary.get("held") else "rejected")
+    return (
+        "unchanged"
+        if summary.get("unchanged")
+        else "promoted"
+        if summary.get("promoted")
+        else "held"
+        if summary.get("held")
+        else "rejected"
+    )
 
 
 def _scored_benchmark(project: Path) -> pd.DataFrame | None:
@@ -141,26 +177,36 @@ def run_name(project: Path, params, tags: dict[str, str]) -> str:
     """What the run is: commit, data and seed (and dirty when the tree was)."""
     data = tags.get("dvc.data.data.md5", "none")[:8]
     dirty = "+dirty" if tags.get("git_dirty") == "true" else ""
-    return (f"retrain {tags.get('git_commit', 'nogit')[:8]}{dirty} data {data} "
-            f"seed {params.train.seed} steps {params.train.max_steps}")
+    return (
+        f"retrain {tags.get('git_commit', 'nogit')[:8]}{dirty} data {data} "
+        f"seed {params.train.seed} steps {params.train.max_steps}"
+    )
 
 
 def log_datasets(project: Path) -> None:
     """The manifest, the QA table and the benchmark as the run's inputs, with digests."""
-    inputs = [("manifest", out_dir("validate", project) / MANIFEST_CLEAN_FILE, "training"),
-              ("qa", out_dir("validate", project) / QA_CLEAN_FILE, "training"),
-              ("benchmark", out_dir("benchmark", project) / QUESTIONS_FILE, "evaluation")]
+    inputs = [
+        ("manifest", out_dir("validate", project) / MANIFEST_CLEAN_FILE, "training"),
+        ("qa", out_dir("validate", project) / QA_CLEAN_FILE, "training"),
+        ("benchmark", out_dir("benchmark", project) / QUESTIONS_FILE, "evaluation"),
+    ]
     for name, path, context in inputs:
         if path.is_file():
             frame = pd.read_parquet(path)
-            frame = frame.drop(columns=[c for c in frame if frame[c].dtype == object
-                                        and frame[c].map(type).eq(list).any()])
+            frame = frame.drop(
+                columns=[
+                    c
+                    for c in frame
+                    if frame[c].dtype == object and frame[c].map(type).eq(list).any()
+                ]
+            )
             ds = mlflow.data.from_pandas(frame, source=str(path), name=name)
             mlflow.log_input(ds, context=context)
 
 
-@flow(name="gifqa-retrain", log_prints=True, on_failure=[notify_failure],
-      on_crashed=[notify_failure])
+@flow(
+    name="gifqa-retrain", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure]
+)
 def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
     """ingest → synth_qa → validate → index → train → benchmark → evaluate → register and
     gate: a new version only for new weights, the champion only on the gate's evidence."""
@@ -170,18 +216,29 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     params = load_params(project / "params.yaml")
     # transient failures (a server down) are retried with doubling delays, then fail clearly
-    with_retries = {"retries": params.deploy.retries, "retry_delay_seconds": [
-        params.deploy.retry_delay_s * 2**i for i in range(params.deploy.retries)] or 0}
+    with_retries = {
+        "retries": params.deploy.retries,
+        "retry_delay_seconds": [
+            params.deploy.retry_delay_s * 2**i for i in range(params.deploy.retries)
+        ]
+        or 0,
+    }
     setup_experiment.with_options(**with_retries)(str(project))
     ensure_data(str(project))
 
     before = lineage_tags(project)  # the commit and the data the run starts from
     with mlflow.start_run(run_name=run_name(project, params, before)) as run:
         mlflow.log_params(flat_params(params))
-        mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()),
-                         "prefect.flow_run_name": str(flow_run.get_name())})
-        env = {MLFLOW_RUN_ENV: run.info.run_id,
-               "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+        mlflow.set_tags(
+            {
+                "prefect.flow_run_id": str(flow_run.get_id()),
+                "prefect.flow_run_name": str(flow_run.get_name()),
+            }
+        )
+        env = {
+            MLFLOW_RUN_ENV: run.info.run_id,
+            "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+        }
         results = {}
         for stage in stages or STAGES:  # serial: never two DVC calls at once in one workspace
             if stage == "index" and params.clip.pretrained_path is None:
@@ -211,19 +268,29 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             if drift.at_least("warn"):
                 notify_drift("gifqa-retrain", drift)
         ev = results.get("evaluate", {}).get("metrics", {})
-        summary = {"run_id": run.info.run_id, "accuracy": float(ev.get("accuracy", 0.0)),
-                   "baseline": float(ev.get("prior_accuracy", 0.0)),
-                   "drift": drift.action if drift else None}
+        summary = {
+            "run_id": run.info.run_id,
+            "accuracy": float(ev.get("accuracy", 0.0)),
+            "baseline": float(ev.get("prior_accuracy", 0.0)),
+            "drift": drift.action if drift else None,
+        }
         if "evaluate" in results:
-            hold_for = (f"data drift {drift.reason}" if drift and drift.action == "hold"
-                        else None)
-            summary.update(register_model.with_options(**with_retries)(
-                project, run.info.run_id, ev, tags, hold_for))
-            logger.info("gifqa v%s (champion v%s): %s", summary["version"],
-                        summary["champion_version"], summary["reason"])
+            hold_for = f"data drift {drift.reason}" if drift and drift.action == "hold" else None
+            summary.update(
+                register_model.with_options(**with_retries)(
+                    project, run.info.run_id, ev, tags, hold_for
+                )
+            )
+            logger.info(
+                "gifqa v%s (champion v%s): %s",
+                summary["version"],
+                summary["champion_version"],
+                summary["reason"],
+            )
             if remote_configured(project):
                 summary["published"] = publish.with_options(**with_retries)(
-                    str(project), summary, run_name(project, params, before))
+                    str(project), summary, run_name(project, params, before)
+                )
                 mlflow.set_tags({"dvc.pushed_commit": summary["published"]["commit"] or ""})
     if "published" in summary:
         try:  # retention is housekeeping: the run is published, a failed gc only warns
@@ -241,9 +308,12 @@ def pin_clip_fit_set(project: Path, params) -> None:
 
     m = pin(params, project)
     if not m["clip_fit_pinned"]:
-        get_run_logger().info("CLIP refit: %d train GIFs pinned as its fit set (%.0f%% of the "
-                              "train GIFs were outside the last one)", m["clip_fit_gifs"],
-                              100 * m["clip_unfitted_share"])
+        get_run_logger().info(
+            "CLIP refit: %d train GIFs pinned as its fit set (%.0f%% of the "
+            "train GIFs were outside the last one)",
+            m["clip_fit_gifs"],
+            100 * m["clip_unfitted_share"],
+        )
 
 
 @task(name="setup-experiment")
@@ -255,8 +325,12 @@ def setup_experiment(project_dir: str) -> None:
         local = not uri.startswith(("http://", "https://", "databricks"))
         if local:
             (Path(project_dir) / "mlflow").mkdir(exist_ok=True)
-        mlflow.create_experiment(EXPERIMENT, artifact_location=(
-            Path(project_dir) / "mlflow" / "artifacts").as_uri() if local else None)
+        mlflow.create_experiment(
+            EXPERIMENT,
+            artifact_location=(Path(project_dir) / "mlflow" / "artifacts").as_uri()
+            if local
+            else None,
+        )
     experiment = mlflow.set_experiment(EXPERIMENT)
     for run_id in close_abandoned_runs(experiment.experiment_id, str(flow_run.get_id())):
         get_run_logger().warning("closed MLflow run %s: its flow run had ended", run_id)
@@ -268,9 +342,11 @@ def publish(project_dir: str, summary: dict, name: str) -> dict:
     project = Path(project_dir)
     decision = decision_word(summary)
     champion = summary.get("promoted") or (
-        summary.get("unchanged") and summary.get("version") == summary.get("champion_version"))
-    commit = commit_run(project, f"{name}: v{summary.get('version')} {decision}",
-                        champion=bool(champion))
+        summary.get("unchanged") and summary.get("version") == summary.get("champion_version")
+    )
+    commit = commit_run(
+        project, f"{name}: v{summary.get('version')} {decision}", champion=bool(champion)
+    )
     push(project)
     return {"commit": commit, "champion": bool(champion)}
 

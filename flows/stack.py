@@ -30,8 +30,12 @@ from typing import Any
 import httpx
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_KEYS = ("GIFQA_STACK_DB_PASSWORD", "GIFQA_STACK_S3_SECRET", "GIFQA_STACK_MLFLOW_PASSWORD",
-               "GIFQA_STACK_READER_PASSWORD")
+SECRET_KEYS = (
+    "GIFQA_STACK_DB_PASSWORD",
+    "GIFQA_STACK_S3_SECRET",
+    "GIFQA_STACK_MLFLOW_PASSWORD",
+    "GIFQA_STACK_READER_PASSWORD",
+)
 SERVICES = ("postgres", "s3", "mlflow", "prefect", "worker")  # start order; stop reverses it
 
 
@@ -87,9 +91,13 @@ def load_settings(**overrides: Any) -> StackSettings:
 
 
 def urls(s: StackSettings) -> dict[str, str]:
-    return {"s3": f"http://{s.host}:{s.s3_port}", "mlflow": f"http://{s.host}:{s.mlflow_port}",
-            "prefect": f"http://{s.host}:{s.prefect_port}/api",
-            "dvc_remote": f"s3://{s.bucket}/dvc", "artifacts": f"s3://{s.bucket}/mlflow"}
+    return {
+        "s3": f"http://{s.host}:{s.s3_port}",
+        "mlflow": f"http://{s.host}:{s.mlflow_port}",
+        "prefect": f"http://{s.host}:{s.prefect_port}/api",
+        "dvc_remote": f"s3://{s.bucket}/dvc",
+        "artifacts": f"s3://{s.bucket}/mlflow",
+    }
 
 
 def db_url(s: StackSettings, database: str, driver: str = "postgresql") -> str:
@@ -100,13 +108,21 @@ def client_env(s: StackSettings, reader: bool = False) -> dict[str, str]:
     """What a client (CLI, flow, worker, DVC) needs to use the stack: as the pipeline, or as
     a reader (a service that pulls models)."""
     u = urls(s)
-    user, password = ((s.reader_user, s.reader_password) if reader else
-                      (s.mlflow_user, s.mlflow_password))
-    return {"PREFECT_API_URL": u["prefect"], "MLFLOW_TRACKING_URI": u["mlflow"],
-            "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password,
-            "MLFLOW_S3_ENDPOINT_URL": u["s3"], "AWS_ACCESS_KEY_ID": s.s3_key,
-            "AWS_SECRET_ACCESS_KEY": s.s3_secret, "AWS_DEFAULT_REGION": "us-east-1",
-            "GIFQA_DVC_REMOTE": u["dvc_remote"], "GIFQA_DVC_REMOTE_ENDPOINT": u["s3"]}
+    user, password = (
+        (s.reader_user, s.reader_password) if reader else (s.mlflow_user, s.mlflow_password)
+    )
+    return {
+        "PREFECT_API_URL": u["prefect"],
+        "MLFLOW_TRACKING_URI": u["mlflow"],
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": password,
+        "MLFLOW_S3_ENDPOINT_URL": u["s3"],
+        "AWS_ACCESS_KEY_ID": s.s3_key,
+        "AWS_SECRET_ACCESS_KEY": s.s3_secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "GIFQA_DVC_REMOTE": u["dvc_remote"],
+        "GIFQA_DVC_REMOTE_ENDPOINT": u["s3"],
+    }
 
 
 def _bin(name: str) -> str:
@@ -121,8 +137,9 @@ def _pg_bin(name: str) -> str:
             return str(base / name)
     found = shutil.which(name)
     if not found:
-        raise RuntimeError(f"PostgreSQL's {name} not found: `make stack-deps` installs "
-                           "Debian's postgresql")
+        raise RuntimeError(
+            f"PostgreSQL's {name} not found: `make stack-deps` installs Debian's postgresql"
+        )
     return found
 
 
@@ -137,8 +154,9 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _wait(what: str, ready, timeout: float, proc: subprocess.Popen | None = None,
-          log: Path | None = None) -> None:
+def _wait(
+    what: str, ready, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -174,13 +192,20 @@ class Stack:
         tmp.write_text(json.dumps(state, indent=1))
         tmp.replace(self.state_file)
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
-               cwd: Path | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen:
         log = self.home / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # noqa: SIM115 - the child keeps it
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         out.close()
         state = self.state()
         state[name] = {"pid": proc.pid, "cmd": cmd[:3], "log": str(log)}
@@ -201,10 +226,25 @@ class Stack:
                 shutil.chown(pwfile, "postgres", "postgres")
             pwfile.chmod(0o600)
             try:
-                subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", str(pgdata), "-U",
-                                             s.db_user, "--pwfile", str(pwfile),
-                                             "--auth=scram-sha-256", "-E", "UTF8"]),
-                               check=True, capture_output=True, text=True)
+                subprocess.run(
+                    _as_postgres(
+                        [
+                            _pg_bin("initdb"),
+                            "-D",
+                            str(pgdata),
+                            "-U",
+                            s.db_user,
+                            "--pwfile",
+                            str(pwfile),
+                            "--auth=scram-sha-256",
+                            "-E",
+                            "UTF8",
+                        ]
+                    ),
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
             except subprocess.CalledProcessError as err:
                 raise RuntimeError(f"initdb failed: {err.stderr}") from err
             finally:
@@ -212,14 +252,33 @@ class Stack:
         if os.geteuid() == 0:
             log.touch()
             shutil.chown(log, "postgres", "postgres")
-        opts = (f"-c listen_addresses={s.host} -c port={s.pg_port} "
-                f"-c unix_socket_directories={pgdata}")
-        proc = subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log),
-                                            "-o", opts, "-w", "-t", "60", "start"]),
-                              capture_output=True, text=True)
+        opts = (
+            f"-c listen_addresses={s.host} -c port={s.pg_port} -c unix_socket_directories={pgdata}"
+        )
+        proc = subprocess.run(
+            _as_postgres(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(log),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not start: {proc.stdout}{proc.stderr}\n"
-                               f"{log.read_text()[-2000:] if log.is_file() else ''}")
+            raise RuntimeError(
+                f"PostgreSQL did not start: {proc.stdout}{proc.stderr}\n"
+                f"{log.read_text()[-2000:] if log.is_file() else ''}"
+            )
         state = self.state()
         state["postgres"] = {"pgdata": str(pgdata), "log": str(log)}
         self._save(state)
@@ -239,14 +298,25 @@ class Stack:
 
     def _s3(self) -> None:
         s = self.s
-        proc = self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", s.host,
-                                  "-p", str(s.s3_port)])
-        _wait("object store", lambda: _http_ok(urls(s)["s3"] + "/moto-api/"),
-              s.start_timeout_s, proc, self.home / "logs" / "s3.log")
+        proc = self._spawn(
+            "s3", [sys.executable, "-m", "moto.server", "-H", s.host, "-p", str(s.s3_port)]
+        )
+        _wait(
+            "object store",
+            lambda: _http_ok(urls(s)["s3"] + "/moto-api/"),
+            s.start_timeout_s,
+            proc,
+            self.home / "logs" / "s3.log",
+        )
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=urls(s)["s3"], aws_access_key_id=s.s3_key,
-                          aws_secret_access_key=s.s3_secret, region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=urls(s)["s3"],
+            aws_access_key_id=s.s3_key,
+            aws_secret_access_key=s.s3_secret,
+            region_name="us-east-1",
+        )
         if s.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
             s3.create_bucket(Bucket=s.bucket)
 
@@ -255,57 +325,103 @@ class Stack:
         identity (the admin) writes, other users read."""
         s, u = self.s, urls(self.s)
         ini = self.home / "mlflow_auth.ini"
-        ini.write_text("[mlflow]\ndefault_permission = READ\n"
-                       f"database_uri = {db_url(s, 'mlflow_auth')}\n"
-                       f"admin_username = {s.mlflow_user}\n"
-                       "authorization_function = "
-                       "mlflow.server.auth:authenticate_request_basic_auth\n")
+        ini.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = {db_url(s, 'mlflow_auth')}\n"
+            f"admin_username = {s.mlflow_user}\n"
+            "authorization_function = "
+            "mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
         ini.chmod(0o600)
-        env = {**client_env(s), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-               "MLFLOW_AUTH_ADMIN_PASSWORD": s.mlflow_password,
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": s.mlflow_password}
-        proc = self._spawn("mlflow", [_bin("mlflow"), "server", "--app-name", "basic-auth",
-                                      "--host", s.host, "--port", str(s.mlflow_port),
-                                      "--workers", "1",
-                                      "--backend-store-uri", db_url(s, "mlflow"),
-                                      "--artifacts-destination", u["artifacts"]], env=env)
-        _wait("MLflow server", lambda: httpx.get(u["mlflow"] + "/health", timeout=2)
-              .status_code == 200, s.start_timeout_s, proc, self.home / "logs" / "mlflow.log")
+        env = {
+            **client_env(s),
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": s.mlflow_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": s.mlflow_password,
+        }
+        proc = self._spawn(
+            "mlflow",
+            [
+                _bin("mlflow"),
+                "server",
+                "--app-name",
+                "basic-auth",
+                "--host",
+                s.host,
+                "--port",
+                str(s.mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                db_url(s, "mlflow"),
+                "--artifacts-destination",
+                u["artifacts"],
+            ],
+            env=env,
+        )
+        _wait(
+            "MLflow server",
+            lambda: httpx.get(u["mlflow"] + "/health", timeout=2).status_code == 200,
+            s.start_timeout_s,
+            proc,
+            self.home / "logs" / "mlflow.log",
+        )
         self._reader()
 
     def _reader(self) -> None:
         s = self.s
-        ensure_user(urls(s)["mlflow"], (s.mlflow_user, s.mlflow_password), s.reader_user,
-                    s.reader_password)
-
+        ensure_user(
+            urls(s)["mlflow"], (s.mlflow_user, s.mlflow_password), s.reader_user, s.reader_password
+        )
 
     def _prefect(self) -> None:
         s, u = self.s, urls(self.s)
-        env = {"PREFECT_HOME": str(self.home / "prefect"),
-               "PREFECT_API_DATABASE_CONNECTION_URL": db_url(s, "prefect",
-                                                             "postgresql+asyncpg"),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
-        proc = self._spawn("prefect", [_bin("prefect"), "server", "start", "--host", s.host,
-                                       "--port", str(s.prefect_port)], env=env)
-        _wait("Prefect server", lambda: httpx.get(u["prefect"] + "/health", timeout=2)
-              .status_code == 200, s.start_timeout_s, proc, self.home / "logs" / "prefect.log")
+        env = {
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": db_url(s, "prefect", "postgresql+asyncpg"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": "",
+        }
+        proc = self._spawn(
+            "prefect",
+            [_bin("prefect"), "server", "start", "--host", s.host, "--port", str(s.prefect_port)],
+            env=env,
+        )
+        _wait(
+            "Prefect server",
+            lambda: httpx.get(u["prefect"] + "/health", timeout=2).status_code == 200,
+            s.start_timeout_s,
+            proc,
+            self.home / "logs" / "prefect.log",
+        )
 
     def start_worker(self, project: Path | None = None) -> None:
         """A process worker on the work pool; flow runs inherit the stack's client env."""
         s = self.s
-        proc = self._spawn("worker", [_bin("prefect"), "worker", "start", "--pool", s.work_pool,
-                                      "--type", "process"],
-                           env={**client_env(s), "PREFECT_HOME": str(self.home / "prefect")},
-                           cwd=project)
-        _wait("Prefect worker", lambda: _pool_has_worker(s), s.start_timeout_s, proc,
-              self.home / "logs" / "worker.log")
+        proc = self._spawn(
+            "worker",
+            [_bin("prefect"), "worker", "start", "--pool", s.work_pool, "--type", "process"],
+            env={**client_env(s), "PREFECT_HOME": str(self.home / "prefect")},
+            cwd=project,
+        )
+        _wait(
+            "Prefect worker",
+            lambda: _pool_has_worker(s),
+            s.start_timeout_s,
+            proc,
+            self.home / "logs" / "worker.log",
+        )
 
     def up(self, project: Path | None = None, progress=print) -> dict[str, str]:
         """Start what is not running; returns the client environment."""
         self.home.mkdir(parents=True, exist_ok=True)
         running = self.status()
-        steps = [("postgres", self._postgres), ("s3", self._s3), ("mlflow", self._mlflow),
-                 ("prefect", self._prefect)]
+        steps = [
+            ("postgres", self._postgres),
+            ("s3", self._s3),
+            ("mlflow", self._mlflow),
+            ("prefect", self._prefect),
+        ]
         if self.s.worker:
             steps.append(("worker", lambda: self.start_worker(project)))
         for name, start in steps:
@@ -327,8 +443,10 @@ class Stack:
         if name == "postgres":
             pgdata = state.get("postgres", {}).get("pgdata")
             if pgdata and Path(pgdata, "postmaster.pid").is_file():
-                subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", pgdata, "-m", "fast",
-                                             "-w", "stop"]), capture_output=True)
+                subprocess.run(
+                    _as_postgres([_pg_bin("pg_ctl"), "-D", pgdata, "-m", "fast", "-w", "stop"]),
+                    capture_output=True,
+                )
         elif name in state:
             _terminate(state[name]["pid"], timeout)
         state.pop(name, None)
@@ -343,8 +461,12 @@ class Stack:
 
     def status(self) -> dict[str, bool]:
         state, s = self.state(), self.s
-        ports = {"postgres": s.pg_port, "s3": s.s3_port, "mlflow": s.mlflow_port,
-                 "prefect": s.prefect_port}
+        ports = {
+            "postgres": s.pg_port,
+            "s3": s.s3_port,
+            "mlflow": s.mlflow_port,
+            "prefect": s.prefect_port,
+        }
         out = {}
         for name in SERVICES:
             if name not in state:
@@ -359,16 +481,22 @@ class Stack:
 def ensure_user(mlflow_url: str, admin: tuple[str, str], user: str, password: str) -> None:
     """A user of MLflow's basic-auth app (idempotent); it reads (`default_permission`) and
     writes only what an admin grants it."""
-    r = httpx.get(f"{mlflow_url}/api/2.0/mlflow/users/get", params={"username": user},
-                  auth=admin, timeout=10)
+    r = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow/users/get", params={"username": user}, auth=admin, timeout=10
+    )
     if r.status_code != 200:
-        httpx.post(f"{mlflow_url}/api/2.0/mlflow/users/create", auth=admin, timeout=10,
-                   json={"username": user, "password": password}).raise_for_status()
+        httpx.post(
+            f"{mlflow_url}/api/2.0/mlflow/users/create",
+            auth=admin,
+            timeout=10,
+            json={"username": user, "password": password},
+        ).raise_for_status()
 
 
 def _pool_has_worker(s: StackSettings) -> bool:
-    r = httpx.post(f"{urls(s)['prefect']}/work_pools/{s.work_pool}/workers/filter", json={},
-                   timeout=2)
+    r = httpx.post(
+        f"{urls(s)['prefect']}/work_pools/{s.work_pool}/workers/filter", json={}, timeout=2
+    )
     return r.status_code == 200 and any(w.get("status") == "ONLINE" for w in r.json())
 
 

@@ -52,41 +52,81 @@ def watch_data(project_dir: str = ".", trigger: bool = True) -> dict:
     waiting = pending(drop) if drop.is_dir() else 0
     drift = None
     looked = drop / LOOKED
-    digest = (waiting_digest(drop) if params.min_new_gifs > waiting >= everything.drift.min_gifs
-              else None)
+    digest = (
+        waiting_digest(drop) if params.min_new_gifs > waiting >= everything.drift.min_gifs else None
+    )
     if digest is not None and not (looked.is_file() and looked.read_text() == digest):
         drift = check_drop_drift(str(project))
         looked.write_text(digest)  # GIFs that wait for more are compared once
         if drift.at_least("warn"):
             notify_drift("gifqa-watch-data", drift)
     if waiting < params.min_new_gifs and not (drift and drift.at_least("retrain")):
-        logger.info("%d described GIFs wait in %s (need %d): nothing to do", waiting, drop,
-                    params.min_new_gifs)
-        return {"added": 0, "waiting": waiting, "triggered": None,
-                "drift": drift.action if drift else None}
+        logger.info(
+            "%d described GIFs wait in %s (need %d): nothing to do",
+            waiting,
+            drop,
+            params.min_new_gifs,
+        )
+        return {
+            "added": 0,
+            "waiting": waiting,
+            "triggered": None,
+            "drift": drift.action if drift else None,
+        }
     if waiting < params.min_new_gifs:
-        logger.warning("%d GIFs wait (fewer than %d), but they drifted: retraining now",
-                       waiting, params.min_new_gifs)
+        logger.warning(
+            "%d GIFs wait (fewer than %d), but they drifted: retraining now",
+            waiting,
+            params.min_new_gifs,
+        )
     result = import_drop(drop, project / params.corpus_dir)
-    logger.info("added %d GIFs (%d duplicates, %d without a description, %d rows without "
-                "a GIF)", len(result.added), result.duplicates, len(result.undescribed),
-                len(result.missing))
-    summary = {"added": len(result.added), "duplicates": result.duplicates,
-               "undescribed": result.undescribed, "missing": result.missing, "triggered": None,
-               "drift": drift.action if drift else None}
+    logger.info(
+        "added %d GIFs (%d duplicates, %d without a description, %d rows without a GIF)",
+        len(result.added),
+        result.duplicates,
+        len(result.undescribed),
+        len(result.missing),
+    )
+    summary = {
+        "added": len(result.added),
+        "duplicates": result.duplicates,
+        "undescribed": result.undescribed,
+        "missing": result.missing,
+        "triggered": None,
+        "drift": drift.action if drift else None,
+    }
     if not result.added:
         return summary
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data"], cwd=project, check=True,
-                   env=stage_env(), capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "add", "-q", "data"],
+        cwd=project,
+        check=True,
+        env=stage_env(),
+        capture_output=True,
+    )
     if is_git_repo(project):
         subprocess.run(["git", "add", "data.dvc"], cwd=project, check=True)
-        subprocess.run(["git", *BOT, "commit", "-q", "-m",
-                        f"data: +{len(result.added)} GIFs from {params.drop_dir}"],
-                       cwd=project, check=True, capture_output=True)
+        subprocess.run(
+            [
+                "git",
+                *BOT,
+                "commit",
+                "-q",
+                "-m",
+                f"data: +{len(result.added)} GIFs from {params.drop_dir}",
+            ],
+            cwd=project,
+            check=True,
+            capture_output=True,
+        )
     if trigger:
-        run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"project_dir": str(project)},
-                             timeout=0, as_subflow=False,
-                             tags=["trigger:watch-data"])
+        run = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            parameters={"project_dir": str(project)},
+            timeout=0,
+            as_subflow=False,
+            tags=["trigger:watch-data"],
+        )
         summary["triggered"] = str(run.id)
         logger.info("triggered %s: flow run %s", RETRAIN_DEPLOYMENT, run.name)
     return summary

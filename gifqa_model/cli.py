@@ -19,6 +19,8 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
+from gifqa_model.core.config import CHAMPION_URI  # noqa: E402
+
 # `gifqa --help` headings, in this order (flows/cli.py files its commands under them too)
 USE = "Use"
 STAGES = "Pipeline stages (run by dvc repro)"
@@ -36,14 +38,20 @@ class _Grouped(TyperGroup):
         def rank(name: str) -> tuple[int, bool]:
             command = self.commands[name]
             panel = getattr(command, "rich_help_panel", None)
-            return (PANELS.index(panel) if panel in PANELS else len(PANELS),
-                    not isinstance(command, TyperGroup))
+            return (
+                PANELS.index(panel) if panel in PANELS else len(PANELS),
+                not isinstance(command, TyperGroup),
+            )
 
         return sorted(super().list_commands(ctx), key=rank)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Grouped,
-                  help="gifqa: GIF question answering, from GIFs to a registered model.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    cls=_Grouped,
+    help="gifqa: GIF question answering, from GIFs to a registered model.",
+)
 console = Console()
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 
@@ -61,8 +69,10 @@ def _show(stage: str, metrics: dict) -> None:
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     # our own INFO lines; libraries only from WARNING (GX and friends are chatty at INFO)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for name in ("gifqa_model", "flows", "tasks"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
@@ -105,8 +115,11 @@ def synth_qa(params: Path = PARAMS) -> None:
 @app.command(rich_help_panel=USE)
 def qa(
     input: Path = typer.Option(
-        ..., "--input", help="TSV with columns gif (or gif_name) and description, "
-        "e.g. data/shapesworld/descriptions.tsv"),
+        ...,
+        "--input",
+        help="TSV with columns gif (or gif_name) and description, "
+        "e.g. data/shapesworld/descriptions.tsv",
+    ),
     output: Path = typer.Option(..., "--output", help="TSV: gif_name, question, answer, qtype"),
     params: Path = PARAMS,
 ) -> None:
@@ -180,7 +193,7 @@ def evaluate(params: Path = PARAMS) -> None:
 def answer(
     gif: Path,
     question: str,
-    model_uri: str = typer.Option("models:/gifqa@champion", help="MLflow model URI"),
+    model_uri: str = typer.Option(CHAMPION_URI, help="MLflow model URI"),
 ) -> None:
     """Answer a question about a GIF with a registered model."""
     import mlflow
@@ -219,14 +232,16 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="interface to bind"),
     port: int = typer.Option(8000, help="port to bind"),
     model_uri: str | None = typer.Option(
-        None, help="MLflow model URI (default: $GIFQA_MODEL_URI, else models:/gifqa@champion)"
+        None, help=f"MLflow model URI (default: $GIFQA_MODEL_URI, else {CHAMPION_URI})"
     ),
     model_dir: Path | None = typer.Option(None, help="a local model dir (with --clip-dir)"),
     clip_dir: Path | None = typer.Option(None, help="its CLIP dir (with --model-dir)"),
     poll_seconds: float | None = typer.Option(
-        None, help="how often to check the alias for a new champion (0: never; default 30)"),
+        None, help="how often to check the alias for a new champion (0: never; default 30)"
+    ),
     search_dir: Path | None = typer.Option(
-        None, help="an index stage's outputs, for GET /v1/search (e.g. outputs/index)"),
+        None, help="an index stage's outputs, for GET /v1/search (e.g. outputs/index)"
+    ),
 ) -> None:
     """Serve API v1 (POST /v1/answer, /v1/answer:batch, GET /v1/model, /healthz, /readyz,
     /metrics) over HTTP, following the alias as it moves. Settings: GIFQA_* env vars."""
@@ -236,8 +251,13 @@ def serve(
     from gifqa_model.serve.settings import ServeSettings
 
     # flags override GIFQA_* env vars, which override the defaults
-    overrides = {"model_uri": model_uri, "model_dir": model_dir, "clip_dir": clip_dir,
-                 "poll_seconds": poll_seconds, "search_dir": search_dir}
+    overrides = {
+        "model_uri": model_uri,
+        "model_dir": model_dir,
+        "clip_dir": clip_dir,
+        "poll_seconds": poll_seconds,
+        "search_dir": search_dir,
+    }
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     uvicorn.run(create_app(settings), host=host, port=port)
 
@@ -258,8 +278,11 @@ def dev_deps(
 
     if write:
         changed = deps.write_code_deps()
-        console.print(f"dvc.yaml code deps rewritten: {', '.join(changed)}" if changed
-                      else "dvc.yaml code deps already up to date")
+        console.print(
+            f"dvc.yaml code deps rewritten: {', '.join(changed)}"
+            if changed
+            else "dvc.yaml code deps already up to date"
+        )
         return
     stale = deps.stale_code_deps()
     if not stale:
@@ -268,9 +291,14 @@ def dev_deps(
     for stage, (listed, derived) in stale.items():
         missing = [d for d in derived if d not in listed]
         extra = [d for d in listed if d not in derived]
-        console.print(f"[bold red]{stage}[/]: " + ", ".join(
-            [f"+{d}" for d in missing] + [f"-{d}" for d in extra]
-            or ["same deps, another order"]), highlight=False)
+        console.print(
+            f"[bold red]{stage}[/]: "
+            + ", ".join(
+                [f"+{d}" for d in missing] + [f"-{d}" for d in extra]
+                or ["same deps, another order"]
+            ),
+            highlight=False,
+        )
     console.print("run `gifqa dev deps --write` to rewrite them")
     raise typer.Exit(1)
 

@@ -65,8 +65,14 @@ def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> d
         made = json.loads(stamp.read_text()) if stamp.is_file() else None
         if n == params.shapes.n_gifs and made == wanted:
             return {"generated": False, "n_gifs": n, "path": str(target)}
-        log.info("data/ holds %d GIFs made with %s; params.yaml's shapes section asks for %d "
-                 "with %s: regenerating", n, made, params.shapes.n_gifs, wanted)
+        log.info(
+            "data/ holds %d GIFs made with %s; params.yaml's shapes section asks for %d "
+            "with %s: regenerating",
+            n,
+            made,
+            params.shapes.n_gifs,
+            wanted,
+        )
     table = generate_corpus(target, params.shapes)
     stamp.write_text(json.dumps(wanted, indent=1, sort_keys=True) + "\n")
     return {"generated": True, "n_gifs": len(table), "path": str(target)}
@@ -89,8 +95,9 @@ def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
 
     mapper, shards = injected()
     cache = work_cache(root)
-    metrics = run_ingest(params.ingest, out_dir("ingest", root), cache=cache, mapper=mapper,
-                         shards=shards)
+    metrics = run_ingest(
+        params.ingest, out_dir("ingest", root), cache=cache, mapper=mapper, shards=shards
+    )
     metrics.update(cache.stats())
     write_metrics("ingest", metrics, root)
     return metrics
@@ -150,8 +157,9 @@ def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> Tr
         from gifqa_model.data.scene import scene_table
 
         frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
-        scene = scene_table(frames, ground_truth(manifest, root), train.scene_grid,
-                            extra=tuple(train.scene_labels))
+        scene = scene_table(
+            frames, ground_truth(manifest, root), train.scene_grid, extra=tuple(train.scene_labels)
+        )
     return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
 
 
@@ -166,17 +174,32 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
 
     mapper, shards = injected()
     cache = work_cache(root)
-    metrics = run_index(manifest, qa, params.clip, params.index, out, truth_by_gif=truth,
-                        cache=cache, fit_set=read_fit_set(root / params.clip.fit_set_file),
-                        mapper=mapper, shards=shards)
+    metrics = run_index(
+        manifest,
+        qa,
+        params.clip,
+        params.index,
+        out,
+        truth_by_gif=truth,
+        cache=cache,
+        fit_set=read_fit_set(root / params.clip.fit_set_file),
+        mapper=mapper,
+        shards=shards,
+    )
     metrics.update(cache.stats())
     if truth:
         from gifqa_model.index.cache import load_keyframes
         from gifqa_model.index.keyframe_eval import keyframe_precision
 
-        metrics.update(keyframe_precision(qa, load_keyframes(out),
-                                          pd.read_parquet(out / FRAMES_FILE), truth,
-                                          seed=params.clip.seed))
+        metrics.update(
+            keyframe_precision(
+                qa,
+                load_keyframes(out),
+                pd.read_parquet(out / FRAMES_FILE),
+                truth,
+                seed=params.clip.seed,
+            )
+        )
     write_metrics("index", metrics, root)
     return metrics
 
@@ -211,9 +234,13 @@ def train_fingerprint(params: Params, root: Path = Path(".")) -> str:
 
     h = hashlib.sha256(json.dumps(params.train.model_dump(), sort_keys=True).encode())
     index = out_dir("index", root)
-    files = [out_dir("validate", root) / MANIFEST_CLEAN_FILE,
-             out_dir("validate", root) / QA_CLEAN_FILE, index / KEYFRAMES_FILE,
-             index / FRAMES_FILE, *sorted((index / CLIP_DIR).rglob("*"))]
+    files = [
+        out_dir("validate", root) / MANIFEST_CLEAN_FILE,
+        out_dir("validate", root) / QA_CLEAN_FILE,
+        index / KEYFRAMES_FILE,
+        index / FRAMES_FILE,
+        *sorted((index / CLIP_DIR).rglob("*")),
+    ]
     for f in files:
         if f.is_file():
             h.update(f.name.encode())
@@ -247,10 +274,18 @@ def _train_here(params: Params, root: Path) -> dict:
     out = out_dir("train", root)
     # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes
     ckpt_dir = root / CHECKPOINTS_DIR / "train"
-    metrics = run_train(inputs.qa, inputs.keyframes, out_dir("index", root), params.train, out,
-                        mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None,
-                        descriptions=inputs.descriptions, scene=inputs.scene,
-                        checkpoint_dir=ckpt_dir, fingerprint=train_fingerprint(params, root))
+    metrics = run_train(
+        inputs.qa,
+        inputs.keyframes,
+        out_dir("index", root),
+        params.train,
+        out,
+        mlflow_run_id=os.environ.get(MLFLOW_RUN_ENV) or None,
+        descriptions=inputs.descriptions,
+        scene=inputs.scene,
+        checkpoint_dir=ckpt_dir,
+        fingerprint=train_fingerprint(params, root),
+    )
     if rank() != 0:  # under torchrun only rank 0 writes files
         return metrics
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # done: nothing to resume
@@ -269,12 +304,20 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
     manifest, qa = clean_tables(root)
     out = out_dir("evaluate", root)
     keyframes = load_keyframes(out_dir("index", root))
-    metrics, predictions = run_evaluate(out_dir("train", root) / MODEL_DIR, out_dir("index", root),
-                                        qa, keyframes, params.evaluate, out)
-    write_eval_figures(predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed,
-                       root=root)
-    predictor = GifQAPredictor(out_dir("train", root) / MODEL_DIR,
-                               out_dir("index", root) / CLIP_DIR)
+    metrics, predictions = run_evaluate(
+        out_dir("train", root) / MODEL_DIR,
+        out_dir("index", root),
+        qa,
+        keyframes,
+        params.evaluate,
+        out,
+    )
+    write_eval_figures(
+        predictions, keyframes, manifest, metrics, out, seed=params.evaluate.seed, root=root
+    )
+    predictor = GifQAPredictor(
+        out_dir("train", root) / MODEL_DIR, out_dir("index", root) / CLIP_DIR
+    )
     metrics.update(score_on_benchmark(params, qa, root, out, predictor))
     metrics["reversed"] = reversed_test_clips(predictor, manifest, qa, root)
     write_metrics("evaluate", metrics, root)
@@ -285,13 +328,14 @@ def reversed_test_clips(predictor, manifest: pd.DataFrame, qa: pd.DataFrame, roo
     """Action accuracy on the test GIFs played forwards and backwards (evaluate/metrics.py)."""
     from gifqa_model.evaluate.metrics import reversed_clips
 
-    paths = {g: str(Path(p) if Path(p).is_absolute() else root / p)
-             for g, p in zip(manifest.gif_id, manifest.path, strict=True)}
+    paths = {
+        g: str(Path(p) if Path(p).is_absolute() else root / p)
+        for g, p in zip(manifest.gif_id, manifest.path, strict=True)
+    }
     return reversed_clips(predictor.answer_many, qa[qa.split == "test"], paths)
 
 
-def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path,
-                       predictor) -> dict:
+def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path, predictor) -> dict:
     """The trained model on the frozen benchmark (and the real-GIF smoke set), end to end: its
     own keyframes, its answers. → `benchmark` (the in-distribution split, also with blank frames
     and against the answer prior), `splits` (every split, OOD included, the same names) and
@@ -313,8 +357,10 @@ def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path,
     scored = score_questions(predictor.answer_many, questions, progress=True)
     scored.to_parquet(out / BENCHMARK_PREDICTIONS_FILE, index=False)
     iid = scored[scored.split == IID_SPLIT]
-    blank = score_questions(lambda g, q: predictor.answer_many(g, q, blank_frames),
-                            questions[questions.split == IID_SPLIT])
+    blank = score_questions(
+        lambda g, q: predictor.answer_many(g, q, blank_frames),
+        questions[questions.split == IID_SPLIT],
+    )
     prior = prior_answers(qa[qa.split == "train"])
     prior_ok = exact_match([prior.get(t, "") for t in iid.qtype], iid.answer.tolist())
     smoke = benchmark.smoke_questions(params.benchmark, params.qa)
@@ -323,23 +369,32 @@ def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path,
     calibration = calibration_summary(iid.confidence.to_numpy(), iid.correct.to_numpy())
     plot_accuracy_by_split(splits, out / "accuracy_by_split.png")
     plot_reliability(calibration["reliability"], calibration["ece"], out / "reliability.png")
-    bench = {**score_summary(iid),
-             "blank_frames_accuracy": score_summary(blank)["accuracy"],
-             "prior_accuracy": round(float(prior_ok.mean()), 4) if len(iid) else 0.0,
-             "smoke_questions": int(len(smoke)),
-             "smoke_answered": int(sum(bool(a) for a in answered.get("prediction", [])))}
+    bench = {
+        **score_summary(iid),
+        "blank_frames_accuracy": score_summary(blank)["accuracy"],
+        "prior_accuracy": round(float(prior_ok.mean()), 4) if len(iid) else 0.0,
+        "smoke_questions": int(len(smoke)),
+        "smoke_answered": int(sum(bool(a) for a in answered.get("prediction", []))),
+    }
     return {"benchmark": bench, "splits": splits, "calibration": calibration}
 
 
 def stage_benchmark(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.evaluate.benchmark import build_benchmark
 
-    metrics = build_benchmark(params.benchmark, params.shapes, params.qa,
-                              out_dir("benchmark", root))
+    metrics = build_benchmark(
+        params.benchmark, params.shapes, params.qa, out_dir("benchmark", root)
+    )
     write_metrics("benchmark", metrics, root)
     return metrics
 
 
-RUNNERS = {"ingest": stage_ingest, "synth_qa": stage_synth_qa, "validate": stage_validate,
-           "index": stage_index, "train": stage_train, "benchmark": stage_benchmark,
-           "evaluate": stage_evaluate}
+RUNNERS = {
+    "ingest": stage_ingest,
+    "synth_qa": stage_synth_qa,
+    "validate": stage_validate,
+    "index": stage_index,
+    "train": stage_train,
+    "benchmark": stage_benchmark,
+    "evaluate": stage_evaluate,
+}

@@ -44,8 +44,11 @@ def champion_reference(client: MlflowClient, name: str) -> tuple[int, pd.DataFra
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"{ARTIFACTS}/{PROFILE_FILE}", dst_path=tmp,
-                tracking_uri=mlflow.get_tracking_uri())
+                run_id=run_id,
+                artifact_path=f"{ARTIFACTS}/{PROFILE_FILE}",
+                dst_path=tmp,
+                tracking_uri=mlflow.get_tracking_uri(),
+            )
         except (MlflowException, OSError):
             return None
         return version, pd.read_parquet(path)
@@ -53,8 +56,12 @@ def champion_reference(client: MlflowClient, name: str) -> tuple[int, pd.DataFra
 
 def no_reference(client: MlflowClient, name: str) -> DriftResult:
     version = alias_version(client, name, CHAMPION)
-    return DriftResult(False, "no champion yet: nothing to compare with" if version is None
-                       else f"champion v{version}'s run logged no data profile: not compared")
+    return DriftResult(
+        False,
+        "no champion yet: nothing to compare with"
+        if version is None
+        else f"champion v{version}'s run logged no data profile: not compared",
+    )
 
 
 def project_drift(project: Path, params: Params, client: MlflowClient) -> DriftResult:
@@ -69,10 +76,13 @@ def project_drift(project: Path, params: Params, client: MlflowClient) -> DriftR
     new = arrivals(profile, reference)
     index = out_dir("index", project)
     # the frame tokens are read only when there is something to compare (they are large)
-    embeddings = (index_embeddings(index, manifest)
-                  if (new.kind == "gif").sum() >= params.drift.min_gifs
-                  and (index / TOKENS_FILE).is_file() and (index / FRAMES_FILE).is_file()
-                  else None)
+    embeddings = (
+        index_embeddings(index, manifest)
+        if (new.kind == "gif").sum() >= params.drift.min_gifs
+        and (index / TOKENS_FILE).is_file()
+        and (index / FRAMES_FILE).is_file()
+        else None
+    )
     result = drift_against(reference, profile, params.drift, embeddings)
     result.reason = f"against champion v{version}: {result.reason}"
     return result
@@ -95,8 +105,9 @@ def drop_drift(drop: Path, params: Params, client: MlflowClient) -> DriftResult:
 def _logged(result: DriftResult) -> DriftResult:
     """Log the verdict; the result without Evidently's snapshot (its report is written)."""
     log = get_run_logger()
-    (log.warning if result.at_least("warn") else log.info)("drift %s: %s", result.action,
-                                                           result.reason)
+    (log.warning if result.at_least("warn") else log.info)(
+        "drift %s: %s", result.action, result.reason
+    )
     result.snapshot = None
     return result
 

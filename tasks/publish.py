@@ -29,8 +29,9 @@ BOT = ["-c", "user.name=gifqa-pipeline", "-c", "user.email=pipeline@gifqa.invali
 def _run(cmd: list[str], project: Path, what: str) -> str:
     proc = subprocess.run(cmd, cwd=project, env=stage_env(), text=True, capture_output=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}): "
-                           f"{(proc.stdout + proc.stderr).strip()[-3000:]}")
+        raise RuntimeError(
+            f"{what} failed (exit {proc.returncode}): {(proc.stdout + proc.stderr).strip()[-3000:]}"
+        )
     return proc.stdout
 
 
@@ -47,8 +48,13 @@ def configure_remote(project: Path, url: str, endpoint: str | None = None) -> No
 
 
 def remote_configured(project: Path) -> bool:
-    proc = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=project,
-                          env=stage_env(), text=True, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "default"],
+        cwd=project,
+        env=stage_env(),
+        text=True,
+        capture_output=True,
+    )
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 

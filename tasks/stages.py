@@ -26,8 +26,9 @@ def flatten_metrics(metrics: dict, prefix: str) -> dict[str, float]:
     """Nested stage metrics → flat numeric MLflow metrics (`stage/key/sub`): MLflow's UI
     groups charts by what comes before the first "/", so each stage is one section."""
     flat = flatten(metrics, prefix, sep="/")
-    return {k.replace(" ", "_"): float(v) for k, v in flat.items()
-            if isinstance(v, bool | int | float)}
+    return {
+        k.replace(" ", "_"): float(v) for k, v in flat.items() if isinstance(v, bool | int | float)
+    }
 
 
 @task(name="dvc-stage", retries=1, retry_delay_seconds=5, log_prints=True)
@@ -36,8 +37,7 @@ def run_dvc_stage(stage: str, project_dir: str, env: dict[str, str] | None = Non
     logger = get_run_logger()
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
     logger.info("running %s in %s", " ".join(cmd[2:]), project_dir)
-    proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(env), text=True,
-                          capture_output=True)
+    proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(env), text=True, capture_output=True)
     for line in (proc.stdout or "").splitlines()[-40:]:
         logger.info("[%s] %s", stage, line)
     if proc.returncode != 0:
@@ -45,8 +45,12 @@ def run_dvc_stage(stage: str, project_dir: str, env: dict[str, str] | None = Non
         raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{tail}")
     skipped = "didn't change, skipping" in (proc.stdout or "")
     metrics = read_metrics(stage, Path(project_dir))
-    logger.info("stage %s %s: %s", stage, "skipped (cached)" if skipped else "ran",
-                {k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
+    logger.info(
+        "stage %s %s: %s",
+        stage,
+        "skipped (cached)" if skipped else "ran",
+        {k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
+    )
     return {"metrics": metrics, "skipped": skipped}
 
 

@@ -19,8 +19,15 @@ from gifqa_model.core.artifacts import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_FILE
 
 # a Q-Former + LM small enough to train in seconds; no motion, no token positions: the
 # synthetic cache below has neither motion nor places
-TINY_MODEL = {"n_query": 2, "qformer_hidden": 32, "qformer_intermediate": 64, "lm_hidden": 32,
-              "dropout": 0.1, "motion_gap": 0, "token_positions": False}
+TINY_MODEL = {
+    "n_query": 2,
+    "qformer_hidden": 32,
+    "qformer_intermediate": 64,
+    "lm_hidden": 32,
+    "dropout": 0.1,
+    "motion_gap": 0,
+    "token_positions": False,
+}
 # the train section for such a model on a cache without ground truth (no scene loss)
 TINY_TRAIN = {"model": TINY_MODEL, "scene_weight": 0.0, "scene_labels": []}
 COLORS = ["red", "green", "blue", "white"]
@@ -34,20 +41,35 @@ def make_cache(root: Path, n_gifs: int = 24, n_frames: int = 4) -> tuple[pd.Data
     colors = [COLORS[i % len(COLORS)] for i in range(n_gifs)]
     tokens = rng.normal(size=(n_gifs * n_frames, 5, 16)).astype(np.float16)
     for g, c in enumerate(colors):
-        tokens[g * n_frames:(g + 1) * n_frames, :, COLORS.index(c)] += 3
+        tokens[g * n_frames : (g + 1) * n_frames, :, COLORS.index(c)] += 3
     np.save(idx / TOKENS_FILE, tokens)
     gif_ids = [f"g{g}" for g in range(n_gifs)]
-    pd.DataFrame({"gif_id": gif_ids, "offset": np.arange(n_gifs) * n_frames,
-                  "n_cached": n_frames,
-                  "source_frames": [list(range(n_frames))] * n_gifs}).to_parquet(idx / FRAMES_FILE)
-    qa = pd.DataFrame({"qa_id": [f"q{g}" for g in range(n_gifs)], "gif_id": gif_ids,
-                       "question": ["what is the color of the circle ?"] * n_gifs,
-                       "answer": colors, "qtype": "color",
-                       "split": ["val" if g % 6 == 0 else "train" for g in range(n_gifs)]})
-    pd.DataFrame({"qa_id": qa.qa_id, "gif_id": qa.gif_id,
-                  "frames": [list(range(n_frames))] * n_gifs,
-                  "source_frames": [list(range(n_frames))] * n_gifs}).to_parquet(
-        idx / KEYFRAMES_FILE)
+    pd.DataFrame(
+        {
+            "gif_id": gif_ids,
+            "offset": np.arange(n_gifs) * n_frames,
+            "n_cached": n_frames,
+            "source_frames": [list(range(n_frames))] * n_gifs,
+        }
+    ).to_parquet(idx / FRAMES_FILE)
+    qa = pd.DataFrame(
+        {
+            "qa_id": [f"q{g}" for g in range(n_gifs)],
+            "gif_id": gif_ids,
+            "question": ["what is the color of the circle ?"] * n_gifs,
+            "answer": colors,
+            "qtype": "color",
+            "split": ["val" if g % 6 == 0 else "train" for g in range(n_gifs)],
+        }
+    )
+    pd.DataFrame(
+        {
+            "qa_id": qa.qa_id,
+            "gif_id": qa.gif_id,
+            "frames": [list(range(n_frames))] * n_gifs,
+            "source_frames": [list(range(n_frames))] * n_gifs,
+        }
+    ).to_parquet(idx / KEYFRAMES_FILE)
     return qa, idx
 
 
@@ -86,9 +108,13 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_PROJECT = {
     "shapes": {"n_gifs": 48, "seed": 3},
     "clip": {"fit_steps": 8, "fit_batch_size": 16},
-    "benchmark": {"n_gifs": 12, "real_gifs": None,
-                  "ood": {name: {"n_gifs": 3} for name in
-                          ("held_out_pairs", "crowded", "long", "fast", "noisy")}},
+    "benchmark": {
+        "n_gifs": 12,
+        "real_gifs": None,
+        "ood": {
+            name: {"n_gifs": 3} for name in ("held_out_pairs", "crowded", "long", "fast", "noisy")
+        },
+    },
     "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2},
 }
 
@@ -111,8 +137,21 @@ def sh(cmd: list[str], cwd: Path) -> str:
 
 def git_commit(root: Path, message: str) -> None:
     sh(["git", "add", "-A"], root)
-    sh(["git", "-c", "user.email=ci@gifqa", "-c", "user.name=ci", "commit", "-q",
-        "--allow-empty", "-m", message], root)
+    sh(
+        [
+            "git",
+            "-c",
+            "user.email=ci@gifqa",
+            "-c",
+            "user.name=ci",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            message,
+        ],
+        root,
+    )
 
 
 def make_project(root: Path, overrides: dict | None = None) -> Path:
@@ -121,10 +160,13 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root)
     (root / "clip_fit_set.txt").touch()  # no pinned CLIP fit set: the first index fits on all
-    shutil.copytree(REPO / "gifqa_model", root / "gifqa_model",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()),
-                   merge(merge({}, TINY_PROJECT), overrides or {}))
+    shutil.copytree(
+        REPO / "gifqa_model", root / "gifqa_model", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    params = merge(
+        yaml.safe_load((REPO / "params.yaml").read_text()),
+        merge(merge({}, TINY_PROJECT), overrides or {}),
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / ".gitignore").write_text("/outputs/\n/mlflow/\n/.prefect/\n/drop/\n")
     sh(["git", "init", "-q"], root)
@@ -186,9 +228,15 @@ def shapes_profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
     rows = []
     for i in range(n):
         ex = generate_example(i, params)
-        rows.append({"gif_id": f"s{seed}_{i}", "sha256": hashlib.sha256(ex.gif_bytes).hexdigest(),
-                     "n_frames": probe_gif(ex.gif_bytes).n_frames,
-                     "description": ex.description, "split": "train"})
+        rows.append(
+            {
+                "gif_id": f"s{seed}_{i}",
+                "sha256": hashlib.sha256(ex.gif_bytes).hexdigest(),
+                "n_frames": probe_gif(ex.gif_bytes).n_frames,
+                "description": ex.description,
+                "split": "train",
+            }
+        )
     manifest = pd.DataFrame(rows)
     qa, _ = synth_qa(manifest, QAParams(), progress=False)
     return data_profile(manifest, qa)
@@ -204,6 +252,7 @@ def logged_echo_model() -> tuple[str, str]:
             return model_input
 
     with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(),
-                                       pip_requirements=["mlflow"])
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=Echo(), pip_requirements=["mlflow"]
+        )
     return run.info.run_id, info.model_uri

@@ -28,8 +28,21 @@ def compose_schema() -> dict:
     cache = REPO / ".venv" / "downloads"
     wheels = sorted(cache.glob("docker_compose-1.29.2-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        SCHEMA_WHEEL, "-d", str(cache)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                SCHEMA_WHEEL,
+                "-d",
+                str(cache),
+            ],
+            check=True,
+            capture_output=True,
+        )
         wheels = sorted(cache.glob("docker_compose-1.29.2-*.whl"))
     with zipfile.ZipFile(wheels[0]) as z:
         return json.loads(z.read(SCHEMA_MEMBER))
@@ -49,7 +62,8 @@ def test_compose_file_is_valid_against_the_compose_schema(compose, compose_schem
 
 def test_compose_runs_the_whole_stack_and_the_api(compose) -> None:
     assert {"postgres", "minio", "mlflow", "prefect-server", "worker", "api"} <= set(
-        compose["services"])
+        compose["services"]
+    )
     api = compose["services"]["api"]
     assert "gifqa serve" in api["command"] and "/healthz" in json.dumps(api["healthcheck"])
     assert api["environment"]["GIFQA_MODEL_URI"] == "models:/gifqa@champion"
@@ -112,8 +126,11 @@ def test_gpu_work_pool_template_is_one_prefect_accepts_and_asks_for_gpus() -> No
         if "default" in schema:
             jsonschema.validate(schema["default"], schema)
     # rendered with the defaults, as the worker does for a run that overrides nothing
-    values = {**BaseJobConfiguration._get_base_config_defaults(properties),
-              "name": "retrain-1", "command": "prefect flow-run execute"}
+    values = {
+        **BaseJobConfiguration._get_base_config_defaults(properties),
+        "name": "retrain-1",
+        "command": "prefect flow-run execute",
+    }
     job = apply_values(template["job_configuration"], values)["job_manifest"]
     pod = job["spec"]["template"]["spec"]
     # what prefect-kubernetes' worker refuses a job manifest without

@@ -41,8 +41,10 @@ def _room(module: str) -> str:
 
 
 def _library_modules() -> list[str]:
-    return sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
-                  for p in LIB.rglob("*.py"))
+    return sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for p in LIB.rglob("*.py")
+    )
 
 
 def test_every_package_has_a_layer() -> None:
@@ -68,7 +70,8 @@ def test_each_module_imports_only_from_below() -> None:
 def test_each_stage_depends_on_every_library_file_it_runs(stage: str) -> None:
     deps = [REPO / d for d in read_dvc_yaml()["stages"][stage]["deps"]]
     missing = sorted(
-        str(f.relative_to(REPO)) for f in stage_files(stage)
+        str(f.relative_to(REPO))
+        for f in stage_files(stage)
         if f.stat().st_size and not any(f == d or d in f.parents for d in deps)
     )
     assert not missing, f"dvc.yaml stage {stage} runs {missing} but does not depend on them"
@@ -76,8 +79,10 @@ def test_each_stage_depends_on_every_library_file_it_runs(stage: str) -> None:
 
 def test_dvc_code_deps_are_the_derived_ones() -> None:
     stale = stale_code_deps()
-    assert not stale, ("dvc.yaml's code deps differ from the stages' import closures; run "
-                       f"`gifqa dev deps --write`: {stale}")
+    assert not stale, (
+        "dvc.yaml's code deps differ from the stages' import closures; run "
+        f"`gifqa dev deps --write`: {stale}"
+    )
 
 
 def test_editing_the_http_app_leaves_evaluation_up_to_date() -> None:
@@ -108,8 +113,7 @@ def test_code_digest_follows_a_data_file(tmp_path: Path) -> None:
     shutil.copytree(LIB, tmp_path / "gifqa_model", ignore=shutil.ignore_patterns("__pycache__"))
 
     def key() -> str:
-        return digests.file_digest(sorted(closure_files({"gifqa_model.index.indexing"},
-                                                        tmp_path)))
+        return digests.file_digest(sorted(closure_files({"gifqa_model.index.indexing"}, tmp_path)))
 
     before = key()
     cfg = sorted((tmp_path / "gifqa_model" / "index" / "clip_configs").glob("*.json"))[0]
@@ -118,26 +122,39 @@ def test_code_digest_follows_a_data_file(tmp_path: Path) -> None:
 
 
 def _fresh(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_config_imports_nothing_heavy() -> None:
-    heavy = ["torch", "open_clip", "faiss", "great_expectations", "spacy", "mlflow",
-             "transformers", "prefect"]
-    proc = _fresh("import sys\nfrom gifqa_model.core.config import load_params\n"
-                  "load_params('params.yaml')\n"
-                  f"print([m for m in {heavy!r} if m in sys.modules])")
+    heavy = [
+        "torch",
+        "open_clip",
+        "faiss",
+        "great_expectations",
+        "spacy",
+        "mlflow",
+        "transformers",
+        "prefect",
+    ]
+    proc = _fresh(
+        "import sys\nfrom gifqa_model.core.config import load_params\n"
+        "load_params('params.yaml')\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
 
 
 def test_library_imports_with_prefect_blocked() -> None:
-    code = ("import sys, importlib\n"
-            "sys.modules['prefect'] = None  # any `import prefect` now raises ImportError\n"
-            f"for name in {_library_modules()!r}:\n"
-            "    importlib.import_module(name)\n"
-            "print('ok')")
+    code = (
+        "import sys, importlib\n"
+        "sys.modules['prefect'] = None  # any `import prefect` now raises ImportError\n"
+        f"for name in {_library_modules()!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('ok')"
+    )
     proc = _fresh(code)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
@@ -146,8 +163,13 @@ def test_the_library_never_imports_the_orchestration() -> None:
     for path in LIB.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             bad = [n for n in names if n.split(".")[0] in {"flows", "tasks", "prefect"}]
             assert not bad, f"{path.relative_to(REPO)} imports {bad}"
 
@@ -189,8 +211,9 @@ def test_no_library_function_is_over_80_lines() -> None:
 
 def _tracked_folders() -> set[str]:
     """Every folder git tracks, two levels deep, hidden ones left out."""
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     out = set()
     for f in files:
         parts = Path(f).parts[:-1]
@@ -200,7 +223,7 @@ def _tracked_folders() -> set[str]:
 
 def test_the_readme_layout_names_every_folder() -> None:
     text = (REPO / "README.md").read_text()
-    block = text[text.index("```\ngifqa_model/"):]
+    block = text[text.index("```\ngifqa_model/") :]
     block = block[: block.index("\n```", 4)]
     named = {w.rstrip("/,") for w in block.split() if w.endswith(("/", "/,"))}
     missing = sorted(d for d in _tracked_folders() if d.split("/")[-1] not in named)

@@ -105,8 +105,10 @@ class IngestSource(Section):
 
 
 def _default_sources() -> list[IngestSource]:
-    return [IngestSource(kind="folder", path="data/shapesworld", source="shapesworld"),
-            IngestSource(kind="folder", path="data/incoming", source="incoming", optional=True)]
+    return [
+        IngestSource(kind="folder", path="data/shapesworld", source="shapesworld"),
+        IngestSource(kind="folder", path="data/incoming", source="incoming", optional=True),
+    ]
 
 
 class IngestParams(Section):
@@ -302,8 +304,7 @@ class TrainParams(Section):
     scene_weight: float = Field(1.0, ge=0)
     scene_grid: int = Field(8, ge=1)
     # what the scene head also learns of each object's group (data/scene.py: EXTRA)
-    scene_labels: list[SceneLabel] = Field(
-        default_factory=lambda: ["motion", "count", "position"])
+    scene_labels: list[SceneLabel] = Field(default_factory=lambda: ["motion", "count", "position"])
     # score the scene classes against the LM embeddings of their words, so the visual tokens an
     # object gives the LM look like its words
     scene_words: bool = False
@@ -326,21 +327,27 @@ class TrainParams(Section):
     @model_validator(mode="after")
     def _machines(self) -> TrainParams:
         if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint):
-            raise ValueError(f"train.nnodes is {self.nnodes}: set train.rdzv_endpoint to "
-                             "host:port of the rendezvous, reachable from every machine")
+            raise ValueError(
+                f"train.nnodes is {self.nnodes}: set train.rdzv_endpoint to "
+                "host:port of the rendezvous, reachable from every machine"
+            )
         return self
 
     @model_validator(mode="after")
     def _labels(self) -> TrainParams:
         if self.scene_weight > 0 and "motion" in self.scene_labels and not self.model.motion_gap:
-            raise ValueError("train.scene_labels has motion, but one frame does not show it: "
-                             "set train.model.motion_gap so each frame is read with an earlier "
-                             "one")
+            raise ValueError(
+                "train.scene_labels has motion, but one frame does not show it: "
+                "set train.model.motion_gap so each frame is read with an earlier "
+                "one"
+            )
         timed = sorted({"motion", "position"} & set(self.scene_labels))
         if self.scene_weight > 0 and timed and self.time_reversal > 0:
-            raise ValueError(f"train.time_reversal with {' and '.join(timed)} labels "
-                             "(train.scene_labels): a reversed clip's labels would be wrong; "
-                             "drop one")
+            raise ValueError(
+                f"train.time_reversal with {' and '.join(timed)} labels "
+                "(train.scene_labels): a reversed clip's labels would be wrong; "
+                "drop one"
+            )
         return self
 
 
@@ -363,19 +370,23 @@ def _default_ood() -> dict[str, OODSplit]:
     return {
         "held_out_pairs": OODSplit(
             shapes={"held_out_only": True},
-            why="every colour and every shape was trained on, only not together"),
+            why="every colour and every shape was trained on, only not together",
+        ),
         "crowded": OODSplit(
             shapes={"min_groups": 3, "max_groups": 4, "min_objects": 5, "max_objects": 6},
-            why="more objects than any training GIF, each still named by its own words"),
+            why="more objects than any training GIF, each still named by its own words",
+        ),
         "long": OODSplit(
             shapes={"n_frames": 48},
-            why="the same motions over 3x the frames: the clip says the same thing"),
+            why="the same motions over 3x the frames: the clip says the same thing",
+        ),
         "fast": OODSplit(
             shapes={"travel_scale": 1.4},
-            why="movers travel farther per frame; direction and place are as plain"),
+            why="movers travel farther per frame; direction and place are as plain",
+        ),
         "noisy": OODSplit(
-            shapes={"background": "noise"},
-            why="dark grey noise behind the same bright objects"),
+            shapes={"background": "noise"}, why="dark grey noise behind the same bright objects"
+        ),
     }
 
 
@@ -426,8 +437,9 @@ class DriftParams(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftParams:
-        shares = [s for s in (self.warn_share, self.retrain_share, self.hold_share)
-                  if s is not None]
+        shares = [
+            s for s in (self.warn_share, self.retrain_share, self.hold_share) if s is not None
+        ]
         if shares != sorted(shares):
             raise ValueError("need warn_share <= retrain_share <= hold_share")
         return self
@@ -463,8 +475,9 @@ class Params(Section):
     @model_validator(mode="after")
     def _benchmark_apart(self) -> Params:
         if self.benchmark.seed == self.shapes.seed:
-            raise ValueError("benchmark.seed equals shapes.seed: the benchmark would be the "
-                             "training corpus")
+            raise ValueError(
+                "benchmark.seed equals shapes.seed: the benchmark would be the training corpus"
+            )
         return self
 
 
@@ -501,9 +514,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def apply_overrides(base: dict[str, Any], overrides: dict[str, Any],
-                    replaced: set[tuple[str, ...]] = frozenset(),
-                    _path: tuple[str, ...] = ()) -> dict[str, Any]:
+def apply_overrides(
+    base: dict[str, Any],
+    overrides: dict[str, Any],
+    replaced: set[tuple[str, ...]] = frozenset(),
+    _path: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """A new dict: `base` with `overrides` merged in recursively. Dotted keys ("train.lr")
     address nested sections; the paths in `replaced` are replaced whole, not merged."""
     out = dict(base)

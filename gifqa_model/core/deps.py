@@ -50,8 +50,11 @@ def stage_files(stage: str, root: Path = ROOT) -> set[Path]:
 
 
 def _package_files(folder: Path) -> set[Path]:
-    return {p for p in folder.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+    return {
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
 
 
 def compress(files: set[Path], root: Path = ROOT) -> list[str]:
@@ -101,8 +104,11 @@ def write_code_deps(root: Path = ROOT) -> list[str]:
     kept); returns the stages that changed."""
     path = root / DVC_YAML
     text = path.read_text()
-    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#")
-                     and text.index(line) < text.index("stages:"))
+    header = "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if line.startswith("#") and text.index(line) < text.index("stages:")
+    )
     spec = yaml.safe_load(text)
     changed = []
     for name, stage in spec["stages"].items():

@@ -63,8 +63,11 @@ def module_file(name: str, root: Path = ROOT) -> Path | None:
 
 
 def _is_type_checking(node: ast.AST) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Name)
-            and node.test.id == "TYPE_CHECKING")
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Name)
+        and node.test.id == "TYPE_CHECKING"
+    )
 
 
 def imported_modules(tree: ast.AST, root: Path = ROOT) -> set[str]:

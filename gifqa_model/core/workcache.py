@@ -82,8 +82,10 @@ class WorkCache:
 
     def put_arrays(self, namespace: str, key: str, **arrays: np.ndarray) -> None:
         if self.enabled:
-            self._write(self.path(namespace, key, "pkl"),
-                        pickle.dumps({k: np.asarray(v) for k, v in arrays.items()}, protocol=5))
+            self._write(
+                self.path(namespace, key, "pkl"),
+                pickle.dumps({k: np.asarray(v) for k, v in arrays.items()}, protocol=5),
+            )
 
     def dir(self, namespace: str, key: str) -> Path | None:
         """A folder entry (e.g. fitted weights), or None when absent."""

@@ -17,14 +17,21 @@ from __future__ import annotations
 import re
 
 _SWAP = {
-    "left": "right", "right": "left", "up": "down", "down": "up",
-    "growing": "shrinking", "shrinking": "growing",
-    "appearing": "disappearing", "disappearing": "appearing",
+    "left": "right",
+    "right": "left",
+    "up": "down",
+    "down": "up",
+    "growing": "shrinking",
+    "shrinking": "growing",
+    "appearing": "disappearing",
+    "disappearing": "appearing",
 }
 _SIZE_SWAP = {"small": "large", "large": "small"}
 _START_POSITION = re.compile(r"\b(?:in|at|on) the (?:top|bottom|left|right|center)\b")
-_MOTION = re.compile(r"\b(?:moving|growing|shrinking|appearing|disappearing|spinning|"
-                     r"staying still)\b")
+_MOTION = re.compile(
+    r"\b(?:moving|growing|shrinking|appearing|disappearing|spinning|"
+    r"staying still)\b"
+)
 _SCALING = re.compile(r"\b(?:growing|shrinking)\b")
 _SIZE = re.compile(r"\b(?:small|large)\b")
 

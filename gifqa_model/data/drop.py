@@ -104,13 +104,24 @@ def import_drop(drop: Path, corpus: Path, prefix: str = "drop") -> DropResult:
         # the tables, whole, beside the old ones; swapped in only after every GIF is in place
         tables = []
         if new_rows:
-            tables.append(_write_tmp(corpus / DESCRIPTIONS, "gif\tdescription\n" + "".join(
-                f"{n}\t{d}\n" for n, d in [*old_rows, *new_rows])))
+            tables.append(
+                _write_tmp(
+                    corpus / DESCRIPTIONS,
+                    "gif\tdescription\n"
+                    + "".join(f"{n}\t{d}\n" for n, d in [*old_rows, *new_rows]),
+                )
+            )
         if new_truth:
-            old_truth = (corpus / TRUTH).read_text(encoding="utf-8") if (
-                corpus / TRUTH).is_file() else ""
-            tables.append(_write_tmp(corpus / TRUTH, old_truth + "".join(
-                json.dumps(r, separators=(",", ":")) + "\n" for r in new_truth)))
+            old_truth = (
+                (corpus / TRUTH).read_text(encoding="utf-8") if (corpus / TRUTH).is_file() else ""
+            )
+            tables.append(
+                _write_tmp(
+                    corpus / TRUTH,
+                    old_truth
+                    + "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in new_truth),
+                )
+            )
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -124,8 +135,9 @@ def import_drop(drop: Path, corpus: Path, prefix: str = "drop") -> DropResult:
     _archive(drop, taken, rows, truth_in)
     for sub in (drop, drop / "gifs"):
         if sub.is_dir():
-            result.undescribed += sorted(p.name for p in sub.glob("*.gif")
-                                         if p.name not in described)
+            result.undescribed += sorted(
+                p.name for p in sub.glob("*.gif") if p.name not in described
+            )
     return result
 
 
@@ -135,8 +147,9 @@ def _write_tmp(final: Path, text: str) -> tuple[Path, Path]:
     return tmp, final
 
 
-def _archive(drop: Path, taken: list[Path], rows: list[tuple[str, str]],
-             truth: dict[str, dict]) -> None:
+def _archive(
+    drop: Path, taken: list[Path], rows: list[tuple[str, str]], truth: dict[str, dict]
+) -> None:
     """Move what was imported out of the way, keeping rows whose GIF has not arrived yet."""
     done = drop / IMPORTED
     done.mkdir(exist_ok=True)
@@ -144,9 +157,15 @@ def _archive(drop: Path, taken: list[Path], rows: list[tuple[str, str]],
     for src in taken:
         shutil.move(str(src), done / src.name)
     waiting = [(n, d) for n, d in rows if n not in taken_names]
-    (drop / DESCRIPTIONS).write_text("gif\tdescription\n" + "".join(
-        f"{n}\t{d}\n" for n, d in waiting), encoding="utf-8")
+    (drop / DESCRIPTIONS).write_text(
+        "gif\tdescription\n" + "".join(f"{n}\t{d}\n" for n, d in waiting), encoding="utf-8"
+    )
     if (drop / TRUTH).is_file():
-        (drop / TRUTH).write_text("".join(json.dumps(r, separators=(",", ":")) + "\n"
-                                          for n, r in truth.items() if n not in taken_names),
-                                  encoding="utf-8")
+        (drop / TRUTH).write_text(
+            "".join(
+                json.dumps(r, separators=(",", ":")) + "\n"
+                for n, r in truth.items()
+                if n not in taken_names
+            ),
+            encoding="utf-8",
+        )

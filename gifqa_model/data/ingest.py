@@ -156,8 +156,9 @@ def _folder_inputs(src: IngestSource) -> list[_Input]:
             path = folder / "gifs" / gif
         location = os.path.normpath(path)
         referenced.add(Path(location).resolve())
-        inputs.append(_confined(folder, gif, _Input(location, description, src.source, where,
-                                                    _stem(gif))))
+        inputs.append(
+            _confined(folder, gif, _Input(location, description, src.source, where, _stem(gif)))
+        )
     # GIF files that no row describes are inputs too: quarantine them rather than lose them.
     for sub in (folder, folder / "gifs"):
         if not sub.is_dir():
@@ -167,8 +168,13 @@ def _folder_inputs(src: IngestSource) -> list[_Input]:
                 if path.resolve() in referenced:
                     continue
                 if not path.resolve().is_relative_to(folder.resolve()):
-                    inputs.append(_confined(folder, path.name, _Input(
-                        os.path.normpath(path), None, src.source, path.name, path.stem)))
+                    inputs.append(
+                        _confined(
+                            folder,
+                            path.name,
+                            _Input(os.path.normpath(path), None, src.source, path.name, path.stem),
+                        )
+                    )
                 else:
                     inputs.append(
                         _Input(
@@ -195,8 +201,14 @@ def _tsv_inputs(src: IngestSource) -> list[_Input]:
             continue
         # Local paths are relative to the TSV's folder, and stay inside it.
         location = os.path.normpath(table.parent / gif.removeprefix("file://"))
-        inputs.append(_confined(table.parent, gif, _Input(location, description, src.source,
-                                                          where, _stem(gif)), file_urls=True))
+        inputs.append(
+            _confined(
+                table.parent,
+                gif,
+                _Input(location, description, src.source, where, _stem(gif)),
+                file_urls=True,
+            )
+        )
     return inputs
 
 
@@ -209,8 +221,10 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's
         old, new = urlsplit(req.full_url), urlsplit(urljoin(req.full_url, newurl))
         if (new.scheme, new.hostname, new.port) != (old.scheme, old.hostname, old.port):
-            raise GifError("redirect_refused", f"{req.full_url}: redirect to another host "
-                           f"({new.scheme}://{new.hostname}) refused")
+            raise GifError(
+                "redirect_refused",
+                f"{req.full_url}: redirect to another host ({new.scheme}://{new.hostname}) refused",
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -231,8 +245,9 @@ def _download(url: str, dest_dir: Path, limits: GifLimits, timeout: float) -> st
         with _OPENER.open(url, timeout=timeout) as resp:
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-                raise GifError("too_large_bytes", f"{url}: {declared} bytes declared, limit "
-                               f"{limits.max_bytes}")
+                raise GifError(
+                    "too_large_bytes", f"{url}: {declared} bytes declared, limit {limits.max_bytes}"
+                )
             chunks, size = [], 0
             while size <= limits.max_bytes:
                 chunk = resp.read(min(_CHUNK, limits.max_bytes + 1 - size))
@@ -253,8 +268,9 @@ def _download(url: str, dest_dir: Path, limits: GifLimits, timeout: float) -> st
     return os.path.normpath(dest)
 
 
-def _check(item: _Input, params: IngestParams, download_dir: Path,
-           cache: WorkCache | None = None) -> _Checked:
+def _check(
+    item: _Input, params: IngestParams, download_dir: Path, cache: WorkCache | None = None
+) -> _Checked:
     """Read, hash and validate one input; failures become a reason, never an exception."""
     if item.reason:
         return _Checked(item, path=item.location, reason=item.reason, detail=item.detail)
@@ -309,8 +325,13 @@ def _unique_id(item: _Input, taken: set[str], sha256: str) -> str:
     return f"{item.source}_{item.id_stem}_{sha256[:12]}"
 
 
-def run_ingest(params: IngestParams, out_dir: Path, cache: WorkCache | None = None,
-               mapper: ShardMapper | None = None, shards: int = 1) -> dict[str, Any]:
+def run_ingest(
+    params: IngestParams,
+    out_dir: Path,
+    cache: WorkCache | None = None,
+    mapper: ShardMapper | None = None,
+    shards: int = 1,
+) -> dict[str, Any]:
     """Ingest every source; write ``manifest.parquet`` and ``quarantine.parquet`` to ``out_dir``.
 
     Returns the stage metrics: input/ok/quarantined counts overall, by reason and by source,
@@ -328,8 +349,12 @@ def run_ingest(params: IngestParams, out_dir: Path, cache: WorkCache | None = No
 
     download_dir = out_dir / "downloads"
     if mapper is not None:
-        check_shard = functools.partial(_check_shard, params=params, download_dir=download_dir,
-                                        cache_root=cache.root if cache else None)
+        check_shard = functools.partial(
+            _check_shard,
+            params=params,
+            download_dir=download_dir,
+            cache_root=cache.root if cache else None,
+        )
         checked = [c for part in mapper(check_shard, split_shards(inputs, shards)) for c in part]
     else:
         checked = _check_all(inputs, params, download_dir, cache)
@@ -337,8 +362,13 @@ def run_ingest(params: IngestParams, out_dir: Path, cache: WorkCache | None = No
     man.to_parquet(out_dir / MANIFEST_FILE, index=False)
     quar.to_parquet(out_dir / INGEST_QUARANTINE_FILE, index=False)
     metrics = _ingest_metrics(inputs, man, quar, params)
-    log.info("ingest: %d inputs, %d ok, %d quarantined %s", metrics["n_inputs"],
-             metrics["n_ok"], metrics["n_quarantined"], metrics["quarantine_by_reason"])
+    log.info(
+        "ingest: %d inputs, %d ok, %d quarantined %s",
+        metrics["n_inputs"],
+        metrics["n_ok"],
+        metrics["n_quarantined"],
+        metrics["quarantine_by_reason"],
+    )
     return metrics
 
 
@@ -355,28 +385,43 @@ def _tables(checked: list, params: IngestParams) -> tuple[pd.DataFrame, pd.DataF
             reason, detail = "duplicate", f"{c.item.where}: same bytes as {first_by_sha[c.sha256]}"
         if reason is not None:
             log.warning("quarantined %s (%s): %s", c.path, reason, detail)
-            quarantine.append({"path": c.path, "source": c.item.source, "reason": reason,
-                               "detail": detail, "description": c.item.description})
+            quarantine.append(
+                {
+                    "path": c.path,
+                    "source": c.item.source,
+                    "reason": reason,
+                    "detail": detail,
+                    "description": c.item.description,
+                }
+            )
             continue
         assert c.info is not None
         gif_id = _unique_id(c.item, taken, c.sha256)
         taken.add(gif_id)
         first_by_sha[c.sha256] = gif_id
-        manifest.append({
-            "gif_id": gif_id, "path": c.path, "sha256": c.sha256,
-            "n_frames": c.info.n_frames, "width": c.info.width, "height": c.info.height,
-            "duration_ms": c.info.duration_ms, "description": c.item.description,
-            "split": assign_split(gif_id, params.val_share, params.test_share),
-            "source": c.item.source,
-        })
+        manifest.append(
+            {
+                "gif_id": gif_id,
+                "path": c.path,
+                "sha256": c.sha256,
+                "n_frames": c.info.n_frames,
+                "width": c.info.width,
+                "height": c.info.height,
+                "duration_ms": c.info.duration_ms,
+                "description": c.item.description,
+                "split": assign_split(gif_id, params.val_share, params.test_share),
+                "source": c.item.source,
+            }
+        )
     man = pd.DataFrame(manifest, columns=MANIFEST_COLUMNS)
     man[_INT_COLUMNS] = man[_INT_COLUMNS].astype("int64")
     quar = pd.DataFrame(quarantine, columns=INGEST_QUARANTINE_COLUMNS).astype("object")
     return man, quar
 
 
-def _ingest_metrics(inputs: list[_Input], man: pd.DataFrame, quar: pd.DataFrame,
-                    params: IngestParams) -> dict[str, Any]:
+def _ingest_metrics(
+    inputs: list[_Input], man: pd.DataFrame, quar: pd.DataFrame, params: IngestParams
+) -> dict[str, Any]:
     per_source: dict[str, dict[str, int]] = {}
     for src in params.sources:
         n_in = sum(item.source == src.source for item in inputs)
@@ -392,8 +437,9 @@ def _ingest_metrics(inputs: list[_Input], man: pd.DataFrame, quar: pd.DataFrame,
     }
 
 
-def _check_all(inputs: list[_Input], params: IngestParams, download_dir: Path,
-               cache: WorkCache | None) -> list[_Checked]:
+def _check_all(
+    inputs: list[_Input], params: IngestParams, download_dir: Path, cache: WorkCache | None
+) -> list[_Checked]:
     with Progress(transient=True) as progress:
         task = progress.add_task("ingest", total=len(inputs))
 
@@ -408,8 +454,9 @@ def _check_all(inputs: list[_Input], params: IngestParams, download_dir: Path,
         return [check(item) for item in inputs]
 
 
-def _check_shard(items: list[_Input], params: IngestParams, download_dir: Path,
-                 cache_root: Path | None) -> list[_Checked]:
+def _check_shard(
+    items: list[_Input], params: IngestParams, download_dir: Path, cache_root: Path | None
+) -> list[_Checked]:
     """One shard's checks, where a fan-out runs them (its own cache handle: no shared state)."""
     return [_check(item, params, download_dir, WorkCache(cache_root)) for item in items]
 

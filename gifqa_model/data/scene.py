@@ -45,8 +45,11 @@ ATTRIBUTES: dict[str, tuple] = {"color": tuple(COLORS), "shape": SHAPES}
 # group has (every object of a group is in the frame: the number questions' answer), and the
 # cell of the 3x3 grid the group starts in (the location questions' answer, which a frame
 # after a moving group's start shows only together with its motion)
-EXTRA: dict[str, tuple] = {"motion": MOTIONS, "count": (1, 2, 3),
-                           "position": tuple(POSITION_PHRASES)}
+EXTRA: dict[str, tuple] = {
+    "motion": MOTIONS,
+    "count": (1, 2, 3),
+    "position": tuple(POSITION_PHRASES),
+}
 
 
 def scene_classes(extra: tuple[str, ...] = ()) -> list[int]:
@@ -70,12 +73,19 @@ def class_words(extra: tuple[str, ...] = ()) -> list[list[str]]:
 _WORD = {**{m: PROGRESSIVE[m].split()[-1] for m in MOTIONS}, 1: "one", 2: "two", 3: "three"}
 
 # attribute → value → class (1-based: 0 is background)
-_CLASS = {name: {v: i + 1 for i, v in enumerate(vals)}
-          for name, vals in {**ATTRIBUTES, **EXTRA}.items()}
+_CLASS = {
+    name: {v: i + 1 for i, v in enumerate(vals)} for name, vals in {**ATTRIBUTES, **EXTRA}.items()
+}
 
 
-def frame_scene(objects: list[dict], groups: list[dict], image_size: int, grid: int,
-                cover: float | None = COVER, extra: tuple[str, ...] = ()) -> np.ndarray:
+def frame_scene(
+    objects: list[dict],
+    groups: list[dict],
+    image_size: int,
+    grid: int,
+    cover: float | None = COVER,
+    extra: tuple[str, ...] = (),
+) -> np.ndarray:
     """(G·G, n_attributes) labels of one frame.
 
     `cover` None: each visible object marks the cell of its bbox centre. `cover` s: it marks
@@ -110,9 +120,13 @@ def frame_scene(objects: list[dict], groups: list[dict], image_size: int, grid: 
     return out
 
 
-def scene_table(frame_table: pd.DataFrame, truth_by_gif: dict[str, dict],
-                grid: int, cover: float | None = COVER,
-                extra: tuple[str, ...] = ()) -> np.ndarray:
+def scene_table(
+    frame_table: pd.DataFrame,
+    truth_by_gif: dict[str, dict],
+    grid: int,
+    cover: float | None = COVER,
+    extra: tuple[str, ...] = (),
+) -> np.ndarray:
     """(T, G·G, n_attributes) labels per cache row; IGNORE where a GIF has no ground truth.
 
     `frame_table` is the index stage's frames.parquet (offset, n_cached and source frame per
@@ -125,8 +139,9 @@ def scene_table(frame_table: pd.DataFrame, truth_by_gif: dict[str, dict],
         if truth is None:
             continue
         for local, src in enumerate(r.source_frames):
-            table[r.offset + local] = frame_scene(truth["frames"][int(src)], truth["groups"],
-                                                  truth["image_size"], grid, cover, extra)
+            table[r.offset + local] = frame_scene(
+                truth["frames"][int(src)], truth["groups"], truth["image_size"], grid, cover, extra
+            )
     return table
 
 
@@ -143,8 +158,9 @@ def scene_loss(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tenso
     objects = known & (targets[..., 0] != BACKGROUND)
     total = sum(lg.sum() for lg in logits) * 0.0
     for i, lg in enumerate(logits):
-        ce = F.cross_entropy(lg.flatten(0, -2).float(), targets[..., i].flatten().clamp(min=0),
-                             reduction="none").reshape(targets.shape[:-1])
+        ce = F.cross_entropy(
+            lg.flatten(0, -2).float(), targets[..., i].flatten().clamp(min=0), reduction="none"
+        ).reshape(targets.shape[:-1])
         for part in (objects, known & ~objects):
             if bool(part.any()):
                 total = total + ce[part].mean()

@@ -213,8 +213,10 @@ def _sample_groups(rng: np.random.Generator, p: ShapesParams) -> list[Group]:
         if _pairs_ok(colors, shapes, p):
             break
     else:
-        raise RuntimeError(f"no {n_groups} groups fit held_out_pairs {p.held_out_pairs} "
-                           f"(held_out_only={p.held_out_only})")
+        raise RuntimeError(
+            f"no {n_groups} groups fit held_out_pairs {p.held_out_pairs} "
+            f"(held_out_only={p.held_out_only})"
+        )
     groups = []
     for color, shape, count in zip(colors, shapes, counts, strict=True):
         # A spinning circle looks still, so circles never spin.
@@ -528,14 +530,18 @@ def check_vocabulary(params: ShapesParams) -> None:
     """Each group has its own shape and colour, so there can be no more groups than either; a
     held-out pair names one of the colours and one of the shapes."""
     if params.max_groups > min(len(SHAPES), len(COLORS)):
-        raise ValueError(f"shapes.max_groups {params.max_groups} exceeds the "
-                         f"{min(len(SHAPES), len(COLORS))} shapes and colours a scene can tell "
-                         "apart")
+        raise ValueError(
+            f"shapes.max_groups {params.max_groups} exceeds the "
+            f"{min(len(SHAPES), len(COLORS))} shapes and colours a scene can tell "
+            "apart"
+        )
     for pair in params.held_out_pairs:
         color, _, shape = pair.partition(" ")
         if color not in COLORS or shape not in SHAPES:
-            raise ValueError(f"shapes.held_out_pairs: {pair!r} is not a colour of "
-                             f"{list(COLORS)} and a shape of {list(SHAPES)}")
+            raise ValueError(
+                f"shapes.held_out_pairs: {pair!r} is not a colour of "
+                f"{list(COLORS)} and a shape of {list(SHAPES)}"
+            )
 
 
 def generate_corpus(out_dir: Path, params: ShapesParams | None = None) -> pd.DataFrame:

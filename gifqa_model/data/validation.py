@@ -282,8 +282,9 @@ def _without_ids(node: object) -> object:
     return node
 
 
-def _qa_reasons(manifest: pd.DataFrame, manifest_ok: np.ndarray, qa: pd.DataFrame,
-                qa_bad: dict) -> tuple[dict[int, list[str]], np.ndarray]:
+def _qa_reasons(
+    manifest: pd.DataFrame, manifest_ok: np.ndarray, qa: pd.DataFrame, qa_bad: dict
+) -> tuple[dict[int, list[str]], np.ndarray]:
     """Each failing QA row's reasons, with `gif_quarantined` for rows whose GIF was
     quarantined; and the mask of those orphaned rows."""
     # A GIF id is usable only if no manifest row carrying it was quarantined (a duplicated id
@@ -320,16 +321,27 @@ def run_validation(
     context = _context(docs_dir)
     run_id = RunIdentifier(run_name="gifqa-validate")
 
-    manifest_result = _run_suite(context, "manifest",
-                                 manifest.assign(**{ROW_COLUMN: range(len(manifest))}),
-                                 "gif_id", manifest_expectations(params), run_id)
+    manifest_result = _run_suite(
+        context,
+        "manifest",
+        manifest.assign(**{ROW_COLUMN: range(len(manifest))}),
+        "gif_id",
+        manifest_expectations(params),
+        run_id,
+    )
     manifest_bad, manifest_counts = _failures(manifest_result)
     manifest_ok = ~manifest.index.isin(list(manifest_bad))
     clean_manifest = manifest[manifest_ok].reset_index(drop=True)
 
     known_ids = sorted({str(g) for g in manifest["gif_id"].dropna()})
-    qa_result = _run_suite(context, "qa", qa.assign(**{ROW_COLUMN: range(len(qa))}), "qa_id",
-                           qa_expectations(params, known_ids), run_id)
+    qa_result = _run_suite(
+        context,
+        "qa",
+        qa.assign(**{ROW_COLUMN: range(len(qa))}),
+        "qa_id",
+        qa_expectations(params, known_ids),
+        run_id,
+    )
     qa_bad, qa_counts = _failures(qa_result)
 
     qa_reasons, orphaned = _qa_reasons(manifest, manifest_ok, qa, qa_bad)
@@ -343,8 +355,13 @@ def run_validation(
     ).astype({"table": "string", "row_id": "string", "row_index": "int64", "reason": "string"})
 
     metrics: dict[str, Any] = {
-        "manifest": _table_metrics(len(manifest), len(manifest_bad), len(clean_manifest),
-                                   manifest_counts, manifest_result.success),
+        "manifest": _table_metrics(
+            len(manifest),
+            len(manifest_bad),
+            len(clean_manifest),
+            manifest_counts,
+            manifest_result.success,
+        ),
         "qa": _table_metrics(len(qa), len(qa_bad), len(clean_qa), qa_counts, qa_result.success),
         "max_failing_share": params.max_failing_share,
     }
@@ -355,8 +372,10 @@ def run_validation(
     clean_manifest.to_parquet(out_dir / MANIFEST_CLEAN_FILE, index=False)
     clean_qa.to_parquet(out_dir / QA_CLEAN_FILE, index=False)
     quarantine.to_parquet(out_dir / VALIDATE_QUARANTINE_FILE, index=False)
-    results_json = {"manifest": _without_ids(manifest_result.to_json_dict()),
-                    "qa": _without_ids(qa_result.to_json_dict())}
+    results_json = {
+        "manifest": _without_ids(manifest_result.to_json_dict()),
+        "qa": _without_ids(qa_result.to_json_dict()),
+    }
     (out_dir / "gx_results.json").write_text(json.dumps(results_json, indent=1, default=str))
     # GX renders both suites and both validation results from its in-memory stores.
     context.build_data_docs(site_names=[DATA_DOCS_SITE])

@@ -43,8 +43,9 @@ def split_shapes(params: BenchmarkParams, shapes: ShapesParams) -> dict[str, Sha
     return out
 
 
-def _split_questions(name: str, shapes: ShapesParams, qa: QAParams, out_dir: Path,
-                     folder: Path) -> tuple[pd.DataFrame, int, int]:
+def _split_questions(
+    name: str, shapes: ShapesParams, qa: QAParams, out_dir: Path, folder: Path
+) -> tuple[pd.DataFrame, int, int]:
     """One split's corpus under `folder`, ingested and asked → (questions, GIFs, quarantined)."""
     from gifqa_model.data.ingest import run_ingest
     from gifqa_model.data.shapesworld import generate_corpus
@@ -56,16 +57,22 @@ def _split_questions(name: str, shapes: ShapesParams, qa: QAParams, out_dir: Pat
     manifest = pd.read_parquet(folder / "ingest" / MANIFEST_FILE)
     table, _ = synth_qa(manifest, qa, progress=False)
     # paths relative to the benchmark folder, so it can move (a DVC checkout, a download)
-    paths = dict(zip(manifest.gif_id, manifest.path.map(lambda p: str(Path(p).relative_to(
-        out_dir))), strict=True))
+    paths = dict(
+        zip(
+            manifest.gif_id,
+            manifest.path.map(lambda p: str(Path(p).relative_to(out_dir))),
+            strict=True,
+        )
+    )
     table = table.assign(path=table.gif_id.map(paths), split=name).drop(columns=["generator"])
     if name != IID_SPLIT:  # ids unique across splits: every split's GIFs are sw_000000...
         table = table.assign(qa_id=name + "/" + table.qa_id, gif_id=name + "/" + table.gif_id)
     return table, int(len(manifest)), int(ingest.get("n_quarantined", 0))
 
 
-def build_benchmark(params: BenchmarkParams, shapes: ShapesParams, qa: QAParams,
-                    out_dir: Path) -> dict:
+def build_benchmark(
+    params: BenchmarkParams, shapes: ShapesParams, qa: QAParams, out_dir: Path
+) -> dict:
     """Generate every split's corpus and questions into `out_dir` (deterministic): the
     in-distribution benchmark in `out_dir`, each OOD split in `out_dir/ood/<name>`."""
     out_dir = Path(out_dir)
@@ -75,14 +82,20 @@ def build_benchmark(params: BenchmarkParams, shapes: ShapesParams, qa: QAParams,
         table, n_gifs, n_bad = _split_questions(name, split_params, qa, out_dir, folder)
         tables.append(table)
         metrics["splits"][name] = {
-            "n_gifs": n_gifs, "n_questions": int(len(table)), "n_quarantined": n_bad,
-            "by_qtype": {k: int(v) for k, v in table.qtype.value_counts().sort_index().items()}}
+            "n_gifs": n_gifs,
+            "n_questions": int(len(table)),
+            "n_quarantined": n_bad,
+            "by_qtype": {k: int(v) for k, v in table.qtype.value_counts().sort_index().items()},
+        }
         log.info("benchmark split %s: %d GIFs, %d questions", name, n_gifs, len(table))
     table = pd.concat(tables, ignore_index=True)
     table.to_parquet(out_dir / QUESTIONS_FILE, index=False)
     iid = metrics["splits"][IID_SPLIT]
-    return {**{k: iid[k] for k in ("n_gifs", "n_questions", "n_quarantined", "by_qtype")},
-            **metrics, "n_smoke_questions": int(len(smoke_questions(params, qa)))}
+    return {
+        **{k: iid[k] for k in ("n_gifs", "n_questions", "n_quarantined", "by_qtype")},
+        **metrics,
+        "n_smoke_questions": int(len(smoke_questions(params, qa))),
+    }
 
 
 def load_benchmark(bench_dir: Path, splits: list[str] | None = None) -> pd.DataFrame:
@@ -107,13 +120,26 @@ def smoke_questions(params: BenchmarkParams, qa: QAParams) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     with open(folder / "descriptions.tsv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh, delimiter="\t") if (folder / r["gif"]).is_file()]
-    manifest = pd.DataFrame({"gif_id": [Path(r["gif"]).stem for r in rows],
-                             "description": [r["description"] for r in rows],
-                             "split": "test"})
+    manifest = pd.DataFrame(
+        {
+            "gif_id": [Path(r["gif"]).stem for r in rows],
+            "description": [r["description"] for r in rows],
+            "split": "test",
+        }
+    )
     real_qa = qa.model_copy(update={"count_indefinite": False})  # real descriptions
     table, _ = synth_qa(manifest, real_qa, progress=False)
-    asked = [pd.DataFrame({"gif_id": manifest.gif_id, "question": "what is happening ?",
-                           "answer": "", "qtype": "smoke"}), table]
+    asked = [
+        pd.DataFrame(
+            {
+                "gif_id": manifest.gif_id,
+                "question": "what is happening ?",
+                "answer": "",
+                "qtype": "smoke",
+            }
+        ),
+        table,
+    ]
     out = pd.concat(asked, ignore_index=True)
     paths = {Path(r["gif"]).stem: str(folder / r["gif"]) for r in rows}
     return out.assign(path=out.gif_id.map(paths))[columns]

@@ -25,14 +25,21 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -
     for k in range(bins):
         mask = which == k
         if mask.any():
-            out.append({"low": k / bins, "high": (k + 1) / bins,
-                        "confidence": round(float(conf[mask].mean()), 4),
-                        "accuracy": round(float(ok[mask].mean()), 4), "n": int(mask.sum())})
+            out.append(
+                {
+                    "low": k / bins,
+                    "high": (k + 1) / bins,
+                    "confidence": round(float(conf[mask].mean()), 4),
+                    "accuracy": round(float(ok[mask].mean()), 4),
+                    "n": int(mask.sum()),
+                }
+            )
     return out
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
-                               bins: int = BINS) -> float:
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = BINS
+) -> float:
     """sum over bins of (bin share) × |accuracy − mean confidence|."""
     table = reliability(confidence, correct, bins)
     n = sum(b["n"] for b in table)
@@ -41,16 +48,22 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
     return round(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in table), 4)
 
 
-def selective(confidence: np.ndarray, correct: np.ndarray,
-              cuts: tuple[float, ...] = CUTS) -> list[dict]:
+def selective(
+    confidence: np.ndarray, correct: np.ndarray, cuts: tuple[float, ...] = CUTS
+) -> list[dict]:
     """Per cut: the share of answers with confidence ≥ cut and their accuracy."""
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=bool)
     out = []
     for cut in cuts:
         kept = conf >= cut
-        out.append({"cut": cut, "coverage": round(float(kept.mean()), 4) if len(conf) else 0.0,
-                    "accuracy": round(float(ok[kept].mean()), 4) if kept.any() else None})
+        out.append(
+            {
+                "cut": cut,
+                "coverage": round(float(kept.mean()), 4) if len(conf) else 0.0,
+                "accuracy": round(float(ok[kept].mean()), 4) if kept.any() else None,
+            }
+        )
     return out
 
 
@@ -58,7 +71,10 @@ def calibration_summary(confidence: np.ndarray, correct: np.ndarray) -> dict:
     """ECE, mean confidence against accuracy, the reliability table and selective accuracy."""
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=bool)
-    return {"ece": expected_calibration_error(conf, ok),
-            "mean_confidence": round(float(conf.mean()), 4) if len(conf) else 0.0,
-            "accuracy": round(float(ok.mean()), 4) if len(ok) else 0.0,
-            "reliability": reliability(conf, ok), "selective": selective(conf, ok)}
+    return {
+        "ece": expected_calibration_error(conf, ok),
+        "mean_confidence": round(float(conf.mean()), 4) if len(conf) else 0.0,
+        "accuracy": round(float(ok.mean()), 4) if len(ok) else 0.0,
+        "reliability": reliability(conf, ok),
+        "selective": selective(conf, ok),
+    }

@@ -21,9 +21,17 @@ FrameTransform = Callable[[Frames], Frames]
 
 
 @torch.no_grad()
-def predict_answers(model: GifQAModel, tokenizer, cache: FrameCache, rows: np.ndarray,
-                    questions: list[str], batch_size: int = 256, max_answer_tokens: int = 4,
-                    transform: FrameTransform | None = None, progress: bool = False) -> list[str]:
+def predict_answers(
+    model: GifQAModel,
+    tokenizer,
+    cache: FrameCache,
+    rows: np.ndarray,
+    questions: list[str],
+    batch_size: int = 256,
+    max_answer_tokens: int = 4,
+    transform: FrameTransform | None = None,
+    progress: bool = False,
+) -> list[str]:
     """Greedy answers for questions whose keyframes are the cache rows (B, F)."""
     model.eval()
     out: list[str] = []
@@ -79,8 +87,14 @@ def shuffle_frames(seed: int) -> FrameTransform:
     return _shuffle
 
 
-def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: pd.DataFrame,
-                 params: EvalParams, out_dir: Path) -> tuple[dict, pd.DataFrame]:
+def run_evaluate(
+    model_dir: Path,
+    index_dir: Path,
+    qa: pd.DataFrame,
+    keyframes: pd.DataFrame,
+    params: EvalParams,
+    out_dir: Path,
+) -> tuple[dict, pd.DataFrame]:
     """Score the test split; returns (metrics/evaluate.json's metrics, per-question rows)."""
     from gifqa_model.model.text import load_tokenizer
 
@@ -92,8 +106,17 @@ def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: 
     questions = test.question.tolist()
 
     def run(transform: FrameTransform | None = None, progress: bool = False) -> np.ndarray:
-        pred = predict_answers(model, tokenizer, cache, rows, questions, params.batch_size,
-                               params.max_answer_tokens, transform, progress)
+        pred = predict_answers(
+            model,
+            tokenizer,
+            cache,
+            rows,
+            questions,
+            params.batch_size,
+            params.max_answer_tokens,
+            transform,
+            progress,
+        )
         return np.array(pred, dtype=object)
 
     pred = run(progress=True)
@@ -116,7 +139,8 @@ def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: 
         "n_test_by_qtype": {k: int(v) for k, v in test.qtype.value_counts().items()},
     }
     predictions = test[["qa_id", "gif_id", "question", "answer", "qtype"]].assign(
-        prediction=pred, correct=correct)
+        prediction=pred, correct=correct
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions.to_parquet(out_dir / PREDICTIONS_FILE, index=False)
@@ -126,19 +150,27 @@ def run_evaluate(model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: 
 Answerer = Callable[[str, list[str]], list[dict]]
 
 
-def score_questions(answer_many: Answerer, questions: pd.DataFrame,
-                    progress: bool = False) -> pd.DataFrame:
+def score_questions(
+    answer_many: Answerer, questions: pd.DataFrame, progress: bool = False
+) -> pd.DataFrame:
     """Each question answered by `answer_many(gif_path, questions)`, one call per GIF →
     qa_id, prediction, keyframes, correct (exact match with the gold answer)."""
     out = []
     groups = questions.groupby("path", sort=True)
     for path, rows in tqdm(groups, desc="benchmark", unit="gif", disable=not progress):
         answers = answer_many(str(path), rows.question.tolist())
-        out.append(rows.assign(prediction=[a["answer"] for a in answers],
-                               confidence=[float(a.get("confidence", 0.0)) for a in answers],
-                               keyframes=[a["keyframes"] for a in answers]))
-    table = pd.concat(out, ignore_index=True) if out else questions.assign(
-        prediction="", confidence=0.0, keyframes=None)
+        out.append(
+            rows.assign(
+                prediction=[a["answer"] for a in answers],
+                confidence=[float(a.get("confidence", 0.0)) for a in answers],
+                keyframes=[a["keyframes"] for a in answers],
+            )
+        )
+    table = (
+        pd.concat(out, ignore_index=True)
+        if out
+        else questions.assign(prediction="", confidence=0.0, keyframes=None)
+    )
     table = table.sort_values("qa_id" if "qa_id" in table else "question", kind="stable")
     correct = exact_match(table.prediction.tolist(), table.answer.tolist())
     return table.assign(correct=correct).reset_index(drop=True)
@@ -146,9 +178,11 @@ def score_questions(answer_many: Answerer, questions: pd.DataFrame,
 
 def score_summary(scored: pd.DataFrame) -> dict:
     """Accuracy overall and per qtype of a scored table."""
-    return {"accuracy": round(float(np.mean(scored.correct)), 4) if len(scored) else 0.0,
-            "by_qtype": accuracy_table(scored.correct.to_numpy(), scored.qtype),
-            "n": int(len(scored))}
+    return {
+        "accuracy": round(float(np.mean(scored.correct)), 4) if len(scored) else 0.0,
+        "by_qtype": accuracy_table(scored.correct.to_numpy(), scored.qtype),
+        "n": int(len(scored)),
+    }
 
 
 def split_summaries(scored: pd.DataFrame) -> dict[str, dict]:
@@ -161,8 +195,7 @@ def split_summaries(scored: pd.DataFrame) -> dict[str, dict]:
     return {n: score_summary(scored[scored.split == n]) for n in names if (scored.split == n).any()}
 
 
-def reversed_clips(answer_many: Answerer, test: pd.DataFrame,
-                   paths: dict[str, str]) -> dict:
+def reversed_clips(answer_many: Answerer, test: pd.DataFrame, paths: dict[str, str]) -> dict:
     """Action questions on the test GIFs, forward and played backwards with the motion words
     of question and answer swapped (left ↔ right, up ↔ down, growing ↔ shrinking, appearing ↔
     disappearing). A model that reads the frames' order answers both; one that guesses the
@@ -171,11 +204,15 @@ def reversed_clips(answer_many: Answerer, test: pd.DataFrame,
     from gifqa_model.data.gifs import GifError, reverse_gif
 
     action = test[test.qtype == "action"]
-    rev = [reverse_qa(q, a, t) for q, a, t in zip(action.question, action.answer, action.qtype,
-                                                   strict=True)]
+    rev = [
+        reverse_qa(q, a, t)
+        for q, a, t in zip(action.question, action.answer, action.qtype, strict=True)
+    ]
     keep = np.array([r is not None for r in rev], dtype=bool)
-    action = action[keep].assign(rev_question=[r[0] for r in rev if r is not None],
-                                 rev_answer=[r[1] for r in rev if r is not None])
+    action = action[keep].assign(
+        rev_question=[r[0] for r in rev if r is not None],
+        rev_answer=[r[1] for r in rev if r is not None],
+    )
     fwd_ok, rev_ok = [], []
     for gif_id, rows in tqdm(action.groupby("gif_id", sort=True), desc="reversed", unit="gif"):
         try:
@@ -187,5 +224,8 @@ def reversed_clips(answer_many: Answerer, test: pd.DataFrame,
         fwd_ok += list(exact_match([a["answer"] for a in fwd], rows.answer.tolist()))
         rev_ok += list(exact_match([a["answer"] for a in bwd], rows.rev_answer.tolist()))
     n = len(fwd_ok)
-    return {"n": n, "forward_accuracy": round(float(np.mean(fwd_ok)), 4) if n else 0.0,
-            "reversed_accuracy": round(float(np.mean(rev_ok)), 4) if n else 0.0}
+    return {
+        "n": n,
+        "forward_accuracy": round(float(np.mean(fwd_ok)), 4) if n else 0.0,
+        "reversed_accuracy": round(float(np.mean(rev_ok)), 4) if n else 0.0,
+    }

@@ -244,9 +244,12 @@ def plot_keyframe_montage(examples: list[dict], out_png: Path) -> Path:
     return out_png
 
 
-def plot_accuracy_by_split(splits: dict[str, dict], out_png: Path,
-                           other: dict[str, dict] | None = None,
-                           labels: tuple[str, str] = ("model", "other")) -> Path:
+def plot_accuracy_by_split(
+    splits: dict[str, dict],
+    out_png: Path,
+    other: dict[str, dict] | None = None,
+    labels: tuple[str, str] = ("model", "other"),
+) -> Path:
     """Accuracy per benchmark split (in-distribution first, then each OOD split), with a
     second model's beside it when given (the promotion report: challenger vs champion)."""
     names = list(splits)
@@ -254,8 +257,12 @@ def plot_accuracy_by_split(splits: dict[str, dict], out_png: Path,
     fig, ax = plt.subplots(figsize=(8, 3.5))
     width = 0.8 / len(series)
     for i, (label, table) in enumerate(series.items()):
-        ax.bar([k + i * width for k in range(len(names))],
-               [table.get(n, {}).get("accuracy", 0) for n in names], width, label=label)
+        ax.bar(
+            [k + i * width for k in range(len(names))],
+            [table.get(n, {}).get("accuracy", 0) for n in names],
+            width,
+            label=label,
+        )
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("exact match")
@@ -272,11 +279,22 @@ def plot_reliability(table: list[dict], ece: float, out_png: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
     if table:
-        ax.bar([b["low"] for b in table], [b["accuracy"] for b in table],
-               [b["high"] - b["low"] for b in table], align="edge", alpha=0.6,
-               edgecolor="black", label="accuracy")
-        ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "o",
-                color="black", ms=3)
+        ax.bar(
+            [b["low"] for b in table],
+            [b["accuracy"] for b in table],
+            [b["high"] - b["low"] for b in table],
+            align="edge",
+            alpha=0.6,
+            edgecolor="black",
+            label="accuracy",
+        )
+        ax.plot(
+            [b["confidence"] for b in table],
+            [b["accuracy"] for b in table],
+            "o",
+            color="black",
+            ms=3,
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")

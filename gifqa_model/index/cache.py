@@ -41,15 +41,23 @@ class Frames:
     before: torch.Tensor | None = None
 
     @classmethod
-    def dense(cls, tokens: torch.Tensor, times: torch.Tensor | None = None,
-              before: torch.Tensor | None = None) -> Frames:
+    def dense(
+        cls,
+        tokens: torch.Tensor,
+        times: torch.Tensor | None = None,
+        before: torch.Tensor | None = None,
+    ) -> Frames:
         """(B, F, N, Dv) per-question frames (no sharing); times default to 0..F-1."""
         b, f = tokens.shape[:2]
         if times is None:
             times = torch.arange(f).expand(b, f)
         flat = None if before is None else before.reshape(b * f, *before.shape[2:])
-        return cls(tokens.reshape(b * f, *tokens.shape[2:]), times.reshape(-1).long(),
-                   torch.arange(b * f).reshape(b, f), before=flat)
+        return cls(
+            tokens.reshape(b * f, *tokens.shape[2:]),
+            times.reshape(-1).long(),
+            torch.arange(b * f).reshape(b, f),
+            before=flat,
+        )
 
     def per_question(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, F, N, Dv) tokens, (B, F) times and (B, F, N, Dv) earlier frames (or None),
@@ -60,8 +68,9 @@ class Frames:
     def to(self, device: torch.device | str) -> Frames:
         source = None if self.source is None else self.source.to(device)
         before = None if self.before is None else self.before.to(device)
-        return Frames(self.tokens.to(device), self.times.to(device), self.index.to(device), source,
-                      before)
+        return Frames(
+            self.tokens.to(device), self.times.to(device), self.index.to(device), source, before
+        )
 
 
 class FrameCache:
@@ -86,11 +95,14 @@ class FrameCache:
 
     def rows(self, gif_ids: list[str], local_frames: list[list[int]]) -> np.ndarray:
         """Global cache rows (B, F) for each question's keyframes."""
-        return np.array([[self.offset[g] + f for f in fr]
-                         for g, fr in zip(gif_ids, local_frames, strict=True)], dtype=np.int64)
+        return np.array(
+            [[self.offset[g] + f for f in fr] for g, fr in zip(gif_ids, local_frames, strict=True)],
+            dtype=np.int64,
+        )
 
-    def frames(self, rows: np.ndarray, reverse: np.ndarray | None = None,
-               motion_gap: int = 0) -> Frames:
+    def frames(
+        self, rows: np.ndarray, reverse: np.ndarray | None = None, motion_gap: int = 0
+    ) -> Frames:
         """(B, F) cache rows → the batch's distinct frames, read once, and the index into them.
 
         `reverse` (B,) bool plays a question's clip backwards: its keyframes in reverse order,
@@ -113,9 +125,13 @@ class FrameCache:
             back = times - earlier_position(times, motion_gap)
             earlier = src - np.where(flipped, -back, back)
             before = torch.from_numpy(np.asarray(self.tokens[earlier], dtype=np.float32))
-        return Frames(tokens, torch.from_numpy(times),
-                      torch.from_numpy(inverse.reshape(rows.shape).astype(np.int64)),
-                      torch.from_numpy(src.astype(np.int64)), before)
+        return Frames(
+            tokens,
+            torch.from_numpy(times),
+            torch.from_numpy(inverse.reshape(rows.shape).astype(np.int64)),
+            torch.from_numpy(src.astype(np.int64)),
+            before,
+        )
 
 
 def load_keyframes(index_dir: Path) -> pd.DataFrame:

@@ -36,15 +36,22 @@ open_clip.add_model_config(CONFIG_DIR)
 class ClipEncoder:
     """An open_clip model plus its tokenizer and normalisation, with the calls gifqa needs."""
 
-    def __init__(self, model: open_clip.CLIP, model_name: str, token_pool: int,
-                 token_layer: str | None = None) -> None:
+    def __init__(
+        self,
+        model: open_clip.CLIP,
+        model_name: str,
+        token_pool: int,
+        token_layer: str | None = None,
+    ) -> None:
         self.model = model
         self.model_name = model_name
         self.token_pool = token_pool
         self.token_layer = token_layer
         if token_layer is None and not hasattr(model.visual, "transformer"):
-            raise ValueError(f"{model_name} has no ViT patch tokens: set clip.token_layer to "
-                             f"the trunk stage whose feature map becomes the tokens")
+            raise ValueError(
+                f"{model_name} has no ViT patch tokens: set clip.token_layer to "
+                f"the trunk stage whose feature map becomes the tokens"
+            )
         self.tokenizer = open_clip.get_tokenizer(model_name)
         pp = open_clip.get_model_preprocess_cfg(model)
         self.mean = torch.tensor(pp["mean"]).view(1, 3, 1, 1)
@@ -78,8 +85,13 @@ class ClipEncoder:
         """uint8 (T, H, W, 3) at image_size → normalised float (T, 3, H, W)."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
         if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              antialias=True, align_corners=False)
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
         return (x - self.mean) / self.std
 
     # ---- encoders ------------------------------------------------------------------------
@@ -101,8 +113,9 @@ class ClipEncoder:
         return pooled, taken[0].flatten(2).transpose(1, 2)  # (T, C, h, w) → (T, h·w, C)
 
     @torch.no_grad()
-    def embed_frames(self, frames: np.ndarray,
-                     batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def embed_frames(
+        self, frames: np.ndarray, batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Frames → (tokens float16 (T, N', Dv), pooled L2-normalised float32 (T, E))."""
         self.model.eval()
         toks, pooled = [], []
@@ -140,9 +153,12 @@ class ClipEncoder:
         out_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(out_dir / "clip.safetensors"))
-        meta = {"model_name": self.model_name, "token_pool": self.token_pool,
-                "token_layer": self.token_layer,
-                "model_config": open_clip.get_model_config(self.model_name)}
+        meta = {
+            "model_name": self.model_name,
+            "token_pool": self.token_pool,
+            "token_layer": self.token_layer,
+            "model_config": open_clip.get_model_config(self.model_name),
+        }
         (out_dir / "clip_config.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -171,7 +187,8 @@ def build_clip(params: ClipParams) -> ClipEncoder:
 
 
 _CLAUSE_BREAK = re.compile(
-    r"\s*(?:[,;]|\bwhile\b|\bas\b|\band\b(?=\s+(?:a|an|the|one|two|three|four|five|some)\b))\s*")
+    r"\s*(?:[,;]|\bwhile\b|\bas\b|\band\b(?=\s+(?:a|an|the|one|two|three|four|five|some)\b))\s*"
+)
 
 
 def split_clauses(description: str) -> list[str]:
@@ -198,21 +215,30 @@ class _TokenHead(torch.nn.Linear):
         return list(super().forward(tokens).split(self.n_classes, dim=-1))
 
 
-def _token_scene_head(encoder: ClipEncoder, params: ClipParams,
-                      scene: np.ndarray | None) -> _TokenHead | None:
+def _token_scene_head(
+    encoder: ClipEncoder, params: ClipParams, scene: np.ndarray | None
+) -> _TokenHead | None:
     if params.fit_scene_weight <= 0:
         return None
     n_tokens = encoder.tower_token_shape[0]
     if scene is None or scene.shape[1] != n_tokens:
-        raise ValueError(f"clip.fit_scene_weight needs scene targets with one cell per token "
-                         f"({n_tokens}) for every cached frame: ground truth for the corpus, "
-                         f"and a square token grid")
+        raise ValueError(
+            f"clip.fit_scene_weight needs scene targets with one cell per token "
+            f"({n_tokens}) for every cached frame: ground truth for the corpus, "
+            f"and a square token grid"
+        )
     return _TokenHead(encoder.token_width, scene_classes())
 
 
-def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tuple[int, int]],
-             descriptions: list[str], params: ClipParams,
-             on_step=None, scene: np.ndarray | None = None) -> dict[str, float]:
+def fit_clip(
+    encoder: ClipEncoder,
+    frames: np.ndarray,
+    gif_frame_ranges: list[tuple[int, int]],
+    descriptions: list[str],
+    params: ClipParams,
+    on_step=None,
+    scene: np.ndarray | None = None,
+) -> dict[str, float]:
     """Contrastive fit of the whole CLIP on the train GIFs (see `ClipParams.fit_objective`).
 
     `frames` holds every cached frame; `gif_frame_ranges[i]` is GIF i's [start, end) in it.
@@ -226,9 +252,9 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     head = _token_scene_head(encoder, params, scene)
     fitted = [*model.parameters(), *(head.parameters() if head is not None else [])]
     opt = torch.optim.AdamW(fitted, lr=params.fit_lr, weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=params.fit_lr,
-                                                total_steps=max(params.fit_steps, 2),
-                                                pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=params.fit_lr, total_steps=max(params.fit_steps, 2), pct_start=0.1
+    )
     mil = params.fit_objective == "mil_clauses"
     per_gif = params.fit_frames_per_gif if mil else 1
     texts = [split_clauses(d) if mil else [d] for d in descriptions]
@@ -243,10 +269,10 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
             raise TimeoutError(
                 f"clip.fit_minutes ({params.fit_minutes}) passed at step {step} of "
                 f"{params.fit_steps}: the fit stops rather than cache tokens of a shorter one; "
-                "raise clip.fit_minutes or lower clip.fit_steps")
+                "raise clip.fit_minutes or lower clip.fit_steps"
+            )
         idx = rng.choice(n, size=bs, replace=False)
-        frame_idx = np.concatenate([rng.integers(*gif_frame_ranges[i], size=per_gif)
-                                    for i in idx])
+        frame_idx = np.concatenate([rng.integers(*gif_frame_ranges[i], size=per_gif) for i in idx])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=params.fit_bf16):
             img_f, tokens = encoder.visual(encoder.pixels(frames[frame_idx]))
             batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
@@ -280,8 +306,15 @@ def fit_clip(encoder: ClipEncoder, frames: np.ndarray, gif_frame_ranges: list[tu
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return {"clip_fit_steps": step, "clip_fit_seconds": round(time.time() - t0, 1),
-            "clip_fit_loss_first": first if first is not None else float("nan"),
-            "clip_fit_loss_last": loss_val, "clip_fit_objective": params.fit_objective,
-            **({"clip_fit_scene_loss_first": scene_first, "clip_fit_scene_loss_last": scene_last}
-               if scene_first is not None else {})}
+    return {
+        "clip_fit_steps": step,
+        "clip_fit_seconds": round(time.time() - t0, 1),
+        "clip_fit_loss_first": first if first is not None else float("nan"),
+        "clip_fit_loss_last": loss_val,
+        "clip_fit_objective": params.fit_objective,
+        **(
+            {"clip_fit_scene_loss_first": scene_first, "clip_fit_scene_loss_last": scene_last}
+            if scene_first is not None
+            else {}
+        ),
+    }

@@ -91,8 +91,9 @@ def build_index(group_emb: np.ndarray, params: IndexParams) -> faiss.Index:
     return index
 
 
-def search_gif(index: faiss.Index, query: np.ndarray, group_lo: int, group_hi: int,
-               k: int) -> tuple[np.ndarray, np.ndarray]:
+def search_gif(
+    index: faiss.Index, query: np.ndarray, group_lo: int, group_hi: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k group ids (and scores) for one query among the groups [lo, hi) of one GIF."""
     k = max(1, min(k, group_hi - group_lo))
     sel = faiss.IDSelectorRange(int(group_lo), int(group_hi))
@@ -121,11 +122,15 @@ def spread_choice(scores: np.ndarray, k: int, spread: float) -> np.ndarray:
     return np.array(chosen)
 
 
-def keyframes_for(layout: GroupLayout, gif: int, group_ids: np.ndarray,
-                  n_frames: int) -> list[int]:
+def keyframes_for(layout: GroupLayout, gif: int, group_ids: np.ndarray, n_frames: int) -> list[int]:
     """Frames of the chosen groups, in time order, padded/trimmed to exactly n_frames."""
-    local = sorted({f for gid in group_ids
-                    for f in layout.group_frames(gif, int(gid - layout.group_offsets[gif]))})
+    local = sorted(
+        {
+            f
+            for gid in group_ids
+            for f in layout.group_frames(gif, int(gid - layout.group_offsets[gif]))
+        }
+    )
     if not local:
         local = [0]
     if len(local) < n_frames:  # short GIF: repeat frames, keep time order
@@ -138,8 +143,13 @@ def uniform_frames(n_cached: int, n_frames: int) -> list[int]:
     return sorted(np.linspace(0, n_cached - 1, n_frames).round().astype(int).tolist())
 
 
-def retrieve_keyframes(index: faiss.Index, layout: GroupLayout, gif_rows: np.ndarray,
-                       question_emb: np.ndarray, params: IndexParams) -> list[list[int]]:
+def retrieve_keyframes(
+    index: faiss.Index,
+    layout: GroupLayout,
+    gif_rows: np.ndarray,
+    question_emb: np.ndarray,
+    params: IndexParams,
+) -> list[list[int]]:
     """For each question (its GIF's row in the layout, its embedding) → local keyframes."""
     n_model_frames = params.top_k * params.group_size
     out = []

@@ -22,12 +22,17 @@ import numpy as np
 from gifqa_model.index.clipcut import whole_gif_embeddings
 
 
-def gif_embeddings(frame_tokens: np.ndarray, frame_counts: np.ndarray,
-                   chunk: int = 4096) -> np.ndarray:
+def gif_embeddings(
+    frame_tokens: np.ndarray, frame_counts: np.ndarray, chunk: int = 4096
+) -> np.ndarray:
     """(T, N, D) frame tokens, GIF after GIF → (G, D) normalised GIF embeddings: the mean
     token of each frame, averaged over one group spanning each whole GIF."""
-    per_frame = np.concatenate([frame_tokens[i : i + chunk].mean(axis=1, dtype=np.float32)
-                                for i in range(0, len(frame_tokens), chunk)])  # (T, D)
+    per_frame = np.concatenate(
+        [
+            frame_tokens[i : i + chunk].mean(axis=1, dtype=np.float32)
+            for i in range(0, len(frame_tokens), chunk)
+        ]
+    )  # (T, D)
     return whole_gif_embeddings(per_frame, frame_counts)
 
 
@@ -47,8 +52,9 @@ class DomainIndex:
         if len(val_emb):
             ref = out.distance(val_emb)
         else:
-            sims, _ = index.search(np.ascontiguousarray(train_emb, dtype=np.float32),
-                                   min(2, len(train_emb)))
+            sims, _ = index.search(
+                np.ascontiguousarray(train_emb, dtype=np.float32), min(2, len(train_emb))
+            )
             ref = 1.0 - sims[:, -1]
         out.threshold = float(np.percentile(ref, percentile))
         return out
@@ -65,9 +71,16 @@ class DomainIndex:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(out_dir / "train_gifs.faiss"))
-        (out_dir / "domain.json").write_text(json.dumps(
-            {"threshold": self.threshold, "percentile": self.percentile,
-             "n_train_gifs": int(self.index.ntotal)}, indent=2))
+        (out_dir / "domain.json").write_text(
+            json.dumps(
+                {
+                    "threshold": self.threshold,
+                    "percentile": self.percentile,
+                    "n_train_gifs": int(self.index.ntotal),
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
     def load(cls, out_dir: Path) -> DomainIndex | None:
@@ -76,19 +89,28 @@ class DomainIndex:
         if not (out_dir / "domain.json").is_file():
             return None
         meta = json.loads((out_dir / "domain.json").read_text())
-        return cls(faiss.read_index(str(out_dir / "train_gifs.faiss")), float(meta["threshold"]),
-                   float(meta["percentile"]))
+        return cls(
+            faiss.read_index(str(out_dir / "train_gifs.faiss")),
+            float(meta["threshold"]),
+            float(meta["percentile"]),
+        )
 
 
-def fit_domain(frame_tokens: np.ndarray, frame_table, splits: np.ndarray,
-               percentile: float) -> tuple[DomainIndex, dict]:
+def fit_domain(
+    frame_tokens: np.ndarray, frame_table, splits: np.ndarray, percentile: float
+) -> tuple[DomainIndex, dict]:
     """The index stage's step: fit on the train GIFs, threshold on val → (index, metrics with
     the in-domain rate of each split)."""
     gifs = gif_embeddings(frame_tokens, frame_table.n_cached.to_numpy())
     splits = np.asarray(splits)
     domain = DomainIndex.fit(gifs[splits == "train"], gifs[splits == "val"], percentile)
     inside = domain.in_domain(gifs)
-    metrics = {"domain_threshold": round(domain.threshold, 5),
-               **{f"in_domain_rate_{s}": round(float(inside[splits == s].mean()), 4)
-                  for s in ("train", "val", "test") if (splits == s).any()}}
+    metrics = {
+        "domain_threshold": round(domain.threshold, 5),
+        **{
+            f"in_domain_rate_{s}": round(float(inside[splits == s].mean()), 4)
+            for s in ("train", "val", "test")
+            if (splits == s).any()
+        },
+    }
     return domain, metrics

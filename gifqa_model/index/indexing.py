@@ -67,21 +67,36 @@ def _decode_one(job: tuple[str, int, int, int]) -> tuple[np.ndarray, list[int]]:
     return decode_frames(path, indices=idx, size=image_size), idx
 
 
-def decode_corpus(manifest: pd.DataFrame, frames_per_gif: int, image_size: int,
-                  workers: int = 1) -> tuple[np.ndarray, pd.DataFrame]:
+def decode_corpus(
+    manifest: pd.DataFrame, frames_per_gif: int, image_size: int, workers: int = 1
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Decode every GIF's cached frames into one uint8 (T, S, S, 3) array plus its layout.
     `workers` processes decode in parallel; the result is the same, in manifest order."""
-    jobs = [(str(r.path), int(r.n_frames), frames_per_gif, image_size)
-            for r in manifest.itertuples()]
+    jobs = [
+        (str(r.path), int(r.n_frames), frames_per_gif, image_size) for r in manifest.itertuples()
+    ]
     chunks, rows, offset = [], [], 0
-    with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
-        decoded = (pool.map(_decode_one, jobs, chunksize=64) if pool is not None
-                   else map(_decode_one, jobs))
-        for row, (frames, idx) in tqdm(zip(manifest.itertuples(), decoded, strict=True),
-                                       total=len(jobs), desc="decode frames", unit="gif"):
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        decoded = (
+            pool.map(_decode_one, jobs, chunksize=64)
+            if pool is not None
+            else map(_decode_one, jobs)
+        )
+        for row, (frames, idx) in tqdm(
+            zip(manifest.itertuples(), decoded, strict=True),
+            total=len(jobs),
+            desc="decode frames",
+            unit="gif",
+        ):
             chunks.append(frames)
-            rows.append({"gif_id": row.gif_id, "offset": offset, "n_cached": len(frames),
-                         "source_frames": idx[: len(frames)]})
+            rows.append(
+                {
+                    "gif_id": row.gif_id,
+                    "offset": offset,
+                    "n_cached": len(frames),
+                    "source_frames": idx[: len(frames)],
+                }
+            )
             offset += len(frames)
     return np.concatenate(chunks), pd.DataFrame(rows)
 
@@ -105,8 +120,9 @@ def _gif_tokens(encoder: ClipEncoder, frames: np.ndarray) -> tuple[np.ndarray, n
         return encoder.embed_frames(frames, batch_size=max(len(frames), 1))
 
 
-def embed_shard(jobs: list[tuple[str, int]], clip_dir: str, frames_per_gif: int
-                ) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
+def embed_shard(
+    jobs: list[tuple[str, int]], clip_dir: str, frames_per_gif: int
+) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
     """Decode and embed one shard of GIFs ((path, n_frames) each) with the saved encoder: what
     a fan-out worker runs. Per GIF: tokens, embeddings, the source frames cached."""
     encoder = ClipEncoder.load(Path(clip_dir))
@@ -117,8 +133,9 @@ def embed_shard(jobs: list[tuple[str, int]], clip_dir: str, frames_per_gif: int
     return out
 
 
-def fit_rows(manifest: pd.DataFrame, pinned: set[str] | None,
-             refit_growth: float) -> tuple[pd.DataFrame, dict]:
+def fit_rows(
+    manifest: pd.DataFrame, pinned: set[str] | None, refit_growth: float
+) -> tuple[pd.DataFrame, dict]:
     """The train GIFs the CLIP encoder is fitted on, in content order.
 
     With a pinned fit set (the sha256s of the last fit, `clip.fit_set_file`), the fit keeps to
@@ -131,36 +148,54 @@ def fit_rows(manifest: pd.DataFrame, pinned: set[str] | None,
     growth = (len(train) - len(pinned_rows)) / max(len(pinned_rows), 1)
     keep = bool(pinned) and len(pinned_rows) >= 2 and growth <= refit_growth
     rows = (pinned_rows if keep else train).sort_values("sha256", kind="stable")
-    return rows, {"clip_fit_gifs": len(rows), "clip_fit_pinned": keep,
-                  "clip_unfitted_share": round(float(growth), 4) if pinned else 1.0}
+    return rows, {
+        "clip_fit_gifs": len(rows),
+        "clip_fit_pinned": keep,
+        "clip_unfitted_share": round(float(growth), 4) if pinned else 1.0,
+    }
 
 
-def _fit_encoder(manifest: pd.DataFrame, clip_params: ClipParams, params: IndexParams,
-                 truth_by_gif: dict[str, dict] | None, pinned: set[str] | None,
-                 cache: WorkCache, clip_dir: Path) -> tuple[ClipEncoder, dict]:
+def _fit_encoder(
+    manifest: pd.DataFrame,
+    clip_params: ClipParams,
+    params: IndexParams,
+    truth_by_gif: dict[str, dict] | None,
+    pinned: set[str] | None,
+    cache: WorkCache,
+    clip_dir: Path,
+) -> tuple[ClipEncoder, dict]:
     """Fit (or take from the cache) the encoder on the fit rows; save it to `clip_dir`."""
     rows, metrics = fit_rows(manifest, pinned, clip_params.refit_growth)
     truth = truth_by_gif or {}
     fit_params = clip_params.model_dump(exclude={"refit_growth", "fit_set_file", "fit_minutes"})
-    key = digest("clip-fit", fit_params, params.frames_per_gif,
-                 [(r.sha256, r.description, truth.get(r.gif_id)) for r in rows.itertuples()],
-                 code_digest(__name__))
+    key = digest(
+        "clip-fit",
+        fit_params,
+        params.frames_per_gif,
+        [(r.sha256, r.description, truth.get(r.gif_id)) for r in rows.itertuples()],
+        code_digest(__name__),
+    )
     if (hit := cache.dir("clip", key)) is not None:
         shutil.copytree(hit, clip_dir, dirs_exist_ok=True)
         metrics["clip_fit_cached"] = True
     else:
         encoder = build_clip(clip_params)
         if len(rows) >= 2:
-            frames, table = decode_corpus(rows, params.frames_per_gif, encoder.image_size,
-                                          params.decode_workers)
-            ranges = [(int(o), int(o + n)) for o, n in zip(table.offset, table.n_cached,
-                                                             strict=True)]
+            frames, table = decode_corpus(
+                rows, params.frames_per_gif, encoder.image_size, params.decode_workers
+            )
+            ranges = [
+                (int(o), int(o + n)) for o, n in zip(table.offset, table.n_cached, strict=True)
+            ]
             scene = None
             if clip_params.fit_scene_weight > 0:
                 grid = math.isqrt(encoder.tower_token_shape[0])
                 scene = scene_table(table, truth, grid)
-            metrics.update(fit_clip(encoder, frames, ranges, rows.description.tolist(),
-                                    clip_params, scene=scene))
+            metrics.update(
+                fit_clip(
+                    encoder, frames, ranges, rows.description.tolist(), clip_params, scene=scene
+                )
+            )
         encoder.save(clip_dir)
         cache.put_dir("clip", key, clip_dir)
         metrics["clip_fit_cached"] = False
@@ -196,9 +231,15 @@ def encoder_digest(clip_dir: Path) -> str:
     return file_digest([clip_dir / "clip.safetensors", clip_dir / "clip_config.json"])
 
 
-def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
-                  cache: WorkCache, decode_workers: int = 1, mapper: ShardMapper | None = None,
-                  shards: int = 1) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict[str, str]]:
+def cached_tokens(
+    manifest: pd.DataFrame,
+    clip_dir: Path,
+    frames_per_gif: int,
+    cache: WorkCache,
+    decode_workers: int = 1,
+    mapper: ShardMapper | None = None,
+    shards: int = 1,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict[str, str]]:
     """Every GIF's frame tokens and embeddings, from the cache when its bytes and the encoder
     are unchanged; the rest decoded and embedded here or on `mapper`'s shards. Also each
     GIF's digest of (bytes, encoder): what its later per-GIF work is keyed by."""
@@ -210,11 +251,14 @@ def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
     todo = [i for i, f in enumerate(found) if f is None]
     jobs = [(str(manifest.path.iloc[i]), int(manifest.n_frames.iloc[i])) for i in todo]
     if todo:
-        log.info("index: embedding %d of %d GIFs (%d cached)", len(todo), len(keys),
-                 len(keys) - len(todo))
+        log.info(
+            "index: embedding %d of %d GIFs (%d cached)",
+            len(todo),
+            len(keys),
+            len(keys) - len(todo),
+        )
     if mapper is not None:
-        work = functools.partial(embed_shard, clip_dir=str(clip_dir),
-                                 frames_per_gif=frames_per_gif)
+        work = functools.partial(embed_shard, clip_dir=str(clip_dir), frames_per_gif=frames_per_gif)
         results = [r for part in mapper(work, split_shards(jobs, shards)) for r in part]
     else:
         results = _embed_here(jobs, clip_dir, frames_per_gif, decode_workers)
@@ -223,13 +267,21 @@ def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
         cache.put_arrays(namespace, keys[i], **found[i])
     cache.prune("tokens", keep={weights[:16]})  # tokens of other encoders are never read again
     counts = [len(f["tokens"]) for f in found]
-    table = pd.DataFrame({"gif_id": manifest.gif_id.to_numpy(),
-                          "offset": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int),
-                          "n_cached": counts,
-                          "source_frames": [f["source_frames"].tolist() for f in found]})
+    table = pd.DataFrame(
+        {
+            "gif_id": manifest.gif_id.to_numpy(),
+            "offset": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int),
+            "n_cached": counts,
+            "source_frames": [f["source_frames"].tolist() for f in found],
+        }
+    )
     gif_keys = {g: f"{weights}:{k}" for g, k in zip(manifest.gif_id, keys, strict=True)}
-    return (np.concatenate([f["tokens"] for f in found]),
-            np.concatenate([f["emb"] for f in found]), table, gif_keys)
+    return (
+        np.concatenate([f["tokens"] for f in found]),
+        np.concatenate([f["emb"] for f in found]),
+        table,
+        gif_keys,
+    )
 
 
 # below this many GIFs to embed, starting worker processes (each imports torch) costs more
@@ -237,8 +289,9 @@ def cached_tokens(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
 _POOL_MIN_GIFS = 256
 
 
-def _embed_here(jobs: list[tuple[str, int]], clip_dir: Path, frames_per_gif: int,
-                workers: int) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
+def _embed_here(
+    jobs: list[tuple[str, int]], clip_dir: Path, frames_per_gif: int, workers: int
+) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
     """`embed_shard` over `workers` fresh processes (spawned: a forked copy of a process that
     already ran torch's thread pool can hang in it), or, for few GIFs, embedded here. Either
     way each GIF is embedded alone on one thread (`_gif_tokens`): the same bytes."""
@@ -247,26 +300,37 @@ def _embed_here(jobs: list[tuple[str, int]], clip_dir: Path, frames_per_gif: int
         # few GIFs: forked processes decode (no torch in them) while this one embeds
         encoder = ClipEncoder.load(clip_dir)
         specs = [(path, n, frames_per_gif, encoder.image_size) for path, n in jobs]
-        with (ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1
-              else nullcontext()) as pool:
-            decoded = (pool.map(_decode_one, specs, chunksize=8) if pool is not None
-                       else map(_decode_one, specs))
-            return [(*_gif_tokens(encoder, frames), idx[: len(frames)])
-                    for frames, idx in decoded]
+        with (
+            ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else nullcontext()
+        ) as pool:
+            decoded = (
+                pool.map(_decode_one, specs, chunksize=8)
+                if pool is not None
+                else map(_decode_one, specs)
+            )
+            return [(*_gif_tokens(encoder, frames), idx[: len(frames)]) for frames, idx in decoded]
     shards = split_shards(jobs, math.ceil(len(jobs) / 64))
     out: list = []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for part in tqdm(pool.map(work, shards), total=len(shards), desc="embed frames",
-                         unit="shard"):
+        for part in tqdm(
+            pool.map(work, shards), total=len(shards), desc="embed frames", unit="shard"
+        ):
             out.extend(part)
     return out
 
 
-def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
-              params: IndexParams, out_dir: Path,
-              truth_by_gif: dict[str, dict] | None = None,
-              cache: WorkCache | None = None, fit_set: set[str] | None = None,
-              mapper: ShardMapper | None = None, shards: int = 1) -> dict:
+def run_index(
+    manifest: pd.DataFrame,
+    qa: pd.DataFrame,
+    clip_params: ClipParams,
+    params: IndexParams,
+    out_dir: Path,
+    truth_by_gif: dict[str, dict] | None = None,
+    cache: WorkCache | None = None,
+    fit_set: set[str] | None = None,
+    mapper: ShardMapper | None = None,
+    shards: int = 1,
+) -> dict:
     """Fit (then freeze) CLIP on train GIFs, cache all frame tokens, index groups, choose
     keyframes.
 
@@ -284,8 +348,9 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     clip_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict = {}
     if clip_params.pretrained_path is None:
-        encoder, fit_metrics = _fit_encoder(manifest, clip_params, params, truth_by_gif,
-                                            fit_set, cache, clip_dir)
+        encoder, fit_metrics = _fit_encoder(
+            manifest, clip_params, params, truth_by_gif, fit_set, cache, clip_dir
+        )
         metrics.update(fit_metrics)
     else:  # full profile: the pretrained encoder, frozen
         encoder = build_clip(clip_params)
@@ -294,13 +359,15 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     (clip_dir / INDEX_PARAMS_FILE).write_text(params.model_dump_json(indent=2))
 
     tokens, emb, frame_table, gif_keys = cached_tokens(
-        manifest, clip_dir, params.frames_per_gif, cache, params.decode_workers, mapper, shards)
+        manifest, clip_dir, params.frames_per_gif, cache, params.decode_workers, mapper, shards
+    )
     np.save(out_dir / TOKENS_FILE, tokens)
     np.save(out_dir / EMB_FILE, emb)
     frame_table.to_parquet(out_dir / FRAMES_FILE, index=False)
 
-    domain, domain_metrics = fit_domain(tokens, frame_table, manifest.split.to_numpy(),
-                                        params.domain_percentile)
+    domain, domain_metrics = fit_domain(
+        tokens, frame_table, manifest.split.to_numpy(), params.domain_percentile
+    )
     domain.save(out_dir / CLIP_DIR / DOMAIN_DIR)
     metrics.update(domain_metrics)
 
@@ -311,24 +378,32 @@ def run_index(manifest: pd.DataFrame, qa: pd.DataFrame, clip_params: ClipParams,
     search = GifSearch.build(emb, frame_table, manifest)
     search.save(out_dir / SEARCH_DIR)
     if "description" in manifest and (manifest.split == "test").any():
-        recall = clause_recall(search, encoder, manifest[["gif_id", "description"]],
-                               seed=clip_params.seed)
+        recall = clause_recall(
+            search, encoder, manifest[["gif_id", "description"]], seed=clip_params.seed
+        )
         metrics.update({f"search_{k}": v for k, v in recall.items() if k != "split"})
 
-    keyframes = choose_keyframes(encoder, index, frame_table, qa, params, cache, gif_keys,
-                                 encoder_digest(clip_dir))
+    keyframes = choose_keyframes(
+        encoder, index, frame_table, qa, params, cache, gif_keys, encoder_digest(clip_dir)
+    )
     keyframes.to_parquet(out_dir / KEYFRAMES_FILE, index=False)
-    metrics.update({
-        "n_gifs": len(manifest), "n_frames_cached": int(len(tokens)),
-        "n_groups": int(layout.group_counts.sum()), "n_questions": len(keyframes),
-        "token_shape": list(tokens.shape[1:]), "index_type": type(index).__name__,
-        "index_seconds": round(time.time() - t0, 1),
-    })
+    metrics.update(
+        {
+            "n_gifs": len(manifest),
+            "n_frames_cached": int(len(tokens)),
+            "n_groups": int(layout.group_counts.sum()),
+            "n_questions": len(keyframes),
+            "token_shape": list(tokens.shape[1:]),
+            "index_type": type(index).__name__,
+            "index_seconds": round(time.time() - t0, 1),
+        }
+    )
     return metrics
 
 
-def question_embeddings(encoder: ClipEncoder, questions: list[str], cache: WorkCache,
-                        weights: str = "") -> dict[str, np.ndarray]:
+def question_embeddings(
+    encoder: ClipEncoder, questions: list[str], cache: WorkCache, weights: str = ""
+) -> dict[str, np.ndarray]:
     """text → embedding for each distinct question (a corpus asks far fewer distinct
     questions than it has: 3.5k of 46k in the demo). Each is embedded alone on one thread, so
     its embedding is a function of the text and the weights alone, and cached under both
@@ -348,9 +423,16 @@ def question_embeddings(encoder: ClipEncoder, questions: list[str], cache: WorkC
     return out
 
 
-def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.DataFrame,
-                     qa: pd.DataFrame, params: IndexParams, cache: WorkCache | None = None,
-                     gif_keys: dict[str, str] | None = None, weights: str = "") -> pd.DataFrame:
+def choose_keyframes(
+    encoder: ClipEncoder,
+    index: faiss.Index,
+    frame_table: pd.DataFrame,
+    qa: pd.DataFrame,
+    params: IndexParams,
+    cache: WorkCache | None = None,
+    gif_keys: dict[str, str] | None = None,
+    weights: str = "",
+) -> pd.DataFrame:
     """CLIP-Cut for every question of a GIF in `frame_table`: its keyframes (local cache
     indices, in time order) and the GIF frames they were decoded from.
 
@@ -368,20 +450,28 @@ def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.D
     local: list[list[int] | None] = [None] * len(qa)
     todo: list[tuple[str, np.ndarray, str | None]] = []
     for gif_id, rows in qa.groupby("gif_id", sort=False).indices.items():
-        key = (digest(gif_keys[gif_id], qa.question.iloc[rows].tolist(), shape, code)
-               if gif_keys is not None and flat else None)
+        key = (
+            digest(gif_keys[gif_id], qa.question.iloc[rows].tolist(), shape, code)
+            if gif_keys is not None and flat
+            else None
+        )
         chosen = cache.get_json("keyframes", key) if key else None
         if chosen is None:
             todo.append((gif_id, rows, key))
         else:
             for r, fr in zip(rows, chosen, strict=True):
                 local[r] = fr
-    texts = question_embeddings(encoder, [q for _, rows, _ in todo
-                                          for q in qa.question.iloc[rows]], cache, weights)
+    texts = question_embeddings(
+        encoder, [q for _, rows, _ in todo for q in qa.question.iloc[rows]], cache, weights
+    )
     for gif_id, rows, key in todo:
         emb = np.stack([texts[q] for q in qa.question.iloc[rows]])
-        chosen = [[int(f) for f in fr] for fr in retrieve_keyframes(
-            index, layout, np.full(len(rows), row_of[gif_id]), emb, params)]
+        chosen = [
+            [int(f) for f in fr]
+            for fr in retrieve_keyframes(
+                index, layout, np.full(len(rows), row_of[gif_id]), emb, params
+            )
+        ]
         if key:
             cache.put_json("keyframes", key, chosen)
         for r, fr in zip(rows, chosen, strict=True):
@@ -389,5 +479,6 @@ def choose_keyframes(encoder: ClipEncoder, index: faiss.Index, frame_table: pd.D
     gif_rows = qa.gif_id.map(row_of).to_numpy()
     sources = frame_table.source_frames.tolist()  # plain lists: a Series lookup per frame is slow
     src = [[sources[g][f] for f in fr] for g, fr in zip(gif_rows, local, strict=True)]
-    return pd.DataFrame({"qa_id": qa.qa_id, "gif_id": qa.gif_id, "frames": local,
-                         "source_frames": src})
+    return pd.DataFrame(
+        {"qa_id": qa.qa_id, "gif_id": qa.gif_id, "frames": local, "source_frames": src}
+    )

@@ -22,20 +22,27 @@ def _words(text: str) -> set[str]:
 def asked_group(question: str, answer: str, groups: list[dict]) -> int | None:
     """The one group whose colour or shape the question (or its answer) names, else None."""
     words = _words(f"{question} {answer}")
-    hits = [i for i, g in enumerate(groups)
-            if g["color"] in words or g["shape"].rstrip("s") in words]
+    hits = [
+        i for i, g in enumerate(groups) if g["color"] in words or g["shape"].rstrip("s") in words
+    ]
     return hits[0] if len(hits) == 1 else None
 
 
 def visible_frames(truth: dict, group: int) -> np.ndarray:
     """Boolean per source frame: is any object of the group drawn?"""
-    return np.array([any(o["visible"] for o in frame if o["group"] == group)
-                     for frame in truth["frames"]])
+    return np.array(
+        [any(o["visible"] for o in frame if o["group"] == group) for frame in truth["frames"]]
+    )
 
 
-def keyframe_precision(qa: pd.DataFrame, keyframes: pd.DataFrame, frame_table: pd.DataFrame,
-                       truth_by_gif: dict[str, dict], split: str = "test",
-                       seed: int = 0) -> dict:
+def keyframe_precision(
+    qa: pd.DataFrame,
+    keyframes: pd.DataFrame,
+    frame_table: pd.DataFrame,
+    truth_by_gif: dict[str, dict],
+    split: str = "test",
+    seed: int = 0,
+) -> dict:
     """precision@k for CLIP-Cut, uniform and random frames; k = frames the model sees.
 
     `truth_by_gif`: ground truth by gif_id (GIFs without it are skipped).
@@ -64,6 +71,10 @@ def keyframe_precision(qa: pd.DataFrame, keyframes: pd.DataFrame, frame_table: p
         scores["uniform"].append(float(vis[uniform].mean()))
         scores["random"].append(float(vis[rand].mean()))
     mean = {m: round(float(np.mean(v)), 4) if v else float("nan") for m, v in scores.items()}
-    return {"keyframe_precision_at_k": mean["clipcut"], "uniform_precision_at_k": mean["uniform"],
-            "random_precision_at_k": mean["random"], "k": k,
-            "n_keyframe_questions": len(scores["clipcut"])}
+    return {
+        "keyframe_precision_at_k": mean["clipcut"],
+        "uniform_precision_at_k": mean["uniform"],
+        "random_precision_at_k": mean["random"],
+        "k": k,
+        "n_keyframe_questions": len(scores["clipcut"]),
+    }

@@ -37,13 +37,15 @@ class GifSearch:
         return search
 
     @classmethod
-    def build(cls, frame_emb: np.ndarray, frame_table: pd.DataFrame,
-              manifest: pd.DataFrame) -> GifSearch:
+    def build(
+        cls, frame_emb: np.ndarray, frame_table: pd.DataFrame, manifest: pd.DataFrame
+    ) -> GifSearch:
         emb = whole_gif_embeddings(frame_emb, frame_table.n_cached.to_numpy())
         index = faiss.IndexFlatIP(emb.shape[1])
         index.add(emb)
-        gifs = frame_table[["gif_id"]].merge(manifest[["gif_id", "path", "split"]],
-                                             on="gif_id", how="left")
+        gifs = frame_table[["gif_id"]].merge(
+            manifest[["gif_id", "path", "split"]], on="gif_id", how="left"
+        )
         return cls(index, gifs.reset_index(drop=True))
 
     def save(self, out_dir: Path) -> None:
@@ -55,27 +57,47 @@ class GifSearch:
     @classmethod
     def load(cls, out_dir: Path) -> GifSearch:
         out_dir = Path(out_dir)
-        return cls(faiss.read_index(str(out_dir / "gifs.faiss")),
-                   pd.read_parquet(out_dir / "gifs.parquet"))
+        return cls(
+            faiss.read_index(str(out_dir / "gifs.faiss")), pd.read_parquet(out_dir / "gifs.parquet")
+        )
 
-    def search(self, queries: list[str], k: int = 10, split: str | None = None,
-               encoder: ClipEncoder | None = None) -> list[list[dict]]:
+    def search(
+        self,
+        queries: list[str],
+        k: int = 10,
+        split: str | None = None,
+        encoder: ClipEncoder | None = None,
+    ) -> list[list[dict]]:
         """Per query, the k best GIFs (of `split` only, when given): gif_id, path, score."""
         q = (encoder or self.encoder).embed_texts(queries)
         sel = None
         if split is not None:
             ids = np.flatnonzero(self.gifs.split.to_numpy() == split).astype(np.int64)
             sel = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
-        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), k,
-                                        params=sel)
-        return [[{"gif_id": str(self.gifs.gif_id[i]), "path": str(self.gifs.path[i]),
-                  "score": round(float(s), 4)} for s, i in zip(row_s, row_i, strict=True)
-                 if i >= 0] for row_s, row_i in zip(scores, ids, strict=True)]
+        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), k, params=sel)
+        return [
+            [
+                {
+                    "gif_id": str(self.gifs.gif_id[i]),
+                    "path": str(self.gifs.path[i]),
+                    "score": round(float(s), 4),
+                }
+                for s, i in zip(row_s, row_i, strict=True)
+                if i >= 0
+            ]
+            for row_s, row_i in zip(scores, ids, strict=True)
+        ]
 
 
-def clause_recall(search: GifSearch, encoder: ClipEncoder, descriptions: pd.DataFrame,
-                  k: int = 10, split: str = "test", max_queries: int = 500,
-                  seed: int = 0) -> dict:
+def clause_recall(
+    search: GifSearch,
+    encoder: ClipEncoder,
+    descriptions: pd.DataFrame,
+    k: int = 10,
+    split: str = "test",
+    max_queries: int = 500,
+    seed: int = 0,
+) -> dict:
     """recall@k on clauses of `split`'s descriptions: a GIF is relevant to a clause when its
     own description has that clause (normalised); recall is the share of a clause's relevant
     GIFs in its top k (capped at k), averaged over clauses; hit@k, the share with at least one.
@@ -96,6 +118,10 @@ def clause_recall(search: GifSearch, encoder: ClipEncoder, descriptions: pd.Data
         got = len(relevant & {t["gif_id"] for t in top})
         recall.append(got / min(len(relevant), k))
         hit.append(got > 0)
-    return {f"recall_at_{k}": round(float(np.mean(recall)), 4),
-            f"hit_at_{k}": round(float(np.mean(hit)), 4), "n_queries": len(clauses),
-            "n_gifs": len(gifs), "split": split}
+    return {
+        f"recall_at_{k}": round(float(np.mean(recall)), 4),
+        f"hit_at_{k}": round(float(np.mean(hit)), 4),
+        "n_queries": len(clauses),
+        "n_gifs": len(gifs),
+        "split": split,
+    }

@@ -48,8 +48,13 @@ class _Seen:
 class GifQAPredictor:
     """Loads a trained model directory and its CLIP directory once; answers many questions."""
 
-    def __init__(self, model_dir: Path, clip_dir: Path, limits: GifLimits | None = None,
-                 cache_gifs: int = 256) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        clip_dir: Path,
+        limits: GifLimits | None = None,
+        cache_gifs: int = 256,
+    ) -> None:
         self.model = GifQAModel.from_pretrained(model_dir)
         self.tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
         self.encoder = ClipEncoder.load(clip_dir)
@@ -75,17 +80,19 @@ class GifQAPredictor:
         todo = [i for i, v in enumerate(seen) if v is None]
         if todo:
             infos = [probe_gif(gifs[i], self.limits) for i in todo]
-            cached = [cached_frame_indices(info.n_frames, self.params.frames_per_gif)
-                      for info in infos]
-            frames = [decode_frames(gifs[i], indices=c, size=self.encoder.image_size,
-                                    limits=self.limits) for i, c in zip(todo, cached, strict=True)]
+            cached = [
+                cached_frame_indices(info.n_frames, self.params.frames_per_gif) for info in infos
+            ]
+            frames = [
+                decode_frames(gifs[i], indices=c, size=self.encoder.image_size, limits=self.limits)
+                for i, c in zip(todo, cached, strict=True)
+            ]
             tokens, emb = self.encoder.embed_frames(np.concatenate(frames))  # (T, N, D), (T, E)
             ends = np.cumsum([len(f) for f in frames])
             for j, i in enumerate(todo):
                 a, b = ends[j] - len(frames[j]), ends[j]
                 # copies: a view would keep the whole batch's arrays alive in the cache
-                seen[i] = _Seen(infos[j].n_frames, cached[j], tokens[a:b].copy(),
-                                emb[a:b].copy())
+                seen[i] = _Seen(infos[j].n_frames, cached[j], tokens[a:b].copy(), emb[a:b].copy())
             with self._cache_lock:
                 for i in todo:
                     if keys[i] and self.cache_gifs > 0:
@@ -102,54 +109,79 @@ class GifQAPredictor:
         return self.answer_many(gif, [question])[0]
 
     @torch.no_grad()
-    def answer_many(self, gif: str | Path | bytes, questions: list[str],
-                    transform: Callable[[Frames], Frames] | None = None) -> list[dict]:
+    def answer_many(
+        self,
+        gif: str | Path | bytes,
+        questions: list[str],
+        transform: Callable[[Frames], Frames] | None = None,
+    ) -> list[dict]:
         """Many questions about one GIF: decoded and embedded once, answered in one batch.
         `transform` changes the frames the model sees (evaluate/metrics.blank_frames)."""
         return self.answer_batch([(gif, questions)], transform)[0]
 
     @torch.no_grad()
-    def answer_batch(self, requests: Sequence[tuple[str | Path | bytes, list[str]]],
-                     transform: Callable[[Frames], Frames] | None = None,
-                     max_answer_tokens: int = 4) -> list[list[dict]]:
+    def answer_batch(
+        self,
+        requests: Sequence[tuple[str | Path | bytes, list[str]]],
+        transform: Callable[[Frames], Frames] | None = None,
+        max_answer_tokens: int = 4,
+    ) -> list[list[dict]]:
         """Questions about several GIFs in one pass: every GIF's frames through CLIP together,
         every question through the model together (what a server batching concurrent
         requests calls). → per GIF, one answer dict per question."""
         questions = [q for _, qs in requests for q in qs]
-        if not requests or any(not qs for _, qs in requests) or any(
-                not q or not q.strip() for q in questions):
+        if (
+            not requests
+            or any(not qs for _, qs in requests)
+            or any(not q or not q.strip() for q in questions)
+        ):
             raise ValueError("the question is empty")
         seen = self._see([gif for gif, _ in requests])
         tokens = np.concatenate([v.tokens for v in seen])  # (T, N, D): the GIFs' frames in turn
         emb = np.concatenate([v.emb for v in seen])  # (T, E)
-        layout = GroupLayout.from_counts(np.array([len(v.emb) for v in seen]),
-                                         self.params.group_size)
+        layout = GroupLayout.from_counts(
+            np.array([len(v.emb) for v in seen]), self.params.group_size
+        )
         index = build_index(group_embeddings(emb, layout), self.params)
-        distance = (self.domain.distance(gif_embeddings(tokens, layout.frame_counts))
-                    if self.domain is not None else None)  # (G,)
+        distance = (
+            self.domain.distance(gif_embeddings(tokens, layout.frame_counts))
+            if self.domain is not None
+            else None
+        )  # (G,)
         gif_rows = np.repeat(np.arange(len(requests)), [len(qs) for _, qs in requests])
         q = self.encoder.embed_texts(questions)
         local = np.array(retrieve_keyframes(index, layout, gif_rows, q, self.params))  # (B, F)
         offset = layout.frame_offsets[gif_rows][:, None]  # local → row of `tokens`
         gap = self.model.cfg.motion_gap
-        before = (torch.from_numpy(
-            tokens[offset + earlier_position(local, gap)].astype(np.float32)) if gap else None)
-        batch = Frames.dense(torch.from_numpy(tokens[offset + local].astype(np.float32)),
-                             torch.from_numpy(local), before)
+        before = (
+            torch.from_numpy(tokens[offset + earlier_position(local, gap)].astype(np.float32))
+            if gap
+            else None
+        )
+        batch = Frames.dense(
+            torch.from_numpy(tokens[offset + local].astype(np.float32)),
+            torch.from_numpy(local),
+            before,
+        )
         if transform is not None:
             batch = transform(batch)
         ids, mask = encode_prompts(self.tokenizer, questions)
-        gen, logprob = self.model.generate_scored(batch, ids, mask, self.tokenizer.eos_token_id,
-                                                  max_answer_tokens)
+        gen, logprob = self.model.generate_scored(
+            batch, ids, mask, self.tokenizer.eos_token_id, max_answer_tokens
+        )
         answers = decode_answers(self.tokenizer, gen)
         out: list[list[dict]] = [[] for _ in requests]
         for i, g in enumerate(gif_rows):
-            out[g].append({"answer": answers[i],
-                           "confidence": float(f"{float(logprob[i].exp()):.4g}"),
-                           "keyframes": [int(seen[g].cached[f]) for f in local[i]],
-                           "n_frames": seen[g].n_frames,
-                           "in_domain": (None if distance is None
-                                         else bool(distance[g] <= self.domain.threshold)),
-                           "domain_distance": (None if distance is None
-                                               else round(float(distance[g]), 4))})
+            out[g].append(
+                {
+                    "answer": answers[i],
+                    "confidence": float(f"{float(logprob[i].exp()):.4g}"),
+                    "keyframes": [int(seen[g].cached[f]) for f in local[i]],
+                    "n_frames": seen[g].n_frames,
+                    "in_domain": (
+                        None if distance is None else bool(distance[g] <= self.domain.threshold)
+                    ),
+                    "domain_distance": (None if distance is None else round(float(distance[g]), 4)),
+                }
+            )
         return out

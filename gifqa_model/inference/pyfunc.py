@@ -49,14 +49,19 @@ PIP_REQUIREMENTS = [
 # the file MLflow stores as the model: it builds a GifQAPyfunc, nothing else
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 GIF_ROOT_ENV = "GIFQA_GIF_ROOT"
-MAX_ROWS = 64  # rows per predict call: each may hold a 10 MB GIF
+MAX_ROWS = 64  # rows per predict call: each may hold a GIF of up to GifLimits.max_bytes
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "gif"), ColSpec("string", "question")]),
-    outputs=Schema([ColSpec("string", "answer"), ColSpec("double", "confidence"),
-                    ColSpec(Array("long"), "keyframes"),
-                    ColSpec("boolean", "in_domain", required=False),
-                    ColSpec("string", "model")]),
+    outputs=Schema(
+        [
+            ColSpec("string", "answer"),
+            ColSpec("double", "confidence"),
+            ColSpec(Array("long"), "keyframes"),
+            ColSpec("boolean", "in_domain", required=False),
+            ColSpec("string", "model"),
+        ]
+    ),
     params=ParamSchema([ParamSpec("max_answer_tokens", "long", 4)]),
 )
 
@@ -109,8 +114,9 @@ def gif_bytes(value: Any, limits: GifLimits, root: Path | None) -> bytes:
             if exc.reason != "bad_base64":
                 raise
             if root is None:
-                raise InputError("`gif` must be the GIF's bytes, base64-encoded",
-                                 "bad_base64") from None
+                raise InputError(
+                    "`gif` must be the GIF's bytes, base64-encoded", "bad_base64"
+                ) from None
             path = confined_path(value, root)
             if path.stat().st_size > limits.max_bytes:
                 raise InputError(f"`gif` is over the limit of {limits.max_bytes} bytes") from None
@@ -130,8 +136,10 @@ def check_question(value: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
         raise InputError("`question` is missing or empty", "empty_question")
     question = value.strip()
     if len(question) > max_chars:
-        raise InputError(f"the question has {len(question)} characters; the limit is "
-                         f"{max_chars} characters", "question_too_long")
+        raise InputError(
+            f"the question has {len(question)} characters; the limit is {max_chars} characters",
+            "question_too_long",
+        )
     return question
 
 
@@ -143,15 +151,18 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
 
         config = getattr(context, "model_config", None) or {}
         self.digest = str(config.get("model_digest", ""))
-        self.predictor = GifQAPredictor(Path(context.artifacts["model_dir"]),
-                                        Path(context.artifacts["clip_dir"]))
+        self.predictor = GifQAPredictor(
+            Path(context.artifacts["model_dir"]), Path(context.artifacts["clip_dir"])
+        )
         root = os.environ.get(GIF_ROOT_ENV)
         self.root = Path(root) if root else None
 
-    def predict(self, context, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame) or not {"gif", "question"} <= set(
-                model_input.columns):
+            model_input.columns
+        ):
             raise InputError("input must be a table with columns `gif` and `question`")
         if len(model_input) > MAX_ROWS:
             raise InputError(f"{len(model_input)} rows is over the limit of {MAX_ROWS} per call")
@@ -161,8 +172,9 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
             raise InputError("`max_answer_tokens` must be between 1 and 16")
         gifs: dict[str, tuple[bytes, list[int]]] = {}  # content hash → (bytes, its rows)
         questions = []
-        for row, (gif, question) in enumerate(zip(model_input["gif"], model_input["question"],
-                                                  strict=True)):
+        for row, (gif, question) in enumerate(
+            zip(model_input["gif"], model_input["question"], strict=True)
+        ):
             questions.append(check_question(question))
             data = gif_bytes(gif, limits, self.root)
             gifs.setdefault(hashlib.sha256(data).hexdigest(), (data, []))[1].append(row)
@@ -170,26 +182,36 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
         try:
             answers = self.predictor.answer_batch(
                 [(data, [questions[r] for r in rows]) for data, rows in groups],
-                max_answer_tokens=max_tokens)
+                max_answer_tokens=max_tokens,
+            )
         except ValueError as exc:  # GifError and the predictor's own refusals
             raise InputError(f"not a usable GIF: {getattr(exc, 'message', exc)}") from None
         out: list[dict] = [{} for _ in questions]
         for (_, rows), group in zip(groups, answers, strict=True):
             for r, a in zip(rows, group, strict=True):
-                out[r] = {"answer": a["answer"], "confidence": a["confidence"],
-                          "keyframes": a["keyframes"], "in_domain": a["in_domain"],
-                          "model": self.digest}
+                out[r] = {
+                    "answer": a["answer"],
+                    "confidence": a["confidence"],
+                    "keyframes": a["keyframes"],
+                    "in_domain": a["in_domain"],
+                    "model": self.digest,
+                }
         return pd.DataFrame(out, columns=OUTPUT_COLUMNS)
 
 
-def log_pyfunc(model_dir: Path, clip_dir: Path, example_gif: Path,
-               example_question: str) -> mlflow.models.model.ModelInfo:
+def log_pyfunc(
+    model_dir: Path, clip_dir: Path, example_gif: Path, example_question: str
+) -> mlflow.models.model.ModelInfo:
     """Log into the active run under name "model", as code, with signature and example."""
     import gifqa_model
     from gifqa_model.core.digests import weights_digest
 
-    example = pd.DataFrame({"gif": [base64.b64encode(Path(example_gif).read_bytes()).decode()],
-                            "question": [example_question]})
+    example = pd.DataFrame(
+        {
+            "gif": [base64.b64encode(Path(example_gif).read_bytes()).decode()],
+            "question": [example_question],
+        }
+    )
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(MODEL_CODE),

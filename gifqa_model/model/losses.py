@@ -36,8 +36,9 @@ def draw_mask_ratio(cfg: MVMParams, generator: torch.Generator | None = None) ->
     return float(min(max(r, cfg.ratio_min), cfg.ratio_max))
 
 
-def keep_indices(b: int, v: int, ratio: float, device: torch.device,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def keep_indices(
+    b: int, v: int, ratio: float, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(B, V_keep) sorted indices of the visual tokens that survive a drop of `ratio`."""
     n_keep = max(1, round(v * (1.0 - ratio)))
     scores = torch.rand(b, v, generator=generator).to(device)
@@ -79,10 +80,12 @@ def gifqa_loss(
         states = model.frame_states(frames)
         visual = model.gather_visual(states, frames)
         scene_loss = model.scene_loss(states, scene)
-        out = _answer_and_mvm(model, visual, text_ids, text_mask, labels, cfg, generator,
-                              frames.index)
-        return replace(out, loss=out.loss + scene_weight * scene_loss,
-                       scene_loss=scene_loss.detach())
+        out = _answer_and_mvm(
+            model, visual, text_ids, text_mask, labels, cfg, generator, frames.index
+        )
+        return replace(
+            out, loss=out.loss + scene_weight * scene_loss, scene_loss=scene_loss.detach()
+        )
     # the question is every real text token that is not the answer (labels mark the answer)
     visual = model.encode_visual(frames, text_ids, text_mask * (labels == -100))
     # a question-conditioned Q-Former gives each question its own visual tokens
@@ -90,10 +93,16 @@ def gifqa_loss(
     return _answer_and_mvm(model, visual, text_ids, text_mask, labels, cfg, generator, sequences)
 
 
-def _answer_and_mvm(model: GifQAModel, visual: torch.Tensor, text_ids: torch.Tensor,
-                    text_mask: torch.Tensor, labels: torch.Tensor, cfg: MVMParams,
-                    generator: torch.Generator | None,
-                    sequences: torch.Tensor | None = None) -> LossOutput:
+def _answer_and_mvm(
+    model: GifQAModel,
+    visual: torch.Tensor,
+    text_ids: torch.Tensor,
+    text_mask: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: MVMParams,
+    generator: torch.Generator | None,
+    sequences: torch.Tensor | None = None,
+) -> LossOutput:
     """Answer CE on the unmasked pass + λ·MVM. `sequences` (B, F): each question's keyframe
     rows; questions with equal rows have equal visual tokens and share one visual prefix in
     the unmasked pass (GifQAModel.run_lm_shared) and one masked pass."""
@@ -128,8 +137,23 @@ class GifQALoss(torch.nn.Module):
         self.cfg = cfg
         self.scene_weight = scene_weight
 
-    def forward(self, frames: Frames, text_ids: torch.Tensor, text_mask: torch.Tensor,
-                labels: torch.Tensor, generator: torch.Generator | None = None,
-                scene: torch.Tensor | None = None) -> LossOutput:
-        return gifqa_loss(self.model, frames, text_ids, text_mask, labels, self.cfg, generator,
-                          scene, self.scene_weight)
+    def forward(
+        self,
+        frames: Frames,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        scene: torch.Tensor | None = None,
+    ) -> LossOutput:
+        return gifqa_loss(
+            self.model,
+            frames,
+            text_ids,
+            text_mask,
+            labels,
+            self.cfg,
+            generator,
+            scene,
+            self.scene_weight,
+        )

@@ -123,10 +123,16 @@ class GifQAModel(nn.Module):
             self.question_proj = nn.Linear(cfg.lm_hidden, cfg.qformer_hidden)
         if cfg.scene_cells:
             if cfg.question_conditioned:
-                raise ValueError("the scene head reads per-frame Q-Former outputs: a "
-                                 "question-conditioned Q-Former has none (scene_weight: 0)")
-            self.scene_head = SceneHead(cfg.qformer_hidden, cfg.scene_cells, cfg.scene_classes,
-                                        cfg.lm_hidden if cfg.scene_word_ids else 0)
+                raise ValueError(
+                    "the scene head reads per-frame Q-Former outputs: a "
+                    "question-conditioned Q-Former has none (scene_weight: 0)"
+                )
+            self.scene_head = SceneHead(
+                cfg.qformer_hidden,
+                cfg.scene_cells,
+                cfg.scene_classes,
+                cfg.lm_hidden if cfg.scene_word_ids else 0,
+            )
         if cfg.freeze_lm:
             for p in self.lm.parameters():
                 p.requires_grad_(False)
@@ -134,8 +140,12 @@ class GifQAModel(nn.Module):
             self.lm = _add_lora(self.lm, cfg)
 
     # ---- visual side -------------------------------------------------------------------
-    def encode_visual(self, frames: Frames, question_ids: torch.Tensor | None = None,
-                      question_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_visual(
+        self,
+        frames: Frames,
+        question_ids: torch.Tensor | None = None,
+        question_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Frames (+ question tokens when conditioned) → (B, F·Q, Dlm) visual tokens."""
         if frames.tokens.shape[-1] != self.cfg.vision_width:
             raise ValueError(
@@ -154,11 +164,16 @@ class GifQAModel(nn.Module):
         words = words.repeat_interleave(f, dim=0)
         q = self.cfg.n_query
         queries = torch.cat([self.query_tokens.expand(b * f, -1, -1), words.float()], dim=1)
-        mask = torch.cat([torch.ones(b * f, q, dtype=question_mask.dtype,
-                                     device=question_mask.device),
-                          question_mask.repeat_interleave(f, dim=0)], dim=1)
-        out = self.qformer(query_embeds=queries, query_length=q, attention_mask=mask,
-                           encoder_hidden_states=x).last_hidden_state[:, :q]
+        mask = torch.cat(
+            [
+                torch.ones(b * f, q, dtype=question_mask.dtype, device=question_mask.device),
+                question_mask.repeat_interleave(f, dim=0),
+            ],
+            dim=1,
+        )
+        out = self.qformer(
+            query_embeds=queries, query_length=q, attention_mask=mask, encoder_hidden_states=x
+        ).last_hidden_state[:, :q]
         return self.proj(out).reshape(b, f * q, -1)
 
     def _frame_inputs(self, frames: Frames) -> torch.Tensor:
@@ -167,8 +182,10 @@ class GifQAModel(nn.Module):
         x = self.vision_proj(frames.tokens) + self.frame_pos(times)[:, None, :]
         if self.cfg.motion_gap:
             if frames.before is None:
-                raise ValueError("this model reads motion (motion_gap "
-                                 f"{self.cfg.motion_gap}): give Frames their earlier frames")
+                raise ValueError(
+                    "this model reads motion (motion_gap "
+                    f"{self.cfg.motion_gap}): give Frames their earlier frames"
+                )
             x = x + self.motion_proj(frames.tokens - frames.before)
         if self.cfg.token_positions:
             x = x + self.token_pos
@@ -177,8 +194,9 @@ class GifQAModel(nn.Module):
     def frame_states(self, frames: Frames) -> torch.Tensor:
         """(U, Q, Hq) question-blind Q-Former outputs, one pass per distinct frame."""
         queries = self.query_tokens.expand(frames.tokens.shape[0], -1, -1)
-        return self.qformer(query_embeds=queries,
-                            encoder_hidden_states=self._frame_inputs(frames)).last_hidden_state
+        return self.qformer(
+            query_embeds=queries, encoder_hidden_states=self._frame_inputs(frames)
+        ).last_hidden_state
 
     def gather_visual(self, states: torch.Tensor, frames: Frames) -> torch.Tensor:
         """(U, Q, Hq) per-frame states → (B, F·Q, Dlm): each question's keyframes, in order."""
@@ -190,8 +208,9 @@ class GifQAModel(nn.Module):
         if not self.cfg.scene_word_ids:
             return scene_loss(self.scene_head(states), targets)
         table = self.lm.get_input_embeddings().weight
-        words = [table[torch.tensor(ids[1:], device=table.device)]
-                 for ids in self.cfg.scene_word_ids]
+        words = [
+            table[torch.tensor(ids[1:], device=table.device)] for ids in self.cfg.scene_word_ids
+        ]
         return scene_loss(self.scene_head(states, self.proj(states), words), targets)
 
     # ---- LM side -----------------------------------------------------------------------
@@ -216,12 +235,21 @@ class GifQAModel(nn.Module):
         text_pos, mask = _text_layout(text_mask, v, slots)
         position_ids = torch.cat([visual_positions, text_pos], dim=1)
         embeds = torch.cat([visual.to(self.lm.dtype), self.lm.get_input_embeddings()(text_ids)], 1)
-        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                      output_hidden_states=True)
+        out = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+        )
         return out.logits, out.hidden_states[-1]
 
-    def run_lm_shared(self, visual: torch.Tensor, sequence: torch.Tensor, text_ids: torch.Tensor,
-                      text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_lm_shared(
+        self,
+        visual: torch.Tensor,
+        sequence: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """[visual][text] with each distinct visual prefix run once; returns (B, T, vocab) text
         logits and the (S, V, Dlm) last hidden states of the S prefixes.
 
@@ -235,24 +263,38 @@ class GifQAModel(nn.Module):
         out, prefix_hidden = self._shared_prefix_pass(visual, sequence, text_ids, text_mask)
         return out.logits, prefix_hidden
 
-    def _shared_prefix_pass(self, visual: torch.Tensor, sequence: torch.Tensor,
-                            text_ids: torch.Tensor, text_mask: torch.Tensor):
+    def _shared_prefix_pass(
+        self,
+        visual: torch.Tensor,
+        sequence: torch.Tensor,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+    ):
         """`run_lm_shared`'s two passes: the LM output over the text (its cache holds every
         row's [visual][text] keys and values) and the (S, V, Dlm) prefix hidden states."""
         s, v = visual.shape[:2]
         positions = torch.arange(v, device=visual.device).expand(s, v)
-        prefix = self.lm(inputs_embeds=visual.to(self.lm.dtype), position_ids=positions,
-                         use_cache=True, output_hidden_states=True)
+        prefix = self.lm(
+            inputs_embeds=visual.to(self.lm.dtype),
+            position_ids=positions,
+            use_cache=True,
+            output_hidden_states=True,
+        )
         cache = prefix.past_key_values
         cache.reorder_cache(sequence)  # (S, ...) -> (B, ...), differentiable index_select
         text_pos, mask = _text_layout(text_mask, v, v)
-        out = self.lm(inputs_embeds=self.lm.get_input_embeddings()(text_ids),
-                      attention_mask=mask, position_ids=text_pos, past_key_values=cache,
-                      use_cache=True)
+        out = self.lm(
+            inputs_embeds=self.lm.get_input_embeddings()(text_ids),
+            attention_mask=mask,
+            position_ids=text_pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
         return out, prefix.hidden_states[-1]
 
-    def visual_states(self, visual: torch.Tensor, visual_positions: torch.Tensor,
-                      n_visual_slots: int) -> torch.Tensor:
+    def visual_states(
+        self, visual: torch.Tensor, visual_positions: torch.Tensor, n_visual_slots: int
+    ) -> torch.Tensor:
         """(B, V', Dlm) last hidden states of the LM over visual tokens alone (no text).
 
         Equal to the states at those positions of a [visual][text] pass: the LM is causal and
@@ -264,7 +306,7 @@ class GifQAModel(nn.Module):
 
     def answer_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on the answer tokens; logits cover [visual][text], labels cover text."""
-        text_logits = logits[:, -labels.shape[1]:]
+        text_logits = logits[:, -labels.shape[1] :]
         return F.cross_entropy(
             text_logits[:, :-1].reshape(-1, text_logits.shape[-1]).float(),
             labels[:, 1:].reshape(-1),
@@ -305,8 +347,9 @@ class GifQAModel(nn.Module):
             rows, sequence = torch.arange(b), torch.arange(b)
         else:
             rows, sequence = distinct_rows(frames.index)
-        step, _ = self._shared_prefix_pass(visual[rows.to(visual.device)],
-                                           sequence.to(visual.device), prompt_ids, prompt_mask)
+        step, _ = self._shared_prefix_pass(
+            visual[rows.to(visual.device)], sequence.to(visual.device), prompt_ids, prompt_mask
+        )
         pos, mask = _text_layout(prompt_mask, v, v)
         pos = pos[:, -1:]
         embed = self.lm.get_input_embeddings()
@@ -325,9 +368,13 @@ class GifQAModel(nn.Module):
                 break
             pos = pos + 1
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            step = self.lm(inputs_embeds=embed(nxt[:, None]), attention_mask=mask,
-                           position_ids=pos, past_key_values=step.past_key_values,
-                           use_cache=True)
+            step = self.lm(
+                inputs_embeds=embed(nxt[:, None]),
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=step.past_key_values,
+                use_cache=True,
+            )
         return out, logprob
 
     # ---- persistence -------------------------------------------------------------------
@@ -351,8 +398,9 @@ class GifQAModel(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         tied = set(_tied_keys(model))
         if unexpected or set(missing) - tied:
-            raise RuntimeError(f"weights do not match config: missing={missing} "
-                               f"unexpected={unexpected}")
+            raise RuntimeError(
+                f"weights do not match config: missing={missing} unexpected={unexpected}"
+            )
         model.lm.tie_weights()
         return model.eval()
 
@@ -371,12 +419,14 @@ class SceneHead(nn.Module):
     scored against the LM embeddings of the class words, given to `forward`.
     """
 
-    def __init__(self, hidden: int, n_cells: int, n_classes: list[int],
-                 word_width: int = 0) -> None:
+    def __init__(
+        self, hidden: int, n_cells: int, n_classes: list[int], word_width: int = 0
+    ) -> None:
         super().__init__()
         self.n_classes = list(n_classes)
-        self.cells = nn.Parameter(grid_positions(n_cells, hidden)
-                                  + torch.randn(n_cells, hidden) * 0.02)
+        self.cells = nn.Parameter(
+            grid_positions(n_cells, hidden) + torch.randn(n_cells, hidden) * 0.02
+        )
         self.key = nn.Linear(hidden, hidden)
         self.cell_bias = nn.Parameter(torch.zeros(n_cells, sum(self.n_classes)))
         if word_width:
@@ -386,19 +436,28 @@ class SceneHead(nn.Module):
         else:
             self.classes = nn.Linear(hidden, sum(self.n_classes))
 
-    def forward(self, states: torch.Tensor, visual: torch.Tensor | None = None,
-                words: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    def forward(
+        self,
+        states: torch.Tensor,
+        visual: torch.Tensor | None = None,
+        words: list[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
         """(U, Q, H) → one (U, cells, classes) logit tensor per attribute. With words: the
         (U, Q, Dlm) visual tokens of the states and, per attribute, (classes - 1, Dlm) word
         embeddings."""
         # (U, cells, Q): which of the frame's outputs speaks for each cell
-        pick = torch.softmax(self.cells @ self.key(states).transpose(1, 2)
-                             / math.sqrt(states.shape[-1]), dim=-1)
+        pick = torch.softmax(
+            self.cells @ self.key(states).transpose(1, 2) / math.sqrt(states.shape[-1]), dim=-1
+        )
         if words is None:
             per_output = self.classes(states)
         else:
-            table = torch.cat([torch.cat([self.background[i : i + 1], w.to(visual.dtype)])
-                               for i, w in enumerate(words)])
+            table = torch.cat(
+                [
+                    torch.cat([self.background[i : i + 1], w.to(visual.dtype)])
+                    for i, w in enumerate(words)
+                ]
+            )
             per_output = self.scale * F.normalize(visual, dim=-1) @ F.normalize(table, dim=-1).T
         logits = pick @ per_output + self.cell_bias
         return list(logits.split(self.n_classes, dim=-1))
@@ -417,14 +476,14 @@ def distinct_rows(sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return first[order], rank[inverse]
 
 
-def _text_layout(text_mask: torch.Tensor, n_visual: int,
-                 n_visual_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _text_layout(
+    text_mask: torch.Tensor, n_visual: int, n_visual_slots: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) text positions after `n_visual_slots` visual slots, and the (B, V + T) attention
     mask of [V visual tokens][text]. Left-padded text (inference) must not shift positions, so
     only real tokens count."""
     text_pos = n_visual_slots + (text_mask.long().cumsum(1) - 1).clamp(min=0)
-    ones = torch.ones(text_mask.shape[0], n_visual, dtype=text_mask.dtype,
-                      device=text_mask.device)
+    ones = torch.ones(text_mask.shape[0], n_visual, dtype=text_mask.dtype, device=text_mask.device)
     return text_pos, torch.cat([ones, text_mask], dim=1)
 
 

@@ -17,8 +17,13 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from gifqa_model.qa.normalize import match_form
 
-SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]",
-            "eos_token": "[EOS]", "sep_token": "[SEP]"}
+SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "bos_token": "[BOS]",
+    "eos_token": "[EOS]",
+    "sep_token": "[SEP]",
+}
 
 
 def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
@@ -40,16 +45,20 @@ def _prompt_ids(tok: PreTrainedTokenizerFast, questions: Sequence[str]) -> list[
     """[BOS question SEP] per question, in one batched tokenizer call (per-question calls were
     a tenth of a tiny training step)."""
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-    sep = ([tok.sep_token_id] if tok.sep_token_id is not None
-           else tok(" answer:", add_special_tokens=False)["input_ids"])
+    sep = (
+        [tok.sep_token_id]
+        if tok.sep_token_id is not None
+        else tok(" answer:", add_special_tokens=False)["input_ids"]
+    )
     if not questions:
         return []
     ids = tok([q.lower() for q in questions], add_special_tokens=False)["input_ids"]
     return [bos + q + sep for q in ids]
 
 
-def encode_train_batch(tok: PreTrainedTokenizerFast, questions: Sequence[str],
-                       answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def encode_train_batch(
+    tok: PreTrainedTokenizerFast, questions: Sequence[str], answers: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded [BOS q SEP a EOS] ids, attention mask, and labels (-100 off the answer)."""
     prompts = _prompt_ids(tok, questions)
     answer_ids = tok([" " + a.lower() for a in answers], add_special_tokens=False)["input_ids"]
@@ -69,16 +78,17 @@ def encode_train_batch(tok: PreTrainedTokenizerFast, questions: Sequence[str],
     return ids, mask, lab
 
 
-def encode_prompts(tok: PreTrainedTokenizerFast,
-                   questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    tok: PreTrainedTokenizerFast, questions: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts for batched greedy decoding."""
     rows = _prompt_ids(tok, questions)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
     return ids, mask
 
 

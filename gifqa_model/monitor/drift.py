@@ -37,8 +37,7 @@ from gifqa_model.core.config import DriftParams, QAParams
 NUMERIC = ("n_frames", "description_words", "clip_distance")
 CATEGORICAL = ("qtype", "answer")
 FEATURES = (*NUMERIC, *CATEGORICAL)
-PROFILE_COLUMNS = ["kind", "gif_id", "sha256", "n_frames", "description_words", "qtype",
-                   "answer"]
+PROFILE_COLUMNS = ["kind", "gif_id", "sha256", "n_frames", "description_words", "qtype", "answer"]
 ACTIONS = ("none", "warn", "retrain", "hold")  # by severity: each includes the ones before it
 PROFILE_FILE = "profile.parquet"
 REPORT_HTML, REPORT_JSON = "drift.html", "drift.json"
@@ -48,15 +47,28 @@ def data_profile(manifest: pd.DataFrame, qa: pd.DataFrame) -> pd.DataFrame:
     """A corpus as the drift check sees it: a ``kind == "gif"`` row per manifest row (n_frames,
     description_words), then a ``kind == "qa"`` row per question (qtype, answer), each with its
     GIF's gif_id and sha256; the other kind's columns are empty."""
-    gifs = pd.DataFrame({
-        "kind": "gif", "gif_id": manifest.gif_id.astype(str), "sha256": manifest.sha256.astype(str),
-        "n_frames": manifest.n_frames.astype(float),
-        "description_words": manifest.description.fillna("").str.split().str.len().astype(float),
-    })
+    gifs = pd.DataFrame(
+        {
+            "kind": "gif",
+            "gif_id": manifest.gif_id.astype(str),
+            "sha256": manifest.sha256.astype(str),
+            "n_frames": manifest.n_frames.astype(float),
+            "description_words": manifest.description.fillna("")
+            .str.split()
+            .str.len()
+            .astype(float),
+        }
+    )
     sha = dict(zip(gifs.gif_id, gifs.sha256, strict=True))
-    questions = pd.DataFrame({"kind": "qa", "gif_id": qa.gif_id.astype(str),
-                              "sha256": qa.gif_id.astype(str).map(sha),
-                              "qtype": qa.qtype.astype(str), "answer": qa.answer.astype(str)})
+    questions = pd.DataFrame(
+        {
+            "kind": "qa",
+            "gif_id": qa.gif_id.astype(str),
+            "sha256": qa.gif_id.astype(str).map(sha),
+            "qtype": qa.qtype.astype(str),
+            "answer": qa.answer.astype(str),
+        }
+    )
     return pd.concat([gifs, questions], ignore_index=True)[PROFILE_COLUMNS]
 
 
@@ -73,14 +85,16 @@ def index_embeddings(index_dir: Path, manifest: pd.DataFrame) -> dict[str, np.nd
     from gifqa_model.index.domain import gif_embeddings
 
     frames = pd.read_parquet(Path(index_dir) / FRAMES_FILE)
-    emb = gif_embeddings(np.load(Path(index_dir) / TOKENS_FILE, mmap_mode="r"),
-                         frames.n_cached.to_numpy())
+    emb = gif_embeddings(
+        np.load(Path(index_dir) / TOKENS_FILE, mmap_mode="r"), frames.n_cached.to_numpy()
+    )
     sha = dict(zip(manifest.gif_id.astype(str), manifest.sha256.astype(str), strict=True))
     return {sha[g]: e for g, e in zip(frames.gif_id.astype(str), emb, strict=True) if g in sha}
 
 
-def embed_gifs(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
-               workers: int = 1) -> dict[str, np.ndarray]:
+def embed_gifs(
+    manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int, workers: int = 1
+) -> dict[str, np.ndarray]:
     """sha256 → embedding of GIFs no index holds (arrivals), by the encoder saved in
     `clip_dir`, their frames cut as the index stage cuts them: comparable with
     :func:`index_embeddings` of that encoder's index."""
@@ -89,15 +103,15 @@ def embed_gifs(manifest: pd.DataFrame, clip_dir: Path, frames_per_gif: int,
     from gifqa_model.index.indexing import decode_corpus
 
     encoder = ClipEncoder.load(clip_dir)
-    frames, table = decode_corpus(manifest.reset_index(drop=True), frames_per_gif,
-                                  encoder.image_size, workers)
+    frames, table = decode_corpus(
+        manifest.reset_index(drop=True), frames_per_gif, encoder.image_size, workers
+    )
     tokens, _ = encoder.embed_frames(frames)
     emb = gif_embeddings(tokens, table.n_cached.to_numpy())
     return dict(zip(manifest.sha256.astype(str), emb, strict=True))
 
 
-def folder_tables(folder: Path, qa: QAParams, work_dir: Path) -> tuple[pd.DataFrame,
-                                                                       pd.DataFrame]:
+def folder_tables(folder: Path, qa: QAParams, work_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A folder of GIFs with a descriptions.tsv (a drop, a corpus) as the pipeline would see
     it: ingest's manifest (written under `work_dir`) and the QA table synth_qa makes of it."""
     from gifqa_model.data.ingest import ingest_folder
@@ -109,8 +123,9 @@ def folder_tables(folder: Path, qa: QAParams, work_dir: Path) -> tuple[pd.DataFr
     return manifest, table
 
 
-def with_clip_distance(profile: pd.DataFrame, embeddings: Mapping[str, np.ndarray],
-                       centre: np.ndarray) -> pd.DataFrame:
+def with_clip_distance(
+    profile: pd.DataFrame, embeddings: Mapping[str, np.ndarray], centre: np.ndarray
+) -> pd.DataFrame:
     """`profile` with ``clip_distance`` on its GIF rows: one minus the cosine of each GIF's
     embedding with `centre`; empty for a GIF without an embedding."""
     centre = centre / max(float(np.linalg.norm(centre)), 1e-12)
@@ -161,23 +176,33 @@ class DriftResult:
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for a tracking run."""
-        out = {"drift/share": self.share, "drift/n_current_gifs": float(self.n_current_gifs),
-               "drift/n_reference_gifs": float(self.n_reference_gifs)}
+        out = {
+            "drift/share": self.share,
+            "drift/n_current_gifs": float(self.n_current_gifs),
+            "drift/n_reference_gifs": float(self.n_reference_gifs),
+        }
         for name, f in self.features.items():
             out[f"drift/{name}/score"] = float(f.score)
             out[f"drift/{name}/drifted"] = float(f.drifted)
         return out
 
     def tags(self) -> dict[str, str]:
-        return {"drift.action": self.action, "drift.checked": str(self.checked).lower(),
-                "drift.features": ",".join(self.drifted), "drift.reason": self.reason[:5000]}
+        return {
+            "drift.action": self.action,
+            "drift.checked": str(self.checked).lower(),
+            "drift.features": ",".join(self.drifted),
+            "drift.reason": self.reason[:5000],
+        }
 
 
 def pick_action(share: float, params: DriftParams) -> str:
     """The most severe action whose share threshold `share` reaches (None: never)."""
     chosen = "none"
-    for action, threshold in (("warn", params.warn_share), ("retrain", params.retrain_share),
-                              ("hold", params.hold_share)):
+    for action, threshold in (
+        ("warn", params.warn_share),
+        ("retrain", params.retrain_share),
+        ("hold", params.hold_share),
+    ):
         if threshold is not None and share > 0 and share >= threshold:
             chosen = action
     return chosen
@@ -204,34 +229,54 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, params: DriftParams)
     n_ref = int((reference.kind == "gif").sum())
     n_cur = int((current.kind == "gif").sum())
     if n_cur < params.min_gifs:
-        return DriftResult(False, f"{n_cur} new GIFs, fewer than drift.min_gifs "
-                           f"{params.min_gifs}: not compared", n_reference_gifs=n_ref,
-                           n_current_gifs=n_cur)
+        return DriftResult(
+            False,
+            f"{n_cur} new GIFs, fewer than drift.min_gifs {params.min_gifs}: not compared",
+            n_reference_gifs=n_ref,
+            n_current_gifs=n_cur,
+        )
     # a feature is compared when both sides have values for it (no CLIP feature without an
     # index, say)
-    features = [c for c in FEATURES if c in reference and c in current
-                and reference[c].notna().any() and current[c].notna().any()]
+    features = [
+        c
+        for c in FEATURES
+        if c in reference
+        and c in current
+        and reference[c].notna().any()
+        and current[c].notna().any()
+    ]
     numeric = [c for c in NUMERIC if c in features]
     categorical = [c for c in CATEGORICAL if c in features]
     DataDefinition, Dataset, Report, DataDriftPreset = _evidently()
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    report = Report([DataDriftPreset(columns=features, num_method=params.num_method,
-                                     num_threshold=params.num_threshold,
-                                     cat_method=params.cat_method,
-                                     cat_threshold=params.cat_threshold)], include_tests=True)
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=features,
+                num_method=params.num_method,
+                num_threshold=params.num_threshold,
+                cat_method=params.cat_method,
+                cat_threshold=params.cat_threshold,
+            )
+        ],
+        include_tests=True,
+    )
     with warnings.catch_warnings():
         # Evidently's calls that pandas deprecates: noise in every run's log, not ours to fix
         warnings.simplefilter("ignore", DeprecationWarning)
         snapshot = report.run(
             Dataset.from_pandas(current[features], data_definition=definition),
-            Dataset.from_pandas(reference[features], data_definition=definition))
+            Dataset.from_pandas(reference[features], data_definition=definition),
+        )
     found = _feature_results(snapshot.dict())
     share = sum(f.drifted for f in found.values()) / len(found) if found else 0.0
     action = pick_action(share, params)
     drifted = [n for n, f in found.items() if f.drifted]
     if drifted:
-        reason = (f"{len(drifted)} of {len(found)} features drifted ({', '.join(drifted)}): "
-                  f"share {share:.2f}")
+        reason = (
+            f"{len(drifted)} of {len(found)} features drifted ({', '.join(drifted)}): "
+            f"share {share:.2f}"
+        )
         reason += f", at least drift.{action}_share" if action != "none" else ", below warn_share"
     else:
         reason = f"none of {len(found)} features drifted"
@@ -243,27 +288,38 @@ def _feature_results(snapshot: dict) -> dict[str, FeatureDrift]:
     """Per column: the ValueDrift metric's score, method and threshold, and its test's verdict
     (FAIL = drifted)."""
     out = {}
-    verdicts = {t["metric_config"]["params"]["column"]: t["status"] == "FAIL"
-                for t in snapshot.get("tests", [])
-                if t["metric_config"]["params"].get("type", "").endswith(":ValueDrift")}
+    verdicts = {
+        t["metric_config"]["params"]["column"]: t["status"] == "FAIL"
+        for t in snapshot.get("tests", [])
+        if t["metric_config"]["params"].get("type", "").endswith(":ValueDrift")
+    }
     for metric in snapshot["metrics"]:
         config = metric["config"]
         if config.get("type", "").endswith(":ValueDrift"):
             column = config["column"]
-            out[column] = FeatureDrift(str(config["method"]), float(metric["value"]),
-                                       float(config["threshold"]), verdicts[column])
+            out[column] = FeatureDrift(
+                str(config["method"]),
+                float(metric["value"]),
+                float(config["threshold"]),
+                verdicts[column],
+            )
     return dict(sorted(out.items(), key=lambda kv: FEATURES.index(kv[0])))
 
 
-def drift_against(reference: pd.DataFrame, profile: pd.DataFrame, params: DriftParams,
-                  embeddings: Mapping[str, np.ndarray] | None = None) -> DriftResult:
+def drift_against(
+    reference: pd.DataFrame,
+    profile: pd.DataFrame,
+    params: DriftParams,
+    embeddings: Mapping[str, np.ndarray] | None = None,
+) -> DriftResult:
     """What arrived in `profile` since `reference` (the champion's profile), compared with
     it. `embeddings` (sha256 → embedding, one index for both sides) adds ``clip_distance``
     when it covers at least `params.min_gifs` of the reference's GIFs."""
     current = arrivals(profile, reference)
     if embeddings:
-        ref_gifs = reference.sha256[(reference.kind == "gif")
-                                    & reference.sha256.isin(embeddings.keys())]
+        ref_gifs = reference.sha256[
+            (reference.kind == "gif") & reference.sha256.isin(embeddings.keys())
+        ]
         if len(ref_gifs) >= params.min_gifs:
             centre = np.mean([embeddings[s] for s in ref_gifs], axis=0)
             reference = with_clip_distance(reference, embeddings, centre)

@@ -143,7 +143,9 @@ def qa_id(gif_id: str, question: str, answer: str) -> str:
 
 
 def synth_qa(
-    manifest: pd.DataFrame, params: QAParams, progress: bool = True,
+    manifest: pd.DataFrame,
+    params: QAParams,
+    progress: bool = True,
     cache: WorkCache | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """The synth_qa stage: manifest (gif_id, description, split, ...) -> QA table and metrics.
@@ -219,8 +221,9 @@ def synth_qa(
     return table, metrics
 
 
-def _filtered(text: str, cands: list[Candidate], irregular: dict[str, str],
-              params: QAParams) -> dict:
+def _filtered(
+    text: str, cands: list[Candidate], irregular: dict[str, str], params: QAParams
+) -> dict:
     """One description's normalised candidates that pass the per-row filters, and the count
     of each rejection reason (JSON-ready, for the cache)."""
     desc = _Description(text, irregular)
@@ -244,8 +247,9 @@ def qa_tsv(input: Path, output: Path, params: QAParams | None = None) -> dict:
     df = pd.read_csv(input, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
     gif_col = next((c for c in ("gif_name", "gif") if c in df.columns), None)
     if gif_col is None or "description" not in df.columns:
-        raise ValueError(f"{input}: needs columns gif (or gif_name) and description; "
-                         f"found {list(df.columns)}")
+        raise ValueError(
+            f"{input}: needs columns gif (or gif_name) and description; found {list(df.columns)}"
+        )
     manifest = pd.DataFrame({"gif_id": df[gif_col], "description": df["description"]})
     table, metrics = synth_qa(manifest, params)
     output = Path(output)

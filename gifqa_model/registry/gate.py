@@ -40,10 +40,16 @@ def paired_delta(chall: np.ndarray, champ: np.ndarray, z: float = 1.96) -> dict[
     b = int(np.sum(chall & ~champ))  # the challenger alone right
     c = int(np.sum(~chall & champ))  # the champion alone right
     delta = (b - c) / n if n else 0.0
-    se = math.sqrt(max(b + c - n * delta ** 2, 0.0)) / n if n else 0.0
-    return {"delta": delta, "ci_low": delta - z * se, "ci_high": delta + z * se,
-            "p_value": mcnemar_one_sided(b, c), "only_challenger": b, "only_champion": c,
-            "n": n}
+    se = math.sqrt(max(b + c - n * delta**2, 0.0)) / n if n else 0.0
+    return {
+        "delta": delta,
+        "ci_low": delta - z * se,
+        "ci_high": delta + z * se,
+        "p_value": mcnemar_one_sided(b, c),
+        "only_challenger": b,
+        "only_champion": c,
+        "n": n,
+    }
 
 
 def by_qtype(correct: np.ndarray, qtypes: pd.Series) -> dict[str, float]:
@@ -72,9 +78,15 @@ class Decision:
         return asdict(self)
 
 
-def decide(chall: np.ndarray, champ: np.ndarray | None, qtypes: pd.Series,
-           blank_accuracy: float, prior_accuracy: float, params: RegistryParams,
-           splits: pd.Series | None = None) -> Decision:
+def decide(
+    chall: np.ndarray,
+    champ: np.ndarray | None,
+    qtypes: pd.Series,
+    blank_accuracy: float,
+    prior_accuracy: float,
+    params: RegistryParams,
+    splits: pd.Series | None = None,
+) -> Decision:
     """The gate's verdict on per-question correctness of the challenger and the champion
     (None: no champion yet), the challenger's blank-frame accuracy and the answer prior's.
     `splits` names each question's benchmark split: the paired test and the qtype check read
@@ -91,13 +103,23 @@ def decide(chall: np.ndarray, champ: np.ndarray | None, qtypes: pd.Series,
     chall = np.asarray(chall, dtype=bool)
     acc = float(chall.mean()) if len(chall) else 0.0
     looks = blank_accuracy <= prior_accuracy + params.blank_margin
-    look_text = (f"blank frames {blank_accuracy:.4f} vs prior {prior_accuracy:.4f} "
-                 f"+ {params.blank_margin}")
+    look_text = (
+        f"blank frames {blank_accuracy:.4f} vs prior {prior_accuracy:.4f} + {params.blank_margin}"
+    )
     if champ is None:
-        reason = ("no champion yet; it looks at the GIF" if looks else
-                  f"no champion yet, but it does not look at the GIF ({look_text})")
-        return Decision(looks, reason, acc, blank_accuracy=blank_accuracy,
-                        prior_accuracy=prior_accuracy, checks={"looks_at_gif": looks})
+        reason = (
+            "no champion yet; it looks at the GIF"
+            if looks
+            else f"no champion yet, but it does not look at the GIF ({look_text})"
+        )
+        return Decision(
+            looks,
+            reason,
+            acc,
+            blank_accuracy=blank_accuracy,
+            prior_accuracy=prior_accuracy,
+            checks={"looks_at_gif": looks},
+        )
     champ = np.asarray(champ, dtype=bool)
     stats = paired_delta(chall, champ)
     mine, theirs = by_qtype(chall, qtypes), by_qtype(champ, qtypes)
@@ -110,34 +132,59 @@ def decide(chall: np.ndarray, champ: np.ndarray | None, qtypes: pd.Series,
         "looks_at_gif": looks,
     }
     if not checks["significant"] or not checks["min_effect"]:
-        reason = (f"not better: {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
-                  f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g} "
-                  f"(needs p<{params.alpha} and >= {params.min_effect:+.4f})")
+        reason = (
+            f"not better: {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
+            f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g} "
+            f"(needs p<{params.alpha} and >= {params.min_effect:+.4f})"
+        )
     elif not checks["no_qtype_regression"]:
-        reason = (f"{worst} drops {deltas[worst]:+.4f} (tolerance {params.qtype_tolerance}) "
-                  f"though the whole gains {stats['delta']:+.4f}")
+        reason = (
+            f"{worst} drops {deltas[worst]:+.4f} (tolerance {params.qtype_tolerance}) "
+            f"though the whole gains {stats['delta']:+.4f}"
+        )
     elif not looks:
         reason = f"does not look at the GIF: {look_text}"
     else:
-        reason = (f"better by {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
-                  f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g}")
-    return Decision(all(checks.values()), reason, acc, float(champ.mean()), stats["delta"],
-                    stats["ci_low"], stats["ci_high"], stats["p_value"], deltas, blank_accuracy,
-                    prior_accuracy, checks)
+        reason = (
+            f"better by {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
+            f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g}"
+        )
+    return Decision(
+        all(checks.values()),
+        reason,
+        acc,
+        float(champ.mean()),
+        stats["delta"],
+        stats["ci_low"],
+        stats["ci_high"],
+        stats["p_value"],
+        deltas,
+        blank_accuracy,
+        prior_accuracy,
+        checks,
+    )
 
 
-def _split_deltas(chall: np.ndarray, champ: np.ndarray | None,
-                  splits: pd.Series) -> dict[str, float]:
+def _split_deltas(
+    chall: np.ndarray, champ: np.ndarray | None, splits: pd.Series
+) -> dict[str, float]:
     """Challenger minus champion accuracy per split (empty with no champion)."""
     if champ is None:
         return {}
-    return {name: round(float(np.mean(np.asarray(chall, dtype=float)[mask])
-                              - np.mean(np.asarray(champ, dtype=float)[mask])), 4)
-            for name in sorted(set(splits)) if (mask := (splits == name).to_numpy()).any()}
+    return {
+        name: round(
+            float(
+                np.mean(np.asarray(chall, dtype=float)[mask])
+                - np.mean(np.asarray(champ, dtype=float)[mask])
+            ),
+            4,
+        )
+        for name in sorted(set(splits))
+        if (mask := (splits == name).to_numpy()).any()
+    }
 
 
-def _with_splits(decision: Decision, deltas: dict[str, float],
-                 params: RegistryParams) -> Decision:
+def _with_splits(decision: Decision, deltas: dict[str, float], params: RegistryParams) -> Decision:
     """The decision with the per-split check: a challenger that drops on any split by more
     than `qtype_tolerance` is refused, and the reason names the split."""
     if not deltas:
@@ -147,10 +194,15 @@ def _with_splits(decision: Decision, deltas: dict[str, float],
     checks = {**decision.checks, "no_split_regression": ok}
     if ok or not decision.promote:
         return replace(decision, split_deltas=deltas, checks=checks)
-    return replace(decision, promote=False, split_deltas=deltas, checks=checks,
-                   reason=f"split {worst} drops {deltas[worst]:+.4f} (tolerance "
-                          f"{params.qtype_tolerance}) though the benchmark gains "
-                          f"{decision.delta:+.4f}")
+    return replace(
+        decision,
+        promote=False,
+        split_deltas=deltas,
+        checks=checks,
+        reason=f"split {worst} drops {deltas[worst]:+.4f} (tolerance "
+        f"{params.qtype_tolerance}) though the benchmark gains "
+        f"{decision.delta:+.4f}",
+    )
 
 
 def hold(decision: Decision, why: str) -> Decision:
@@ -159,5 +211,10 @@ def hold(decision: Decision, why: str) -> Decision:
     checks = {**decision.checks, "no_drift_hold": False}
     if not decision.promote:
         return replace(decision, checks=checks)
-    return replace(decision, promote=False, held=True, checks=checks,
-                   reason=f"held: {why} (the gate alone would promote: {decision.reason})")
+    return replace(
+        decision,
+        promote=False,
+        held=True,
+        checks=checks,
+        reason=f"held: {why} (the gate alone would promote: {decision.reason})",
+    )

@@ -51,9 +51,12 @@ class Candidate:
     scored: pd.DataFrame | None = None  # its benchmark answers, when already scored
 
 
-def score_pair(benchmark: pd.DataFrame, challenger: tuple[Path, Path],
-               champion: tuple[Path, Path] | None,
-               scored: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def score_pair(
+    benchmark: pd.DataFrame,
+    challenger: tuple[Path, Path],
+    champion: tuple[Path, Path] | None,
+    scored: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Both models on the same benchmark questions, in this process. With no champion there
     is nothing to pair: the challenger's own scoring (`scored`, the evaluate stage's) serves."""
     from gifqa_model.evaluate.metrics import score_questions
@@ -62,14 +65,23 @@ def score_pair(benchmark: pd.DataFrame, challenger: tuple[Path, Path],
     if champion is None and scored is not None:
         return scored, None
     chall = score_questions(GifQAPredictor(*challenger).answer_many, benchmark)
-    champ = (None if champion is None else
-             score_questions(GifQAPredictor(*champion).answer_many, benchmark))
+    champ = (
+        None
+        if champion is None
+        else score_questions(GifQAPredictor(*champion).answer_many, benchmark)
+    )
     return chall, champ
 
 
-def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn,
-                      candidate: Candidate, benchmark: pd.DataFrame,
-                      report_dir: Path, hold_for: str | None = None) -> dict:
+def register_and_gate(
+    client: MlflowClient,
+    params: RegistryParams,
+    model_uri_fn,
+    candidate: Candidate,
+    benchmark: pd.DataFrame,
+    report_dir: Path,
+    hold_for: str | None = None,
+) -> dict:
     """The flow's register/promote step; `model_uri_fn()` logs the pyfunc and returns its URI
     (called only when the model is new). `hold_for` (why, e.g. the data drifted) registers
     and gates the model but keeps the champion where it is. Returns the decision summary."""
@@ -77,13 +89,26 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
     digest = weights_digest(candidate.model_dir, candidate.clip_dir)
     same = find_by_digest(client, name, digest)
     if same is not None and GATE_TAG in client.get_model_version(name, str(same)).tags:
-        return {"version": same, "unchanged": True, "promoted": False,
-                "reason": f"unchanged: the weights are v{same}'s; nothing registered",
-                "champion_version": alias_version(client, name, CHAMPION)}
+        return {
+            "version": same,
+            "unchanged": True,
+            "promoted": False,
+            "reason": f"unchanged: the weights are v{same}'s; nothing registered",
+            "champion_version": alias_version(client, name, CHAMPION),
+        }
     # a version registered by a run that failed before the gate decided is gated now, once
-    version = same if same is not None else create_version(
-        client, name, model_uri_fn(), candidate.run_id, {**candidate.tags, DIGEST_TAG: digest},
-        candidate.description)
+    version = (
+        same
+        if same is not None
+        else create_version(
+            client,
+            name,
+            model_uri_fn(),
+            candidate.run_id,
+            {**candidate.tags, DIGEST_TAG: digest},
+            candidate.description,
+        )
+    )
     with registry_lock():
         champion = alias_version(client, name, CHAMPION)
         with tempfile.TemporaryDirectory() as tmp:
@@ -92,40 +117,60 @@ def register_and_gate(client: MlflowClient, params: RegistryParams, model_uri_fn
                 arts = download_version(client, name, champion, Path(tmp))
                 champ_dirs = (arts["model_dir"], arts["clip_dir"])
             chall_scored, champ_scored = score_pair(
-                benchmark, (candidate.model_dir, candidate.clip_dir), champ_dirs,
-                candidate.scored)
-        decision = gate.decide(chall_scored.correct.to_numpy(),
-                               None if champ_scored is None else champ_scored.correct.to_numpy(),
-                               chall_scored.qtype, candidate.blank_accuracy,
-                               candidate.prior_accuracy, params,
-                               chall_scored.split if "split" in chall_scored else None)
+                benchmark, (candidate.model_dir, candidate.clip_dir), champ_dirs, candidate.scored
+            )
+        decision = gate.decide(
+            chall_scored.correct.to_numpy(),
+            None if champ_scored is None else champ_scored.correct.to_numpy(),
+            chall_scored.qtype,
+            candidate.blank_accuracy,
+            candidate.prior_accuracy,
+            params,
+            chall_scored.split if "split" in chall_scored else None,
+        )
         if hold_for:
             decision = gate.hold(decision, hold_for)
-        tags = {GATE_TAG: ("promoted" if decision.promote else
-                           "held" if decision.held else "rejected"),
-                "gate.reason": decision.reason[:5000],
-                "gate.compared_with": f"v{champion}" if champion else "none",
-                "gate.challenger_accuracy": f"{decision.challenger_accuracy:.4f}",
-                "gate.checks": json.dumps(decision.checks)}
+        tags = {
+            GATE_TAG: ("promoted" if decision.promote else "held" if decision.held else "rejected"),
+            "gate.reason": decision.reason[:5000],
+            "gate.compared_with": f"v{champion}" if champion else "none",
+            "gate.challenger_accuracy": f"{decision.challenger_accuracy:.4f}",
+            "gate.checks": json.dumps(decision.checks),
+        }
         if decision.delta is not None:
-            tags.update({"gate.champion_accuracy": f"{decision.champion_accuracy:.4f}",
-                         "gate.delta": f"{decision.delta:+.4f}",
-                         "gate.delta_ci95": f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]",
-                         "gate.p_value": f"{decision.p_value:.4g}",
-                         "gate.qtype_deltas": json.dumps(decision.qtype_deltas),
-                         "gate.split_deltas": json.dumps(decision.split_deltas)})
+            tags.update(
+                {
+                    "gate.champion_accuracy": f"{decision.champion_accuracy:.4f}",
+                    "gate.delta": f"{decision.delta:+.4f}",
+                    "gate.delta_ci95": f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]",
+                    "gate.p_value": f"{decision.p_value:.4g}",
+                    "gate.qtype_deltas": json.dumps(decision.qtype_deltas),
+                    "gate.split_deltas": json.dumps(decision.split_deltas),
+                }
+            )
         if candidate.tags.get("flow_run"):
             tags["gate.flow_run"] = candidate.tags["flow_run"]
         for k, v in tags.items():
             client.set_model_version_tag(name, str(version), k, v)
         if decision.promote:
-            move_alias(client, name, CHAMPION, version, decision.reason, "gate",
-                       {"compared_with": champion})
+            move_alias(
+                client,
+                name,
+                CHAMPION,
+                version,
+                decision.reason,
+                "gate",
+                {"compared_with": champion},
+            )
     from gifqa_model.registry.report import write_report
 
-    write_report(report_dir, name, version, champion, decision, chall_scored, champ_scored,
-                 client)
-    return {"version": version, "unchanged": False, "promoted": decision.promote,
-            "held": decision.held, "reason": decision.reason,
-            "champion_version": alias_version(client, name, CHAMPION),
-            "decision": decision.as_dict()}
+    write_report(report_dir, name, version, champion, decision, chall_scored, champ_scored, client)
+    return {
+        "version": version,
+        "unchanged": False,
+        "promoted": decision.promote,
+        "held": decision.held,
+        "reason": decision.reason,
+        "champion_version": alias_version(client, name, CHAMPION),
+        "decision": decision.as_dict(),
+    }

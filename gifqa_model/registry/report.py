@@ -27,22 +27,27 @@ def _run_params(client: MlflowClient, run_id: str | None) -> dict[str, str]:
     if not run_id:
         return {}
     run = client.get_run(run_id)
-    tags = {f"tag:{k}": v for k, v in run.data.tags.items()
-            if k.startswith(("dvc.", "git_commit"))}
+    tags = {f"tag:{k}": v for k, v in run.data.tags.items() if k.startswith(("dvc.", "git_commit"))}
     return {**run.data.params, **tags}
 
 
 def param_diff(mine: dict[str, str], theirs: dict[str, str]) -> dict[str, list]:
     """key → [challenger's, champion's] where they differ (data hashes included)."""
-    return {k: [mine.get(k), theirs.get(k)] for k in sorted(set(mine) | set(theirs))
-            if mine.get(k) != theirs.get(k)}
+    return {
+        k: [mine.get(k), theirs.get(k)]
+        for k in sorted(set(mine) | set(theirs))
+        if mine.get(k) != theirs.get(k)
+    }
 
 
 def disagreements(chall: pd.DataFrame, champ: pd.DataFrame | None) -> pd.DataFrame:
     if champ is None:
         return chall.iloc[0:0]
-    both = chall.merge(champ[["qa_id", "prediction", "keyframes", "correct"]], on="qa_id",
-                       suffixes=("", "_champion"))
+    both = chall.merge(
+        champ[["qa_id", "prediction", "keyframes", "correct"]],
+        on="qa_id",
+        suffixes=("", "_champion"),
+    )
     return both[both.correct != both.correct_champion].reset_index(drop=True)
 
 
@@ -55,8 +60,13 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _bars(mine: dict[str, float], theirs: dict[str, float] | None, version: int,
-          champion: int | None, ylabel: str = "benchmark accuracy") -> str:
+def _bars(
+    mine: dict[str, float],
+    theirs: dict[str, float] | None,
+    version: int,
+    champion: int | None,
+    ylabel: str = "benchmark accuracy",
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,9 +103,16 @@ def split_of(scored: pd.DataFrame) -> pd.Series:
     return scored.split if "split" in scored else pd.Series(IID_SPLIT, index=scored.index)
 
 
-def write_report(out_dir: Path, name: str, version: int, champion: int | None,
-                 decision: Decision, chall: pd.DataFrame, champ: pd.DataFrame | None,
-                 client: MlflowClient) -> dict[str, Path]:
+def write_report(
+    out_dir: Path,
+    name: str,
+    version: int,
+    champion: int | None,
+    decision: Decision,
+    chall: pd.DataFrame,
+    champ: pd.DataFrame | None,
+    client: MlflowClient,
+) -> dict[str, Path]:
     """report.json and report.html in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,28 +124,50 @@ def write_report(out_dir: Path, name: str, version: int, champion: int | None,
         champ_iid = split_of(champ) == IID_SPLIT
         theirs = by_qtype(champ.correct.to_numpy()[champ_iid], champ.qtype[champ_iid])
         theirs_split = by_qtype(champ.correct.to_numpy(), split_of(champ))
-    champ_run = (client.get_model_version(name, str(champion)).run_id
-                 if champion is not None else None)
+    champ_run = (
+        client.get_model_version(name, str(champion)).run_id if champion is not None else None
+    )
     chall_run = client.get_model_version(name, str(version)).run_id
     # with no champion there is nothing to differ from
-    diff = (param_diff(_run_params(client, chall_run), _run_params(client, champ_run))
-            if champ_run else {})
+    diff = (
+        param_diff(_run_params(client, chall_run), _run_params(client, champ_run))
+        if champ_run
+        else {}
+    )
     dis = disagreements(chall, champ)
-    cols = ["qa_id", "gif_id", "question", "answer", "qtype", "prediction",
-            "prediction_champion", "keyframes", "keyframes_champion"]
-    report = {"model": name, "version": version, "champion_before": champion,
-              "decision": decision.as_dict(), "challenger_by_qtype": mine,
-              "champion_by_qtype": theirs, "challenger_by_split": mine_split,
-              "champion_by_split": theirs_split, "n_questions": int(len(chall)),
-              "n_disagreements": int(len(dis)), "param_diff": diff,
-              "disagreements": json.loads(dis[cols].to_json(orient="records"))
-              if len(dis) else []}
+    cols = [
+        "qa_id",
+        "gif_id",
+        "question",
+        "answer",
+        "qtype",
+        "prediction",
+        "prediction_champion",
+        "keyframes",
+        "keyframes_champion",
+    ]
+    report = {
+        "model": name,
+        "version": version,
+        "champion_before": champion,
+        "decision": decision.as_dict(),
+        "challenger_by_qtype": mine,
+        "champion_by_qtype": theirs,
+        "challenger_by_split": mine_split,
+        "champion_by_split": theirs_split,
+        "n_questions": int(len(chall)),
+        "n_disagreements": int(len(dis)),
+        "param_diff": diff,
+        "disagreements": json.loads(dis[cols].to_json(orient="records")) if len(dis) else [],
+    }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
 
-    verdict = ("promoted" if decision.promote else
-               "held (drift)" if decision.held else "not promoted")
-    checks = "".join(f"<li>{html.escape(k)}: {'pass' if v else 'FAIL'}</li>"
-                     for k, v in decision.checks.items())
+    verdict = (
+        "promoted" if decision.promote else "held (drift)" if decision.held else "not promoted"
+    )
+    checks = "".join(
+        f"<li>{html.escape(k)}: {'pass' if v else 'FAIL'}</li>" for k, v in decision.checks.items()
+    )
     rows = []
     for r in dis.head(MAX_SHOWN).itertuples():
         gif = base64.b64encode(Path(r.path).read_bytes()).decode()
@@ -140,24 +179,29 @@ def write_report(out_dir: Path, name: str, version: int, champion: int | None,
             f"<img src='data:image/png;base64,{_strip(r.path, r.keyframes)}'></td>"
             f"<td class={'ok' if r.correct_champion else 'bad'}>"
             f"{html.escape(r.prediction_champion)}<br>"
-            f"<img src='data:image/png;base64,{_strip(r.path, r.keyframes_champion)}'></td></tr>")
-    diff_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(a))}</td>"
-                        f"<td>{html.escape(str(b))}</td></tr>" for k, (a, b) in diff.items())
+            f"<img src='data:image/png;base64,{_strip(r.path, r.keyframes_champion)}'></td></tr>"
+        )
+    diff_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(a))}</td>"
+        f"<td>{html.escape(str(b))}</td></tr>"
+        for k, (a, b) in diff.items()
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>{name} v{version}: {verdict}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
 td{{border-bottom:1px solid #ddd;padding:4px;vertical-align:top}}
 .ok{{background:#e6f4e6}}.bad{{background:#fbe9e9}}</style></head><body>
-<h1>{name} v{version} vs champion {f'v{champion}' if champion else '(none)'}: {verdict}</h1>
+<h1>{name} v{version} vs champion {f"v{champion}" if champion else "(none)"}: {verdict}</h1>
 <p>{html.escape(decision.reason)}</p><ul>{checks}</ul>
 <p>{len(chall)} benchmark questions; the two disagree on {len(dis)}
 (showing {min(len(dis), MAX_SHOWN)}).</p>
 <img src="data:image/png;base64,{_bars(mine, theirs, version, champion)}">
-<img src="data:image/png;base64,{_bars(mine_split, theirs_split, version, champion,
-                                       "accuracy per split")}">
+<img src="data:image/png;base64,{
+        _bars(mine_split, theirs_split, version, champion, "accuracy per split")
+    }">
 <h2>Where they disagree</h2>
 <table><tr><th>GIF</th><th>question</th><th>gold</th><th>challenger v{version}
- (its keyframes)</th><th>champion (its keyframes)</th></tr>{''.join(rows)}</table>
+ (its keyframes)</th><th>champion (its keyframes)</th></tr>{"".join(rows)}</table>
 <h2>What differs between the runs</h2>
 <table><tr><th>param / data</th><th>challenger</th><th>champion</th></tr>{diff_rows}</table>
 </body></html>"""

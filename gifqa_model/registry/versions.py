@@ -57,8 +57,14 @@ def find_by_digest(client: MlflowClient, name: str, digest: str) -> int | None:
     return min((int(v.version) for v in found), default=None)
 
 
-def create_version(client: MlflowClient, name: str, model_uri: str, run_id: str,
-                   tags: dict[str, str], description: str) -> int:
+def create_version(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str,
+) -> int:
     """A new version with its tags and model card, made `challenger`."""
     try:
         client.create_registered_model(name, description="GIF question answering (gifqa)")
@@ -66,8 +72,9 @@ def create_version(client: MlflowClient, name: str, model_uri: str, run_id: str,
         pass  # exists already
     # a logged model's URI (models:/m-…) must name its id too, or a tracking server refuses it
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
-                                     description=description, model_id=model_id)
+    mv = client.create_model_version(
+        name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
+    )
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return int(mv.version)
 
@@ -104,25 +111,40 @@ def history(client: MlflowClient, name: str) -> list[dict]:
     return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
 
 
-def move_alias(client: MlflowClient, name: str, alias: str, version: int, reason: str,
-               actor: str, details: dict | None = None) -> dict:
+def move_alias(
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    version: int,
+    reason: str,
+    actor: str,
+    details: dict | None = None,
+) -> dict:
     """Point `alias` at `version` and record the move; call it under `registry_lock`."""
     previous = alias_version(client, name, alias)
-    entry = {"seq": len(history(client, name)) + 1,
-             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "alias": alias,
-             "version": int(version), "previous": previous, "reason": reason, "actor": actor,
-             **(details or {})}
+    entry = {
+        "seq": len(history(client, name)) + 1,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "alias": alias,
+        "version": int(version),
+        "previous": previous,
+        "reason": reason,
+        "actor": actor,
+        **(details or {}),
+    }
     client.set_registered_model_alias(name, alias, str(version))
-    client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{entry['seq']:05d}",
-                                    json.dumps(entry, sort_keys=True)[:5000])
+    client.set_registered_model_tag(
+        name, f"{HISTORY_PREFIX}{entry['seq']:05d}", json.dumps(entry, sort_keys=True)[:5000]
+    )
     client.set_model_version_tag(name, str(version), f"{alias}.since", entry["time"])
     client.set_model_version_tag(name, str(version), f"{alias}.reason", reason[:5000])
     log.info("%s: %s v%s -> v%s (%s)", name, alias, previous, version, reason)
     return entry
 
 
-def promote(client: MlflowClient, name: str, version: int, reason: str,
-            actor: str = "manual") -> dict:
+def promote(
+    client: MlflowClient, name: str, version: int, reason: str, actor: str = "manual"
+) -> dict:
     """Make `version` the champion by hand; the reason is recorded."""
     if not reason.strip():
         raise ValueError("a promotion needs a reason")
@@ -131,18 +153,23 @@ def promote(client: MlflowClient, name: str, version: int, reason: str,
         return move_alias(client, name, CHAMPION, version, reason, actor)
 
 
-def rollback(client: MlflowClient, name: str, reason: str = "rollback",
-             actor: str = "manual") -> dict:
+def rollback(
+    client: MlflowClient, name: str, reason: str = "rollback", actor: str = "manual"
+) -> dict:
     """The champion before the current one back, recorded as a move of its own."""
     with registry_lock():
         current = alias_version(client, name, CHAMPION)
-        moves = [h for h in history(client, name)
-                 if h["alias"] == CHAMPION and h["version"] == current and h["previous"]]
+        moves = [
+            h
+            for h in history(client, name)
+            if h["alias"] == CHAMPION and h["version"] == current and h["previous"]
+        ]
         if current is None or not moves:
             raise ValueError(f"{name} has no earlier champion to roll back to")
         back = int(moves[-1]["previous"])
-        return move_alias(client, name, CHAMPION, back, f"rollback from v{current}: {reason}",
-                          actor)
+        return move_alias(
+            client, name, CHAMPION, back, f"rollback from v{current}: {reason}", actor
+        )
 
 
 def list_versions(client: MlflowClient, name: str) -> list[dict]:
@@ -157,17 +184,25 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
     out = []
     for v in client.search_model_versions(f"name='{name}'"):
         tags = v.tags
-        out.append({"version": int(v.version), "aliases": sorted(by_version.get(int(v.version),
-                                                                                 [])),
-                    "created": time.strftime("%Y-%m-%d %H:%M",
-                                             time.gmtime(v.creation_timestamp / 1000)),
-                    "benchmark_accuracy": tags.get("benchmark.accuracy"),
-                    "test_accuracy": tags.get("test.accuracy"),
-                    "decision": tags.get(GATE_TAG), "run_id": v.run_id,
-                    # the benchmark's splits, OOD included: tag split.<name>.accuracy
-                    "splits": {k[len(SPLIT_TAG):-len(".accuracy")]: val
-                               for k, val in sorted(tags.items())
-                               if k.startswith(SPLIT_TAG) and k.endswith(".accuracy")}})
+        out.append(
+            {
+                "version": int(v.version),
+                "aliases": sorted(by_version.get(int(v.version), [])),
+                "created": time.strftime(
+                    "%Y-%m-%d %H:%M", time.gmtime(v.creation_timestamp / 1000)
+                ),
+                "benchmark_accuracy": tags.get("benchmark.accuracy"),
+                "test_accuracy": tags.get("test.accuracy"),
+                "decision": tags.get(GATE_TAG),
+                "run_id": v.run_id,
+                # the benchmark's splits, OOD included: tag split.<name>.accuracy
+                "splits": {
+                    k[len(SPLIT_TAG) : -len(".accuracy")]: val
+                    for k, val in sorted(tags.items())
+                    if k.startswith(SPLIT_TAG) and k.endswith(".accuracy")
+                },
+            }
+        )
     return sorted(out, key=lambda r: -r["version"])
 
 

@@ -54,8 +54,9 @@ log = logging.getLogger(__name__)
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-def _lifespan(settings: ServeSettings, metrics: Metrics, factory: PredictorFactory,
-              resolver: VersionResolver) -> Lifespan:
+def _lifespan(
+    settings: ServeSettings, metrics: Metrics, factory: PredictorFactory, resolver: VersionResolver
+) -> Lifespan:
     """Startup loads the first model before traffic; then the batcher and the alias poller
     run as tasks until shutdown."""
 
@@ -92,21 +93,22 @@ def create_app(
     ``version_resolver`` (default :func:`current_version`) says which one is current."""
     settings = settings or ServeSettings()
     metrics = Metrics()
-    lifespan = _lifespan(settings, metrics, predictor_factory or load_model,
-                         version_resolver or current_version)
-    app = FastAPI(title="gifqa", version="1",
-                  summary="Answer questions about GIFs with the registry's champion",
-                  lifespan=lifespan)
+    lifespan = _lifespan(
+        settings, metrics, predictor_factory or load_model, version_resolver or current_version
+    )
+    app = FastAPI(
+        title="gifqa",
+        version="1",
+        summary="Answer questions about GIFs with the registry's champion",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.slot = None
     app.state.search = None
     app.state.metrics = metrics
-    app.add_middleware(BodySizeLimitMiddleware,
-                       max_bytes=settings.max_body_bytes,
-                       metrics=metrics)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
     # added last, so it runs first: a refused request never reaches the body's reader
-    app.add_middleware(AdmissionMiddleware, max_inflight=settings.max_inflight,
-                       metrics=metrics)
+    app.add_middleware(AdmissionMiddleware, max_inflight=settings.max_inflight, metrics=metrics)
     # an http middleware added after both: it wraps them, so their refusals are counted too
     app.middleware("http")(request_counter(metrics))
     app.add_exception_handler(ApiError, api_error_handler(metrics))

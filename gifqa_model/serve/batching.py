@@ -37,8 +37,12 @@ class Batcher:
 
     async def submit(self, gif: bytes, questions: list[str]) -> tuple[list[dict], LoadedModel]:
         if self.queue.qsize() >= self.settings.queue_max:
-            raise ApiError(429, "overloaded", f"{self.queue.qsize()} requests are waiting for "
-                           "the model; try again shortly", headers={"Retry-After": "1"})
+            raise ApiError(
+                429,
+                "overloaded",
+                f"{self.queue.qsize()} requests are waiting for the model; try again shortly",
+                headers={"Retry-After": "1"},
+            )
         job = Job(gif, questions, asyncio.get_running_loop().create_future())
         self.queue.put_nowait(job)
         self.metrics.queue.set(self.queue.qsize())
@@ -57,7 +61,8 @@ class Batcher:
             self.metrics.batch.observe(len(jobs))
             try:
                 results = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, answer_jobs, model, jobs)
+                    self.executor, answer_jobs, model, jobs
+                )
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
                 log.error("a batch failed outside the model", exc_info=exc)
                 results = [ApiError(500, "model_error", "the batch failed") for _ in jobs]

@@ -79,8 +79,12 @@ def load_model(settings: ServeSettings, version: int | None = None) -> LoadedMod
     if settings.model_dir is not None and settings.clip_dir is not None:
         from gifqa_model.inference.predict import GifQAPredictor
 
-        predictor = GifQAPredictor(settings.model_dir, settings.clip_dir, settings.gif_limits,
-                                   cache_gifs=settings.gif_cache)
+        predictor = GifQAPredictor(
+            settings.model_dir,
+            settings.clip_dir,
+            settings.gif_limits,
+            cache_gifs=settings.gif_cache,
+        )
         return LoadedModel(predictor, settings.source, None)
 
     import mlflow
@@ -98,9 +102,14 @@ def load_model(settings: ServeSettings, version: int | None = None) -> LoadedMod
     info: dict[str, Any] = {"digest": getattr(wrapped, "digest", "")}
     if version is not None:
         mv = mlflow.MlflowClient().get_model_version(registered["name"], str(version))
-        info.update(name=registered["name"], alias=registered["alias"], run_id=mv.run_id,
-                    scores={k: float(v) for k, v in mv.tags.items()
-                            if k.endswith(".accuracy") and _is_float(v)})
+        info.update(
+            name=registered["name"],
+            alias=registered["alias"],
+            run_id=mv.run_id,
+            scores={
+                k: float(v) for k, v in mv.tags.items() if k.endswith(".accuracy") and _is_float(v)
+            },
+        )
     return LoadedModel(predictor, uri, version, info)
 
 
@@ -126,8 +135,13 @@ class ModelSlot:
     started on the old model finishes on it. Loads run one at a time, off the event loop.
     """
 
-    def __init__(self, settings: ServeSettings, factory: PredictorFactory,
-                 resolver: VersionResolver, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        factory: PredictorFactory,
+        resolver: VersionResolver,
+        metrics: Metrics,
+    ) -> None:
         self.settings, self.factory, self.resolver = settings, factory, resolver
         self.metrics = metrics
         self.model: LoadedModel | None = None
@@ -140,23 +154,30 @@ class ModelSlot:
         async with self._lock:
             try:
                 version = await run_in_threadpool(self.resolver, self.settings)
-                if (not force and self.model is not None and version == self.model.version):
+                if not force and self.model is not None and version == self.model.version:
                     return "unchanged"
                 model = await run_in_threadpool(self.factory, self.settings, version)
                 await run_in_threadpool(warm, model)
             except Exception as exc:  # noqa: BLE001 - any load fault keeps the old model
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 self.metrics.reloads.labels("failed").inc()
-                log.error("loading the model failed; still serving version %s: %s",
-                          self.model.version if self.model else None, self.last_error)
+                log.error(
+                    "loading the model failed; still serving version %s: %s",
+                    self.model.version if self.model else None,
+                    self.last_error,
+                )
                 return "failed"
             old = self.model
             self.model, self.last_error = model, None  # the swap: one reference assignment
             self.metrics.reloads.labels("swapped").inc()
             self.metrics.version.set(model.version if model.version is not None else -1)
             self.metrics.ready.set(1)
-            log.info("serving %s version %s (was %s)", model.uri, model.version,
-                     old.version if old else None)
+            log.info(
+                "serving %s version %s (was %s)",
+                model.uri,
+                model.version,
+                old.version if old else None,
+            )
             return "swapped"
 
     async def follow(self) -> None:

@@ -19,25 +19,47 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("gifqa_requests", "requests by route and status",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("gifqa_request_seconds", "request latency", ["route"],
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
-                                 registry=r)
-        self.rejects = Counter("gifqa_rejects", "refused requests by reason", ["reason"],
-                               registry=r)
-        self.version = Gauge("gifqa_model_version", "registered version being served "
-                             "(-1: a local or unregistered model)", registry=r)
+        self.requests = Counter(
+            "gifqa_requests", "requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "gifqa_request_seconds",
+            "request latency",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.rejects = Counter(
+            "gifqa_rejects", "refused requests by reason", ["reason"], registry=r
+        )
+        self.version = Gauge(
+            "gifqa_model_version",
+            "registered version being served (-1: a local or unregistered model)",
+            registry=r,
+        )
         self.ready = Gauge("gifqa_ready", "1 when a model is loaded", registry=r)
-        self.reloads = Counter("gifqa_model_reloads", "reload attempts by result", ["result"],
-                               registry=r)
-        self.batch = Histogram("gifqa_batch_requests", "requests answered per model call",
-                               buckets=(1, 2, 4, 8, 16, 32), registry=r)
+        self.reloads = Counter(
+            "gifqa_model_reloads", "reload attempts by result", ["result"], registry=r
+        )
+        self.batch = Histogram(
+            "gifqa_batch_requests",
+            "requests answered per model call",
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=r,
+        )
         self.queue = Gauge("gifqa_queue_depth", "requests waiting for the model", registry=r)
-        self.in_domain = Counter("gifqa_answers_in_domain", "answers by whether their GIF "
-                                 "was in domain", ["in_domain"], registry=r)
-        self.questions = Counter("gifqa_questions", "questions asked, by the qtype of their "
-                                 "form: the mix a drift monitor reads", ["qtype"], registry=r)
+        self.in_domain = Counter(
+            "gifqa_answers_in_domain",
+            "answers by whether their GIF was in domain",
+            ["in_domain"],
+            registry=r,
+        )
+        self.questions = Counter(
+            "gifqa_questions",
+            "questions asked, by the qtype of their form: the mix a drift monitor reads",
+            ["qtype"],
+            registry=r,
+        )
 
 
 class AdmissionMiddleware:
@@ -54,9 +76,14 @@ class AdmissionMiddleware:
             return
         if self.inflight >= self.max_inflight:
             self.metrics.rejects.labels("overloaded").inc()
-            await JSONResponse({"detail": f"{self.inflight} requests are in progress; retry",
-                                "reason": "overloaded"}, status_code=429,
-                               headers={"Retry-After": "1"})(scope, receive, send)
+            await JSONResponse(
+                {
+                    "detail": f"{self.inflight} requests are in progress; retry",
+                    "reason": "overloaded",
+                },
+                status_code=429,
+                headers={"Retry-After": "1"},
+            )(scope, receive, send)
             return
         self.inflight += 1  # one event loop: no lock needed
         try:
@@ -139,7 +166,8 @@ def api_error_handler(metrics: Metrics) -> Callable[[Request, ApiError], Awaitab
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         metrics.rejects.labels(exc.reason).inc()
         return JSONResponse(
-            {"detail": exc.detail, "reason": exc.reason}, status_code=exc.status_code,
+            {"detail": exc.detail, "reason": exc.reason},
+            status_code=exc.status_code,
             headers=exc.headers,
         )
 

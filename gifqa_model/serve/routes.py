@@ -104,22 +104,27 @@ def _decode_b64(value: str, max_bytes: int, where: str = "") -> bytes:
         raise ApiError(status, exc.reason, where + exc.message) from None
 
 
-async def _read_json(request: Request, settings: ServeSettings,
-                     with_question: bool) -> tuple[bytes, str | None]:
+async def _read_json(
+    request: Request, settings: ServeSettings, with_question: bool
+) -> tuple[bytes, str | None]:
     try:
         body = (AnswerIn if with_question else GifIn).model_validate_json(await request.body())
     except ValueError:
-        raise ApiError(422, "bad_json", "the body must be JSON with a string field "
-                       "`gif` (base64)" + (" and `question`" if with_question else "")
-                       ) from None
+        raise ApiError(
+            422,
+            "bad_json",
+            "the body must be JSON with a string field "
+            "`gif` (base64)" + (" and `question`" if with_question else ""),
+        ) from None
     question = None
     if with_question:
         question = _check_question(body.question, settings.max_question_chars)
     return _decode_b64(body.gif, settings.max_upload_bytes), question
 
 
-async def _read_form(request: Request, settings: ServeSettings,
-                     with_question: bool) -> tuple[bytes, str | None]:
+async def _read_form(
+    request: Request, settings: ServeSettings, with_question: bool
+) -> tuple[bytes, str | None]:
     try:
         form = await request.form(max_files=1, max_fields=2)
     except ApiError:
@@ -147,16 +152,18 @@ async def _read_gif(request: Request, with_question: bool = False) -> Any:
     elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         gif, question = await _read_form(request, settings, with_question)
     else:
-        raise ApiError(415, "unsupported_media_type",
-                       "send multipart/form-data or application/json")
+        raise ApiError(
+            415, "unsupported_media_type", "send multipart/form-data or application/json"
+        )
     return (gif, question) if with_question else gif
 
 
 # --- answering --------------------------------------------------------------------------------
 
 
-async def _answer(request: Request, gif: bytes, questions: list[str],
-                  where: str = "") -> tuple[list[dict], LoadedModel]:
+async def _answer(
+    request: Request, gif: bytes, questions: list[str], where: str = ""
+) -> tuple[list[dict], LoadedModel]:
     state = request.app.state
     try:  # cheap structural checks first, so bad GIFs never queue
         await run_in_threadpool(probe_gif, gif, state.settings.gif_limits)
@@ -171,16 +178,19 @@ async def _answer(request: Request, gif: bytes, questions: list[str],
 def _answer_out(out: dict, model: LoadedModel, start: float, metrics: Metrics) -> AnswerOut:
     if out.get("in_domain") is not None:
         metrics.in_domain.labels(str(out["in_domain"]).lower()).inc()
-    return AnswerOut(answer=out["answer"], confidence=out["confidence"],
-                     keyframes=out["keyframes"], n_frames=out["n_frames"],
-                     in_domain=out.get("in_domain"),
-                     domain_distance=out.get("domain_distance"),
-                     model_version=model.version,
-                     latency_ms=round((time.perf_counter() - start) * 1000, 2))
+    return AnswerOut(
+        answer=out["answer"],
+        confidence=out["confidence"],
+        keyframes=out["keyframes"],
+        n_frames=out["n_frames"],
+        in_domain=out.get("in_domain"),
+        domain_distance=out.get("domain_distance"),
+        model_version=model.version,
+        latency_ms=round((time.perf_counter() - start) * 1000, 2),
+    )
 
 
-@router.post("/v1/answer", response_model=AnswerOut, responses=ERRORS,
-             openapi_extra=ANSWER_BODY)
+@router.post("/v1/answer", response_model=AnswerOut, responses=ERRORS, openapi_extra=ANSWER_BODY)
 async def answer_one(request: Request, metrics: MetricsDep) -> AnswerOut:
     """Answer one question about one GIF: a multipart form (`file`, `question`), or JSON
     (`gif` base64-encoded, `question`)."""
@@ -193,32 +203,37 @@ async def answer_one(request: Request, metrics: MetricsDep) -> AnswerOut:
 
 
 @router.post("/v1/answer:batch", response_model=BatchOut, responses=ERRORS)
-async def answer_many(request: Request, body: BatchIn, slot: SlotDep,
-                      settings: SettingsDep, metrics: MetricsDep) -> BatchOut:
+async def answer_many(
+    request: Request, body: BatchIn, slot: SlotDep, settings: SettingsDep, metrics: MetricsDep
+) -> BatchOut:
     """Answer several questions at once, each about its own GIF (base64); items with the
     same GIF bytes share one decode. Any refused item refuses the request, naming it."""
     start = time.perf_counter()
     if not body.items:
         raise ApiError(422, "empty_batch", "`items` is empty")
     if len(body.items) > settings.max_batch_items:
-        raise ApiError(422, "too_many_items", f"{len(body.items)} items; the limit is "
-                       f"{settings.max_batch_items}")
+        raise ApiError(
+            422,
+            "too_many_items",
+            f"{len(body.items)} items; the limit is {settings.max_batch_items}",
+        )
     groups: dict[bytes, list[int]] = {}
     questions = []
     for i, item in enumerate(body.items):
         where = f"item {i}: "
         questions.append(_check_question(item.question, settings.max_question_chars, where))
-        groups.setdefault(_decode_b64(item.gif, settings.max_upload_bytes, where),
-                          []).append(i)
+        groups.setdefault(_decode_b64(item.gif, settings.max_upload_bytes, where), []).append(i)
     # every GIF is checked before any queues: a bad item refuses the request up front
     for gif, rows in groups.items():
         try:
             await run_in_threadpool(probe_gif, gif, settings.gif_limits)
         except GifError as exc:
-            raise ApiError(422, exc.reason,
-                           f"item {rows[0]}: not a usable GIF: {exc.message}") from exc
-    results = await asyncio.gather(*(_answer(request, gif, [questions[r] for r in rows])
-                                     for gif, rows in groups.items()))
+            raise ApiError(
+                422, exc.reason, f"item {rows[0]}: not a usable GIF: {exc.message}"
+            ) from exc
+    results = await asyncio.gather(
+        *(_answer(request, gif, [questions[r] for r in rows]) for gif, rows in groups.items())
+    )
     answers: list[AnswerOut | None] = [None] * len(questions)
     for rows, (out, model) in zip(groups.values(), results, strict=True):
         for r, o in zip(rows, out, strict=True):
@@ -230,23 +245,38 @@ async def answer_many(request: Request, body: BatchIn, slot: SlotDep,
 async def model_info(slot: SlotDep) -> ModelOut:
     """The version being served: its registry name, alias, run and benchmark scores."""
     m = slot.model
-    return ModelOut(name=m.info.get("name"), version=m.version, alias=m.info.get("alias"),
-                    uri=m.uri, run_id=m.info.get("run_id"), digest=m.info.get("digest"),
-                    scores=m.info.get("scores", {}), last_error=slot.last_error)
+    return ModelOut(
+        name=m.info.get("name"),
+        version=m.version,
+        alias=m.info.get("alias"),
+        uri=m.uri,
+        run_id=m.info.get("run_id"),
+        digest=m.info.get("digest"),
+        scores=m.info.get("scores", {}),
+        last_error=slot.last_error,
+    )
 
 
-@router.get("/v1/search", response_model=SearchOut, responses={404: {"model": ErrorOut},
-                                                                422: {"model": ErrorOut}})
-async def search(request: Request,
-                 q: Annotated[str, Query(min_length=1, max_length=MAX_QUESTION_CHARS,
-                                         examples=["a red circle is moving left"])],
-                 k: Annotated[int, Query(ge=1, le=100)] = 10) -> SearchOut:
+@router.get(
+    "/v1/search",
+    response_model=SearchOut,
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def search(
+    request: Request,
+    q: Annotated[
+        str,
+        Query(
+            min_length=1, max_length=MAX_QUESTION_CHARS, examples=["a red circle is moving left"]
+        ),
+    ],
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> SearchOut:
     """The indexed corpus' GIFs a text describes, best first (CLIP text tower against
     GIF-level embeddings)."""
     engine = request.app.state.search
     if engine is None:
-        raise ApiError(404, "search_disabled", "no search index is configured "
-                       "(GIFQA_SEARCH_DIR)")
+        raise ApiError(404, "search_disabled", "no search index is configured (GIFQA_SEARCH_DIR)")
     if not q.strip():
         raise ApiError(422, "empty_query", "`q` is empty")
     hits = await run_in_threadpool(engine.search, [q.strip()], k)
@@ -275,8 +305,9 @@ def frame_strip(gif: bytes, limits: GifLimits, frames_per_gif: int) -> list[tupl
     info = probe_gif(gif, limits)
     indices = cached_frame_indices(info.n_frames, frames_per_gif)
     out = []
-    for i, frame in zip(indices, decode_frames(gif, indices=indices, size=STRIP_SIZE,
-                                               limits=limits), strict=True):
+    for i, frame in zip(
+        indices, decode_frames(gif, indices=indices, size=STRIP_SIZE, limits=limits), strict=True
+    ):
         buf = io.BytesIO()
         Image.fromarray(frame).save(buf, format="PNG")
         out.append((int(i), "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()))
@@ -295,16 +326,18 @@ async def samples() -> SamplesOut:
     return SamplesOut(samples=[f"/v1/samples/{i}.gif" for i in range(N_SAMPLES)])
 
 
-@router.get("/v1/samples/{n}.gif", response_class=Response,
-            responses={200: {"content": {"image/gif": {}}}, 404: {"model": ErrorOut}})
+@router.get(
+    "/v1/samples/{n}.gif",
+    response_class=Response,
+    responses={200: {"content": {"image/gif": {}}}, 404: {"model": ErrorOut}},
+)
 async def sample(n: int) -> Response:
     if not 0 <= n < N_SAMPLES:
         raise ApiError(404, "no_such_sample", f"samples are 0 to {N_SAMPLES - 1}")
     return Response(await run_in_threadpool(sample_gif, n), media_type="image/gif")
 
 
-@router.post("/v1/frames", response_model=FramesOut, responses=ERRORS,
-             openapi_extra=FRAMES_BODY)
+@router.post("/v1/frames", response_model=FramesOut, responses=ERRORS, openapi_extra=FRAMES_BODY)
 async def frames(request: Request, settings: SettingsDep) -> FramesOut:
     """The frames the model can look at (the ones the index caches), as small PNGs with
     their source frame index: the page's strip. Multipart `file`, or JSON `gif`."""
@@ -314,8 +347,9 @@ async def frames(request: Request, settings: SettingsDep) -> FramesOut:
         model = slot.model if slot is not None else None
         # the model's own frame count; a fake without index params gets the default
         params = getattr(getattr(model, "predictor", None), "params", None) or IndexParams()
-        strip = await run_in_threadpool(frame_strip, gif, settings.gif_limits,
-                                        params.frames_per_gif)
+        strip = await run_in_threadpool(
+            frame_strip, gif, settings.gif_limits, params.frames_per_gif
+        )
     except GifError as exc:
         raise ApiError(422, exc.reason, f"not a usable GIF: {exc.message}") from exc
     return FramesOut(frames=[FrameOut(index=i, png=png) for i, png in strip])
@@ -336,21 +370,28 @@ async def readyz(request: Request) -> StatusOut:
     slot = getattr(request.app.state, "slot", None)
     if slot is None or slot.model is None:
         error = slot.last_error if slot is not None else None
-        raise ApiError(503, "not_ready", "no model is loaded"
-                       + (f" (last load failed: {error})" if error else ""))
+        raise ApiError(
+            503,
+            "not_ready",
+            "no model is loaded" + (f" (last load failed: {error})" if error else ""),
+        )
     return StatusOut(status="ready", model_version=slot.model.version)
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
+)
 async def prometheus(metrics: MetricsDep) -> Response:
     """Prometheus text format: requests by route and status, latency, model version,
     reloads, rejects by reason, batch sizes, queue depth, questions by kind."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/v1/admin/reload", response_model=ReloadOut,
-             responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+@router.post(
+    "/v1/admin/reload",
+    response_model=ReloadOut,
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
 async def reload(request: Request, settings: SettingsDep) -> ReloadOut:
     """Check the alias now and swap if it moved (`Authorization: Bearer <admin_token>`)."""
     if settings.admin_token is None:

@@ -12,8 +12,9 @@ from gifqa_model.core.config import CHAMPION_URI, MAX_QUESTION_CHARS
 class ApiError(HTTPException):
     """A refused request: status, a machine-readable ``reason`` and a message for humans."""
 
-    def __init__(self, status_code: int, reason: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status_code: int, reason: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(status_code=status_code, detail=message, headers=headers)
         self.reason = reason
 
@@ -21,35 +22,47 @@ class ApiError(HTTPException):
 class AnswerIn(BaseModel):
     """One question about one GIF, the GIF base64-encoded (JSON bodies)."""
 
-    gif: str = Field(description="the GIF's bytes, base64-encoded",
-                     examples=["R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw=="])
+    gif: str = Field(
+        description="the GIF's bytes, base64-encoded",
+        examples=["R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw=="],
+    )
     question: str = Field(examples=["what is the color of the square ?"])
 
 
 class GifIn(BaseModel):
-    gif: str = Field(description="the GIF's bytes, base64-encoded",
-                     examples=["R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw=="])
+    gif: str = Field(
+        description="the GIF's bytes, base64-encoded",
+        examples=["R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw=="],
+    )
 
 
 class BatchIn(BaseModel):
-    items: list[AnswerIn] = Field(description="questions, each about its own GIF; items that "
-                                  "share a GIF's bytes decode it once")
+    items: list[AnswerIn] = Field(
+        description="questions, each about its own GIF; items that "
+        "share a GIF's bytes decode it once"
+    )
 
 
 class AnswerOut(BaseModel):
     answer: str = Field(examples=["red"])
-    confidence: float = Field(description="the answer's probability under the model",
-                              examples=[0.93])
-    keyframes: list[int] = Field(description="source frame indices CLIP-Cut chose, time order",
-                                 examples=[[0, 1, 8, 9]])
+    confidence: float = Field(
+        description="the answer's probability under the model", examples=[0.93]
+    )
+    keyframes: list[int] = Field(
+        description="source frame indices CLIP-Cut chose, time order", examples=[[0, 1, 8, 9]]
+    )
     n_frames: int = Field(examples=[16])
-    in_domain: bool | None = Field(description="the GIF lies near the training GIFs in CLIP "
-                                   "space (None: the model has no domain index)",
-                                   examples=[True])
-    domain_distance: float | None = Field(description="one minus the cosine of the nearest "
-                                          "training GIF", examples=[0.012])
-    model_version: int | None = Field(description="the registered version that answered",
-                                      examples=[3])
+    in_domain: bool | None = Field(
+        description="the GIF lies near the training GIFs in CLIP "
+        "space (None: the model has no domain index)",
+        examples=[True],
+    )
+    domain_distance: float | None = Field(
+        description="one minus the cosine of the nearest training GIF", examples=[0.012]
+    )
+    model_version: int | None = Field(
+        description="the registered version that answered", examples=[3]
+    )
     latency_ms: float = Field(examples=[24.5])
 
 
@@ -64,10 +77,12 @@ class ModelOut(BaseModel):
     uri: str = Field(examples=[CHAMPION_URI])
     run_id: str | None = None
     digest: str | None = Field(None, description="of the weights")
-    scores: dict[str, float] = Field(default_factory=dict,
-                                     examples=[{"benchmark.accuracy": 0.85}])
-    last_error: str | None = Field(None, description="the last failed load, if the newest "
-                                   "version could not be loaded (the served one stays)")
+    scores: dict[str, float] = Field(default_factory=dict, examples=[{"benchmark.accuracy": 0.85}])
+    last_error: str | None = Field(
+        None,
+        description="the last failed load, if the newest "
+        "version could not be loaded (the served one stays)",
+    )
 
 
 class SearchHit(BaseModel):
@@ -122,10 +137,12 @@ ANSWER_BODY = {
                     "type": "object",
                     "required": ["file", "question"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": "the GIF"},
-                        "question": {"type": "string", "maxLength": MAX_QUESTION_CHARS,
-                                     "example": "what is the color of the square ?"},
+                        "file": {"type": "string", "format": "binary", "description": "the GIF"},
+                        "question": {
+                            "type": "string",
+                            "maxLength": MAX_QUESTION_CHARS,
+                            "example": "what is the color of the square ?",
+                        },
                     },
                 }
             },
@@ -135,7 +152,20 @@ ANSWER_BODY = {
 }
 
 
-FRAMES_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "the GIF"}}}},
-    "application/json": {"schema": GifIn.model_json_schema()}}}}
+FRAMES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "the GIF"}
+                    },
+                }
+            },
+            "application/json": {"schema": GifIn.model_json_schema()},
+        },
+    }
+}

@@ -45,8 +45,15 @@ class ServeSettings(BaseSettings):
     def _pair_or_uri(self) -> ServeSettings:
         if (self.model_dir is None) != (self.clip_dir is None):
             raise ValueError("model_dir and clip_dir must be given together")
-        limits = (self.max_upload_bytes, self.max_question_chars, self.max_frames,
-                  self.max_pixels, self.max_batch_items, self.batch_max, self.queue_max)
+        limits = (
+            self.max_upload_bytes,
+            self.max_question_chars,
+            self.max_frames,
+            self.max_pixels,
+            self.max_batch_items,
+            self.batch_max,
+            self.queue_max,
+        )
         if min(limits) <= 0 or self.poll_seconds < 0:
             raise ValueError("limits must be positive")
         return self

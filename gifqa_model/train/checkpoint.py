@@ -11,13 +11,28 @@ import torch
 from gifqa_model.model.modeling import GifQAModel
 
 
-def save_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer, step: int,
-                    curve: list[dict], fingerprint: str = "") -> None:
+def save_checkpoint(
+    path: Path,
+    model: GifQAModel,
+    opt: torch.optim.Optimizer,
+    step: int,
+    curve: list[dict],
+    fingerprint: str = "",
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "curve": curve, "torch_rng": torch.get_rng_state(),
-                "config": asdict(model.cfg), "fingerprint": fingerprint}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "step": step,
+            "curve": curve,
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(model.cfg),
+            "fingerprint": fingerprint,
+        },
+        tmp,
+    )
     tmp.replace(path)  # atomic: a kill mid-save never leaves a half checkpoint
 
 
@@ -26,8 +41,9 @@ def checkpoint_fingerprint(path: Path) -> str:
     return str(torch.load(path, map_location="cpu", weights_only=True).get("fingerprint", ""))
 
 
-def load_checkpoint(path: Path, model: GifQAModel, opt: torch.optim.Optimizer,
-                    device: torch.device) -> tuple[int, list[dict]]:
+def load_checkpoint(
+    path: Path, model: GifQAModel, opt: torch.optim.Optimizer, device: torch.device
+) -> tuple[int, list[dict]]:
     """Restore model, optimiser and torch RNG from `path`; → (step, curve)."""
     # tensors and plain values only: a checkpoint that smuggles a pickled object is refused
     state = torch.load(path, map_location=device, weights_only=True)

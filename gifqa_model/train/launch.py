@@ -48,8 +48,16 @@ def torchrun_command(train: TrainParams, params_file: Path) -> list[str]:
     if train.nnodes == 1:
         cmd.append("--standalone")
     else:
-        cmd += ["--nnodes", str(train.nnodes), "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", train.rdzv_endpoint, "--rdzv-id", RDZV_ID]
+        cmd += [
+            "--nnodes",
+            str(train.nnodes),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            train.rdzv_endpoint,
+            "--rdzv-id",
+            RDZV_ID,
+        ]
     return [*cmd, "-m", "gifqa_model.cli", "train", "--params", str(params_file)]
 
 
@@ -60,8 +68,10 @@ def run_under_torchrun(params: Params, root: Path = Path(".")) -> None:
 
     train = params.train
     if torch.cuda.is_available() and train.nproc > torch.cuda.device_count():
-        raise ValueError(f"train.nproc is {train.nproc} but this machine has "
-                         f"{torch.cuda.device_count()} GPU(s): one process per GPU")
+        raise ValueError(
+            f"train.nproc is {train.nproc} but this machine has "
+            f"{torch.cuda.device_count()} GPU(s): one process per GPU"
+        )
     with tempfile.TemporaryDirectory(prefix="gifqa-torchrun-") as tmp:
         # the ranks read these params, not params.yaml: a caller's overrides reach them
         params_file = Path(tmp) / "params.yaml"
@@ -70,25 +80,32 @@ def run_under_torchrun(params: Params, root: Path = Path(".")) -> None:
         failures.mkdir()
         cmd = torchrun_command(train, params_file)
         log.info("training on %d x %d processes: %s", train.nnodes, train.nproc, " ".join(cmd))
-        code = subprocess.run(cmd, cwd=root, env={**os.environ, FAILURES_ENV: str(failures)},
-                              check=False).returncode
+        code = subprocess.run(
+            cmd, cwd=root, env={**os.environ, FAILURES_ENV: str(failures)}, check=False
+        ).returncode
         if code != 0:
             raise DistributedTrainFailed(failure_message(code, failures, train))
 
 
 def failure_message(code: int, failures: Path, train: TrainParams) -> str:
     """What failed, first failure first (a rank that dies takes the others down after it)."""
-    head = (f"training under torchrun ({train.nnodes} machine(s) x {train.nproc} processes) "
-            f"failed, exit code {code}")
-    reports = sorted((json.loads(f.read_text()) for f in failures.glob("rank-*.json")),
-                     key=lambda r: r["time"])
+    head = (
+        f"training under torchrun ({train.nnodes} machine(s) x {train.nproc} processes) "
+        f"failed, exit code {code}"
+    )
+    reports = sorted(
+        (json.loads(f.read_text()) for f in failures.glob("rank-*.json")), key=lambda r: r["time"]
+    )
     if not reports:
-        return (f"{head}; no rank on this machine raised an error (killed, out of memory, or a "
-                "rank on another machine failed): see torchrun's root cause above")
+        return (
+            f"{head}; no rank on this machine raised an error (killed, out of memory, or a "
+            "rank on another machine failed): see torchrun's root cause above"
+        )
     by_error: dict[str, list[str]] = {}  # ranks that failed alike, in order of the first
     for r in reports:
         by_error.setdefault(r["error"], []).append(
-            f"rank {r['rank']} (local {r['local_rank']} on {r['host']})")
+            f"rank {r['rank']} (local {r['local_rank']} on {r['host']})"
+        )
     lines = [f"{', '.join(ranks)}: {error}" for error, ranks in by_error.items()]
     return f"{head}; first failure: " + "; then ".join(lines)
 
@@ -99,9 +116,13 @@ def record_failure(exc: BaseException) -> None:
     if not folder:
         return
     rank = os.environ.get("RANK", "0")
-    report = {"rank": int(rank), "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
-              "host": socket.gethostname(), "time": time.time(),
-              "error": f"{type(exc).__name__}: {exc}"}
+    report = {
+        "rank": int(rank),
+        "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+        "host": socket.gethostname(),
+        "time": time.time(),
+        "error": f"{type(exc).__name__}: {exc}",
+    }
     Path(folder, f"rank-{rank}.json").write_text(json.dumps(report))
 
 

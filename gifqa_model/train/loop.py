@@ -87,9 +87,14 @@ class TrainSetup:
     caption_rows: np.ndarray | None
 
 
-def build(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: TrainParams,
-          descriptions: dict[str, str] | None = None,
-          scene: np.ndarray | None = None) -> TrainSetup:
+def build(
+    qa: pd.DataFrame,
+    keyframes: pd.DataFrame,
+    index_dir: Path,
+    params: TrainParams,
+    descriptions: dict[str, str] | None = None,
+    scene: np.ndarray | None = None,
+) -> TrainSetup:
     """Tables, tokenizer, model, optimiser and loss, in the order that fixes the random init."""
     rank, world, device = init_distributed()
     seed_everything(params.seed, params.deterministic)
@@ -101,35 +106,66 @@ def build(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: Tr
 
     n_frames = train_rows.shape[1]
     gif_ids = sorted(train.gif_id.unique())  # the order of Batches.by_gif
-    caption_texts, caption_rows = (_caption_table(gif_ids, descriptions, cache, n_frames)
-                                   if params.captions else ([], None))
+    caption_texts, caption_rows = (
+        _caption_table(gif_ids, descriptions, cache, n_frames) if params.captions else ([], None)
+    )
     texts = [*train.question, *train.answer, *caption_texts, CAPTION_PROMPT]
-    tokenizer = (load_tokenizer(params.tokenizer_dir) if params.tokenizer_dir else
-                 train_word_tokenizer(texts))
+    tokenizer = (
+        load_tokenizer(params.tokenizer_dir)
+        if params.tokenizer_dir
+        else train_word_tokenizer(texts)
+    )
     use_scene = params.scene_weight > 0
     extra_labels = tuple(params.scene_labels)
     classes = scene_classes(extra_labels)
-    if use_scene and (scene is None or len(scene) != len(cache.tokens)
-                      or scene.shape[-1] != len(classes)):
-        raise ValueError("train.scene_weight needs scene targets for every cached frame, with "
-                         "train.scene_labels (gifqa_model.data.scene.scene_table of the index "
-                         "stage's frames)")
-    scene_head = ({"scene_cells": params.scene_grid ** 2, "scene_classes": classes}
-                  if use_scene else {})
+    if use_scene and (
+        scene is None or len(scene) != len(cache.tokens) or scene.shape[-1] != len(classes)
+    ):
+        raise ValueError(
+            "train.scene_weight needs scene targets for every cached frame, with "
+            "train.scene_labels (gifqa_model.data.scene.scene_table of the index "
+            "stage's frames)"
+        )
+    scene_head = (
+        {"scene_cells": params.scene_grid**2, "scene_classes": classes} if use_scene else {}
+    )
     if use_scene and params.scene_words:
         scene_head["scene_word_ids"] = scene_word_ids(tokenizer, class_words(extra_labels))
-    cfg = GifQAConfig(**{"vision_width": cache.token_shape[1], "n_tokens": cache.token_shape[0],
-                         "max_frames": max(16, n_frames), "vocab_size": len(tokenizer),
-                         **params.model.model_dump(), **scene_head})
+    cfg = GifQAConfig(
+        **{
+            "vision_width": cache.token_shape[1],
+            "n_tokens": cache.token_shape[0],
+            "max_frames": max(16, n_frames),
+            "vocab_size": len(tokenizer),
+            **params.model.model_dump(),
+            **scene_head,
+        }
+    )
     model = GifQAModel(cfg, pretrained=cfg.profile == "full").to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     loss_module: torch.nn.Module = GifQALoss(model, params.mvm, params.scene_weight)
     if world > 1:  # gradients are all-reduced by DDP's hooks on loss_module.forward
         loss_module = torch.nn.parallel.DistributedDataParallel(loss_module)
-    return TrainSetup(rank, world, device, cache, train, val, train_rows, val_rows, tokenizer,
-                      cfg, model, opt, trainable, loss_module, scene if use_scene else None,
-                      caption_texts, caption_rows)
+    return TrainSetup(
+        rank,
+        world,
+        device,
+        cache,
+        train,
+        val,
+        train_rows,
+        val_rows,
+        tokenizer,
+        cfg,
+        model,
+        opt,
+        trainable,
+        loss_module,
+        scene if use_scene else None,
+        caption_texts,
+        caption_rows,
+    )
 
 
 class Batch(NamedTuple):
@@ -156,18 +192,20 @@ class Batches:
         self.rev_questions, self.rev_answers = self.questions, self.answers
         if params.time_reversal > 0:
             self.can_reverse, self.rev_questions, self.rev_answers = _reversed_table(
-                self.questions, self.answers, train.qtype.to_numpy(object))
+                self.questions, self.answers, train.qtype.to_numpy(object)
+            )
         self.per_batch = max(setup.world, min(params.gifs_per_batch, len(self.by_gif)))
 
     def draw(self, step: int, micro: int) -> Batch:
         p, s = self.params, self.setup
         rng = np.random.default_rng([p.seed, step, micro])
-        gifs = rng.choice(len(self.by_gif), size=self.per_batch, replace=False)[s.rank::s.world]
+        gifs = rng.choice(len(self.by_gif), size=self.per_batch, replace=False)[s.rank :: s.world]
         idx = np.concatenate([self.by_gif[g] for g in gifs])
         flip = np.zeros(len(idx), dtype=bool)
         if p.time_reversal > 0:  # a reversed GIF keeps the questions it can answer
-            flip = np.repeat(rng.random(len(gifs)) < p.time_reversal,
-                             [len(self.by_gif[g]) for g in gifs])
+            flip = np.repeat(
+                rng.random(len(gifs)) < p.time_reversal, [len(self.by_gif[g]) for g in gifs]
+            )
             keep = ~flip | self.can_reverse[idx]
             idx, flip = idx[keep], flip[keep]
         questions = np.where(flip, self.rev_questions[idx], self.questions[idx]).tolist()
@@ -187,11 +225,15 @@ class Stepper:
     def __init__(self, setup: TrainSetup, params: TrainParams) -> None:
         self.setup, self.params = setup, params
         device = setup.device
-        self.amp_dtype = (torch.bfloat16 if device.type == "cuda" and
-                          torch.cuda.is_bf16_supported() else torch.float16)
+        self.amp_dtype = (
+            torch.bfloat16
+            if device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else torch.float16
+        )
         self.use_amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
+        )
 
     def __call__(self, batches: Batches, step: int, lr: float) -> tuple[dict[str, float], int]:
         """→ the step's curve point (losses, grad norm, lr) and the questions it saw."""
@@ -205,28 +247,37 @@ class Stepper:
             n_seen += batch.n_qa * s.world
             ids, mask, labels = encode_train_batch(s.tokenizer, batch.questions, batch.answers)
             frames = s.cache.frames(batch.rows, batch.flip, s.cfg.motion_gap)
-            scene_t = (torch.from_numpy(s.scene[frames.source.numpy()]).to(s.device)
-                       if s.scene is not None else None)
+            scene_t = (
+                torch.from_numpy(s.scene[frames.source.numpy()]).to(s.device)
+                if s.scene is not None
+                else None
+            )
             frames = frames.to(s.device)
             gen = torch.Generator().manual_seed(batch.seed)
-            sync = (contextlib.nullcontext() if s.world == 1 or micro == p.grad_accum - 1
-                    else s.loss_module.no_sync())
-            with sync, torch.autocast(s.device.type, dtype=self.amp_dtype,
-                                      enabled=self.use_amp):
-                out = s.loss_module(frames, ids.to(s.device), mask.to(s.device),
-                                    labels.to(s.device), gen, scene_t)
+            sync = (
+                contextlib.nullcontext()
+                if s.world == 1 or micro == p.grad_accum - 1
+                else s.loss_module.no_sync()
+            )
+            with sync, torch.autocast(s.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                out = s.loss_module(
+                    frames, ids.to(s.device), mask.to(s.device), labels.to(s.device), gen, scene_t
+                )
                 self.scaler.scale(out.loss / p.grad_accum).backward()
             stats.append(out)
         self.scaler.unscale_(s.opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(s.trainable, p.grad_clip)
         self.scaler.step(s.opt)
         self.scaler.update()
-        point = {"loss": float(np.mean([float(o.loss.detach()) for o in stats])),
-                 "answer_loss": float(np.mean([float(o.answer_loss) for o in stats])),
-                 "mvm_loss": float(np.mean([float(o.mvm_loss) for o in stats])),
-                 "mask_ratio": float(np.mean([o.mask_ratio for o in stats])),
-                 "scene_loss": float(np.mean([float(o.scene_loss) for o in stats])),
-                 "grad_norm": float(grad_norm), "lr": s.opt.param_groups[0]["lr"]}
+        point = {
+            "loss": float(np.mean([float(o.loss.detach()) for o in stats])),
+            "answer_loss": float(np.mean([float(o.answer_loss) for o in stats])),
+            "mvm_loss": float(np.mean([float(o.mvm_loss) for o in stats])),
+            "mask_ratio": float(np.mean([o.mask_ratio for o in stats])),
+            "scene_loss": float(np.mean([float(o.scene_loss) for o in stats])),
+            "grad_norm": float(grad_norm),
+            "lr": s.opt.param_groups[0]["lr"],
+        }
         return point, n_seen
 
 
@@ -236,9 +287,10 @@ def validate(setup: TrainSetup) -> dict[str, float]:
     pred = predict_answers(s.model, s.tokenizer, s.cache, s.val_rows, s.val.question.tolist())
     correct = exact_match(pred, s.val.answer.tolist())
     s.model.train()
-    return {"val_accuracy": float(correct.mean()),
-            **{f"val_accuracy_{qt}": acc
-               for qt, acc in accuracy_table(correct, s.val.qtype).items()}}
+    return {
+        "val_accuracy": float(correct.mean()),
+        **{f"val_accuracy_{qt}": acc for qt, acc in accuracy_table(correct, s.val.qtype).items()},
+    }
 
 
 def _resume(s, params: TrainParams, ckpt_path: Path, fingerprint: str) -> tuple[int, list]:
@@ -254,34 +306,48 @@ def _resume(s, params: TrainParams, ckpt_path: Path, fingerprint: str) -> tuple[
     # ranks at different steps would train different schedules (or hang); this happens when
     # a machine does not see the checkpoint folder rank 0 wrote
     if agreed_max(step, s.world, s.device) != -agreed_max(-step, s.world, s.device):
-        raise RuntimeError(f"ranks resumed from different steps ({ckpt_path} is not on every "
-                           "machine): put outputs/.checkpoints on storage all machines share, "
-                           "or delete it to start over")
+        raise RuntimeError(
+            f"ranks resumed from different steps ({ckpt_path} is not on every "
+            "machine): put outputs/.checkpoints on storage all machines share, "
+            "or delete it to start over"
+        )
     return step, curve
 
 
-def _run_metrics(s, curve: list[dict], step: int, resumed_from: int, elapsed: float,
-                 n_seen: int) -> dict:
-    metrics = {"steps": step, "resumed_from_step": resumed_from,
-               "train_seconds": round(elapsed, 1),
-               "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
-               "n_train_qa": len(s.train), "n_params_trainable": count_parameters(s.model),
-               "final_loss": curve[-1]["loss"] if curve else float("nan"),
-               "world_size": s.world, "device": s.device.type,
-               # equal on every rank when DDP really all-reduced the gradients
-               "param_checksum": round(float(sum(p.detach().double().sum()
-                                                 for p in s.trainable)), 6)}
+def _run_metrics(
+    s, curve: list[dict], step: int, resumed_from: int, elapsed: float, n_seen: int
+) -> dict:
+    metrics = {
+        "steps": step,
+        "resumed_from_step": resumed_from,
+        "train_seconds": round(elapsed, 1),
+        "qa_per_second": round(n_seen / max(elapsed, 1e-9), 1),
+        "n_train_qa": len(s.train),
+        "n_params_trainable": count_parameters(s.model),
+        "final_loss": curve[-1]["loss"] if curve else float("nan"),
+        "world_size": s.world,
+        "device": s.device.type,
+        # equal on every rank when DDP really all-reduced the gradients
+        "param_checksum": round(float(sum(p.detach().double().sum() for p in s.trainable)), 6),
+    }
     vals = [p["val_accuracy"] for p in curve if "val_accuracy" in p]
     if vals:
         metrics["val_accuracy"] = vals[-1]
     return metrics
 
 
-def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params: TrainParams,
-              out_dir: Path, mlflow_run_id: str | None = None,
-              descriptions: dict[str, str] | None = None,
-              scene: np.ndarray | None = None, checkpoint_dir: Path | None = None,
-              fingerprint: str = "") -> dict:
+def run_train(
+    qa: pd.DataFrame,
+    keyframes: pd.DataFrame,
+    index_dir: Path,
+    params: TrainParams,
+    out_dir: Path,
+    mlflow_run_id: str | None = None,
+    descriptions: dict[str, str] | None = None,
+    scene: np.ndarray | None = None,
+    checkpoint_dir: Path | None = None,
+    fingerprint: str = "",
+) -> dict:
     """Train on the train split, monitor on val; returns metrics (rank 0 writes out_dir).
 
     Checkpoints go to `checkpoint_dir` (default `out_dir/checkpoints`); a run resumes from one
@@ -305,8 +371,7 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
     n_seen = 0
     # the cap is the run's, across a resume
     t0 = time.time() - (curve[-1]["seconds"] if curve else 0.0)
-    bar = tqdm(total=params.max_steps, initial=step, desc="train", unit="step",
-               disable=rank != 0)
+    bar = tqdm(total=params.max_steps, initial=step, desc="train", unit="step", disable=rank != 0)
     s.model.train()
     last = min(params.max_steps, params.stop_at_step or params.max_steps)
     has_val = rank == 0 and len(s.val) > 0
@@ -319,7 +384,8 @@ def run_train(qa: pd.DataFrame, keyframes: pd.DataFrame, index_dir: Path, params
                 f"train.max_minutes ({params.max_minutes}) passed at step {step} of "
                 f"{params.max_steps}: no model is written (a shorter run would be another "
                 f"model). Step {step} is checkpointed in {ckpt_path}; run the stage again to "
-                "resume, or raise train.max_minutes")
+                "resume, or raise train.max_minutes"
+            )
         point, seen = stepper(batches, step, cosine_lr(step, params))
         n_seen += seen
         step += 1
@@ -356,15 +422,17 @@ def scene_word_ids(tokenizer, words: list[list[str]]) -> list[list[int]]:
         for w in attribute:
             tok = tokenizer(" " + w, add_special_tokens=False)["input_ids"]
             if len(tok) != 1 or tok[0] == tokenizer.unk_token_id:
-                raise ValueError(f"train.scene_words needs one known token per class word; "
-                                 f"{w!r} is {tok}")
+                raise ValueError(
+                    f"train.scene_words needs one known token per class word; {w!r} is {tok}"
+                )
             ids.append(tok[0])
         out.append(ids)
     return out
 
 
-def _reversed_table(questions: np.ndarray, answers: np.ndarray,
-                    qtypes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _reversed_table(
+    questions: np.ndarray, answers: np.ndarray, qtypes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per train QA: can it be reversed, and its reversed question and answer (else its own)."""
     rev = [reverse_qa(q, a, t) for q, a, t in zip(questions, answers, qtypes, strict=True)]
     ok = np.array([r is not None for r in rev])
@@ -373,8 +441,9 @@ def _reversed_table(questions: np.ndarray, answers: np.ndarray,
     return ok, rev_q, rev_a
 
 
-def _caption_table(gif_ids: list[str], descriptions: dict[str, str] | None, cache: FrameCache,
-                   n_frames: int) -> tuple[list[str], np.ndarray]:
+def _caption_table(
+    gif_ids: list[str], descriptions: dict[str, str] | None, cache: FrameCache, n_frames: int
+) -> tuple[list[str], np.ndarray]:
     """Per train GIF: its description as an answer, and `n_frames` evenly spread cache rows."""
     if not descriptions:
         raise ValueError("train.captions needs the GIFs' descriptions (the clean manifest)")
@@ -384,4 +453,3 @@ def _caption_table(gif_ids: list[str], descriptions: dict[str, str] | None, cach
         local = np.linspace(0, cache.count[g] - 1, n_frames).round().astype(int)
         rows.append(cache.offset[g] + local)
     return texts, np.stack(rows)
-

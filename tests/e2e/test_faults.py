@@ -28,21 +28,30 @@ DVC = [sys.executable, "-m", "dvc"]
 
 @pytest.fixture()
 def project(tmp_path) -> Path:
-    root = make_project(tmp_path / "p", {"train": {"max_steps": 400, "checkpoint_every": 5,
-                                                   "eval_every": 400}})
+    root = make_project(
+        tmp_path / "p", {"train": {"max_steps": 400, "checkpoint_every": 5, "eval_every": 400}}
+    )
     stage_data(load_params(root / "params.yaml"), root=root)
     sh([*DVC, "add", "-q", "data"], root)
     return root
 
 
 def test_a_run_killed_mid_train_resumes_and_reruns_only_what_is_stale(project: Path) -> None:
-    proc = subprocess.Popen([*DVC, "repro", "train"], cwd=project, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=stage_env())
+    proc = subprocess.Popen(
+        [*DVC, "repro", "train"],
+        cwd=project,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=stage_env(),
+    )
     ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
     try:
-        wait_until(lambda: ckpt.is_file() or proc.poll() is not None, timeout=900,
-                   what="the first checkpoint")
+        wait_until(
+            lambda: ckpt.is_file() or proc.poll() is not None,
+            timeout=900,
+            what="the first checkpoint",
+        )
         assert proc.poll() is None, "training ended before it could be killed"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the worker dies: no cleanup runs
@@ -66,8 +75,7 @@ def small_disk(tmp_path):
 
     def mount(where: Path) -> Path:
         where.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(where)],
-                       check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(where)], check=True)
         mounts.append(where)
         return where
 
@@ -78,12 +86,14 @@ def small_disk(tmp_path):
 
 def test_full_disk_during_ingest_records_nothing_as_done(project: Path, small_disk) -> None:
     small_disk(project / "outputs")
-    proc = subprocess.run([*DVC, "repro", "ingest"], cwd=project, text=True,
-                          capture_output=True, env=stage_env())
+    proc = subprocess.run(
+        [*DVC, "repro", "ingest"], cwd=project, text=True, capture_output=True, env=stage_env()
+    )
     assert proc.returncode != 0
     assert "No space left on device" in " ".join((proc.stdout + proc.stderr).split())
     assert not (project / "dvc.lock").exists() or "ingest" not in (
-        yaml.safe_load((project / "dvc.lock").read_text()).get("stages") or {})
+        yaml.safe_load((project / "dvc.lock").read_text()).get("stages") or {}
+    )
     assert not (project / "metrics" / "ingest.json").exists()
     subprocess.run(["umount", "-l", str(project / "outputs")], check=True)
     sh([*DVC, "repro", "ingest"], project)  # space again: the stage runs and is recorded
@@ -91,7 +101,8 @@ def test_full_disk_during_ingest_records_nothing_as_done(project: Path, small_di
 
 
 def test_full_disk_during_a_drop_import_leaves_corpus_and_drop_as_they_were(
-        tmp_path: Path, small_disk) -> None:
+    tmp_path: Path, small_disk
+) -> None:
     drop = tmp_path / "drop"
     generate_corpus(drop, ShapesParams(n_gifs=20, seed=5))
     before = sorted(p.relative_to(drop) for p in drop.rglob("*"))

@@ -53,7 +53,8 @@ def test_flow_registers_a_champion(project: Path, flow_summary: dict) -> None:
 @pytest.mark.integration
 def test_mlflow_run_has_metrics_params_and_lineage(project: Path, flow_summary: dict) -> None:
     run = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}").get_run(
-        flow_summary["run_id"])
+        flow_summary["run_id"]
+    )
     assert "evaluate/accuracy" in run.data.metrics  # grouped by stage in the UI
     assert "ingest/n_ok" in run.data.metrics
     assert "evaluate/benchmark/accuracy" in run.data.metrics
@@ -76,8 +77,9 @@ def test_champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict)
         mlflow.set_tracking_uri(old)
     gif = sorted((project / "data" / "shapesworld" / "gifs").glob("*.gif"))[0]
     data = base64.b64encode(gif.read_bytes()).decode()
-    out = model.predict(pd.DataFrame({"gif": [data],
-                                      "question": ["what is the color of the circle ?"]}))
+    out = model.predict(
+        pd.DataFrame({"gif": [data], "question": ["what is the color of the circle ?"]})
+    )
     qa = pd.read_parquet(project / "outputs" / "validate" / "qa_clean.parquet")
     # a 12-step model: not right yet, but it answers in the corpus' own answer words
     assert out.answer[0] in set(qa.answer.map(match_form)) and 0 < out.confidence[0] <= 1
@@ -109,8 +111,7 @@ def _retrain(project: Path) -> dict:
 
 
 @pytest.mark.integration
-def test_the_first_version_has_a_model_card_and_a_report(project: Path,
-                                                          flow_summary: dict) -> None:
+def test_the_first_version_has_a_model_card_and_a_report(project: Path, flow_summary: dict) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     v1 = client.get_model_version("gifqa", "1")
     assert "Limits: trained on ShapesWorld" in v1.description
@@ -127,7 +128,8 @@ def test_the_first_version_has_a_model_card_and_a_report(project: Path,
 
 @pytest.mark.integration
 def test_nothing_changed_registers_nothing_then_a_new_seed_is_gated(
-        project: Path, flow_summary: dict) -> None:
+    project: Path, flow_summary: dict
+) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     again = _retrain(project)
     assert again["unchanged"] and again["version"] == 1 and not again["promoted"]

@@ -19,9 +19,14 @@ STAGES = "Pipeline stages (run by dvc repro)"
 
 
 def _help(module: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", module, *args, "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120,
-                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -41,9 +46,26 @@ def _panels(out: str) -> dict[str, list[str]]:
 
 def test_the_installed_command_joins_library_and_orchestration() -> None:
     out = _help("flows.cli")
-    for command in ["ingest", "synth-qa", "validate", "index", "train", "benchmark", "evaluate",
-                    "data", "qa", "answer", "search", "serve", "run", "models", "ui", "stack",
-                    "deploy", "dev"]:
+    for command in [
+        "ingest",
+        "synth-qa",
+        "validate",
+        "index",
+        "train",
+        "benchmark",
+        "evaluate",
+        "data",
+        "qa",
+        "answer",
+        "search",
+        "serve",
+        "run",
+        "models",
+        "ui",
+        "stack",
+        "deploy",
+        "dev",
+    ]:
         assert f" {command} " in out, command
 
 
@@ -76,10 +98,13 @@ def test_models_holds_list_history_promote_rollback() -> None:
 
 
 def test_listing_commands_imports_no_prefect() -> None:
-    code = ("import sys\nfrom flows.cli import app\n"
-            "print('prefect' in sys.modules, 'torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys\nfrom flows.cli import app\n"
+        "print('prefect' in sys.modules, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False", "False"]
 
@@ -100,9 +125,11 @@ def runner():
 
 def test_qa_command_reads_the_projects_descriptions_tsv(runner, tmp_path: Path) -> None:
     src = tmp_path / "descriptions.tsv"  # the header data/shapesworld/descriptions.tsv has
-    src.write_text("gif\tdescription\n"
-                   "sw_000000.gif\ta small red circle in the top left moves to the right .\n"
-                   "sw_000001.gif\tthree blue squares on the left spin .\n")
+    src.write_text(
+        "gif\tdescription\n"
+        "sw_000000.gif\ta small red circle in the top left moves to the right .\n"
+        "sw_000001.gif\tthree blue squares on the left spin .\n"
+    )
     out = tmp_path / "qa.tsv"
     result = runner("qa", "--input", src, "--output", out, "--params", REPO / "params.yaml")
     assert result.exit_code == 0, result.output
@@ -115,8 +142,11 @@ def test_qa_command_reads_the_projects_descriptions_tsv(runner, tmp_path: Path) 
 def test_dev_deps_prints_stale_stages_and_rewrites(runner, monkeypatch) -> None:
     from gifqa_model.core import deps
 
-    monkeypatch.setattr(deps, "stale_code_deps", lambda: {
-        "index": (["gifqa_model/a.py"], ["gifqa_model/a.py", "gifqa_model/b.py"])})
+    monkeypatch.setattr(
+        deps,
+        "stale_code_deps",
+        lambda: {"index": (["gifqa_model/a.py"], ["gifqa_model/a.py", "gifqa_model/b.py"])},
+    )
     result = runner("dev", "deps")
     assert result.exit_code == 1 and "index: +gifqa_model/b.py" in result.output, result.output
     monkeypatch.setattr(deps, "stale_code_deps", dict)

@@ -30,19 +30,20 @@ def _champion_with_profile(uri: str, profile: pd.DataFrame, tmp: Path) -> None:
         mlflow.log_artifact(str(tmp / PROFILE_FILE), "drift")
     client = MlflowClient(uri)
     client.create_registered_model("gifqa")
-    mv = client.create_model_version("gifqa", f"runs:/{run.info.run_id}/drift",
-                                     run_id=run.info.run_id)
+    mv = client.create_model_version(
+        "gifqa", f"runs:/{run.info.run_id}/drift", run_id=run.info.run_id
+    )
     client.set_registered_model_alias("gifqa", CHAMPION, mv.version)
 
 
 @pytest.mark.integration
-def test_drifted_drop_below_min_new_gifs_triggers_a_retrain(tmp_path: Path,
-                                                            monkeypatch) -> None:
+def test_drifted_drop_below_min_new_gifs_triggers_a_retrain(tmp_path: Path, monkeypatch) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    params = {"deploy": {"min_new_gifs": 100},  # 24 waiting GIFs alone would wait for more
-              "drift": {"min_gifs": 20, "warn_share": 0.25, "retrain_share": 0.25,
-                        "hold_share": None}}
+    params = {
+        "deploy": {"min_new_gifs": 100},  # 24 waiting GIFs alone would wait for more
+        "drift": {"min_gifs": 20, "warn_share": 0.25, "retrain_share": 0.25, "hold_share": None},
+    }
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     sh([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], project)
     uri = f"sqlite:///{project / 'mlflow.db'}"
@@ -57,8 +58,13 @@ def test_drifted_drop_below_min_new_gifs_triggers_a_retrain(tmp_path: Path,
     import flows.watch
 
     triggered = []
-    monkeypatch.setattr(flows.watch, "run_deployment", lambda name, **kw: (
-        triggered.append(name) or SimpleNamespace(id="run-1", name="retrain-run")))
+    monkeypatch.setattr(
+        flows.watch,
+        "run_deployment",
+        lambda name, **kw: (
+            triggered.append(name) or SimpleNamespace(id="run-1", name="retrain-run")
+        ),
+    )
     summary = flows.watch.watch_data(project_dir=str(project))
     assert summary["drift"] == "retrain"
     assert summary["added"] == 24 and summary["triggered"] == "run-1"

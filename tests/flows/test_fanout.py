@@ -17,14 +17,16 @@ from gifqa_model.index.indexing import cached_tokens
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
-            if f.is_file()}
+    return {
+        str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()
+    }
 
 
 def test_dask_shards_give_the_serial_outputs(tmp_path: Path) -> None:
     generate_corpus(tmp_path / "corpus", ShapesParams(n_gifs=10, workers=1))
-    params = IngestParams(sources=[IngestSource(kind="folder", path=str(tmp_path / "corpus"),
-                                                source="shapes")])
+    params = IngestParams(
+        sources=[IngestSource(kind="folder", path=str(tmp_path / "corpus"), source="shapes")]
+    )
     mapper = dask_mapper(FanoutSettings(runner="dask", workers=2, shards=3))
     run_ingest(params, tmp_path / "serial")
     metrics = run_ingest(params, tmp_path / "dask", mapper=mapper, shards=3)
@@ -35,8 +37,9 @@ def test_dask_shards_give_the_serial_outputs(tmp_path: Path) -> None:
     clip_dir = tmp_path / "clip"
     build_clip(ClipParams()).save(clip_dir)  # an encoder as the fit leaves it: saved weights
     serial = cached_tokens(manifest, clip_dir, 4, WorkCache(None))
-    spread = cached_tokens(manifest, clip_dir, 4, WorkCache(tmp_path / "cache"), mapper=mapper,
-                           shards=3)
+    spread = cached_tokens(
+        manifest, clip_dir, 4, WorkCache(tmp_path / "cache"), mapper=mapper, shards=3
+    )
     assert serial[0].tobytes() == spread[0].tobytes()  # tokens
     assert serial[1].tobytes() == spread[1].tobytes()  # embeddings
     pd.testing.assert_frame_equal(serial[2], spread[2])

@@ -14,17 +14,40 @@ from tests.helpers import git_commit, sh
 
 
 def test_flatten_metrics_keeps_numbers_only() -> None:
-    flat = flatten_metrics({"accuracy": 0.5, "by_qtype": {"color": 1.0},
-                            "passed": True, "message": "x", "token_shape": [16, 128]}, "evaluate")
-    assert flat == {"evaluate/accuracy": 0.5, "evaluate/by_qtype/color": 1.0,
-                    "evaluate/passed": 1.0}
+    flat = flatten_metrics(
+        {
+            "accuracy": 0.5,
+            "by_qtype": {"color": 1.0},
+            "passed": True,
+            "message": "x",
+            "token_shape": [16, 128],
+        },
+        "evaluate",
+    )
+    assert flat == {
+        "evaluate/accuracy": 0.5,
+        "evaluate/by_qtype/color": 1.0,
+        "evaluate/passed": 1.0,
+    }
 
 
 def test_lineage_tags_read_dvc_files(tmp_path: Path) -> None:
-    (tmp_path / "data.dvc").write_text(yaml.safe_dump(
-        {"outs": [{"md5": "abc.dir", "path": "data"}]}))
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "train": {"cmd": "gifqa train", "outs": [{"path": "outputs/train", "md5": "def.dir"}]}}}))
+    (tmp_path / "data.dvc").write_text(
+        yaml.safe_dump({"outs": [{"md5": "abc.dir", "path": "data"}]})
+    )
+    (tmp_path / "dvc.lock").write_text(
+        yaml.safe_dump(
+            {
+                "schema": "2.0",
+                "stages": {
+                    "train": {
+                        "cmd": "gifqa train",
+                        "outs": [{"path": "outputs/train", "md5": "def.dir"}],
+                    }
+                },
+            }
+        )
+    )
     tags = lineage_tags(tmp_path)
     assert tags["dvc.data.data.md5"] == "abc.dir"
     assert tags["dvc.train.outputs/train.md5"] == "def.dir"
@@ -34,8 +57,9 @@ def test_lineage_tags_read_dvc_files(tmp_path: Path) -> None:
     head = sh(["git", "rev-parse", "HEAD"], tmp_path).strip()
     tags = lineage_tags(tmp_path)
     assert tags["git_commit"] == head and tags["git_dirty"] == "false"
-    (tmp_path / "data.dvc").write_text(yaml.safe_dump({"outs": [{"md5": "new.dir",
-                                                                 "path": "data"}]}))
+    (tmp_path / "data.dvc").write_text(
+        yaml.safe_dump({"outs": [{"md5": "new.dir", "path": "data"}]})
+    )
     assert lineage_tags(tmp_path)["git_dirty"] == "true"
 
 

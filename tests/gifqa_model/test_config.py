@@ -39,17 +39,21 @@ def test_params_yaml_states_every_key_so_dvc_tracks_it() -> None:
     assert sorted(defaults) == sorted(written)
 
 
-@pytest.mark.parametrize("body, names", [
-    ({"train": {"max_stpes": 5}}, ["train", "max_stpes"]),
-    ({"train": {"model": {"lm_hiden": 64}}}, ["train", "model", "lm_hiden"]),
-    ({"train": {"mvm": {"wieght": 1.0}}}, ["train", "mvm", "wieght"]),
-    ({"clip": {"fit_step": 10}}, ["clip", "fit_step"]),
-    ({"ingest": {"limits": {"max_byte": 1}}}, ["ingest", "limits", "max_byte"]),
-    ({"registry": {"name": "x"}}, ["registry", "name"]),
-    ({"evalute": {}}, ["evalute"]),
-])
-def test_a_typo_fails_with_its_key_and_section(tmp_path: Path, body: dict,
-                                               names: list[str]) -> None:
+@pytest.mark.parametrize(
+    "body, names",
+    [
+        ({"train": {"max_stpes": 5}}, ["train", "max_stpes"]),
+        ({"train": {"model": {"lm_hiden": 64}}}, ["train", "model", "lm_hiden"]),
+        ({"train": {"mvm": {"wieght": 1.0}}}, ["train", "mvm", "wieght"]),
+        ({"clip": {"fit_step": 10}}, ["clip", "fit_step"]),
+        ({"ingest": {"limits": {"max_byte": 1}}}, ["ingest", "limits", "max_byte"]),
+        ({"registry": {"name": "x"}}, ["registry", "name"]),
+        ({"evalute": {}}, ["evalute"]),
+    ],
+)
+def test_a_typo_fails_with_its_key_and_section(
+    tmp_path: Path, body: dict, names: list[str]
+) -> None:
     with pytest.raises(pydantic.ValidationError) as err:
         load_params(_write(tmp_path, body))
     text = str(err.value)
@@ -58,9 +62,13 @@ def test_a_typo_fails_with_its_key_and_section(tmp_path: Path, body: dict,
 
 
 def test_every_params_model_refuses_unknown_keys() -> None:
-    models = [v for v in vars(config).values()
-              if isinstance(v, type) and issubclass(v, pydantic.BaseModel)
-              and v.__module__ == config.__name__]
+    models = [
+        v
+        for v in vars(config).values()
+        if isinstance(v, type)
+        and issubclass(v, pydantic.BaseModel)
+        and v.__module__ == config.__name__
+    ]
     assert len(models) >= 12
     for model in models:
         assert model.model_config.get("extra") == "forbid", model.__name__
@@ -72,13 +80,16 @@ def test_typed_sections_take_their_values() -> None:
     assert p.model.qformer_hidden == config.ModelParams().qformer_hidden  # the rest defaults
 
 
-@pytest.mark.parametrize("train, message", [
-    ({"scene_labels": ["motion"], "model": {"motion_gap": 0}}, "motion_gap"),
-    ({"scene_labels": ["position"], "time_reversal": 0.5}, "time_reversal"),
-    ({"scene_labels": ["colour"]}, "scene_labels"),
-    ({"mvm": {"ratio_min": 0.8, "ratio_max": 0.2}}, "ratio_min"),
-    ({"model": {"profile": "full"}}, "qformer_dir"),
-])
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"scene_labels": ["motion"], "model": {"motion_gap": 0}}, "motion_gap"),
+        ({"scene_labels": ["position"], "time_reversal": 0.5}, "time_reversal"),
+        ({"scene_labels": ["colour"]}, "scene_labels"),
+        ({"mvm": {"ratio_min": 0.8, "ratio_max": 0.2}}, "ratio_min"),
+        ({"model": {"profile": "full"}}, "qformer_dir"),
+    ],
+)
 def test_cross_field_checks_fail_at_load(train: dict, message: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=message):
         TrainParams.model_validate(train)
@@ -105,5 +116,4 @@ def test_overrides_parse_yaml_and_merge_dotted_keys() -> None:
 
 
 def test_flatten_joins_nested_keys() -> None:
-    assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1]}) == {"a.b": 1, "a.c.d": "x",
-                                                                  "e": [1]}
+    assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1]}) == {"a.b": 1, "a.c.d": "x", "e": [1]}

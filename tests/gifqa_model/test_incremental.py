@@ -32,8 +32,9 @@ INDEX = IndexParams(frames_per_gif=4, decode_workers=1)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
-            if f.is_file()}
+    return {
+        str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +50,16 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
     return base, new
 
 
-def _ingest(folders: list[Path], out: Path, cache: WorkCache | None,
-            limits: GifLimits | None = None) -> dict:
+def _ingest(
+    folders: list[Path], out: Path, cache: WorkCache | None, limits: GifLimits | None = None
+) -> dict:
     sources = [IngestSource(kind="folder", path=str(f), source=f.name) for f in folders]
-    return run_ingest(IngestParams(sources=sources, limits=limits or GifLimits()), out,
-                      cache=cache)
+    return run_ingest(IngestParams(sources=sources, limits=limits or GifLimits()), out, cache=cache)
 
 
 def test_ingest_and_qa_reuse_their_verdicts_and_match_a_run_without_cache(
-        corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
     base, _ = corpus
     cache = WorkCache(tmp_path / "cache")
     first = _ingest([base], tmp_path / "a", cache)
@@ -77,8 +79,9 @@ def test_ingest_and_qa_reuse_their_verdicts_and_match_a_run_without_cache(
     qa_cache = WorkCache(tmp_path / "qa")
     table, metrics = synth_qa(manifest, QAParams(), progress=False, cache=qa_cache)
     assert metrics["n_parsed"] == len(set(manifest.description))
-    cached, metrics = synth_qa(manifest, QAParams(), progress=False,
-                               cache=WorkCache(tmp_path / "qa"))
+    cached, metrics = synth_qa(
+        manifest, QAParams(), progress=False, cache=WorkCache(tmp_path / "qa")
+    )
     assert metrics["n_parsed"] == 0  # nothing parsed: spaCy is not even loaded
     plain, _ = synth_qa(manifest, QAParams(), progress=False)
     pd.testing.assert_frame_equal(table, cached)
@@ -94,7 +97,8 @@ def _tables(folders: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def test_new_gifs_redo_only_their_own_work_and_give_the_from_scratch_outputs(
-        corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
     base, new = corpus
     cache = WorkCache(tmp_path / "cache")
     manifest, qa = _tables([base], tmp_path / "t0")
@@ -108,8 +112,9 @@ def test_new_gifs_redo_only_their_own_work_and_give_the_from_scratch_outputs(
     assert n_new == 6
     cache = WorkCache(tmp_path / "cache")
     params = CLIP.model_copy(update={"refit_growth": 1.0})
-    metrics = run_index(grown, grown_qa, params, INDEX, tmp_path / "incremental", cache=cache,
-                        fit_set=pinned)
+    metrics = run_index(
+        grown, grown_qa, params, INDEX, tmp_path / "incremental", cache=cache, fit_set=pinned
+    )
     assert metrics["clip_fit_pinned"] is True and metrics["clip_fit_cached"] is True
     # the fit, per GIF its tokens and its keyframes, then the new GIFs' distinct questions:
     # only the new GIFs and the questions never asked before miss
@@ -118,16 +123,28 @@ def test_new_gifs_redo_only_their_own_work_and_give_the_from_scratch_outputs(
     assert cache.misses == 2 * n_new + len(asked - set(qa.question))
     assert cache.hits == 1 + 2 * len(manifest) + len(asked & set(qa.question))
 
-    run_index(grown, grown_qa, params, INDEX, tmp_path / "scratch",
-              cache=WorkCache(tmp_path / "empty"), fit_set=pinned)
+    run_index(
+        grown,
+        grown_qa,
+        params,
+        INDEX,
+        tmp_path / "scratch",
+        cache=WorkCache(tmp_path / "empty"),
+        fit_set=pinned,
+    )
     incremental, scratch = _files(tmp_path / "incremental"), _files(tmp_path / "scratch")
     assert incremental.keys() == scratch.keys()
     assert [k for k in incremental if incremental[k] != scratch[k]] == []
 
 
 def test_the_encoder_is_refitted_once_the_corpus_outgrows_its_pinned_set() -> None:
-    train = pd.DataFrame({"gif_id": [f"g{i}" for i in range(12)],
-                          "sha256": [f"{i:064x}" for i in range(12)], "split": "train"})
+    train = pd.DataFrame(
+        {
+            "gif_id": [f"g{i}" for i in range(12)],
+            "sha256": [f"{i:064x}" for i in range(12)],
+            "split": "train",
+        }
+    )
     pinned = set(train.sha256[:10])
     rows, m = fit_rows(train, pinned, refit_growth=0.25)  # 2 new of 10: 20% ≤ 25%
     assert m["clip_fit_pinned"] and list(rows.sha256) == sorted(pinned)

@@ -20,9 +20,14 @@ def stack():
     # PostgreSQL runs as its own user: the home must be reachable by it (pytest's are 0700)
     home = Path(tempfile.mkdtemp(prefix="gifqa-stack-"))
     home.chmod(0o755)
-    settings = load_settings(home=home, pg_port=free_port(), s3_port=free_port(),
-                             mlflow_port=free_port(), prefect_port=free_port(),
-                             work_pool=f"gifqa-test-{os.getpid()}")
+    settings = load_settings(
+        home=home,
+        pg_port=free_port(),
+        s3_port=free_port(),
+        mlflow_port=free_port(),
+        prefect_port=free_port(),
+        work_pool=f"gifqa-test-{os.getpid()}",
+    )
     st = Stack(settings)
     try:
         st.up(progress=lambda m: print(m, flush=True))

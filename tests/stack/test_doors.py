@@ -21,13 +21,21 @@ def model(stack) -> str:
     auth = (s.mlflow_user, s.mlflow_password)
     base = urls(s)["mlflow"] + API
     name = "doors-test"
-    httpx.post(f"{base}/registered-models/create", json={"name": name}, auth=auth,
-               timeout=10).raise_for_status()
-    httpx.post(f"{base}/model-versions/create", json={"name": name, "source": "s3://x/y"},
-               auth=auth, timeout=10).raise_for_status()
-    httpx.post(f"{base}/registered-models/alias", json={"name": name, "alias": "champion",
-                                                        "version": "1"},
-               auth=auth, timeout=10).raise_for_status()
+    httpx.post(
+        f"{base}/registered-models/create", json={"name": name}, auth=auth, timeout=10
+    ).raise_for_status()
+    httpx.post(
+        f"{base}/model-versions/create",
+        json={"name": name, "source": "s3://x/y"},
+        auth=auth,
+        timeout=10,
+    ).raise_for_status()
+    httpx.post(
+        f"{base}/registered-models/alias",
+        json={"name": name, "alias": "champion", "version": "1"},
+        auth=auth,
+        timeout=10,
+    ).raise_for_status()
     return name
 
 
@@ -42,8 +50,9 @@ WRITES = [
 def test_no_one_without_a_user_writes_to_the_registry(stack, model, path, body) -> None:
     r = httpx.post(f"{urls(stack.s)['mlflow']}{API}/{path}", json=body(model), timeout=10)
     assert r.status_code == 401, r.text
-    r = httpx.get(f"{urls(stack.s)['mlflow']}{API}/registered-models/get",
-                  params={"name": model}, timeout=10)
+    r = httpx.get(
+        f"{urls(stack.s)['mlflow']}{API}/registered-models/get", params={"name": model}, timeout=10
+    )
     assert r.status_code == 401  # nor reads
 
 
@@ -69,7 +78,10 @@ def test_nothing_listens_beyond_loopback(stack) -> None:
             pids |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
     pg = (stack.home / "pg" / "postmaster.pid").read_text().split()[0]
     pids.add(int(pg))
-    listening = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN
-                 and c.pid in pids]
+    listening = [
+        c
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
     assert listening, "found none of the stack's sockets"
     assert {c.laddr.ip for c in listening} == {"127.0.0.1"}, listening

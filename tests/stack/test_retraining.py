@@ -53,8 +53,9 @@ def _retrain_runs(tag: str | None = None) -> list:
     runs too)."""
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("gifqa-retrain/retrain")
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
-            id=DeploymentFilterId(any_=[dep.id])))
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
+        )
     return [r for r in runs if tag is None or tag in r.tags]
 
 
@@ -67,8 +68,9 @@ def test_the_servers_are_real(stack, stack_env) -> None:
     assert all(stack.status().values()), stack.status()
     for db, table in [("mlflow", "experiments"), ("prefect", "flow_run")]:
         with psycopg2.connect(db_url(stack.s, db)) as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = %s",
-                        (table,))
+            cur.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = %s", (table,)
+            )
             assert cur.fetchone()[0] == 1, f"no {table} table in PostgreSQL database {db}"
     import mlflow
 
@@ -90,21 +92,26 @@ def test_dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -
     dropped = time.monotonic()
     wait_until(lambda: _retrain_runs(TRIGGER), timeout=180, what="a retrain run to be created")
     started = time.monotonic()
-    wait_until(lambda: any(r.state.is_final() for r in _retrain_runs(TRIGGER)), timeout=900,
-               what="the retrain run to finish")
+    wait_until(
+        lambda: any(r.state.is_final() for r in _retrain_runs(TRIGGER)),
+        timeout=900,
+        what="the retrain run to finish",
+    )
     finished = time.monotonic()
     (run,) = _retrain_runs(TRIGGER)
     assert run.state.is_completed(), run.state
-    print(f"drop → retrain run created {started - dropped:.1f} s, finished "
-          f"{finished - dropped:.1f} s")
+    print(
+        f"drop → retrain run created {started - dropped:.1f} s, finished {finished - dropped:.1f} s"
+    )
     deploy(project, stack.s.work_pool, schedules=False)  # quiet from here on
     (version,) = _versions()
     assert version.tags[GATE_TAG] == "promoted"
     assert alias_version(MlflowClient(), "gifqa", CHAMPION) == 1
     log = sh(["git", "log", "--format=%s"], project)
     assert "data: +20 GIFs from drop" in log and "v1 promoted" in log
-    assert sh(["git", "rev-parse", CHAMPION_TAG], project) == sh(["git", "rev-parse", "HEAD"],
-                                                                  project)
+    assert sh(["git", "rev-parse", CHAMPION_TAG], project) == sh(
+        ["git", "rev-parse", "HEAD"], project
+    )
     assert len(list((project / "data" / "incoming" / "gifs").glob("*.gif"))) == 20
     assert not list((project / "drop").glob("gifs/*.gif"))  # moved to drop/imported
 
@@ -132,7 +139,8 @@ def _new_seed(project: Path, seed: int) -> None:
 
 
 def test_tracking_server_down_at_registration_fails_then_registers_once(
-        stack, stack_env, project, webhook, monkeypatch) -> None:
+    stack, stack_env, project, webhook, monkeypatch
+) -> None:
     from flows.retrain import retrain
     from gifqa_model.registry import promotion
 
@@ -159,8 +167,10 @@ def test_tracking_server_down_at_registration_fails_then_registers_once(
     summary = retrain(project_dir=str(project))
     assert summary["version"] == 2 and not summary["unchanged"]
     digest = MlflowClient().get_model_version("gifqa", "2").tags[DIGEST_TAG]
-    assert len(MlflowClient().search_model_versions(
-        f"name='gifqa' and tags.{DIGEST_TAG}='{digest}'")) == 1
+    assert (
+        len(MlflowClient().search_model_versions(f"name='gifqa' and tags.{DIGEST_TAG}='{digest}'"))
+        == 1
+    )
     assert GATE_TAG in MlflowClient().get_model_version("gifqa", "2").tags
     # the run the outage left open is closed as failed by the rerun, with why
     exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
@@ -194,7 +204,8 @@ def test_a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None
 
 
 def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
-        stack, stack_env, project, webhook, monkeypatch) -> None:
+    stack, stack_env, project, webhook, monkeypatch
+) -> None:
     import flows.retrain
     from flows.retrain import retrain
 
@@ -219,7 +230,8 @@ def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
     stack.up()  # a fresh (empty) store; the rerun pushes everything again
     retrain(project_dir=str(project))
     keys = boto3.client("s3", endpoint_url=stack_env["MLFLOW_S3_ENDPOINT_URL"]).list_objects_v2(
-        Bucket=stack.s.bucket, Prefix="dvc/")
+        Bucket=stack.s.bucket, Prefix="dvc/"
+    )
     assert keys.get("KeyCount", 0) > 0
 
 

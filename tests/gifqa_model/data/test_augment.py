@@ -12,28 +12,54 @@ from gifqa_model.index.cache import FrameCache
 from tests.helpers import make_cache
 
 
-@pytest.mark.parametrize(("question", "answer", "qtype", "expected"), [
-    ("what are the two small blue squares doing ?", "growing", "action",
-     ("what are the two large blue squares doing ?", "shrinking")),
-    ("what is the small red circle doing ?", "moving left", "action",
-     ("what is the small red circle doing ?", "moving right")),
-    ("what is moving to the left ?", "circle", "object", ("what is moving to the right ?",
-                                                          "circle")),
-    ("what is appearing ?", "stars", "object", ("what is disappearing ?", "stars")),
-    ("what is the color of the triangles ?", "red", "color",
-     ("what is the color of the triangles ?", "red")),
-    ("how many circles are moving up ?", "two", "number", ("how many circles are moving down ?",
-                                                           "two")),
-])
+@pytest.mark.parametrize(
+    ("question", "answer", "qtype", "expected"),
+    [
+        (
+            "what are the two small blue squares doing ?",
+            "growing",
+            "action",
+            ("what are the two large blue squares doing ?", "shrinking"),
+        ),
+        (
+            "what is the small red circle doing ?",
+            "moving left",
+            "action",
+            ("what is the small red circle doing ?", "moving right"),
+        ),
+        (
+            "what is moving to the left ?",
+            "circle",
+            "object",
+            ("what is moving to the right ?", "circle"),
+        ),
+        ("what is appearing ?", "stars", "object", ("what is disappearing ?", "stars")),
+        (
+            "what is the color of the triangles ?",
+            "red",
+            "color",
+            ("what is the color of the triangles ?", "red"),
+        ),
+        (
+            "how many circles are moving up ?",
+            "two",
+            "number",
+            ("how many circles are moving down ?", "two"),
+        ),
+    ],
+)
 def test_reversible_questions_swap_their_motion(question, answer, qtype, expected) -> None:
     assert reverse_qa(question, answer, qtype) == expected
 
 
-@pytest.mark.parametrize(("question", "answer", "qtype"), [
-    ("where is the large purple square ?", "center", "location"),  # start becomes end
-    ("how many small red circles at the top are moving down ?", "three", "number"),
-    ("what is the color of the small circle ?", "red", "color"),  # size with unknown motion
-])
+@pytest.mark.parametrize(
+    ("question", "answer", "qtype"),
+    [
+        ("where is the large purple square ?", "center", "location"),  # start becomes end
+        ("how many small red circles at the top are moving down ?", "three", "number"),
+        ("what is the color of the small circle ?", "red", "color"),  # size with unknown motion
+    ],
+)
 def test_questions_the_text_cannot_reverse_are_left_out(question, answer, qtype) -> None:
     assert reverse_qa(question, answer, qtype) is None
 

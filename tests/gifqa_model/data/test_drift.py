@@ -70,12 +70,15 @@ def test_much_longer_gifs_drift_the_frame_count_alone(reference, longer) -> None
     assert result.drifted == ["n_frames"] and result.features["n_frames"].score < 0.01
 
 
-@pytest.mark.parametrize("shares, action", [
-    ((0.25, 0.5, 0.75), "retrain"),
-    ((0.25, 0.5, 0.5), "hold"),
-    ((0.5, None, None), "warn"),
-    ((0.75, 0.75, 1.0), "none"),
-])
+@pytest.mark.parametrize(
+    "shares, action",
+    [
+        ((0.25, 0.5, 0.75), "retrain"),
+        ((0.25, 0.5, 0.5), "hold"),
+        ((0.5, None, None), "warn"),
+        ((0.75, 0.75, 1.0), "none"),
+    ],
+)
 def test_each_action_fires_at_its_threshold(reference, longer, shares, action) -> None:
     warn, retrain, hold = shares
     params = DriftParams(warn_share=warn, retrain_share=retrain, hold_share=hold)
@@ -85,9 +88,18 @@ def test_each_action_fires_at_its_threshold(reference, longer, shares, action) -
     assert result.at_least("warn") == (action != "none")
 
 
-@pytest.mark.parametrize("share, action", [(0.0, "none"), (0.19, "none"), (0.2, "warn"),
-                                           (0.4, "retrain"), (0.59, "retrain"), (0.6, "hold"),
-                                           (1.0, "hold")])
+@pytest.mark.parametrize(
+    "share, action",
+    [
+        (0.0, "none"),
+        (0.19, "none"),
+        (0.2, "warn"),
+        (0.4, "retrain"),
+        (0.59, "retrain"),
+        (0.6, "hold"),
+        (1.0, "hold"),
+    ],
+)
 def test_pick_action_takes_the_most_severe_threshold_reached(share, action) -> None:
     assert pick_action(share, DriftParams()) == action
 
@@ -119,8 +131,7 @@ def _embeddings(profile: pd.DataFrame, shift: float, seed: int) -> dict[str, np.
 
 
 @pytest.mark.parametrize("shift, drifts", [(0.0, False), (3.0, True)])
-def test_clip_distance_drifts_for_gifs_that_embed_elsewhere(reference, same, shift,
-                                                           drifts) -> None:
+def test_clip_distance_drifts_for_gifs_that_embed_elsewhere(reference, same, shift, drifts) -> None:
     emb = {**_embeddings(reference, 0.0, 0), **_embeddings(same, shift, 1)}
     result = drift_against(reference, same, DriftParams(), emb)
     assert result.features["clip_distance"].drifted == drifts
@@ -147,8 +158,9 @@ def test_compare_skips_a_feature_one_side_lacks(reference, same) -> None:
 
 def test_index_and_new_gifs_embed_by_content(tmp_path: Path) -> None:
     qa, idx = make_cache(tmp_path, n_gifs=6, n_frames=4)
-    manifest = pd.DataFrame({"gif_id": [f"g{g}" for g in range(6)],
-                             "sha256": [f"h{g}" for g in range(6)]})
+    manifest = pd.DataFrame(
+        {"gif_id": [f"g{g}" for g in range(6)], "sha256": [f"h{g}" for g in range(6)]}
+    )
     emb = index_embeddings(idx, manifest)
     assert sorted(emb) == [f"h{g}" for g in range(6)]
     assert np.allclose([np.linalg.norm(v) for v in emb.values()], 1.0, atol=1e-3)
@@ -158,9 +170,14 @@ def test_index_and_new_gifs_embed_by_content(tmp_path: Path) -> None:
     build_clip(ClipParams()).save(tmp_path / "clip")
     table = generate_corpus(tmp_path / "gifs", ShapesParams(n_gifs=3, workers=1))
     paths = [tmp_path / "gifs" / "gifs" / g for g in table.gif]
-    new = pd.DataFrame({"gif_id": table.gif, "path": [str(p) for p in paths],
-                        "n_frames": [probe_gif(p).n_frames for p in paths],
-                        "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]})
+    new = pd.DataFrame(
+        {
+            "gif_id": table.gif,
+            "path": [str(p) for p in paths],
+            "n_frames": [probe_gif(p).n_frames for p in paths],
+            "sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths],
+        }
+    )
     got = embed_gifs(new, tmp_path / "clip", frames_per_gif=4)
     assert sorted(got) == sorted(new.sha256)
     assert np.allclose([np.linalg.norm(v) for v in got.values()], 1.0, atol=1e-3)

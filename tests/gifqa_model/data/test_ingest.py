@@ -267,21 +267,35 @@ def web():
 
 def test_url_sources_cannot_be_steered(tmp_path: Path, web) -> None:
     """http(s) only, redirects within the host only, a byte cap while streaming, timeouts."""
-    rows = {"ok": "/ok.gif", "hop": "/hop.gif", "away": "/away.gif", "endless": "/endless.gif",
-            "silent": "/silent.gif", "gone": "/gone.gif"}
-    _write_tsv(tmp_path / "urls.tsv", [f"{web.url}{p}\t{k} ." for k, p in rows.items()]
-               + ["ftp://127.0.0.1/x.gif\tftp .", "gopher://127.0.0.1/x.gif\tgopher ."])
-    params = IngestParams(sources=[IngestSource(kind="tsv", path=str(tmp_path / "urls.tsv"),
-                                                source="web")],
-                          limits={"max_bytes": 16384}, download_timeout_s=0.5, workers=1)
+    rows = {
+        "ok": "/ok.gif",
+        "hop": "/hop.gif",
+        "away": "/away.gif",
+        "endless": "/endless.gif",
+        "silent": "/silent.gif",
+        "gone": "/gone.gif",
+    }
+    _write_tsv(
+        tmp_path / "urls.tsv",
+        [f"{web.url}{p}\t{k} ." for k, p in rows.items()]
+        + ["ftp://127.0.0.1/x.gif\tftp .", "gopher://127.0.0.1/x.gif\tgopher ."],
+    )
+    params = IngestParams(
+        sources=[IngestSource(kind="tsv", path=str(tmp_path / "urls.tsv"), source="web")],
+        limits={"max_bytes": 16384},
+        download_timeout_s=0.5,
+        workers=1,
+    )
     run_ingest(params, tmp_path / "out")
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet").set_index("description")
     assert sorted(manifest.description) == ["hop .", "ok ."]
     assert q.loc["away .", "reason"] == "redirect_refused"
     assert q.loc["endless .", "reason"] == "too_large_bytes"
-    assert q.loc["silent .", "reason"] == "download_failed" and "timed out" in q.loc[
-        "silent .", "detail"]
+    assert (
+        q.loc["silent .", "reason"] == "download_failed"
+        and "timed out" in q.loc["silent .", "detail"]
+    )
     assert q.loc["gone .", "reason"] == "download_failed"
     assert q.loc["ftp .", "reason"] == q.loc["gopher .", "reason"] == "unsupported_scheme"
 
@@ -295,22 +309,30 @@ def test_local_paths_stay_inside_their_source_folder(tmp_path: Path) -> None:
     secret = tmp_path / "secret.gif"
     secret.write_bytes(_gif(2))
     (src / "gifs" / "link.gif").symlink_to(secret)  # a symlink out of the folder
-    lines = ["gifs/fine.gif\tfine .", "../secret.gif\tdotdot .", f"{secret}\tabsolute .",
-             "file:///etc/passwd\tfile url .", "/etc/passwd\tpasswd .",
-             "/proc/self/environ\tenviron .", "gifs/link.gif\tlink ."]
+    lines = [
+        "gifs/fine.gif\tfine .",
+        "../secret.gif\tdotdot .",
+        f"{secret}\tabsolute .",
+        "file:///etc/passwd\tfile url .",
+        "/etc/passwd\tpasswd .",
+        "/proc/self/environ\tenviron .",
+        "gifs/link.gif\tlink .",
+    ]
     _write_tsv(src / "list.tsv", lines)
     _write_tsv(src / "descriptions.tsv", ["gif\tdescription", *lines])
     for kind, path in [("tsv", src / "list.tsv"), ("folder", src)]:
         out = tmp_path / f"out-{kind}"
-        run_ingest(IngestParams(sources=[IngestSource(kind=kind, path=str(path), source="s")]),
-                   out)
+        run_ingest(IngestParams(sources=[IngestSource(kind=kind, path=str(path), source="s")]), out)
         manifest = pd.read_parquet(out / "manifest.parquet")
         q = pd.read_parquet(out / "quarantine.parquet").set_index("description")
         assert list(manifest.description) == ["fine ."], kind
         assert len(q) == 6, q  # each refused row once; the symlink is not also "undescribed"
         for desc in ["dotdot .", "absolute .", "file url .", "passwd .", "environ .", "link ."]:
             # a folder source's rows are names: a file:// URL there is a scheme, not a path
-            want = "unsupported_scheme" if (kind, desc) == ("folder", "file url .") else (
-                "outside_source")
+            want = (
+                "unsupported_scheme"
+                if (kind, desc) == ("folder", "file url .")
+                else ("outside_source")
+            )
             assert q.loc[desc, "reason"] == want, (kind, desc)
             assert "root:" not in q.loc[desc, "detail"]

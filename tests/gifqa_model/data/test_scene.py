@@ -44,8 +44,14 @@ def test_invisible_objects_mark_nothing():
 
 def test_table_follows_cache_rows_and_ignores_gifs_without_truth():
     truths = {"a": _truth(1), "b": _truth(2)}  # "c" (an upload) has none
-    frames = pd.DataFrame({"gif_id": ["a", "b", "c"], "offset": [0, 2, 5],
-                           "n_cached": [2, 3, 1], "source_frames": [[0, 15], [1, 2, 3], [0]]})
+    frames = pd.DataFrame(
+        {
+            "gif_id": ["a", "b", "c"],
+            "offset": [0, 2, 5],
+            "n_cached": [2, 3, 1],
+            "source_frames": [[0, 15], [1, 2, 3], [0]],
+        }
+    )
     table = scene_table(frames, truths, grid=4)
     assert table.shape == (6, 16, 2)
     t_a = truths["a"]

@@ -232,8 +232,9 @@ def test_stage_data_regenerates_when_the_shapes_params_change(tmp_path: Path):
     from gifqa_model.stages import stage_data
 
     def params(n: int, **shapes) -> Params:
-        return Params.model_validate({"shapes": {"n_gifs": n, "workers": 1, **shapes},
-                                      "ingest": {"sources": []}})
+        return Params.model_validate(
+            {"shapes": {"n_gifs": n, "workers": 1, **shapes}, "ingest": {"sources": []}}
+        )
 
     assert stage_data(params(3), root=tmp_path)["generated"]
     assert not stage_data(params(3), root=tmp_path)["generated"]  # kept as it is
@@ -266,9 +267,15 @@ def _pairs(ex) -> set[str]:
 def test_new_knobs_default_to_the_bytes_made_before_them(tmp_path: Path):
     for i, digest in PINNED.items():
         assert hashlib.sha256(generate_example(i, UNHELD).gif_bytes).hexdigest() == digest
-    explicit = UNHELD.model_copy(update={
-        "n_gifs": 6, "min_objects": 1, "held_out_only": False, "travel_scale": 1.0,
-        "background": "black"})
+    explicit = UNHELD.model_copy(
+        update={
+            "n_gifs": 6,
+            "min_objects": 1,
+            "held_out_only": False,
+            "travel_scale": 1.0,
+            "background": "black",
+        }
+    )
     generate_corpus(tmp_path, explicit)
     for p in (tmp_path / "gifs").glob("*.gif"):
         index = int(p.stem.split("_")[1])
@@ -330,7 +337,8 @@ def test_held_out_pairs_are_validated(tmp_path: Path):
 
 def test_crowded_scenes_fit_the_object_range():
     crowded = PARAMS.model_copy(
-        update={"min_groups": 3, "max_groups": 4, "min_objects": 5, "max_objects": 6})
+        update={"min_groups": 3, "max_groups": 4, "min_objects": 5, "max_objects": 6}
+    )
     for i in range(12):
         ex = generate_example(i, crowded)
         groups = ex.ground_truth["groups"]
@@ -340,7 +348,7 @@ def test_crowded_scenes_fit_the_object_range():
         for frame in ex.ground_truth["frames"]:  # objects of different groups never touch
             boxes = [(e["group"], e["bbox"]) for e in frame if e["visible"]]
             for k, (ga, a) in enumerate(boxes):
-                for gb, b in boxes[k + 1:]:
+                for gb, b in boxes[k + 1 :]:
                     if ga != gb:
                         assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
         _check_pixels(ex)

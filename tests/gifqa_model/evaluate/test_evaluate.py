@@ -16,8 +16,9 @@ from gifqa_model.model.modeling import Frames
 
 
 def test_prior_is_most_frequent_train_answer_per_qtype() -> None:
-    train = pd.DataFrame({"qtype": ["color", "color", "color", "number"],
-                          "answer": ["Red", "red", "blue", "two"]})
+    train = pd.DataFrame(
+        {"qtype": ["color", "color", "color", "number"], "answer": ["Red", "red", "blue", "two"]}
+    )
     assert prior_answers(train) == {"color": "red", "number": "two"}
 
 

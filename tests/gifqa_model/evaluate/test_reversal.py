@@ -21,18 +21,22 @@ def test_reverse_gif_plays_the_frames_backwards() -> None:
     assert probe_gif(back).n_frames == 8
 
 
-def test_reversed_clips_swap_motion_words_and_skip_what_cannot_be_restated(
-        tmp_path: Path) -> None:
+def test_reversed_clips_swap_motion_words_and_skip_what_cannot_be_restated(tmp_path: Path) -> None:
     ex = generate_example(0, ShapesParams(n_frames=6))
     gif = tmp_path / "a.gif"
     gif.write_bytes(ex.gif_bytes)
-    test = pd.DataFrame({
-        "gif_id": ["a", "a", "a"],
-        "question": ["what is the red circle doing ?",
-                     "what is the circle at the top doing ?",  # a start place: skipped
-                     "what color is the circle ?"],  # not an action question
-        "answer": ["moving left", "moving up", "red"],
-        "qtype": ["action", "action", "color"]})
+    test = pd.DataFrame(
+        {
+            "gif_id": ["a", "a", "a"],
+            "question": [
+                "what is the red circle doing ?",
+                "what is the circle at the top doing ?",  # a start place: skipped
+                "what color is the circle ?",
+            ],  # not an action question
+            "answer": ["moving left", "moving up", "red"],
+            "qtype": ["action", "action", "color"],
+        }
+    )
     seen = []
 
     def answer_many(g, questions: list[str]) -> list[dict]:
@@ -43,8 +47,10 @@ def test_reversed_clips_swap_motion_words_and_skip_what_cannot_be_restated(
 
     out = reversed_clips(answer_many, test, {"a": str(gif)})
     assert out == {"n": 1, "forward_accuracy": 1.0, "reversed_accuracy": 1.0}
-    assert seen == [(False, ["what is the red circle doing ?"]),
-                    (True, ["what is the red circle doing ?"])]
+    assert seen == [
+        (False, ["what is the red circle doing ?"]),
+        (True, ["what is the red circle doing ?"]),
+    ]
 
     def ignores_time(g, questions: list[str]) -> list[dict]:
         return [{"answer": "moving left"} for _ in questions]

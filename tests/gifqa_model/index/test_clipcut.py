@@ -22,6 +22,7 @@ from gifqa_model.index.clipcut import (
 # the ViT tower: its final patch tokens are the cached ones
 VIT = {"model_name": "gifqa-tiny-vit", "token_layer": None}
 
+
 def _unit(v):
     v = np.asarray(v, dtype=np.float32)
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
@@ -71,8 +72,9 @@ def test_temporal_spread_parts_near_ties_and_keeps_clear_winners():
     index = build_index(group_embeddings(emb, layout), params)
     frames = retrieve_keyframes(index, layout, np.array([0]), _unit([[1, 0, 0, 0]]), params)[0]
     assert frames == [0, 1, 10, 11]
-    plain = retrieve_keyframes(index, layout, np.array([0]), _unit([[1, 0, 0, 0]]),
-                               IndexParams(group_size=2, top_k=2))[0]
+    plain = retrieve_keyframes(
+        index, layout, np.array([0]), _unit([[1, 0, 0, 0]]), IndexParams(group_size=2, top_k=2)
+    )[0]
     assert plain == [0, 1, 2, 3]
 
 
@@ -95,13 +97,19 @@ def test_short_gif_keyframes_padded_in_time_order():
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_clip_encoder_fit_embed_save_load(tmp_path, bf16):
-    params = ClipParams(**VIT, fit_steps=3, fit_batch_size=4, token_pool=2, fit_bf16=bf16,
-                        fit_scene_weight=0.0)
+    params = ClipParams(
+        **VIT, fit_steps=3, fit_batch_size=4, token_pool=2, fit_bf16=bf16, fit_scene_weight=0.0
+    )
     enc = build_clip(params)
     frames = np.random.default_rng(0).integers(0, 255, size=(12, 64, 64, 3), dtype=np.uint8)
     before = {k: v.clone() for k, v in enc.model.state_dict().items()}
-    m = fit_clip(enc, frames, [(0, 3), (3, 6), (6, 9), (9, 12)],
-                 ["a red circle", "a blue square", "two green stars", "a white diamond"], params)
+    m = fit_clip(
+        enc,
+        frames,
+        [(0, 3), (3, 6), (6, 9), (9, 12)],
+        ["a red circle", "a blue square", "two green stars", "a white diamond"],
+        params,
+    )
     assert m["clip_fit_steps"] == 3 and np.isfinite(m["clip_fit_loss_last"])
     assert all(v.dtype != torch.bfloat16 for v in enc.model.state_dict().values())
     assert any(not torch.equal(before[k], v) for k, v in enc.model.state_dict().items())
@@ -117,8 +125,14 @@ def test_clip_encoder_fit_embed_save_load(tmp_path, bf16):
 
 
 def test_cnn_tower_tokens_come_from_its_feature_map(tmp_path):
-    params = ClipParams(model_name="gifqa-tiny-cnn", token_layer="layer2", token_pool=1,
-                        fit_steps=2, fit_batch_size=8, fit_scene_weight=0.0)
+    params = ClipParams(
+        model_name="gifqa-tiny-cnn",
+        token_layer="layer2",
+        token_pool=1,
+        fit_steps=2,
+        fit_batch_size=8,
+        fit_scene_weight=0.0,
+    )
     enc = build_clip(params)
     frames = np.random.default_rng(0).integers(0, 255, size=(8, 64, 64, 3), dtype=np.uint8)
     fit_clip(enc, frames, [(0, 4), (4, 8)], ["a red circle", "two blue squares"], params)
@@ -149,11 +163,18 @@ def test_fit_with_the_dense_token_loss_learns_what_each_token_cell_shows():
         truth = ex.ground_truth
         scene += [frame_scene(truth["frames"][t], truth["groups"], 64, 8) for t in with_idx]
     frames, scene = np.concatenate(frames), np.stack(scene)
-    params = ClipParams(**VIT, fit_steps=40, fit_batch_size=8, fit_lr=3e-3, token_pool=1,
-                        fit_scene_weight=1.0)
+    params = ClipParams(
+        **VIT, fit_steps=40, fit_batch_size=8, fit_lr=3e-3, token_pool=1, fit_scene_weight=1.0
+    )
     enc = build_clip(params)
-    m = fit_clip(enc, frames, [(0, 4), (4, 8), (8, 12), (12, 16)],
-                 [ex.description for ex in examples], params, scene=scene)
+    m = fit_clip(
+        enc,
+        frames,
+        [(0, 4), (4, 8), (8, 12), (12, 16)],
+        [ex.description for ex in examples],
+        params,
+        scene=scene,
+    )
     assert m["clip_fit_scene_loss_last"] < 0.5 * m["clip_fit_scene_loss_first"]
     with pytest.raises(ValueError, match="scene targets"):
         fit_clip(build_clip(params), frames, [(0, 4), (4, 8)], ["a", "b"], params)

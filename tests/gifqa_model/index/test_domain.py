@@ -49,7 +49,11 @@ def test_fit_domain_reports_each_split_and_works_without_val() -> None:
     table = pd.DataFrame({"n_cached": [4] * 10})
     splits = np.array(["train"] * 6 + ["val"] * 2 + ["test"] * 2)
     _, metrics = fit_domain(frames, table, splits, 99)
-    assert set(metrics) == {"domain_threshold", "in_domain_rate_train", "in_domain_rate_val",
-                            "in_domain_rate_test"}
+    assert set(metrics) == {
+        "domain_threshold",
+        "in_domain_rate_train",
+        "in_domain_rate_val",
+        "in_domain_rate_test",
+    }
     no_val, m2 = fit_domain(frames, table, np.where(splits == "val", "test", splits), 99)
     assert no_val.threshold > 0 and "in_domain_rate_val" not in m2

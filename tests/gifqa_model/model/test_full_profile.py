@@ -78,9 +78,17 @@ class Weights:
             "train"
         ]["model"]
         # no motion or token positions: these frames carry neither (loading is what is tested)
-        return GifQAConfig(**{**model, "vision_width": CLIP_WIDTH, "n_query": 2,
-                              "vision_adapter": False, "motion_gap": 0,
-                              "token_positions": False, **kw})
+        return GifQAConfig(
+            **{
+                **model,
+                "vision_width": CLIP_WIDTH,
+                "n_query": 2,
+                "vision_adapter": False,
+                "motion_gap": 0,
+                "token_positions": False,
+                **kw,
+            }
+        )
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +170,13 @@ def test_params_full_yaml_is_the_profile_on_the_placeholder_paths() -> None:
 
 def test_build_clip_loads_the_local_checkpoint(weights: Weights) -> None:
     enc = build_clip(
-        ClipParams(model_name=CLIP_NAME, pretrained_path=str(weights.clip_path), token_pool=1,
-                   token_layer=None, fit_scene_weight=0.0)
+        ClipParams(
+            model_name=CLIP_NAME,
+            pretrained_path=str(weights.clip_path),
+            token_pool=1,
+            token_layer=None,
+            fit_scene_weight=0.0,
+        )
     )
     _assert_same(enc.model.state_dict(), load_file(str(weights.clip_path)))
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)

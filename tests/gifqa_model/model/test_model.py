@@ -22,16 +22,26 @@ AS = ["red", "two"]
 def _tiny():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
-                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, motion_gap=0, token_positions=False)
+    cfg = GifQAConfig(
+        vision_width=32,
+        n_query=2,
+        qformer_hidden=32,
+        qformer_intermediate=64,
+        lm_hidden=32,
+        vocab_size=len(tok),
+        dropout=0.0,
+        motion_gap=0,
+        token_positions=False,
+    )
     return GifQAModel(cfg), tok
 
 
 def test_batch_encoding_lays_out_bos_question_sep_answer_eos():
     tok = train_word_tokenizer(QS + AS)
     ids, mask, labels = encode_train_batch(tok, QS, AS)
-    words = [tok.convert_ids_to_tokens(r[m.bool()].tolist())
-             for r, m in zip(ids, mask, strict=True)]
+    words = [
+        tok.convert_ids_to_tokens(r[m.bool()].tolist()) for r, m in zip(ids, mask, strict=True)
+    ]
     assert words[0] == ["[BOS]", *QS[0].split(), "[SEP]", "red", "[EOS]"]
     assert words[1] == ["[BOS]", *QS[1].split(), "[SEP]", "two", "[EOS]"]
     # labels are the answer and EOS only; the shorter row is right-padded
@@ -66,8 +76,15 @@ def test_mvm_masked_pass_sees_fewer_tokens_and_has_gradient():
     model, tok = _tiny()
     ids, mask, labels = encode_train_batch(tok, QS, AS)
     feats = torch.randn(2, 4, 5, 32)
-    out = gifqa_loss(model, Frames.dense(feats), ids, mask, labels, MVMParams(weight=1.0),
-                     torch.Generator().manual_seed(0))
+    out = gifqa_loss(
+        model,
+        Frames.dense(feats),
+        ids,
+        mask,
+        labels,
+        MVMParams(weight=1.0),
+        torch.Generator().manual_seed(0),
+    )
     assert 0.1 <= out.mask_ratio <= 0.7
     assert out.n_visual_kept < out.n_visual
     assert float(out.mvm_loss) > 0  # the masked pass really differs from the unmasked one
@@ -87,10 +104,12 @@ def test_visual_states_alone_equal_those_of_the_full_pass():
     alone = model.visual_states(visual, positions, n_visual_slots=visual.shape[1])
     assert torch.allclose(alone, full[:, : visual.shape[1]], atol=1e-5)
     # and a masked sequence (kept tokens at their own positions) really gives other states
-    keep = keep_indices(2, visual.shape[1], 0.5, torch.device("cpu"),
-                        torch.Generator().manual_seed(0))
-    masked = model.visual_states(visual.gather(1, keep[..., None].expand(-1, -1, 32)), keep,
-                                 n_visual_slots=visual.shape[1])
+    keep = keep_indices(
+        2, visual.shape[1], 0.5, torch.device("cpu"), torch.Generator().manual_seed(0)
+    )
+    masked = model.visual_states(
+        visual.gather(1, keep[..., None].expand(-1, -1, 32)), keep, n_visual_slots=visual.shape[1]
+    )
     target = full.gather(1, keep[..., None].expand(-1, -1, full.shape[-1]))
     assert not torch.allclose(masked, target, atol=1e-3)
 
@@ -108,7 +127,7 @@ def test_a_shared_visual_prefix_gives_the_logits_of_the_full_rows():
     full_logits, full_hidden = model.run_lm(visual, ids, mask)
     rows, sequence = distinct_rows(frames.index)
     logits, prefix = model.run_lm_shared(visual[rows], sequence, ids, mask)
-    assert torch.allclose(logits, full_logits[:, -ids.shape[1]:], atol=1e-5)
+    assert torch.allclose(logits, full_logits[:, -ids.shape[1] :], atol=1e-5)
     assert torch.allclose(prefix, full_hidden[rows, : visual.shape[1]], atol=1e-5)
 
 
@@ -142,8 +161,9 @@ def test_questions_sharing_keyframes_share_one_masked_pass():
     qs, answers = QS * 2, AS * 2
     ids, mask, labels = encode_train_batch(tok, qs, answers)
     frames = Frames(torch.randn(4, 5, 32), torch.arange(4), torch.tensor([[0, 1]] * 3 + [[2, 3]]))
-    out = gifqa_loss(model, frames, ids, mask, labels, MVMParams(weight=1.0),
-                     torch.Generator().manual_seed(0))
+    out = gifqa_loss(
+        model, frames, ids, mask, labels, MVMParams(weight=1.0), torch.Generator().manual_seed(0)
+    )
     assert out.n_visual_kept < out.n_visual and float(out.mvm_loss) > 0
     out.loss.backward()
     assert model.query_tokens.grad.abs().sum() > 0
@@ -171,8 +191,15 @@ def _overfit_and_generate(model, tok, tmp_path, mvm_weight: float) -> None:
     feats = torch.randn(2, 4, 5, 32)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
-        loss = gifqa_loss(model, Frames.dense(feats), ids, mask, labels,
-                          MVMParams(weight=mvm_weight), torch.Generator().manual_seed(0)).loss
+        loss = gifqa_loss(
+            model,
+            Frames.dense(feats),
+            ids,
+            mask,
+            labels,
+            MVMParams(weight=mvm_weight),
+            torch.Generator().manual_seed(0),
+        ).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -207,9 +234,19 @@ def test_match_form():
 def _conditioned():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
-                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, question_conditioned=True,
-                      token_positions=True, n_tokens=5, motion_gap=0)
+    cfg = GifQAConfig(
+        vision_width=32,
+        n_query=2,
+        qformer_hidden=32,
+        qformer_intermediate=64,
+        lm_hidden=32,
+        vocab_size=len(tok),
+        dropout=0.0,
+        question_conditioned=True,
+        token_positions=True,
+        n_tokens=5,
+        motion_gap=0,
+    )
     return GifQAModel(cfg), tok
 
 
@@ -251,17 +288,28 @@ def test_grid_positions_tell_every_cell_apart():
 def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
-                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, scene_cells=4,
-                      scene_classes=[3, 2], motion_gap=0, token_positions=False)
+    cfg = GifQAConfig(
+        vision_width=32,
+        n_query=2,
+        qformer_hidden=32,
+        qformer_intermediate=64,
+        lm_hidden=32,
+        vocab_size=len(tok),
+        dropout=0.0,
+        scene_cells=4,
+        scene_classes=[3, 2],
+        motion_gap=0,
+        token_positions=False,
+    )
     model = GifQAModel(cfg)
     ids, mask, labels = encode_train_batch(tok, QS, AS)
     frames = Frames.dense(torch.randn(2, 4, 5, 32))  # 8 distinct frames
     scene = torch.zeros(8, 4, 2, dtype=torch.long)
     scene[:, 0] = torch.tensor([2, 1])  # an object in cell 0 of every frame
     scene[1] = -100  # a frame without ground truth adds nothing
-    out = gifqa_loss(model, frames, ids, mask, labels, MVMParams(weight=0.0), scene=scene,
-                     scene_weight=0.5)
+    out = gifqa_loss(
+        model, frames, ids, mask, labels, MVMParams(weight=0.0), scene=scene, scene_weight=0.5
+    )
     assert float(out.scene_loss) > 0
     assert torch.isclose(out.loss, out.answer_loss + 0.5 * out.scene_loss)
     out.loss.backward()
@@ -271,16 +319,35 @@ def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
     none = model.scene_loss(model.frame_states(frames), torch.full((8, 4, 2), -100))
     assert float(none.detach()) == 0.0
     with pytest.raises(ValueError, match="scene"):
-        GifQAModel(GifQAConfig(vision_width=32, qformer_hidden=32, lm_hidden=32,
-                               vocab_size=len(tok), question_conditioned=True, scene_cells=4,
-                               scene_classes=[3, 2], motion_gap=0, token_positions=False))
+        GifQAModel(
+            GifQAConfig(
+                vision_width=32,
+                qformer_hidden=32,
+                lm_hidden=32,
+                vocab_size=len(tok),
+                question_conditioned=True,
+                scene_cells=4,
+                scene_classes=[3, 2],
+                motion_gap=0,
+                token_positions=False,
+            )
+        )
 
 
 def test_a_motion_model_reads_the_change_from_the_earlier_frame():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
-                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, motion_gap=2, token_positions=False)
+    cfg = GifQAConfig(
+        vision_width=32,
+        n_query=2,
+        qformer_hidden=32,
+        qformer_intermediate=64,
+        lm_hidden=32,
+        vocab_size=len(tok),
+        dropout=0.0,
+        motion_gap=2,
+        token_positions=False,
+    )
     model = GifQAModel(cfg).eval()
     feats = torch.randn(2, 4, 5, 32)
     still = model.encode_visual(Frames.dense(feats, before=feats))
@@ -295,14 +362,28 @@ def test_scene_words_tie_the_head_to_the_lm_word_embeddings():
 
     tok = train_word_tokenizer(QS + AS + ["circle square"])
     word_ids = scene_word_ids(tok, [["red", "two"], ["circle", "square"]])
-    assert word_ids[1] == [-1, tok.convert_tokens_to_ids("circle"),
-                           tok.convert_tokens_to_ids("square")]
+    assert word_ids[1] == [
+        -1,
+        tok.convert_tokens_to_ids("circle"),
+        tok.convert_tokens_to_ids("square"),
+    ]
     with pytest.raises(ValueError, match="one known token"):
         scene_word_ids(tok, [["magenta"]])
     torch.manual_seed(0)
-    cfg = GifQAConfig(vision_width=32, n_query=2, qformer_hidden=32, qformer_intermediate=64,
-                      lm_hidden=32, vocab_size=len(tok), dropout=0.0, scene_cells=4,
-                      scene_classes=[3, 3], scene_word_ids=word_ids, motion_gap=0, token_positions=False)
+    cfg = GifQAConfig(
+        vision_width=32,
+        n_query=2,
+        qformer_hidden=32,
+        qformer_intermediate=64,
+        lm_hidden=32,
+        vocab_size=len(tok),
+        dropout=0.0,
+        scene_cells=4,
+        scene_classes=[3, 3],
+        scene_word_ids=word_ids,
+        motion_gap=0,
+        token_positions=False,
+    )
     model = GifQAModel(cfg)
     frames = Frames.dense(torch.randn(2, 4, 5, 32))
     scene = torch.zeros(8, 4, 2, dtype=torch.long)

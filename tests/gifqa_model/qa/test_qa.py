@@ -141,8 +141,9 @@ def test_tgif_style_descriptions():
         "a man in a hat is playing drums .",  # the parser hangs the subject from "is"
     ]
     # real descriptions: "a man" does not claim there is one man
-    table, metrics = synth_qa(_manifest(descriptions), QAParams(count_indefinite=False),
-                              progress=False)
+    table, metrics = synth_qa(
+        _manifest(descriptions), QAParams(count_indefinite=False), progress=False
+    )
     assert ("object", "what is the man drinking ?", "beer") in _rows(table, "g0")
     rows = _rows(table, "g1")
     assert ("number", "how many men are dancing in the bathroom ?", "two") in rows

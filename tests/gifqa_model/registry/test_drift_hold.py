@@ -28,8 +28,13 @@ NAME = "gifqa-drift-test"
 
 
 def _scored(correct: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"qa_id": [f"q{i}" for i in range(len(correct))], "correct": correct,
-                         "qtype": ["color", "action"] * (len(correct) // 2)})
+    return pd.DataFrame(
+        {
+            "qa_id": [f"q{i}" for i in range(len(correct))],
+            "correct": correct,
+            "qtype": ["color", "action"] * (len(correct) // 2),
+        }
+    )
 
 
 @pytest.fixture()
@@ -41,10 +46,12 @@ def client(client: MlflowClient, tmp_path, monkeypatch) -> MlflowClient:
     # scoring needs real models: here the challenger is clearly better on the same questions
     champ = np.zeros(400, dtype=bool)
     champ[:200] = True
-    monkeypatch.setattr(promotion, "download_version",
-                        lambda *a, **k: {"model_dir": tmp_path, "clip_dir": tmp_path})
-    monkeypatch.setattr(promotion, "score_pair", lambda *a, **k: (
-        _scored(np.ones(400, dtype=bool)), _scored(champ)))
+    monkeypatch.setattr(
+        promotion, "download_version", lambda *a, **k: {"model_dir": tmp_path, "clip_dir": tmp_path}
+    )
+    monkeypatch.setattr(
+        promotion, "score_pair", lambda *a, **k: (_scored(np.ones(400, dtype=bool)), _scored(champ))
+    )
     monkeypatch.setattr(report, "write_report", lambda *a, **k: {})
     return client
 
@@ -54,15 +61,21 @@ def _candidate(root: Path, weights: bytes) -> tuple[Candidate, callable]:
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(weights)
     run_id, uri = logged_echo_model()
-    return (Candidate(model_dir, model_dir, run_id, 0.2, 0.2, {}, "card", None),
-            lambda: uri)
+    return (Candidate(model_dir, model_dir, run_id, 0.2, 0.2, {}, "card", None), lambda: uri)
 
 
 def test_hold_keeps_the_champion_and_says_drift(client, tmp_path: Path) -> None:
     candidate, uri_fn = _candidate(tmp_path, b"drifted")
     why = "data drift against champion v1: 3 of 5 features drifted (n_frames, answer, ...)"
-    summary = register_and_gate(client, RegistryParams(model_name=NAME), uri_fn, candidate,
-                                pd.DataFrame(), tmp_path / "report", hold_for=why)
+    summary = register_and_gate(
+        client,
+        RegistryParams(model_name=NAME),
+        uri_fn,
+        candidate,
+        pd.DataFrame(),
+        tmp_path / "report",
+        hold_for=why,
+    )
     assert summary["version"] == 2 and summary["held"] and not summary["promoted"]
     assert summary["champion_version"] == 1 == alias_version(client, NAME, CHAMPION)
     tags = client.get_model_version(NAME, "2").tags
@@ -72,7 +85,8 @@ def test_hold_keeps_the_champion_and_says_drift(client, tmp_path: Path) -> None:
     assert [m["version"] for m in history(client, NAME)] == [1]  # no alias move
 
     again, uri_fn = _candidate(tmp_path, b"no-drift")
-    summary = register_and_gate(client, RegistryParams(model_name=NAME), uri_fn, again,
-                                pd.DataFrame(), tmp_path / "report2")
+    summary = register_and_gate(
+        client, RegistryParams(model_name=NAME), uri_fn, again, pd.DataFrame(), tmp_path / "report2"
+    )
     assert summary["promoted"] and not summary["held"]
     assert alias_version(client, NAME, CHAMPION) == 3

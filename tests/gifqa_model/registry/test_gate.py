@@ -16,8 +16,9 @@ P = RegistryParams(alpha=0.05, min_effect=0.005, qtype_tolerance=0.03, blank_mar
 
 def test_mcnemar_is_the_binomial_tail_of_the_discordant_pairs() -> None:
     assert mcnemar_one_sided(0, 0) == 1.0
-    assert mcnemar_one_sided(5, 5) == pytest.approx(sum(math.comb(10, k) for k in range(5, 11))
-                                                    / 1024)
+    assert mcnemar_one_sided(5, 5) == pytest.approx(
+        sum(math.comb(10, k) for k in range(5, 11)) / 1024
+    )
     assert mcnemar_one_sided(10, 0) == pytest.approx(1 / 1024)
     assert mcnemar_one_sided(0, 10) == 1.0
 
@@ -110,13 +111,13 @@ def _with_ood(drop: int, n_ood: int = 100):
     ood_chall[:drop] = False
     splits = pd.Series(["benchmark"] * 2000 + ["crowded"] * n_ood)
     qtypes = pd.Series(["color", "action"] * 1000 + ["color"] * n_ood)
-    return (np.concatenate([chall, ood_chall]), np.concatenate([champ, ood_champ]), qtypes,
-            splits)
+    return (np.concatenate([chall, ood_chall]), np.concatenate([champ, ood_champ]), qtypes, splits)
 
 
 @pytest.mark.parametrize("drop, promoted", [(3, True), (4, False)])
-def test_a_drop_on_any_split_past_the_tolerance_refuses_and_names_it(drop: int,
-                                                                      promoted: bool) -> None:
+def test_a_drop_on_any_split_past_the_tolerance_refuses_and_names_it(
+    drop: int, promoted: bool
+) -> None:
     chall, champ, qtypes, splits = _with_ood(drop)  # tolerance 0.03 of 100 questions
     d = decide(chall, champ, qtypes, 0.2, 0.2, P, splits)
     assert d.promote is promoted

@@ -31,8 +31,9 @@ NAME = "gifqa-test"
 
 def _version(client: MlflowClient, digest: str) -> int:
     run_id, model_uri = logged_echo_model()
-    return create_version(client, NAME, model_uri, run_id, {DIGEST_TAG: digest},
-                          f"model card {digest}")
+    return create_version(
+        client, NAME, model_uri, run_id, {DIGEST_TAG: digest}, f"model card {digest}"
+    )
 
 
 def test_weights_digest_follows_the_weight_bytes(tmp_path: Path) -> None:
@@ -71,7 +72,10 @@ def test_promote_rollback_and_history(client) -> None:
     assert alias_version(client, NAME, CHAMPION) == 1
     moves = history(client, NAME)
     assert [(m["previous"], m["version"], m["actor"]) for m in moves] == [
-        (None, 1, "manual"), (1, 3, "gate"), (3, 1, "manual")]
+        (None, 1, "manual"),
+        (1, 3, "gate"),
+        (3, 1, "manual"),
+    ]
     assert "rollback from v3" in moves[-1]["reason"]
     assert client.get_model_version(NAME, "1").tags[f"{CHAMPION}.reason"].startswith("rollback")
     listed = {v["version"]: v["aliases"] for v in list_versions(client, NAME)}
@@ -97,8 +101,15 @@ def test_two_processes_promoting_at_once_lose_no_decision(client, tmp_path) -> N
     script = tmp_path / "race.py"
     script.write_text(RACE)
     repo = Path(__file__).resolve().parents[3]
-    procs = [subprocess.Popen([sys.executable, str(script), uri, str(v), "8"], cwd=repo,
-                              stderr=subprocess.PIPE, text=True) for v in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), uri, str(v), "8"],
+            cwd=repo,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in (1, 2)
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
     moves = history(client, NAME)

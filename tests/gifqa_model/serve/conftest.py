@@ -38,7 +38,9 @@ def pair(tmp_path_factory) -> tuple[Path, Path]:
         lm_layers=1,
         vocab_size=len(tok),
         dropout=0.0,
-    , motion_gap=0, token_positions=False)
+        motion_gap=0,
+        token_positions=False,
+    )
     GifQAModel(cfg).save_pretrained(root / "model", tok)
     build_clip(ClipParams()).save(root / "clip")
     (root / "clip" / INDEX_PARAMS_FILE).write_text(IndexParams().model_dump_json())
@@ -59,9 +61,20 @@ def serving(pair, log_dir: Path, **env: str):
     port = free_port()
     env = {**os.environ, "GIFQA_POLL_SECONDS": "0", **env}
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gifqa"), "serve", "--port", str(port),
-         "--model-dir", str(pair[0]), "--clip-dir", str(pair[1])],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(log_dir / "server.log", "w"))
+        [
+            str(Path(sys.executable).parent / "gifqa"),
+            "serve",
+            "--port",
+            str(port),
+            "--model-dir",
+            str(pair[0]),
+            "--clip-dir",
+            str(pair[1]),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_dir / "server.log", "w"),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/readyz", proc)
@@ -75,5 +88,7 @@ def serving(pair, log_dir: Path, **env: str):
 def live_server(pair, tmp_path_factory):
     """The served tiny pair, stopped after the module. → its base URL."""
     with serving(pair, tmp_path_factory.mktemp("live"), GIFQA_ADMIN_TOKEN="test-token") as (
-            url, _proc):
+        url,
+        _proc,
+    ):
         yield url

@@ -19,8 +19,10 @@ BURST, UPLOAD_MB, MAX_INFLIGHT = 50, 9.9, 4
 
 @pytest.fixture(scope="module")
 def server(pair, tmp_path_factory):
-    with serving(pair, tmp_path_factory.mktemp("burst"),
-                 GIFQA_MAX_INFLIGHT=str(MAX_INFLIGHT)) as (url, proc):
+    with serving(pair, tmp_path_factory.mktemp("burst"), GIFQA_MAX_INFLIGHT=str(MAX_INFLIGHT)) as (
+        url,
+        proc,
+    ):
         yield url, psutil.Process(proc.pid)
 
 
@@ -29,8 +31,12 @@ def test_a_burst_of_big_uploads_is_refused_early_and_memory_stays_bounded(server
     body = gif + b"\0" * (int(UPLOAD_MB * 1e6) - len(gif))  # trailing bytes: a 10 MB upload
     # big but admissible: the refusals under test are the admission limit's, not the size cap's
     assert len(body) <= ServeSettings().max_upload_bytes
-    httpx.post(f"{url}/v1/answer", files={"file": ("a.gif", gif, "image/gif")},
-               data={"question": QUESTION}, timeout=60).raise_for_status()  # warm
+    httpx.post(
+        f"{url}/v1/answer",
+        files={"file": ("a.gif", gif, "image/gif")},
+        data={"question": QUESTION},
+        timeout=60,
+    ).raise_for_status()  # warm
     baseline = proc.memory_info().rss
     peak, health, done = [baseline], [], threading.Event()
 
@@ -42,8 +48,12 @@ def test_a_burst_of_big_uploads_is_refused_early_and_memory_stays_bounded(server
                 done.wait(0.05)
 
     def upload(_i: int) -> tuple[int, str | None]:
-        r = httpx.post(f"{url}/v1/answer", files={"file": ("big.gif", body, "image/gif")},
-                       data={"question": QUESTION}, timeout=120)
+        r = httpx.post(
+            f"{url}/v1/answer",
+            files={"file": ("big.gif", body, "image/gif")},
+            data={"question": QUESTION},
+            timeout=120,
+        )
         return r.status_code, r.headers.get("retry-after")
 
     watcher = threading.Thread(target=watch)
@@ -56,9 +66,11 @@ def test_a_burst_of_big_uploads_is_refused_early_and_memory_stays_bounded(server
         watcher.join()
     statuses = [s for s, _ in results]
     growth_mb = (max(peak) - baseline) / 1e6
-    print(f"burst of {BURST} × {UPLOAD_MB} MB: statuses "
-          f"{ {s: statuses.count(s) for s in set(statuses)} }, RSS +{growth_mb:.0f} MB, "
-          f"{len(health)} health checks")
+    print(
+        f"burst of {BURST} × {UPLOAD_MB} MB: statuses "
+        f"{ {s: statuses.count(s) for s in set(statuses)} }, RSS +{growth_mb:.0f} MB, "
+        f"{len(health)} health checks"
+    )
     assert set(statuses) <= {200, 422, 429}, statuses
     assert statuses.count(429) > 0 and statuses.count(429) < BURST
     assert all(ra == "1" for s, ra in results if s == 429)

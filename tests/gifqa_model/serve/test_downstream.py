@@ -36,8 +36,11 @@ def downstream_venv() -> Path:
     python = venv / "bin" / "python"
     if not (venv / ".complete").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PIP_REQUIREMENTS],
-                       check=True, timeout=1500)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *PIP_REQUIREMENTS],
+            check=True,
+            timeout=1500,
+        )
         (venv / ".complete").touch()
     return venv
 
@@ -49,10 +52,24 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"), env=env)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "server.log", "w"),
+        env=env,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)
         yield f"http://127.0.0.1:{port}"
@@ -77,8 +94,9 @@ def champion(server, pair, tmp_path_factory):
             info = log_pyfunc(pair[0], pair[1], example, QUESTION)
         client = mlflow.MlflowClient(server)
         client.create_registered_model("gifqa")
-        mv = client.create_model_version("gifqa", info.model_uri, run_id=run.info.run_id,
-                                         model_id=info.model_id)
+        mv = client.create_model_version(
+            "gifqa", info.model_uri, run_id=run.info.run_id, model_id=info.model_id
+        )
         client.set_registered_model_alias("gifqa", "champion", mv.version)
     finally:
         mlflow.set_tracking_uri(previous)
@@ -103,11 +121,19 @@ def test_a_fresh_environment_loads_the_champion_from_the_server(champion, tmp_pa
     gif = tmp_path / "q.gif"
     gif.write_bytes(generate_example(3, ShapesParams()).gif_bytes)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(MLFLOW_TRACKING_URI=champion, MLFLOW_DISABLE_TELEMETRY="true",
-               PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")  # as if activated
-    done = subprocess.run([str(venv / "bin" / "python"), "-c", LOAD_AND_ANSWER, str(gif),
-                           QUESTION], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env.update(
+        MLFLOW_TRACKING_URI=champion,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+    )  # as if activated
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", LOAD_AND_ANSWER, str(gif), QUESTION],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     rows = out["rows"]
@@ -118,22 +144,46 @@ def test_a_fresh_environment_loads_the_champion_from_the_server(champion, tmp_pa
     # and `mlflow models serve` from the same environment answers /invocations
     port = free_port()
     proc = subprocess.Popen(
-        [str(venv / "bin" / "mlflow"), "models", "serve", "-m", "models:/gifqa@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "serve.log", "w"))
+        [
+            str(venv / "bin" / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/gifqa@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "w"),
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", proc)
         data = base64.b64encode(gif.read_bytes()).decode()
-        r = httpx.post(f"http://127.0.0.1:{port}/invocations", timeout=60, json={
-            "dataframe_split": {"columns": ["gif", "question"], "data": [[data, QUESTION]]}})
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            timeout=60,
+            json={"dataframe_split": {"columns": ["gif", "question"], "data": [[data, QUESTION]]}},
+        )
         assert r.status_code == 200, r.text
         pred = r.json()["predictions"][0]
         assert pred["answer"] == rows[0]["answer"] and pred["keyframes"] == rows[0]["keyframes"]
         # a path is never opened: the refusal says what is accepted, and nothing of the file
-        bad = httpx.post(f"http://127.0.0.1:{port}/invocations", timeout=60, json={
-            "dataframe_split": {"columns": ["gif", "question"],
-                                "data": [["/etc/passwd", QUESTION]]}})
+        bad = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            timeout=60,
+            json={
+                "dataframe_split": {
+                    "columns": ["gif", "question"],
+                    "data": [["/etc/passwd", QUESTION]],
+                }
+            },
+        )
         assert bad.status_code == 400 and "base64" in bad.text and "root:" not in bad.text
     finally:
         proc.terminate()

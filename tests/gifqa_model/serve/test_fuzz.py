@@ -15,8 +15,13 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 def test_no_input_makes_the_server_fail(live_server) -> None:
     schema = schemathesis.openapi.from_url(f"{live_server}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    fuzzed = {"POST /v1/answer", "POST /v1/answer:batch", "GET /v1/search", "POST /v1/frames",
-              "GET /v1/samples/{n}.gif"}
+    fuzzed = {
+        "POST /v1/answer",
+        "POST /v1/answer:batch",
+        "GET /v1/search",
+        "POST /v1/frames",
+        "GET /v1/samples/{n}.gif",
+    }
     assert fuzzed <= {op.label for op in operations}
     failures: list[str] = []
     calls: Counter[str] = Counter()
@@ -24,8 +29,13 @@ def test_no_input_makes_the_server_fail(live_server) -> None:
     def fuzzer(label: str, strategy):
         @given(case=strategy)
         # derandomized: the same inputs every run, so the suite never fails by chance
-        @settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         def fuzz(case) -> None:
             calls[label] += 1
             response = case.call(timeout=30)

@@ -19,12 +19,18 @@ def browser():
 
     chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_bin):
-        pytest.fail("chromium and chromedriver are missing: `make test` installs them "
-                    "(apt-get install chromium chromium-driver)")
+        pytest.fail(
+            "chromium and chromedriver are missing: `make test` installs them "
+            "(apt-get install chromium chromium-driver)"
+        )
     opts = Options()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1200,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1000",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
     try:
@@ -48,9 +54,12 @@ def test_upload_ask_and_read_the_answer(browser, live_server, tmp_path, gif) -> 
 
     path = tmp_path / "clip.gif"
     path.write_bytes(gif)
-    want = httpx.post(f"{live_server}/v1/answer", timeout=30,
-                      files={"file": ("clip.gif", gif, "image/gif")},
-                      data={"question": QUESTION}).json()
+    want = httpx.post(
+        f"{live_server}/v1/answer",
+        timeout=30,
+        files={"file": ("clip.gif", gif, "image/gif")},
+        data={"question": QUESTION},
+    ).json()
 
     browser.get(live_server + "/")
     assert "local" in _wait_text(browser, "model")  # the served model's version, shown
@@ -60,8 +69,11 @@ def test_upload_ask_and_read_the_answer(browser, live_server, tmp_path, gif) -> 
     question.send_keys(QUESTION)
     browser.find_element(By.ID, "go").click()
     WebDriverWait(browser, 30).until(
-        lambda d: d.find_element(By.ID, "result").is_displayed()
-        and len(d.find_elements(By.CSS_SELECTOR, "#strip img")) > 0)
+        lambda d: (
+            d.find_element(By.ID, "result").is_displayed()
+            and len(d.find_elements(By.CSS_SELECTOR, "#strip img")) > 0
+        )
+    )
     shown = browser.find_element(By.ID, "answer").text
     assert shown == (want["answer"] or "(no answer)")
     assert browser.find_element(By.ID, "confidence").text == f"{want['confidence']:.3f}"
@@ -77,11 +89,12 @@ def test_a_sample_and_a_refusal(browser, live_server) -> None:
 
     browser.get(live_server + "/")
     WebDriverWait(browser, 30).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#samples img")) == 6)
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#samples img")) == 6
+    )
     browser.find_elements(By.CSS_SELECTOR, "#samples img")[2].click()
     WebDriverWait(browser, 30).until(
-        lambda d: (d.find_element(By.ID, "preview").get_attribute("src") or "").startswith(
-            "blob:"))
+        lambda d: (d.find_element(By.ID, "preview").get_attribute("src") or "").startswith("blob:")
+    )
     question = browser.find_element(By.ID, "question")
     question.clear()
     question.send_keys("why " * 80)  # over the 300-character limit: the page shows the reason

@@ -56,8 +56,16 @@ def test_good_gif_answers_with_time_ordered_keyframes(served, gif) -> None:
     r = _post(served.client, gif)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"answer", "confidence", "keyframes", "n_frames", "in_domain",
-                         "domain_distance", "model_version", "latency_ms"}
+    assert set(body) == {
+        "answer",
+        "confidence",
+        "keyframes",
+        "n_frames",
+        "in_domain",
+        "domain_distance",
+        "model_version",
+        "latency_ms",
+    }
     assert body["in_domain"] is None  # this pair has no domain index
     assert isinstance(body["answer"], str) and 0 < body["confidence"] <= 1
     assert body["n_frames"] == 16 and body["model_version"] is None and body["latency_ms"] > 0
@@ -79,30 +87,43 @@ def test_lifespan_loads_once_and_probes_report_it(served, gif, pair) -> None:
 
 def test_json_body_answers_like_multipart(served, gif) -> None:
     form = _post(served.client, gif).json()
-    r = served.client.post("/v1/answer", json={"gif": base64.b64encode(gif).decode(),
-                                               "question": QUESTION})
+    r = served.client.post(
+        "/v1/answer", json={"gif": base64.b64encode(gif).decode(), "question": QUESTION}
+    )
     assert r.status_code == 200, r.text
     assert {k: r.json()[k] for k in ("answer", "confidence", "keyframes")} == {
-        k: form[k] for k in ("answer", "confidence", "keyframes")}
+        k: form[k] for k in ("answer", "confidence", "keyframes")
+    }
     bad = served.client.post("/v1/answer", json={"gif": "not base64!", "question": QUESTION})
     assert bad.status_code == 422 and bad.json()["reason"] == "bad_base64"
-    assert served.client.post("/v1/answer", content=b"x", headers={
-        "content-type": "text/plain"}).json()["reason"] == "unsupported_media_type"
+    assert (
+        served.client.post(
+            "/v1/answer", content=b"x", headers={"content-type": "text/plain"}
+        ).json()["reason"]
+        == "unsupported_media_type"
+    )
 
 
 def test_batch_route_answers_each_item_and_names_a_bad_one(served, gif, shared_data) -> None:
     real = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
     b64 = [base64.b64encode(g).decode() for g in (gif, real.read_bytes())]
-    items = [{"gif": b64[0], "question": QUESTION}, {"gif": b64[1], "question": QUESTION},
-             {"gif": b64[0], "question": "how many squares are there ?"}]
+    items = [
+        {"gif": b64[0], "question": QUESTION},
+        {"gif": b64[1], "question": QUESTION},
+        {"gif": b64[0], "question": "how many squares are there ?"},
+    ]
     r = served.client.post("/v1/answer:batch", json={"items": items})
     assert r.status_code == 200, r.text
     answers = r.json()["answers"]
     single = [served.client.post("/v1/answer", json=i).json() for i in items]
     assert [a["answer"] for a in answers] == [s["answer"] for s in single]
     assert [a["keyframes"] for a in answers] == [s["keyframes"] for s in single]
-    bad = served.client.post("/v1/answer:batch", json={"items": [
-        items[0], {"gif": base64.b64encode(_png(gif)).decode(), "question": QUESTION}]})
+    bad = served.client.post(
+        "/v1/answer:batch",
+        json={
+            "items": [items[0], {"gif": base64.b64encode(_png(gif)).decode(), "question": QUESTION}]
+        },
+    )
     assert bad.status_code == 422 and bad.json()["reason"] == "not_a_gif"
     assert bad.json()["detail"].startswith("item 1:")
     many = served.client.post("/v1/answer:batch", json={"items": [items[0]] * 17})
@@ -214,8 +235,18 @@ class FakePredictor:
             assert self.gate.wait(10), "the test never released the model"
         with self._lock:
             self.active -= 1
-        return [[{"answer": f"v{self.version}", "confidence": 0.5, "keyframes": [0, 5],
-                  "n_frames": 16} for _ in qs] for _, qs in requests]
+        return [
+            [
+                {
+                    "answer": f"v{self.version}",
+                    "confidence": 0.5,
+                    "keyframes": [0, 5],
+                    "n_frames": 16,
+                }
+                for _ in qs
+            ]
+            for _, qs in requests
+        ]
 
 
 def _fake_app(predictor: FakePredictor, **settings) -> object:
@@ -377,8 +408,12 @@ class Registry:
         self.loads.append(version)
         if version in self.broken:
             raise OSError(f"version {version}: weights unreadable")
-        return LoadedModel(FakePredictor(version), "models:/gifqa@champion", version,
-                           {"name": "gifqa", "alias": "champion"})
+        return LoadedModel(
+            FakePredictor(version),
+            "models:/gifqa@champion",
+            version,
+            {"name": "gifqa", "alias": "champion"},
+        )
 
 
 def test_follows_the_alias_with_zero_errors_during_the_swap(gif, no_warm) -> None:
@@ -403,8 +438,9 @@ def test_follows_the_alias_with_zero_errors_during_the_swap(gif, no_warm) -> Non
         n_at_swap = len(seen)
         wait_until(lambda: len(seen) >= n_at_swap + 20)
         reg.current, reg.broken = 3, {3}  # a version that cannot load is never served
-        wait_until(lambda: 'gifqa_model_reloads_total{result="failed"}'
-                   in client.get("/metrics").text)
+        wait_until(
+            lambda: 'gifqa_model_reloads_total{result="failed"}' in client.get("/metrics").text
+        )
         ready = client.get("/readyz")
         info = client.get("/v1/model").json()
         stop.set()
@@ -413,7 +449,7 @@ def test_follows_the_alias_with_zero_errors_during_the_swap(gif, no_warm) -> Non
         metrics = client.get("/metrics").text
     assert {s for s, _, _ in seen} == {200}, "no request fails across the swaps"
     versions = [v for _, v, _ in seen]
-    assert versions[0] == 1 and versions[-1] == 2 and 2 in versions[:n_at_swap + 5]
+    assert versions[0] == 1 and versions[-1] == 2 and 2 in versions[: n_at_swap + 5]
     # a version is what answered: the answer comes from that version's model
     assert all(a == f"v{v}" for _, v, a in seen)
     assert ready.status_code == 200 and ready.json()["model_version"] == 2
@@ -504,10 +540,13 @@ def registered(pair, gif, tmp_path_factory):
         with mlflow.start_run(experiment_id=exp) as run:
             info = log_pyfunc(pair[0], pair[1], example, QUESTION)
         client.create_registered_model("gifqa-serve")
-        mv = client.create_model_version("gifqa-serve", info.model_uri,
-                                         run_id=run.info.run_id,
-                                         tags={"benchmark.accuracy": "0.5"},
-                                         model_id=info.model_id)
+        mv = client.create_model_version(
+            "gifqa-serve",
+            info.model_uri,
+            run_id=run.info.run_id,
+            tags={"benchmark.accuracy": "0.5"},
+            model_id=info.model_id,
+        )
         client.set_registered_model_alias("gifqa-serve", "champion", mv.version)
     finally:
         mlflow.set_tracking_uri(previous)
@@ -532,22 +571,31 @@ def test_the_model_is_logged_as_code_with_typed_outputs(tracking) -> None:
     import mlflow
     import yaml
 
-    path = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=tracking.info.model_uri, dst_path=str(tracking.tmp / "dl")))
+    path = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=tracking.info.model_uri, dst_path=str(tracking.tmp / "dl")
+        )
+    )
     meta = yaml.safe_load((path / "MLmodel").read_text())
     flavor = meta["flavors"]["python_function"]
     assert "model_code_path" in flavor and "python_model" not in flavor, "no pickled object"
     assert not list(path.rglob("*.pkl"))
     outputs = {c["name"]: c["type"] for c in json.loads(meta["signature"]["outputs"])}
-    assert outputs == {"answer": "string", "confidence": "double", "keyframes": "array",
-                       "in_domain": "boolean", "model": "string"}
+    assert outputs == {
+        "answer": "string",
+        "confidence": "double",
+        "keyframes": "array",
+        "in_domain": "boolean",
+        "model": "string",
+    }
     assert "max_answer_tokens" in meta["signature"]["params"]
 
 
 def test_serves_a_registered_mlflow_model(tracking, gif) -> None:
     """The production path: the pyfunc from a registry, the alias resolved to the version."""
-    settings = ServeSettings(model_uri="models:/gifqa-serve@champion", max_frames=20,
-                             poll_seconds=0)
+    settings = ServeSettings(
+        model_uri="models:/gifqa-serve@champion", max_frames=20, poll_seconds=0
+    )
     with TestClient(create_app(settings)) as api:
         assert api.get("/readyz").json() == {"status": "ready", "model_version": 1}
         r = _post(api, gif)
@@ -568,8 +616,11 @@ def test_pyfunc_predicts_a_batch_and_reads_no_path(tracking, gif, monkeypatch) -
     monkeypatch.delenv("GIFQA_GIF_ROOT", raising=False)
     model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
     b64 = base64.b64encode(gif).decode()
-    out = model.predict(pd.DataFrame({"gif": [b64, b64, gif],
-                                      "question": [QUESTION, "how many squares ?", QUESTION]}))
+    out = model.predict(
+        pd.DataFrame(
+            {"gif": [b64, b64, gif], "question": [QUESTION, "how many squares ?", QUESTION]}
+        )
+    )
     assert list(out.columns) == ["answer", "confidence", "keyframes", "in_domain", "model"]
     assert list(out.keyframes[0]) == list(out.keyframes[2]) and len(out.keyframes[0]) > 1
     assert out.answer[0] == out.answer[2] and (out.confidence > 0).all()
@@ -610,12 +661,17 @@ def test_many_questions_about_many_gifs_answer_as_one_at_a_time(pair, gif, share
     real = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
     other = generate_example(1, ShapesParams()).gif_bytes
     questions = [QUESTION, "how many squares are there ?", "what is the circle doing ?"]
-    batched = predictor.answer_batch([(gif, questions), (real.read_bytes(), questions[:1]),
-                                      (other, questions[1:])])
-    singles = [[predictor.answer(g, q) for q in qs] for g, qs in
-               [(gif, questions), (real.read_bytes(), questions[:1]), (other, questions[1:])]]
-    strip = lambda rows: [[(a["answer"], a["keyframes"], a["n_frames"]) for a in r]  # noqa: E731
-                          for r in rows]
+    batched = predictor.answer_batch(
+        [(gif, questions), (real.read_bytes(), questions[:1]), (other, questions[1:])]
+    )
+    singles = [
+        [predictor.answer(g, q) for q in qs]
+        for g, qs in [(gif, questions), (real.read_bytes(), questions[:1]), (other, questions[1:])]
+    ]
+
+    def strip(rows: list[list[dict]]) -> list:
+        return [[(a["answer"], a["keyframes"], a["n_frames"]) for a in r] for r in rows]
+
     assert strip(batched) == strip(singles)
     conf = [a["confidence"] for r in batched for a in r]
     assert conf == pytest.approx([a["confidence"] for r in singles for a in r], abs=1e-3)
@@ -640,8 +696,9 @@ def test_answers_say_whether_the_gif_is_in_domain(pair, shared_data, tmp_path) -
         tokens = []
         for g in gifs:
             n = len(decode_frames(g, size=8))
-            frames = decode_frames(g, indices=cached_frame_indices(n, 16),
-                                   size=predictor.encoder.image_size)
+            frames = decode_frames(
+                g, indices=cached_frame_indices(n, 16), size=predictor.encoder.image_size
+            )
             tokens.append(predictor.encoder.embed_frames(frames)[0])
         return gif_embeddings(np.concatenate(tokens), np.array([len(t) for t in tokens]))
 
@@ -667,8 +724,9 @@ def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -
     first = predictor.answer(gif, QUESTION)
     calls: list[int] = []
     embed = predictor.encoder.embed_frames
-    monkeypatch.setattr(predictor.encoder, "embed_frames",
-                        lambda frames: calls.append(len(frames)) or embed(frames))
+    monkeypatch.setattr(
+        predictor.encoder, "embed_frames", lambda frames: calls.append(len(frames)) or embed(frames)
+    )
     assert predictor.answer(gif, QUESTION) == first and calls == []  # a hit: no CLIP pass
     others = [generate_example(i, ShapesParams()).gif_bytes for i in (1, 2)]
     predictor.answer_batch([(g, [QUESTION]) for g in others])

@@ -29,25 +29,42 @@ def _project(root: Path, **train) -> Path:
     clean.mkdir(parents=True)
     qa.to_parquet(clean / "qa_clean.parquet", index=False)
     gifs = sorted(qa.gif_id.unique())
-    pd.DataFrame({"gif_id": gifs, "description": [f"a {g}" for g in gifs],
-                  "path": [f"data/gifs/{g}.gif" for g in gifs]}).to_parquet(
-        clean / "manifest_clean.parquet", index=False)
-    section = {**TINY_TRAIN, "max_steps": STEPS, "gifs_per_batch": 8, "warmup_steps": 1,
-               "eval_every": 2, "checkpoint_every": 2, "nproc": 2, **train}
+    pd.DataFrame(
+        {
+            "gif_id": gifs,
+            "description": [f"a {g}" for g in gifs],
+            "path": [f"data/gifs/{g}.gif" for g in gifs],
+        }
+    ).to_parquet(clean / "manifest_clean.parquet", index=False)
+    section = {
+        **TINY_TRAIN,
+        "max_steps": STEPS,
+        "gifs_per_batch": 8,
+        "warmup_steps": 1,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "nproc": 2,
+        **train,
+    }
     (root / "params.yaml").write_text(yaml.safe_dump({"train": section}))
     return root
 
 
 def _gifqa_train(root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(["gifqa", "train"], cwd=root, env=env, text=True,
-                          capture_output=True, timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["gifqa", "train"], cwd=root, env=env, text=True, capture_output=True, timeout=600
+    )
 
 
 @pytest.mark.slow
-def test_the_stage_trains_on_two_processes_and_rank0_alone_writes(tmp_path: Path,
-                                                                  monkeypatch) -> None:
+def test_the_stage_trains_on_two_processes_and_rank0_alone_writes(
+    tmp_path: Path, monkeypatch
+) -> None:
     root = _project(tmp_path / "p")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -88,13 +105,18 @@ def test_a_failing_rank_fails_the_stage_saying_which(tmp_path: Path) -> None:
 def test_the_failure_names_the_first_failed_rank_first(tmp_path: Path) -> None:
     train = TrainParams(nproc=3)
     assert "no rank on this machine raised an error" in failure_message(-9, tmp_path, train)
-    for rank, t, error in [(0, 2.0, "RuntimeError: peer closed"), (2, 1.0, "ValueError: bad"),
-                           (1, 3.0, "RuntimeError: peer closed")]:
-        (tmp_path / f"rank-{rank}.json").write_text(json.dumps(
-            {"rank": rank, "local_rank": rank, "host": "h", "time": t, "error": error}))
+    for rank, t, error in [
+        (0, 2.0, "RuntimeError: peer closed"),
+        (2, 1.0, "ValueError: bad"),
+        (1, 3.0, "RuntimeError: peer closed"),
+    ]:
+        (tmp_path / f"rank-{rank}.json").write_text(
+            json.dumps({"rank": rank, "local_rank": rank, "host": "h", "time": t, "error": error})
+        )
     assert failure_message(1, tmp_path, train).endswith(
         "exit code 1; first failure: rank 2 (local 2 on h): ValueError: bad; then "
-        "rank 0 (local 0 on h), rank 1 (local 1 on h): RuntimeError: peer closed")
+        "rank 0 (local 0 on h), rank 1 (local 1 on h): RuntimeError: peer closed"
+    )
 
 
 def test_torchrun_command_one_machine_or_a_rendezvous(tmp_path: Path) -> None:
@@ -102,8 +124,9 @@ def test_torchrun_command_one_machine_or_a_rendezvous(tmp_path: Path) -> None:
     assert one[1:3] == ["-m", "torch.distributed.run"] and "--standalone" in one
     assert one[one.index("--nproc-per-node") + 1] == "4"
     assert one[-5:] == ["-m", "gifqa_model.cli", "train", "--params", str(tmp_path / "p.yaml")]
-    many = torchrun_command(TrainParams(nproc=8, nnodes=2, rdzv_endpoint="trainer-0:29400"),
-                            tmp_path / "p.yaml")
+    many = torchrun_command(
+        TrainParams(nproc=8, nnodes=2, rdzv_endpoint="trainer-0:29400"), tmp_path / "p.yaml"
+    )
     assert "--standalone" not in many
     assert many[many.index("--nnodes") + 1] == "2"
     assert many[many.index("--rdzv-endpoint") + 1] == "trainer-0:29400"

@@ -24,8 +24,16 @@ from tests.helpers import COLORS, TINY_TRAIN, free_port, make_cache
 
 
 def _params(**kw) -> TrainParams:
-    base = {**TINY_TRAIN, "max_steps": 8, "gifs_per_batch": 8, "warmup_steps": 2,
-            "eval_every": 4, "checkpoint_every": 4, "lr": 3e-3, "max_minutes": 5}
+    base = {
+        **TINY_TRAIN,
+        "max_steps": 8,
+        "gifs_per_batch": 8,
+        "warmup_steps": 2,
+        "eval_every": 4,
+        "checkpoint_every": 4,
+        "lr": 3e-3,
+        "max_minutes": 5,
+    }
     return TrainParams(**{**base, **kw})
 
 
@@ -130,10 +138,22 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
     script.write_text(DDP_SCRIPT)
     repo = Path(__file__).resolve().parents[3]
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         f"--master_port={free_port()}", str(script), str(tmp_path), run_id],
-        cwd=repo, capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            str(script),
+            str(tmp_path),
+            run_id,
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("'world_size': 2") == 2  # both ranks trained
     sums = re.findall(r"'param_checksum': ([-0-9.e]+)", proc.stdout)
@@ -172,14 +192,17 @@ def test_time_reversal_trains_on_reversed_clips(tmp_path: Path) -> None:
 def test_caption_task_trains_on_descriptions_and_needs_them(tmp_path: Path) -> None:
     qa, idx = make_cache(tmp_path)
     kf = pd.read_parquet(idx / KEYFRAMES_FILE)
-    texts = {g: f"a {a} circle is staying still ."
-             for g, a in zip(qa.gif_id, qa.answer, strict=True)}
-    m = run_train(qa, kf, idx, _params(captions=True, max_steps=4), tmp_path / "out",
-                  descriptions=texts)
+    texts = {
+        g: f"a {a} circle is staying still ." for g, a in zip(qa.gif_id, qa.answer, strict=True)
+    }
+    m = run_train(
+        qa, kf, idx, _params(captions=True, max_steps=4), tmp_path / "out", descriptions=texts
+    )
     assert m["steps"] == 4
     # the description words are in the vocabulary the model was trained with
-    vocab = json.loads((tmp_path / "out" / "model" / "tokenizer" / "tokenizer.json")
-                       .read_text())["model"]["vocab"]
+    vocab = json.loads((tmp_path / "out" / "model" / "tokenizer" / "tokenizer.json").read_text())[
+        "model"
+    ]["vocab"]
     assert {"describe", "staying", "still"} <= set(vocab)
     with pytest.raises(ValueError, match="descriptions"):
         run_train(qa, kf, idx, _params(captions=True, max_steps=1), tmp_path / "again")
@@ -192,7 +215,7 @@ def test_scene_loss_trains_the_visual_side_and_needs_targets(tmp_path: Path) -> 
     # each frame: its GIF's colour in cell 0 (the tokens encode it), background elsewhere
     scene = np.zeros((n_rows, 4, 2), dtype=np.int64)
     for g, colour in enumerate(qa.answer):
-        scene[g * 4:(g + 1) * 4, 0] = [COLORS.index(colour) + 1, 1]
+        scene[g * 4 : (g + 1) * 4, 0] = [COLORS.index(colour) + 1, 1]
     params = _params(scene_weight=1.0, scene_grid=2, max_steps=12, eval_every=6)
     m = run_train(qa, kf, idx, params, tmp_path / "out", scene=scene)
     assert m["steps"] == 12

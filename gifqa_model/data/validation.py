@@ -297,6 +297,30 @@ def _qa_reasons(
     return qa_reasons, orphaned
 
 
+def _numbered(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each row's index as a column, so a failure names its row."""
+    return table.assign(**{ROW_COLUMN: range(len(table))})
+
+
+def _write_outputs(
+    out_dir: Path,
+    clean_manifest: pd.DataFrame,
+    clean_qa: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    manifest_result,
+    qa_result,
+) -> None:
+    """The stage's tables and the GX results (without run ids: same inputs, same bytes)."""
+    clean_manifest.to_parquet(out_dir / MANIFEST_CLEAN_FILE, index=False)
+    clean_qa.to_parquet(out_dir / QA_CLEAN_FILE, index=False)
+    quarantine.to_parquet(out_dir / VALIDATE_QUARANTINE_FILE, index=False)
+    results_json = {
+        "manifest": _without_ids(manifest_result.to_json_dict()),
+        "qa": _without_ids(qa_result.to_json_dict()),
+    }
+    (out_dir / "gx_results.json").write_text(json.dumps(results_json, indent=1, default=str))
+
+
 def run_validation(
     manifest: pd.DataFrame, qa: pd.DataFrame, params: ValidateParams, out_dir: Path
 ) -> ValidationResult:
@@ -322,12 +346,7 @@ def run_validation(
     run_id = RunIdentifier(run_name="gifqa-validate")
 
     manifest_result = _run_suite(
-        context,
-        "manifest",
-        manifest.assign(**{ROW_COLUMN: range(len(manifest))}),
-        "gif_id",
-        manifest_expectations(params),
-        run_id,
+        context, "manifest", _numbered(manifest), "gif_id", manifest_expectations(params), run_id
     )
     manifest_bad, manifest_counts = _failures(manifest_result)
     manifest_ok = ~manifest.index.isin(list(manifest_bad))
@@ -335,12 +354,7 @@ def run_validation(
 
     known_ids = sorted({str(g) for g in manifest["gif_id"].dropna()})
     qa_result = _run_suite(
-        context,
-        "qa",
-        qa.assign(**{ROW_COLUMN: range(len(qa))}),
-        "qa_id",
-        qa_expectations(params, known_ids),
-        run_id,
+        context, "qa", _numbered(qa), "qa_id", qa_expectations(params, known_ids), run_id
     )
     qa_bad, qa_counts = _failures(qa_result)
 
@@ -369,14 +383,7 @@ def run_validation(
     over = [t for t in ("manifest", "qa") if metrics[t]["failing_share"] > params.max_failing_share]
     metrics["passed"] = not over
 
-    clean_manifest.to_parquet(out_dir / MANIFEST_CLEAN_FILE, index=False)
-    clean_qa.to_parquet(out_dir / QA_CLEAN_FILE, index=False)
-    quarantine.to_parquet(out_dir / VALIDATE_QUARANTINE_FILE, index=False)
-    results_json = {
-        "manifest": _without_ids(manifest_result.to_json_dict()),
-        "qa": _without_ids(qa_result.to_json_dict()),
-    }
-    (out_dir / "gx_results.json").write_text(json.dumps(results_json, indent=1, default=str))
+    _write_outputs(out_dir, clean_manifest, clean_qa, quarantine, manifest_result, qa_result)
     # GX renders both suites and both validation results from its in-memory stores.
     context.build_data_docs(site_names=[DATA_DOCS_SITE])
 

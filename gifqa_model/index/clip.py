@@ -230,6 +230,49 @@ def _token_scene_head(
     return _TokenHead(encoder.token_width, scene_classes())
 
 
+def _contrastive_loss(
+    encoder: ClipEncoder,
+    frames: np.ndarray,
+    texts: list[str],
+    per_gif: int,
+    labels: torch.Tensor,
+    bf16: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's symmetric loss over a batch of GIFs (`per_gif` frames each, in order) and one
+    text each, and the frames' tokens (for the scene loss)."""
+    bs = len(texts)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        img_f, tokens = encoder.visual(encoder.pixels(frames))
+        txt_f = encoder.model.encode_text(encoder.tokenizer(texts))
+    img_f = F.normalize(img_f.float(), dim=-1).reshape(bs, per_gif, -1)
+    txt_f = F.normalize(txt_f.float(), dim=-1)
+    # similarity of GIF i to text j = its best-matching sampled frame
+    sim = torch.einsum("ime,je->ijm", img_f, txt_f).amax(-1)
+    logits = encoder.model.logit_scale.exp() * sim
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2, tokens
+
+
+def _fit_metrics(
+    step: int,
+    t0: float,
+    first: float | None,
+    last: float,
+    params: ClipParams,
+    scene_first: float | None,
+    scene_last: float | None,
+) -> dict[str, float]:
+    out = {
+        "clip_fit_steps": step,
+        "clip_fit_seconds": round(time.time() - t0, 1),
+        "clip_fit_loss_first": first if first is not None else float("nan"),
+        "clip_fit_loss_last": last,
+        "clip_fit_objective": params.fit_objective,
+    }
+    if scene_first is not None:
+        out |= {"clip_fit_scene_loss_first": scene_first, "clip_fit_scene_loss_last": scene_last}
+    return out
+
+
 def fit_clip(
     encoder: ClipEncoder,
     frames: np.ndarray,
@@ -273,16 +316,10 @@ def fit_clip(
             )
         idx = rng.choice(n, size=bs, replace=False)
         frame_idx = np.concatenate([rng.integers(*gif_frame_ranges[i], size=per_gif) for i in idx])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=params.fit_bf16):
-            img_f, tokens = encoder.visual(encoder.pixels(frames[frame_idx]))
-            batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
-            txt_f = model.encode_text(encoder.tokenizer(batch_texts))
-        img_f = F.normalize(img_f.float(), dim=-1).reshape(bs, per_gif, -1)
-        txt_f = F.normalize(txt_f.float(), dim=-1)
-        # similarity of GIF i to text j = its best-matching sampled frame
-        sim = torch.einsum("ime,je->ijm", img_f, txt_f).amax(-1)
-        logits = model.logit_scale.exp() * sim
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        batch_texts = [texts[i][rng.integers(len(texts[i]))] for i in idx]
+        loss, tokens = _contrastive_loss(
+            encoder, frames[frame_idx], batch_texts, per_gif, labels, params.fit_bf16
+        )
         if head is not None:
             token_loss = scene_loss(head(tokens.float()), torch.from_numpy(scene[frame_idx]))
             loss = loss + params.fit_scene_weight * token_loss
@@ -306,15 +343,4 @@ def fit_clip(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return {
-        "clip_fit_steps": step,
-        "clip_fit_seconds": round(time.time() - t0, 1),
-        "clip_fit_loss_first": first if first is not None else float("nan"),
-        "clip_fit_loss_last": loss_val,
-        "clip_fit_objective": params.fit_objective,
-        **(
-            {"clip_fit_scene_loss_first": scene_first, "clip_fit_scene_loss_last": scene_last}
-            if scene_first is not None
-            else {}
-        ),
-    }
+    return _fit_metrics(step, t0, first, loss_val, params, scene_first, scene_last)

@@ -92,14 +92,15 @@ def decide(
     `splits` names each question's benchmark split: the paired test and the qtype check read
     the in-distribution split, and every split is checked for a drop."""
     if splits is not None:
-        splits = pd.Series(np.asarray(splits), dtype=object)
-        iid = (splits == IID_SPLIT).to_numpy()
-        split_deltas = _split_deltas(chall, champ, splits)
-        chall = np.asarray(chall, dtype=bool)[iid]
-        champ = None if champ is None else np.asarray(champ, dtype=bool)[iid]
-        qtypes = pd.Series(np.asarray(qtypes)[iid])
-        decision = decide(chall, champ, qtypes, blank_accuracy, prior_accuracy, params)
-        return _with_splits(decision, split_deltas, params)
+        return _decide_by_split(
+            chall,
+            champ,
+            qtypes,
+            blank_accuracy,
+            prior_accuracy,
+            params,
+            pd.Series(np.asarray(splits), dtype=object),
+        )
     chall = np.asarray(chall, dtype=bool)
     acc = float(chall.mean()) if len(chall) else 0.0
     looks = blank_accuracy <= prior_accuracy + params.blank_margin
@@ -131,24 +132,7 @@ def decide(
         "no_qtype_regression": worst is None or deltas[worst] >= -params.qtype_tolerance,
         "looks_at_gif": looks,
     }
-    if not checks["significant"] or not checks["min_effect"]:
-        reason = (
-            f"not better: {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
-            f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g} "
-            f"(needs p<{params.alpha} and >= {params.min_effect:+.4f})"
-        )
-    elif not checks["no_qtype_regression"]:
-        reason = (
-            f"{worst} drops {deltas[worst]:+.4f} (tolerance {params.qtype_tolerance}) "
-            f"though the whole gains {stats['delta']:+.4f}"
-        )
-    elif not looks:
-        reason = f"does not look at the GIF: {look_text}"
-    else:
-        reason = (
-            f"better by {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
-            f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g}"
-        )
+    reason = _reason(checks, stats, deltas, worst, look_text, params)
     return Decision(
         all(checks.values()),
         reason,
@@ -163,6 +147,53 @@ def decide(
         prior_accuracy,
         checks,
     )
+
+
+def _reason(
+    checks: dict[str, bool],
+    stats: dict,
+    deltas: dict[str, float],
+    worst: str | None,
+    look_text: str,
+    params: RegistryParams,
+) -> str:
+    """The first failed check in words, or why it is better."""
+    if not checks["significant"] or not checks["min_effect"]:
+        return (
+            f"not better: {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
+            f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g} "
+            f"(needs p<{params.alpha} and >= {params.min_effect:+.4f})"
+        )
+    if not checks["no_qtype_regression"]:
+        return (
+            f"{worst} drops {deltas[worst]:+.4f} (tolerance {params.qtype_tolerance}) "
+            f"though the whole gains {stats['delta']:+.4f}"
+        )
+    if not checks["looks_at_gif"]:
+        return f"does not look at the GIF: {look_text}"
+    return (
+        f"better by {stats['delta']:+.4f} (95% CI {stats['ci_low']:+.4f} to "
+        f"{stats['ci_high']:+.4f}), McNemar p={stats['p_value']:.3g}"
+    )
+
+
+def _decide_by_split(
+    chall: np.ndarray,
+    champ: np.ndarray | None,
+    qtypes: pd.Series,
+    blank_accuracy: float,
+    prior_accuracy: float,
+    params: RegistryParams,
+    splits: pd.Series,
+) -> Decision:
+    """decide() on the in-distribution split, then the per-split drop check on all."""
+    iid = (splits == IID_SPLIT).to_numpy()
+    split_deltas = _split_deltas(chall, champ, splits)
+    chall = np.asarray(chall, dtype=bool)[iid]
+    champ = None if champ is None else np.asarray(champ, dtype=bool)[iid]
+    qtypes = pd.Series(np.asarray(qtypes)[iid])
+    decision = decide(chall, champ, qtypes, blank_accuracy, prior_accuracy, params)
+    return _with_splits(decision, split_deltas, params)
 
 
 def _split_deltas(

@@ -73,6 +73,49 @@ def score_pair(
     return chall, champ
 
 
+def _score_with_champion(
+    client: MlflowClient,
+    name: str,
+    champion: int | None,
+    candidate: Candidate,
+    benchmark: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The challenger and the champion (downloaded from the registry) on the benchmark."""
+    with tempfile.TemporaryDirectory() as tmp:
+        champ_dirs = None
+        if champion is not None:
+            arts = download_version(client, name, champion, Path(tmp))
+            champ_dirs = (arts["model_dir"], arts["clip_dir"])
+        return score_pair(
+            benchmark, (candidate.model_dir, candidate.clip_dir), champ_dirs, candidate.scored
+        )
+
+
+def gate_tags(decision: gate.Decision, champion: int | None, flow_run: str | None) -> dict:
+    """The `gate.*` tags a decision leaves on its version."""
+    tags = {
+        GATE_TAG: ("promoted" if decision.promote else "held" if decision.held else "rejected"),
+        "gate.reason": decision.reason[:5000],
+        "gate.compared_with": f"v{champion}" if champion else "none",
+        "gate.challenger_accuracy": f"{decision.challenger_accuracy:.4f}",
+        "gate.checks": json.dumps(decision.checks),
+    }
+    if decision.delta is not None:
+        tags.update(
+            {
+                "gate.champion_accuracy": f"{decision.champion_accuracy:.4f}",
+                "gate.delta": f"{decision.delta:+.4f}",
+                "gate.delta_ci95": f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]",
+                "gate.p_value": f"{decision.p_value:.4g}",
+                "gate.qtype_deltas": json.dumps(decision.qtype_deltas),
+                "gate.split_deltas": json.dumps(decision.split_deltas),
+            }
+        )
+    if flow_run:
+        tags["gate.flow_run"] = flow_run
+    return tags
+
+
 def register_and_gate(
     client: MlflowClient,
     params: RegistryParams,
@@ -111,14 +154,9 @@ def register_and_gate(
     )
     with registry_lock():
         champion = alias_version(client, name, CHAMPION)
-        with tempfile.TemporaryDirectory() as tmp:
-            champ_dirs = None
-            if champion is not None:
-                arts = download_version(client, name, champion, Path(tmp))
-                champ_dirs = (arts["model_dir"], arts["clip_dir"])
-            chall_scored, champ_scored = score_pair(
-                benchmark, (candidate.model_dir, candidate.clip_dir), champ_dirs, candidate.scored
-            )
+        chall_scored, champ_scored = _score_with_champion(
+            client, name, champion, candidate, benchmark
+        )
         decision = gate.decide(
             chall_scored.correct.to_numpy(),
             None if champ_scored is None else champ_scored.correct.to_numpy(),
@@ -130,26 +168,7 @@ def register_and_gate(
         )
         if hold_for:
             decision = gate.hold(decision, hold_for)
-        tags = {
-            GATE_TAG: ("promoted" if decision.promote else "held" if decision.held else "rejected"),
-            "gate.reason": decision.reason[:5000],
-            "gate.compared_with": f"v{champion}" if champion else "none",
-            "gate.challenger_accuracy": f"{decision.challenger_accuracy:.4f}",
-            "gate.checks": json.dumps(decision.checks),
-        }
-        if decision.delta is not None:
-            tags.update(
-                {
-                    "gate.champion_accuracy": f"{decision.champion_accuracy:.4f}",
-                    "gate.delta": f"{decision.delta:+.4f}",
-                    "gate.delta_ci95": f"[{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]",
-                    "gate.p_value": f"{decision.p_value:.4g}",
-                    "gate.qtype_deltas": json.dumps(decision.qtype_deltas),
-                    "gate.split_deltas": json.dumps(decision.split_deltas),
-                }
-            )
-        if candidate.tags.get("flow_run"):
-            tags["gate.flow_run"] = candidate.tags["flow_run"]
+        tags = gate_tags(decision, champion, candidate.tags.get("flow_run"))
         for k, v in tags.items():
             client.set_model_version_tag(name, str(version), k, v)
         if decision.promote:

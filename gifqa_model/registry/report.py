@@ -20,7 +20,19 @@ from mlflow import MlflowClient
 from gifqa_model.core.schema import IID_SPLIT
 from gifqa_model.registry.gate import Decision, by_qtype
 
-MAX_SHOWN = 24  # disagreements drawn on the page (all are in the JSON)
+MAX_SHOWN = 24
+# what report.json says of each question the two models answer differently
+DISAGREEMENT_COLUMNS = [
+    "qa_id",
+    "gif_id",
+    "question",
+    "answer",
+    "qtype",
+    "prediction",
+    "prediction_champion",
+    "keyframes",
+    "keyframes_champion",
+]  # disagreements drawn on the page (all are in the JSON)
 
 
 def _run_params(client: MlflowClient, run_id: str | None) -> dict[str, str]:
@@ -103,71 +115,9 @@ def split_of(scored: pd.DataFrame) -> pd.Series:
     return scored.split if "split" in scored else pd.Series(IID_SPLIT, index=scored.index)
 
 
-def write_report(
-    out_dir: Path,
-    name: str,
-    version: int,
-    champion: int | None,
-    decision: Decision,
-    chall: pd.DataFrame,
-    champ: pd.DataFrame | None,
-    client: MlflowClient,
-) -> dict[str, Path]:
-    """report.json and report.html in `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    iid = split_of(chall) == IID_SPLIT
-    mine = by_qtype(chall.correct.to_numpy()[iid], chall.qtype[iid])
-    mine_split = by_qtype(chall.correct.to_numpy(), split_of(chall))
-    theirs = theirs_split = None
-    if champ is not None:
-        champ_iid = split_of(champ) == IID_SPLIT
-        theirs = by_qtype(champ.correct.to_numpy()[champ_iid], champ.qtype[champ_iid])
-        theirs_split = by_qtype(champ.correct.to_numpy(), split_of(champ))
-    champ_run = (
-        client.get_model_version(name, str(champion)).run_id if champion is not None else None
-    )
-    chall_run = client.get_model_version(name, str(version)).run_id
-    # with no champion there is nothing to differ from
-    diff = (
-        param_diff(_run_params(client, chall_run), _run_params(client, champ_run))
-        if champ_run
-        else {}
-    )
-    dis = disagreements(chall, champ)
-    cols = [
-        "qa_id",
-        "gif_id",
-        "question",
-        "answer",
-        "qtype",
-        "prediction",
-        "prediction_champion",
-        "keyframes",
-        "keyframes_champion",
-    ]
-    report = {
-        "model": name,
-        "version": version,
-        "champion_before": champion,
-        "decision": decision.as_dict(),
-        "challenger_by_qtype": mine,
-        "champion_by_qtype": theirs,
-        "challenger_by_split": mine_split,
-        "champion_by_split": theirs_split,
-        "n_questions": int(len(chall)),
-        "n_disagreements": int(len(dis)),
-        "param_diff": diff,
-        "disagreements": json.loads(dis[cols].to_json(orient="records")) if len(dis) else [],
-    }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-
-    verdict = (
-        "promoted" if decision.promote else "held (drift)" if decision.held else "not promoted"
-    )
-    checks = "".join(
-        f"<li>{html.escape(k)}: {'pass' if v else 'FAIL'}</li>" for k, v in decision.checks.items()
-    )
+def _disagreement_rows(dis: pd.DataFrame) -> list[str]:
+    """The first MAX_SHOWN disagreements as table rows: the GIF, the question, the gold
+    answer, and each model's answer beside the keyframes it chose."""
     rows = []
     for r in dis.head(MAX_SHOWN).itertuples():
         gif = base64.b64encode(Path(r.path).read_bytes()).decode()
@@ -181,6 +131,69 @@ def write_report(
             f"{html.escape(r.prediction_champion)}<br>"
             f"<img src='data:image/png;base64,{_strip(r.path, r.keyframes_champion)}'></td></tr>"
         )
+    return rows
+
+
+def _accuracies(scored: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
+    """Accuracy per qtype on the in-distribution split, and per benchmark split."""
+    iid = (split_of(scored) == IID_SPLIT).to_numpy()
+    return (
+        by_qtype(scored.correct.to_numpy()[iid], scored.qtype[iid]),
+        by_qtype(scored.correct.to_numpy(), split_of(scored)),
+    )
+
+
+def write_report(
+    out_dir: Path,
+    name: str,
+    version: int,
+    champion: int | None,
+    decision: Decision,
+    chall: pd.DataFrame,
+    champ: pd.DataFrame | None,
+    client: MlflowClient,
+) -> dict[str, Path]:
+    """report.json and report.html in `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mine, mine_split = _accuracies(chall)
+    theirs, theirs_split = _accuracies(champ) if champ is not None else (None, None)
+    champ_run = (
+        client.get_model_version(name, str(champion)).run_id if champion is not None else None
+    )
+    chall_run = client.get_model_version(name, str(version)).run_id
+    # with no champion there is nothing to differ from
+    diff = (
+        param_diff(_run_params(client, chall_run), _run_params(client, champ_run))
+        if champ_run
+        else {}
+    )
+    dis = disagreements(chall, champ)
+    report = {
+        "model": name,
+        "version": version,
+        "champion_before": champion,
+        "decision": decision.as_dict(),
+        "challenger_by_qtype": mine,
+        "champion_by_qtype": theirs,
+        "challenger_by_split": mine_split,
+        "champion_by_split": theirs_split,
+        "n_questions": int(len(chall)),
+        "n_disagreements": int(len(dis)),
+        "param_diff": diff,
+        "disagreements": json.loads(dis[DISAGREEMENT_COLUMNS].to_json(orient="records"))
+        if len(dis)
+        else [],
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+
+    verdict = (
+        "promoted" if decision.promote else "held (drift)" if decision.held else "not promoted"
+    )
+    checks = "".join(
+        f"<li>{html.escape(k)}: {'pass' if v else 'FAIL'}</li>" for k, v in decision.checks.items()
+    )
+    rows = _disagreement_rows(dis)
     diff_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(a))}</td>"
         f"<td>{html.escape(str(b))}</td></tr>"

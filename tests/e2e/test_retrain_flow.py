@@ -44,7 +44,7 @@ def flow_summary(project: Path) -> dict:
 def test_flow_registers_a_champion(project: Path, flow_summary: dict) -> None:
     assert flow_summary["version"] == 1
     assert flow_summary["champion_version"] == 1 and flow_summary["promoted"]
-    for stage in ["ingest", "synth_qa", "validate", "index", "train", "eval"]:
+    for stage in ["ingest", "synth_qa", "validate", "index", "train", "evaluate"]:
         assert (project / "metrics" / f"{stage}.json").is_file(), stage
     assert (project / "dvc.lock").is_file()
     assert (project / "data.dvc").is_file()

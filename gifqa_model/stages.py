@@ -370,7 +370,7 @@ def score_on_benchmark(params: Params, qa: pd.DataFrame, root: Path, out: Path, 
     plot_accuracy_by_split(splits, out / "accuracy_by_split.png")
     plot_reliability(calibration["reliability"], calibration["ece"], out / "reliability.png")
     bench = {
-        **score_summary(iid),
+        **(splits.get(IID_SPLIT) or score_summary(iid)),
         "blank_frames_accuracy": score_summary(blank)["accuracy"],
         "prior_accuracy": round(float(prior_ok.mean()), 4) if len(iid) else 0.0,
         "smoke_questions": int(len(smoke)),

@@ -102,8 +102,7 @@ def load_benchmark(bench_dir: Path, splits: list[str] | None = None) -> pd.DataF
     """The benchmark questions with absolute GIF paths: every split, or those named."""
     bench_dir = Path(bench_dir)
     table = pd.read_parquet(bench_dir / QUESTIONS_FILE)
-    if "split" not in table:  # a benchmark built before the OOD splits: one split
-        table = table.assign(split=IID_SPLIT)
+    table = table.assign(split=split_of(table))
     if splits is not None:
         table = table[table.split.isin(splits)].reset_index(drop=True)
     return table.assign(path=table.path.map(lambda p: str(bench_dir / p)))
@@ -143,3 +142,9 @@ def smoke_questions(params: BenchmarkParams, qa: QAParams) -> pd.DataFrame:
     out = pd.concat(asked, ignore_index=True)
     paths = {Path(r["gif"]).stem: str(folder / r["gif"]) for r in rows}
     return out.assign(path=out.gif_id.map(paths))[columns]
+
+
+def split_of(scored: pd.DataFrame) -> pd.Series:
+    """Each question's benchmark split: a table without the column (a benchmark built before
+    the OOD splits, or one split's own table) is all in-distribution."""
+    return scored.split if "split" in scored else pd.Series(IID_SPLIT, index=scored.index)

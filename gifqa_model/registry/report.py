@@ -18,6 +18,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from gifqa_model.core.schema import IID_SPLIT
+from gifqa_model.evaluate.benchmark import split_of
 from gifqa_model.registry.gate import Decision, by_qtype
 
 MAX_SHOWN = 24
@@ -108,11 +109,6 @@ def _strip(path: str, frames: list[int]) -> str:
     buf = io.BytesIO()
     strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def split_of(scored: pd.DataFrame) -> pd.Series:
-    """Each scored question's benchmark split (a benchmark without OOD splits has one)."""
-    return scored.split if "split" in scored else pd.Series(IID_SPLIT, index=scored.index)
 
 
 def _disagreement_rows(dis: pd.DataFrame) -> list[str]:

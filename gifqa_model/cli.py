@@ -211,6 +211,23 @@ def answer(
 
 
 @app.command(rich_help_panel=USE)
+def describe(
+    gif: Path,
+    model_uri: str = typer.Option(CHAMPION_URI, help="MLflow model URI"),
+) -> None:
+    """Describe a whole GIF in words with a registered model."""
+    import mlflow
+
+    if not gif.is_file():
+        console.print(f"[red]no such file: {gif}[/]")
+        raise typer.Exit(2)
+    predictor = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().predictor
+    out = predictor.describe(gif.read_bytes())
+    console.print(f"[bold]description:[/] {out['description']}")
+    console.print(f"[bold]frames read:[/] {out['keyframes']}")
+
+
+@app.command(rich_help_panel=USE)
 def search(
     query: str,
     k: int = typer.Option(10, help="how many GIFs"),
@@ -260,6 +277,43 @@ def serve(
     }
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     uvicorn.run(create_app(settings), host=host, port=port)
+
+
+foundation = typer.Typer(
+    help="The pretrained foundation: what the simulator knows, built apart from any retrain.",
+    no_args_is_help=True,
+)
+app.add_typer(foundation, name="foundation", rich_help_panel=MODELS)
+
+
+@foundation.command("build")
+def foundation_build(
+    params: Path = PARAMS,
+    pin: bool = typer.Option(False, "--pin", help="write its digest into params.yaml"),
+) -> None:
+    """Train the foundation on its own ShapesWorld corpus (ground truth included) and export
+    it to foundation.dir. A retrain never runs this: a new foundation is a deliberate change."""
+    from gifqa_model.stages import stage_foundation
+
+    metrics = stage_foundation(_params(params))
+    _show("foundation", metrics)
+    if pin:
+        from gifqa_model.core.config import pin_foundation
+
+        pin_foundation(params, metrics["digest"])
+        console.print(f"params.yaml pins foundation.digest {metrics['digest']}")
+
+
+@foundation.command("register")
+def foundation_register(params: Path = PARAMS) -> None:
+    """Register foundation.dir in MLflow as its own model (gifqa-foundation), with its card."""
+    from gifqa_model.core.artifacts import FOUNDATION_METRICS
+    from gifqa_model.registry.foundation import FOUNDATION_MODEL, register_foundation
+
+    p = _params(params)
+    metrics = json.loads(FOUNDATION_METRICS.read_text()) if FOUNDATION_METRICS.is_file() else {}
+    version = register_foundation(p, Path(p.foundation.dir), metrics)
+    console.print(f"{FOUNDATION_MODEL} version {version}")
 
 
 dev = typer.Typer(help="Developer checks of the project's own files.", no_args_is_help=True)

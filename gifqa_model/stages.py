@@ -23,6 +23,9 @@ from gifqa_model.core.artifacts import (
     CLIP_DIR,
     CURVE_FILE,
     DATA_DIR,
+    DESCRIPTIONS_FILE,
+    FOUNDATION_METRICS,
+    FOUNDATION_WORK_DIR,
     FRAMES_FILE,
     KEYFRAMES_FILE,
     MANIFEST_CLEAN_FILE,
@@ -145,15 +148,19 @@ class TrainInputs(NamedTuple):
     scene: np.ndarray | None  # per cache row, the scene loss's targets (None when it is off)
 
 
-def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> TrainInputs:
-    """Load what `run_train` reads; with `train.scene_weight` > 0 also the scene targets of
-    every cached frame, from the corpus's ground truth."""
+def train_inputs(
+    root: Path = Path("."), train: TrainParams | None = None, ground_truth_ok: bool = False
+) -> TrainInputs:
+    """Load what `run_train` reads: the tables, keyframes and descriptions a real corpus has.
+    Only the foundation's build (`ground_truth_ok`) also reads the scene targets of every
+    cached frame from ShapesWorld's ground truth, when `train.scene_weight` > 0."""
     from gifqa_model.index.cache import load_keyframes
 
     manifest, qa = clean_tables(root)
     descriptions = dict(zip(manifest.gif_id, manifest.description, strict=True))
     scene = None
     if train is not None and train.scene_weight > 0:
+        _refuse_ground_truth("train.scene_weight", ground_truth_ok)
         from gifqa_model.data.scene import scene_table
 
         frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
@@ -163,11 +170,27 @@ def train_inputs(root: Path = Path("."), train: TrainParams | None = None) -> Tr
     return TrainInputs(qa, load_keyframes(out_dir("index", root)), descriptions, scene)
 
 
-def stage_index(params: Params, root: Path = Path(".")) -> dict:
+def _refuse_ground_truth(setting: str, ground_truth_ok: bool) -> None:
+    if not ground_truth_ok:
+        raise ValueError(
+            f"{setting} > 0 learns from ShapesWorld's ground truth, which a real corpus does "
+            "not have: a retrain learns from GIFs, descriptions and their QA only. What the "
+            "simulator knows enters as the pretrained foundation (`gifqa foundation build`, "
+            "params.yaml's foundation section); set it to 0"
+        )
+
+
+def stage_index(params: Params, root: Path = Path("."), ground_truth_ok: bool = False) -> dict:
+    """Cache frame tokens and choose keyframes. The ground truth is read to score keyframes;
+    only the foundation's build (`ground_truth_ok`) also fits CLIP on it."""
     from gifqa_model.index.indexing import run_index
 
     manifest, qa = clean_tables(root)
     out = out_dir("index", root)
+    fits_on_truth = params.clip.pretrained_path is None and params.clip.fit_scene_weight > 0
+    if fits_on_truth:
+        _refuse_ground_truth("clip.fit_scene_weight", ground_truth_ok)
+    check_foundation(params, root)
     truth = ground_truth(manifest, root)
     from gifqa_model.core.fanout import injected
     from gifqa_model.index.indexing import read_fit_set
@@ -180,7 +203,7 @@ def stage_index(params: Params, root: Path = Path(".")) -> dict:
         params.clip,
         params.index,
         out,
-        truth_by_gif=truth,
+        truth_by_gif=truth if fits_on_truth else None,
         cache=cache,
         fit_set=read_fit_set(root / params.clip.fit_set_file),
         mapper=mapper,
@@ -264,13 +287,14 @@ def stage_train(params: Params, root: Path = Path(".")) -> dict:
         return _train_here(params, root)
 
 
-def _train_here(params: Params, root: Path) -> dict:
+def _train_here(params: Params, root: Path, ground_truth_ok: bool = False) -> dict:
     """This process's part of training: all of it, or one rank's."""
     from gifqa_model.evaluate.plots import plot_training_curve
     from gifqa_model.train.distributed import rank
     from gifqa_model.train.loop import run_train
 
-    inputs = train_inputs(root, params.train)
+    check_foundation(params, root)
+    inputs = train_inputs(root, params.train, ground_truth_ok)
     out = out_dir("train", root)
     # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes
     ckpt_dir = root / CHECKPOINTS_DIR / "train"
@@ -292,6 +316,88 @@ def _train_here(params: Params, root: Path) -> dict:
     if (out / CURVE_FILE).is_file():
         plot_training_curve(out / CURVE_FILE, out / "training_curve.png")
     write_metrics("train", metrics, root)
+    return metrics
+
+
+def uses_foundation(params: Params) -> bool:
+    """Does this project's CLIP or model load a file under `foundation.dir`?"""
+    f = Path(params.foundation.dir)
+    t = params.train
+    paths = [params.clip.pretrained_path, t.model.qformer_dir, t.model.lm_dir, t.tokenizer_dir]
+    return any(p and Path(p).is_relative_to(f) for p in paths)
+
+
+def check_foundation(params: Params, root: Path = Path(".")) -> None:
+    """Refuse a foundation whose files are not the pinned ones (`foundation.digest`)."""
+    from gifqa_model.core.digests import tree_digest
+
+    f = params.foundation
+    if not (uses_foundation(params) and f.digest):
+        return
+    where = root / f.dir
+    if not where.is_dir():
+        raise FileNotFoundError(
+            f"{where}: the pinned foundation is missing (git checkout it, or `gifqa foundation "
+            "build` and pin the digest it prints)"
+        )
+    found = tree_digest(where)
+    if found != f.digest:
+        raise ValueError(
+            f"{where} has digest {found}, params.yaml's foundation.digest pins {f.digest}: "
+            "a new foundation is a deliberate change (`gifqa foundation build --pin`)"
+        )
+
+
+def foundation_params(params: Params, work: Path) -> Params:
+    """The params the foundation is built with: the project's, on a ShapesWorld corpus of
+    `foundation.seed` in `work`, with the foundation's clip and train changes, from scratch."""
+    from gifqa_model.core.config import apply_overrides
+
+    f = params.foundation
+    corpus = (work / DATA_DIR).resolve()  # the ingest sources are read from the cwd
+    base = params.model_dump(by_alias=True)
+    changes = {
+        "shapes": {"seed": f.seed, "n_gifs": f.n_gifs},
+        "ingest": {"sources": [{"kind": "folder", "path": str(corpus), "source": "shapesworld"}]},
+        "clip": {**f.clip, "pretrained_path": None},
+        "train": apply_overrides(
+            {"tokenizer_dir": None, "model": {"qformer_dir": None, "lm_dir": None}}, f.train
+        ),
+        "foundation": {"seed": -1, "digest": None},  # the build has no foundation of its own
+    }
+    return Params.model_validate(apply_overrides(base, changes, {("ingest", "sources")}))
+
+
+def stage_foundation(params: Params, root: Path = Path(".")) -> dict:
+    """Build the foundation in `foundation/work` (data → … → train, ground truth allowed) and
+    export it to `foundation.dir` in the full profile's layout; returns its metrics."""
+    from gifqa_model.core.digests import tree_digest
+    from gifqa_model.model.foundation import export_foundation
+
+    work = root / FOUNDATION_WORK_DIR
+    fp = foundation_params(params, work)
+    (work / fp.clip.fit_set_file).parent.mkdir(parents=True, exist_ok=True)
+    (work / fp.clip.fit_set_file).write_text("")  # fitted on every train GIF of its corpus
+    metrics: dict = {"seed": fp.shapes.seed, "n_gifs": fp.shapes.n_gifs}
+    for name, run in [
+        ("data", stage_data),
+        ("ingest", stage_ingest),
+        ("synth_qa", stage_synth_qa),
+        ("validate", stage_validate),
+    ]:
+        log.info("foundation: %s", name)
+        run(fp, work)
+    index = stage_index(fp, work, ground_truth_ok=True)
+    train = _train_here(fp, work, ground_truth_ok=True)
+    out = root / params.foundation.dir
+    shutil.rmtree(out, ignore_errors=True)
+    export_foundation(out_dir("train", work) / MODEL_DIR, out_dir("index", work) / CLIP_DIR, out)
+    metrics |= {
+        "digest": tree_digest(out),
+        "clip": {k: v for k, v in index.items() if k.startswith("clip_fit")},
+        "train": {k: train[k] for k in ("steps", "final_loss", "val_accuracy") if k in train},
+    }
+    write_metrics("foundation", metrics, path=root / FOUNDATION_METRICS)
     return metrics
 
 
@@ -318,6 +424,28 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
     predictor = GifQAPredictor(
         out_dir("train", root) / MODEL_DIR, out_dir("index", root) / CLIP_DIR
     )
+    if params.train.captions:
+        from gifqa_model.evaluate.metrics import describe_test_gifs
+
+        metrics["describe"], described = describe_test_gifs(
+            out_dir("train", root) / MODEL_DIR,
+            out_dir("index", root),
+            manifest,
+            len(keyframes.frames.iloc[0]),
+            params.evaluate.batch_size,
+        )
+        described.to_parquet(out / DESCRIPTIONS_FILE, index=False)
+    if uses_foundation(params):  # what the retrain added to what it started from
+        from gifqa_model.evaluate.metrics import accuracy_on_test
+        from gifqa_model.model.foundation import WHOLE_DIR
+
+        metrics["foundation"] = accuracy_on_test(
+            root / params.foundation.dir / WHOLE_DIR,
+            out_dir("index", root),
+            qa,
+            keyframes,
+            params.evaluate,
+        )
     metrics.update(score_on_benchmark(params, qa, root, out, predictor))
     metrics["reversed"] = reversed_test_clips(predictor, manifest, qa, root)
     write_metrics("evaluate", metrics, root)

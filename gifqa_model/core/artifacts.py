@@ -16,6 +16,8 @@ CHECKPOINTS_DIR = OUTPUTS / ".checkpoints"  # no stage's output: survives a reru
 WORK_CACHE_DIR = OUTPUTS / ".cache"  # per-GIF work by content (core/workcache.py)
 WORK_CACHE_ENV = "GIFQA_WORK_CACHE"  # another folder for it, or "off"
 DATA_DIR = Path("data") / "shapesworld"  # the embedded corpus (tracked by data.dvc)
+FOUNDATION_WORK_DIR = Path("foundation") / "work"  # where `gifqa foundation build` builds
+FOUNDATION_METRICS = Path("foundation") / "metrics.json"  # what it built (git-tracked)
 SHAPES_STAMP_FILE = "shapes.json"  # in DATA_DIR: the shapes params it was generated with
 
 # ingest
@@ -46,6 +48,7 @@ SMOKE_FILE = "smoke.parquet"
 CORPUS_DIR = "shapesworld"
 # evaluate
 PREDICTIONS_FILE = "predictions.parquet"
+DESCRIPTIONS_FILE = "descriptions.parquet"  # evaluate: the model's description of each test GIF
 BENCHMARK_PREDICTIONS_FILE = "benchmark_predictions.parquet"
 
 
@@ -63,8 +66,11 @@ def metrics_path(stage: str, root: Path = Path(".")) -> Path:
     return root / METRICS / f"{stage}.json"
 
 
-def write_metrics(stage: str, metrics: dict, root: Path = Path(".")) -> Path:
-    path = metrics_path(stage, root)
+def write_metrics(
+    stage: str, metrics: dict, root: Path = Path("."), path: Path | None = None
+) -> Path:
+    """metrics/<stage>.json (or `path`) as sorted, indented JSON."""
+    path = path or metrics_path(stage, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
     return path

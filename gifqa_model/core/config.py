@@ -188,8 +188,9 @@ class ClipParams(Section):
     # cached tokens are computed in float32 either way
     fit_bf16: bool = False
     # dense supervision of the vision tower from ground truth (data/scene.py): a linear head on
-    # the patch tokens names each token cell's colour and shape; dropped after the fit. 0 = off
-    fit_scene_weight: float = Field(1.0, ge=0)
+    # the patch tokens names each token cell's colour and shape; dropped after the fit. 0 = off.
+    # A real corpus has no ground truth: only `gifqa foundation build` may set it
+    fit_scene_weight: float = Field(0.0, ge=0)
     token_pool: int = Field(1, ge=1)  # average-pool the token grid by this factor before caching
     # the vision submodule whose (T, C, h, w) feature map becomes the cached tokens, e.g.
     # "layer2" of the ResNet tower (an 8x8 grid at 64 px); None = the ViT's final patch tokens
@@ -300,8 +301,9 @@ class TrainParams(Section):
     captions: bool = False
     # dense supervision from ground truth (data/scene.py): per cell of a scene_grid² grid, the
     # colour and shape of the object there, read back from each frame's Q-Former outputs by a
-    # training-only head; frames without ground truth add nothing. 0 = off
-    scene_weight: float = Field(1.0, ge=0)
+    # training-only head. 0 = off. A real corpus has no ground truth: only `gifqa foundation
+    # build` may set it (the train stage refuses)
+    scene_weight: float = Field(0.0, ge=0)
     scene_grid: int = Field(8, ge=1)
     # what the scene head also learns of each object's group (data/scene.py: EXTRA)
     scene_labels: list[SceneLabel] = Field(default_factory=lambda: ["motion", "count", "position"])
@@ -458,6 +460,43 @@ class DeployParams(Section):
     keep_runs: int = Field(3, ge=1)  # dvc gc keeps the champion's commit and the last N
 
 
+# params.yaml keys that name the project's own files (its pinned foundation): the only ones
+# whose value there differs from the library's default
+PROJECT_PINS = (
+    "clip.pretrained_path",
+    "train.model.qformer_dir",
+    "train.model.lm_dir",
+    "train.tokenizer_dir",
+    "foundation.digest",
+)
+
+
+def _foundation_clip() -> dict[str, Any]:
+    return {"fit_scene_weight": 1.0}
+
+
+def _foundation_train() -> dict[str, Any]:
+    return {"scene_weight": 1.0, "captions": True}
+
+
+class FoundationParams(Section):
+    """What the simulator knows, entering a retrain only as pretrained weights: the tiny
+    profile's stand-in for the full profile's pretrained CLIP, Q-Former and LM. `gifqa
+    foundation build` trains it, ground truth included, on a ShapesWorld corpus of its own seed
+    (the project's `shapes` section with `seed` and `n_gifs` changed; the `clip` and `train`
+    sections with `clip` and `train` changed) and exports it to `dir`; a retrain loads it from
+    there through the full profile's paths and never rebuilds it."""
+
+    dir: str = "foundation/model"
+    # sha256 of `dir`'s files (gifqa foundation build prints it); the index and train stages
+    # refuse a foundation with another digest. None: not pinned, nothing checked
+    digest: str | None = None
+    seed: int = 7000  # its corpus's generator seed: never a training or benchmark seed
+    n_gifs: int = Field(4800, ge=2)
+    clip: dict[str, Any] = Field(default_factory=_foundation_clip)  # ClipParams to change
+    train: dict[str, Any] = Field(default_factory=_foundation_train)  # TrainParams to change
+
+
 class Params(Section):
     shapes: ShapesParams = Field(default_factory=ShapesParams)
     ingest: IngestParams = Field(default_factory=IngestParams)
@@ -471,12 +510,20 @@ class Params(Section):
     registry: RegistryParams = Field(default_factory=RegistryParams)
     deploy: DeployParams = Field(default_factory=DeployParams)
     drift: DriftParams = Field(default_factory=DriftParams)
+    foundation: FoundationParams = Field(default_factory=FoundationParams)
 
     @model_validator(mode="after")
     def _benchmark_apart(self) -> Params:
         if self.benchmark.seed == self.shapes.seed:
             raise ValueError(
                 "benchmark.seed equals shapes.seed: the benchmark would be the training corpus"
+            )
+        b = self.benchmark
+        taken = {self.shapes.seed, b.seed, *(b.ood_seed + k for k in range(len(b.ood)))}
+        if self.foundation.seed in taken:
+            raise ValueError(
+                f"foundation.seed {self.foundation.seed} is a training or benchmark seed: the "
+                "foundation must learn from scenes no retrain or benchmark shows"
             )
         return self
 
@@ -487,6 +534,19 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run gifqa from the project root")
     return Params.model_validate(yaml.safe_load(path.read_text()) or {})
+
+
+def pin_foundation(path: str | Path, digest: str) -> None:
+    """Write `digest` as foundation.digest in the params file, comments kept."""
+    path = Path(path)
+    text = path.read_text()
+    block = re.search(r"^foundation:.*?(?=^\S|\Z)", text, flags=re.M | re.S)
+    if block is None or not re.search(r"^  digest:", block.group(0), flags=re.M):
+        raise ValueError(f"{path} has no foundation.digest line to pin")
+    pinned = re.sub(
+        r"^(  digest:)[^#\n]*", rf"\g<1> {digest} ", block.group(0), count=1, flags=re.M
+    )
+    path.write_text(text[: block.start()] + pinned + text[block.end() :])
 
 
 def flatten(nested: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:

@@ -47,6 +47,16 @@ def weights_digest(*dirs: Path) -> str:
     return h.hexdigest()
 
 
+def tree_digest(folder: Path) -> str:
+    """sha256 of every file under `folder`, by relative path and bytes: a pinned directory
+    (the foundation) is the same when this is."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 # --- the import closure -----------------------------------------------------------------
 
 

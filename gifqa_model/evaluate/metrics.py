@@ -87,6 +87,63 @@ def shuffle_frames(seed: int) -> FrameTransform:
     return _shuffle
 
 
+def _test_table(qa: pd.DataFrame, keyframes: pd.DataFrame) -> pd.DataFrame:
+    return qa[qa.split == "test"].merge(keyframes[["qa_id", "frames"]], on="qa_id")
+
+
+def accuracy_on_test(
+    model_dir: Path, index_dir: Path, qa: pd.DataFrame, keyframes: pd.DataFrame, params: EvalParams
+) -> dict:
+    """Accuracy, overall and per qtype, of another model (a foundation) on the test split."""
+    from gifqa_model.model.text import load_tokenizer
+
+    model = GifQAModel.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
+    cache = FrameCache(index_dir)
+    test = _test_table(qa, keyframes)
+    rows = cache.rows(test.gif_id.tolist(), test.frames.tolist())
+    pred = predict_answers(
+        model,
+        tokenizer,
+        cache,
+        rows,
+        test.question.tolist(),
+        params.batch_size,
+        params.max_answer_tokens,
+    )
+    correct = exact_match(pred, test.answer.tolist())
+    return {
+        "accuracy": round(float(correct.mean()), 4) if len(test) else 0.0,
+        "by_qtype": accuracy_table(correct, test.qtype),
+    }
+
+
+def describe_test_gifs(
+    model_dir: Path, index_dir: Path, manifest: pd.DataFrame, n_frames: int, batch_size: int
+) -> tuple[dict, pd.DataFrame]:
+    """The model's description of each test GIF from `n_frames` evenly spread frames, scored
+    against the human one (evaluate/captions.py); returns (scores, per-GIF rows)."""
+    from gifqa_model.evaluate.captions import describe_scores
+    from gifqa_model.model.text import CAPTION_PROMPT, MAX_CAPTION_TOKENS, load_tokenizer
+
+    model = GifQAModel.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
+    cache = FrameCache(index_dir)
+    test = manifest[manifest.split == "test"]
+    rows = cache.spread_rows(test.gif_id.tolist(), n_frames)
+    pred = predict_answers(
+        model,
+        tokenizer,
+        cache,
+        rows,
+        [CAPTION_PROMPT] * len(test),
+        batch_size,
+        MAX_CAPTION_TOKENS,
+    )
+    table = test[["gif_id", "description"]].assign(generated=pred)
+    return describe_scores(pred, test.description.tolist()), table
+
+
 def run_evaluate(
     model_dir: Path,
     index_dir: Path,
@@ -101,7 +158,7 @@ def run_evaluate(
     model = GifQAModel.from_pretrained(model_dir)
     tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")
     cache = FrameCache(index_dir)
-    test = qa[qa.split == "test"].merge(keyframes[["qa_id", "frames"]], on="qa_id")
+    test = _test_table(qa, keyframes)
     rows = cache.rows(test.gif_id.tolist(), test.frames.tolist())
     questions = test.question.tolist()
 

@@ -28,6 +28,11 @@ def earlier_position(position: np.ndarray, gap: int) -> np.ndarray:
     return np.where(position >= gap, position - gap, position)
 
 
+def spread_frames(n_cached: int, n: int) -> np.ndarray:
+    """`n` local frame indices spread evenly over a GIF's `n_cached` frames, first to last."""
+    return np.linspace(0, n_cached - 1, n).round().astype(int)
+
+
 @dataclass
 class Frames:
     """The visual input of a batch: U distinct frames and, per question, which F of them."""
@@ -99,6 +104,11 @@ class FrameCache:
             [[self.offset[g] + f for f in fr] for g, fr in zip(gif_ids, local_frames, strict=True)],
             dtype=np.int64,
         )
+
+    def spread_rows(self, gif_ids: list[str], n: int) -> np.ndarray:
+        """(B, n) cache rows of each GIF's frames spread evenly in time (first to last): what
+        the model reads to describe a whole GIF."""
+        return np.stack([self.offset[g] + spread_frames(self.count[g], n) for g in gif_ids])
 
     def frames(
         self, rows: np.ndarray, reverse: np.ndarray | None = None, motion_gap: int = 0

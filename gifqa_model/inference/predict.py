@@ -20,7 +20,7 @@ import torch
 from gifqa_model.core.artifacts import DOMAIN_DIR, INDEX_PARAMS_FILE
 from gifqa_model.core.config import GifLimits, IndexParams
 from gifqa_model.data.gifs import decode_frames, probe_gif
-from gifqa_model.index.cache import Frames, earlier_position
+from gifqa_model.index.cache import Frames, earlier_position, spread_frames
 from gifqa_model.index.clip import ClipEncoder
 from gifqa_model.index.clipcut import (
     GroupLayout,
@@ -31,7 +31,13 @@ from gifqa_model.index.clipcut import (
 from gifqa_model.index.domain import DomainIndex, gif_embeddings
 from gifqa_model.index.indexing import cached_frame_indices
 from gifqa_model.model.modeling import GifQAModel
-from gifqa_model.model.text import decode_answers, encode_prompts, load_tokenizer
+from gifqa_model.model.text import (
+    CAPTION_PROMPT,
+    MAX_CAPTION_TOKENS,
+    decode_answers,
+    encode_prompts,
+    load_tokenizer,
+)
 
 
 @dataclass
@@ -185,3 +191,33 @@ class GifQAPredictor:
                 }
             )
         return out
+
+    @torch.no_grad()
+    def describe(self, gif: str | Path | bytes) -> dict:
+        """The model's description of the whole GIF, from as many evenly spread frames as it
+        reads keyframes for a question: {"description", "confidence", "keyframes",
+        "n_frames"}. A model trained without `train.captions` describes poorly."""
+        seen = self._see([gif])[0]
+        n = self.params.top_k * self.params.group_size
+        local = spread_frames(len(seen.emb), n)[None]  # (1, F)
+        gap = self.model.cfg.motion_gap
+        before = (
+            torch.from_numpy(seen.tokens[earlier_position(local, gap)].astype(np.float32))
+            if gap
+            else None
+        )
+        batch = Frames.dense(
+            torch.from_numpy(seen.tokens[local].astype(np.float32)),
+            torch.from_numpy(local),
+            before,
+        )
+        ids, mask = encode_prompts(self.tokenizer, [CAPTION_PROMPT])
+        gen, logprob = self.model.generate_scored(
+            batch, ids, mask, self.tokenizer.eos_token_id, MAX_CAPTION_TOKENS
+        )
+        return {
+            "description": decode_answers(self.tokenizer, gen)[0],
+            "confidence": float(f"{float(logprob[0].exp()):.4g}"),
+            "keyframes": [int(seen.cached[f]) for f in local[0]],
+            "n_frames": seen.n_frames,
+        }

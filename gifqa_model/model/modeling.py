@@ -44,6 +44,8 @@ from gifqa_model.data.scene import scene_loss
 from gifqa_model.index.cache import Frames
 from gifqa_model.model.configuration import GifQAConfig
 
+BRIDGE_FILE = "bridge.safetensors"  # in a pretrained Q-Former's directory: GifQAModel.bridge_state
+
 
 def _qformer_config(cfg: GifQAConfig) -> Blip2QFormerConfig:
     if cfg.qformer_config:
@@ -133,11 +135,41 @@ class GifQAModel(nn.Module):
                 cfg.scene_classes,
                 cfg.lm_hidden if cfg.scene_word_ids else 0,
             )
+        bridge = Path(cfg.qformer_dir or "") / BRIDGE_FILE
+        if pretrained and cfg.qformer_dir and bridge.is_file():
+            self._load_bridge(bridge)
         if cfg.freeze_lm:
             for p in self.lm.parameters():
                 p.requires_grad_(False)
         if cfg.lora_r > 0:  # after loading and freezing, in every build: saved trees match
             self.lm = _add_lora(self.lm, cfg)
+
+    def _load_bridge(self, path: Path) -> None:
+        """A pretrained Q-Former's own queries, frame/token positions, motion and LM
+        projections (BLIP-2 ships its query tokens and language projection beside the
+        Q-Former): each must fit this model's shape."""
+        state, own = load_file(str(path)), self.state_dict()
+        wrong = {
+            k: tuple(v.shape)
+            for k, v in state.items()
+            if own.get(k) is None or own[k].shape != v.shape
+        }
+        if wrong:
+            raise ValueError(
+                f"{path} does not fit this model ({wrong}): build with the train.model "
+                "settings the Q-Former was pretrained with (n_query, motion_gap, "
+                "token_positions) and its LM"
+            )
+        self.load_state_dict(state, strict=False)
+
+    def bridge_state(self) -> dict[str, torch.Tensor]:
+        """The weights between the vision tokens and the LM that are not the Q-Former's."""
+        skip = ("qformer.", "lm.", "scene_head.")
+        return {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if not k.startswith(skip)
+        }
 
     # ---- visual side -------------------------------------------------------------------
     def encode_visual(

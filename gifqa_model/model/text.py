@@ -26,6 +26,10 @@ SPECIALS = {
 }
 
 
+CAPTION_PROMPT = "describe the gif ."  # the caption task's question (train.captions, describe)
+MAX_CAPTION_TOKENS = 48  # a description's greedy decoding budget (ShapesWorld's run to ~35)
+
+
 def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel(unk_token=SPECIALS["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -30,6 +30,8 @@ class Predictor(Protocol):
 
     def answer_batch(self, requests: Sequence[tuple[bytes, list[str]]]) -> list[list[dict]]: ...
 
+    def describe(self, gif: bytes) -> dict: ...
+
 
 @dataclass
 class LoadedModel:

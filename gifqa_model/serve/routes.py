@@ -31,6 +31,7 @@ from gifqa_model.serve.schemas import (
     ApiError,
     BatchIn,
     BatchOut,
+    DescribeOut,
     ErrorOut,
     FrameOut,
     FramesOut,
@@ -335,6 +336,26 @@ async def sample(n: int) -> Response:
     if not 0 <= n < N_SAMPLES:
         raise ApiError(404, "no_such_sample", f"samples are 0 to {N_SAMPLES - 1}")
     return Response(await run_in_threadpool(sample_gif, n), media_type="image/gif")
+
+
+@router.post(
+    "/v1/describe", response_model=DescribeOut, responses=ERRORS, openapi_extra=FRAMES_BODY
+)
+async def describe(request: Request) -> DescribeOut:
+    """The model's description of the whole GIF: multipart `file`, or JSON `gif` (base64)."""
+    start = time.perf_counter()
+    gif = await _read_gif(request)
+    loaded = get_slot(request).model
+    try:
+        await run_in_threadpool(probe_gif, gif, request.app.state.settings.gif_limits)
+        out = await run_in_threadpool(loaded.predictor.describe, gif)
+    except GifError as exc:
+        raise ApiError(422, exc.reason, f"not a usable GIF: {exc.message}") from exc
+    return DescribeOut(
+        **out,
+        model_version=loaded.version,
+        latency_ms=round((time.perf_counter() - start) * 1000, 2),
+    )
 
 
 @router.post("/v1/frames", response_model=FramesOut, responses=ERRORS, openapi_extra=FRAMES_BODY)

@@ -43,6 +43,17 @@ class BatchIn(BaseModel):
     )
 
 
+class DescribeOut(BaseModel):
+    description: str = Field(examples=["a red circle is moving left"])
+    confidence: float = Field(description="the description's probability", examples=[0.41])
+    keyframes: list[int] = Field(
+        description="source frame indices it read, evenly spread", examples=[[0, 5, 10, 15]]
+    )
+    n_frames: int = Field(examples=[16])
+    model_version: int | None = None
+    latency_ms: float
+
+
 class AnswerOut(BaseModel):
     answer: str = Field(examples=["red"])
     confidence: float = Field(

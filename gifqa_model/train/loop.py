@@ -25,12 +25,18 @@ from transformers import PreTrainedTokenizerFast
 from gifqa_model.core.config import TrainParams
 from gifqa_model.data.augment import reverse_qa
 from gifqa_model.data.scene import class_words, scene_classes
+from gifqa_model.evaluate.captions import caption_text
 from gifqa_model.evaluate.metrics import accuracy_table, exact_match, predict_answers
 from gifqa_model.index.cache import FrameCache
 from gifqa_model.model.configuration import GifQAConfig
 from gifqa_model.model.losses import GifQALoss
 from gifqa_model.model.modeling import GifQAModel, count_parameters
-from gifqa_model.model.text import encode_train_batch, load_tokenizer, train_word_tokenizer
+from gifqa_model.model.text import (
+    CAPTION_PROMPT,
+    encode_train_batch,
+    load_tokenizer,
+    train_word_tokenizer,
+)
 from gifqa_model.train.checkpoint import (
     checkpoint_fingerprint,
     load_checkpoint,
@@ -59,9 +65,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def _training_table(qa: pd.DataFrame, keyframes: pd.DataFrame, split: str) -> pd.DataFrame:
     return qa[qa.split == split].merge(keyframes[["qa_id", "frames"]], on="qa_id")
-
-
-CAPTION_PROMPT = "describe the gif ."
 
 
 @dataclass
@@ -141,7 +144,7 @@ def build(
             **scene_head,
         }
     )
-    model = GifQAModel(cfg, pretrained=cfg.profile == "full").to(device)
+    model = GifQAModel(cfg, pretrained=bool(cfg.qformer_dir or cfg.lm_dir)).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     loss_module: torch.nn.Module = GifQALoss(model, params.mvm, params.scene_weight)
@@ -447,9 +450,5 @@ def _caption_table(
     """Per train GIF: its description as an answer, and `n_frames` evenly spread cache rows."""
     if not descriptions:
         raise ValueError("train.captions needs the GIFs' descriptions (the clean manifest)")
-    texts, rows = [], []
-    for g in gif_ids:
-        texts.append(descriptions[g].strip().rstrip(".").strip().lower())
-        local = np.linspace(0, cache.count[g] - 1, n_frames).round().astype(int)
-        rows.append(cache.offset[g] + local)
-    return texts, np.stack(rows)
+    texts = [caption_text(descriptions[g]) for g in gif_ids]
+    return texts, cache.spread_rows(gif_ids, n_frames)

@@ -28,8 +28,43 @@ def _write(tmp_path: Path, body: dict) -> Path:
 
 
 def test_params_yaml_states_the_code_defaults() -> None:
-    """config.py holds the defaults and params.yaml states each one: the two agree."""
-    assert load_params(REPO / "params.yaml").model_dump() == Params().model_dump()
+    """config.py holds the defaults and params.yaml states each one: the two agree, but for
+    the pins of the project's own files (the foundation), which no library default can name."""
+    written = flatten(load_params(REPO / "params.yaml").model_dump())
+    defaults = flatten(Params().model_dump())
+    assert written.keys() == defaults.keys()
+    differ = {k for k in written if written[k] != defaults[k]}
+    assert differ <= set(config.PROJECT_PINS), differ - set(config.PROJECT_PINS)
+
+
+def test_params_yaml_loads_the_foundation_it_pins() -> None:
+    """The retrain's CLIP, Q-Former, LM and tokenizer are the foundation's, by its paths."""
+    from gifqa_model.model.foundation import foundation_paths
+
+    written = flatten(load_params(REPO / "params.yaml").model_dump())
+    for key, path in foundation_paths(written["foundation.dir"]).items():
+        assert written[key] == path, key
+
+
+def test_a_foundation_seed_taken_by_training_or_a_benchmark_is_refused() -> None:
+    with pytest.raises(pydantic.ValidationError, match="foundation.seed"):
+        Params.model_validate({"foundation": {"seed": 1000}})
+    with pytest.raises(pydantic.ValidationError, match="foundation.seed"):
+        Params.model_validate({"foundation": {"seed": 2001}})
+
+
+def test_pin_foundation_rewrites_only_its_digest(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    path.write_text(text)
+    config.pin_foundation(path, "ab" * 32)
+    assert load_params(path).foundation.digest == "ab" * 32
+    changed = [
+        (a, b)
+        for a, b in zip(text.splitlines(), path.read_text().splitlines(), strict=True)
+        if a != b
+    ]
+    assert len(changed) == 1 and changed[0][1].lstrip().startswith("digest: " + "ab" * 32)
 
 
 def test_params_yaml_states_every_key_so_dvc_tracks_it() -> None:
@@ -83,8 +118,8 @@ def test_typed_sections_take_their_values() -> None:
 @pytest.mark.parametrize(
     "train, message",
     [
-        ({"scene_labels": ["motion"], "model": {"motion_gap": 0}}, "motion_gap"),
-        ({"scene_labels": ["position"], "time_reversal": 0.5}, "time_reversal"),
+        ({"scene_weight": 1, "scene_labels": ["motion"], "model": {"motion_gap": 0}}, "motion_gap"),
+        ({"scene_weight": 1, "scene_labels": ["position"], "time_reversal": 0.5}, "time_reversal"),
         ({"scene_labels": ["colour"]}, "scene_labels"),
         ({"mvm": {"ratio_min": 0.8, "ratio_max": 0.2}}, "ratio_min"),
         ({"model": {"profile": "full"}}, "qformer_dir"),

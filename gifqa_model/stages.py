@@ -398,6 +398,7 @@ def stage_foundation(params: Params, root: Path = Path(".")) -> dict:
         "train": {k: train[k] for k in ("steps", "final_loss", "val_accuracy") if k in train},
     }
     write_metrics("foundation", metrics, path=root / FOUNDATION_METRICS)
+    shutil.rmtree(work)  # hundreds of MB of corpus and tokens: what it built is exported
     return metrics
 
 

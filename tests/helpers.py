@@ -28,8 +28,9 @@ TINY_MODEL = {
     "motion_gap": 0,
     "token_positions": False,
 }
-# the train section for such a model on a cache without ground truth (no scene loss)
-TINY_TRAIN = {"model": TINY_MODEL, "scene_weight": 0.0, "scene_labels": []}
+# the train section for such a model on a cache without ground truth or descriptions (no
+# scene loss, no caption task)
+TINY_TRAIN = {"model": TINY_MODEL, "scene_weight": 0.0, "scene_labels": [], "captions": False}
 COLORS = ["red", "green", "blue", "white"]
 
 
@@ -104,7 +105,8 @@ def wait_until(condition, timeout: float = 120, what: str = "the condition") -> 
 
 
 REPO = Path(__file__).resolve().parents[1]
-# a whole pipeline in about a minute: 48 GIFs, a short CLIP fit, 12 training steps
+# a whole pipeline in about a minute: 48 GIFs, the pinned foundation's CLIP and model, 12
+# training steps
 TINY_PROJECT = {
     "shapes": {"n_gifs": 48, "seed": 3},
     "clip": {"fit_steps": 8, "fit_batch_size": 16},
@@ -163,6 +165,8 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
     shutil.copytree(
         REPO / "gifqa_model", root / "gifqa_model", ignore=shutil.ignore_patterns("__pycache__")
     )
+    # the pinned foundation, as a clone has it (git-tracked); its build folder is not
+    shutil.copytree(REPO / "foundation", root / "foundation", ignore=shutil.ignore_patterns("work"))
     params = merge(
         yaml.safe_load((REPO / "params.yaml").read_text()),
         merge(merge({}, TINY_PROJECT), overrides or {}),

@@ -298,7 +298,7 @@ class TrainParams(Section):
     time_reversal: float = Field(0.0, ge=0, le=1)
     # BLIP-2's image-grounded generation as a second task: each batch also asks the LM for
     # every GIF's whole description ("describe the gif .") from evenly spread frames
-    captions: bool = False
+    captions: bool = True
     # dense supervision from ground truth (data/scene.py): per cell of a scene_grid² grid, the
     # colour and shape of the object there, read back from each frame's Q-Former outputs by a
     # training-only head. 0 = off. A real corpus has no ground truth: only `gifqa foundation
@@ -476,7 +476,7 @@ def _foundation_clip() -> dict[str, Any]:
 
 
 def _foundation_train() -> dict[str, Any]:
-    return {"scene_weight": 1.0, "captions": True}
+    return {"scene_weight": 1.0}
 
 
 class FoundationParams(Section):

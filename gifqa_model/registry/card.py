@@ -3,7 +3,7 @@ the defaults, and what it is not for. The registry stores it as the version's de
 
 from __future__ import annotations
 
-from gifqa_model.core.config import Params, flatten
+from gifqa_model.core.config import PROJECT_PINS, Params, flatten
 
 
 def model_card(params: Params, run_id: str, ev: dict, tags: dict[str, str]) -> str:
@@ -13,7 +13,9 @@ def model_card(params: Params, run_id: str, ev: dict, tags: dict[str, str]) -> s
         flatten(params.model_dump(by_alias=True)),
         flatten(Params().model_dump(by_alias=True)),
     )
-    changed = [f"{k}={mine[k]}" for k in sorted(mine) if mine[k] != base.get(k)]
+    changed = [
+        f"{k}={mine[k]}" for k in sorted(mine) if mine[k] != base.get(k) and k not in PROJECT_PINS
+    ]
     bench = ev.get("benchmark", {})
     by_type = ", ".join(f"{k} {v:.3f}" for k, v in sorted(ev.get("by_qtype", {}).items()))
     return "\n".join(
@@ -37,6 +39,7 @@ def model_card(params: Params, run_id: str, ev: dict, tags: dict[str, str]) -> s
             )
             + ".",
             _trust(ev),
+            _foundation(params, ev),
             "Params that differ from the defaults: " + (", ".join(changed) or "none") + ".",
             "Limits: trained on ShapesWorld (synthetic coloured shapes that move); not for "
             "real-world GIFs: it answers in ShapesWorld's words.",
@@ -55,3 +58,23 @@ def _trust(ev: dict) -> str:
         f" Time: action accuracy {rev.get('forward_accuracy', 0):.3f} forward, "
         f"{rev.get('reversed_accuracy', 0):.3f} on the same clips played backwards."
     )
+
+
+def _foundation(params: Params, ev: dict) -> str:
+    """What the card says of where the weights started and of describing whole GIFs."""
+    f, own, desc = params.foundation, ev.get("foundation"), ev.get("describe")
+    start = (
+        f"Started from the foundation {str(f.digest or 'unpinned')[:12]} (ShapesWorld seed "
+        f"{f.seed}, trained with the generator's ground truth); the foundation alone scores "
+        f"{own.get('accuracy', 0):.4f} on this test split, the retrain {ev.get('accuracy', 0):.4f}."
+        if own
+        else "Trained from scratch (no foundation)."
+    )
+    said = (
+        f" Describes a whole GIF (gifqa describe): BLEU-4 {desc.get('bleu4', 0):.3f}, "
+        f"{desc.get('object_recall', 0):.0%} of the objects named, on {desc.get('n_gifs', 0)} "
+        "test GIFs."
+        if desc
+        else ""
+    )
+    return start + said

@@ -268,6 +268,7 @@ def test_run_train_two_steps_with_the_full_profile(weights: Weights, tmp_path: P
             "max_minutes": 2,
             "lr": 1e-3,
             "scene_weight": 0.0,  # the synthetic cache has no ground truth
+            "captions": False,  # nor descriptions
             "scene_labels": [],
             "model": {**overrides["model"], "n_query": 2},
         }

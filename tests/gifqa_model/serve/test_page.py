@@ -100,3 +100,20 @@ def test_a_sample_and_a_refusal(browser, live_server) -> None:
     question.send_keys("why " * 80)  # over the 300-character limit: the page shows the reason
     browser.find_element(By.ID, "go").click()
     assert "question_too_long" in _wait_text(browser, "error")
+
+
+def test_describe_the_picked_gif(browser, live_server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server + "/")
+    WebDriverWait(browser, 30).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#samples img")) == 6
+    )
+    browser.find_elements(By.CSS_SELECTOR, "#samples img")[0].click()
+    WebDriverWait(browser, 30).until(
+        lambda d: (d.find_element(By.ID, "preview").get_attribute("src") or "").startswith("blob:")
+    )
+    browser.find_element(By.ID, "describe").click()
+    text = _wait_text(browser, "description")
+    assert text.startswith("The model says:") and "frames 0, " in text

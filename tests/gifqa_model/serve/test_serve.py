@@ -130,6 +130,26 @@ def test_batch_route_answers_each_item_and_names_a_bad_one(served, gif, shared_d
     assert many.status_code == 422 and many.json()["reason"] == "too_many_items"
 
 
+def test_describe_reads_frames_spread_over_the_whole_gif(served, gif) -> None:
+    from gifqa_model.index.cache import spread_frames
+
+    for body in (
+        {"files": {"file": ("x.gif", gif, "image/gif")}},
+        {"json": {"gif": base64.b64encode(gif).decode()}},
+    ):
+        r = served.client.post("/v1/describe", **body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert isinstance(out["description"], str) and 0 < out["confidence"] <= 1
+        n = IndexParams().top_k * IndexParams().group_size
+        # the model reads the cached frames' first, last and evenly between
+        assert out["keyframes"][0] == 0 and out["keyframes"][-1] == out["n_frames"] - 1
+        assert len(spread_frames(IndexParams().frames_per_gif, n)) == len(out["keyframes"])
+        assert out["model_version"] is None and out["latency_ms"] > 0
+    bad = served.client.post("/v1/describe", files={"file": ("x.gif", _png(gif), "image/gif")})
+    assert bad.status_code == 422 and bad.json()["reason"] == "not_a_gif"
+
+
 def test_real_gif(served, shared_data) -> None:
     smallest = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
     r = _post(served.client, smallest.read_bytes(), "what is the man doing ?")

@@ -283,10 +283,10 @@ class TrainParams(Section):
     seed: int = 0
     gifs_per_batch: int = Field(8, ge=1)  # a batch holds every train question of this many GIFs
     grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-4, gt=0)  # fine-tuning the foundation
     weight_decay: float = 0.01
-    warmup_steps: int = Field(100, ge=1)
-    max_steps: int = Field(3200, ge=1)  # the run: the cosine ends here, whatever the clock
+    warmup_steps: int = Field(50, ge=1)
+    max_steps: int = Field(800, ge=1)  # the run: the cosine ends here, whatever the clock
     # a hang guard: past it the run fails (checkpointed) without writing a model; it never
     # shortens the schedule, so a run is a function of code, data, params and seed
     max_minutes: float = Field(30.0, gt=0)
@@ -476,7 +476,8 @@ def _foundation_clip() -> dict[str, Any]:
 
 
 def _foundation_train() -> dict[str, Any]:
-    return {"scene_weight": 1.0}
+    # from scratch: a longer run at a higher rate than a retrain's fine-tuning
+    return {"scene_weight": 1.0, "lr": 1e-3, "warmup_steps": 100, "max_steps": 3200}
 
 
 class FoundationParams(Section):

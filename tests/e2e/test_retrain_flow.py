@@ -7,6 +7,7 @@ directory (git + DVC), then loads `models:/gifqa@champion` as a downstream servi
 from __future__ import annotations
 
 import base64
+import json
 import sys
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def test_flow_registers_a_champion(project: Path, flow_summary: dict) -> None:
         assert (project / "metrics" / f"{stage}.json").is_file(), stage
     assert (project / "dvc.lock").is_file()
     assert (project / "data.dvc").is_file()
+    ev = json.loads((project / "metrics" / "evaluate.json").read_text())
+    # the foundation alone on the same test split, and the test GIFs described
+    assert 0 <= ev["foundation"]["accuracy"] <= 1 and set(ev["foundation"]["by_qtype"])
+    assert ev["describe"]["n_gifs"] > 0 and 0 <= ev["describe"]["bleu4"] <= 1
 
 
 @pytest.mark.integration
@@ -85,6 +90,8 @@ def test_champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict)
     assert out.answer[0] in set(qa.answer.map(match_form)) and 0 < out.confidence[0] <= 1
     frames = list(out.keyframes[0])
     assert frames == sorted(frames) and len(frames) >= 1
+    said = model.unwrap_python_model().predictor.describe(gif.read_bytes())
+    assert isinstance(said["description"], str) and said["keyframes"][0] == 0
 
 
 @pytest.mark.integration
@@ -116,6 +123,7 @@ def test_the_first_version_has_a_model_card_and_a_report(project: Path, flow_sum
     v1 = client.get_model_version("gifqa", "1")
     assert "Limits: trained on ShapesWorld" in v1.description
     assert "Benchmark accuracy" in v1.description
+    assert "Started from the foundation" in v1.description and "BLEU-4" in v1.description
     assert v1.tags["gate.decision"] == "promoted" and v1.tags["gate.compared_with"] == "none"
     arts = {a.path for a in client.list_artifacts(flow_summary["run_id"], "promotion")}
     assert arts == {"promotion/report.json", "promotion/report.html"}

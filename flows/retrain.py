@@ -245,7 +245,7 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
                 pin_clip_fit_set(project, params)
             results[stage] = run_dvc_stage(stage, str(project), env)
             log_stage_metrics(stage, results[stage])
-        tags = lineage_tags(project)
+        tags = lineage_tags(project) | register_foundation_once(project, params)
         mlflow.set_tags(tags)
         log_datasets(project)
         # Every figure and table the evaluate stage wrote, so a new one needs no edit here.
@@ -298,6 +298,26 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         except RuntimeError as err:
             logger.warning("dvc gc failed: %s", err)
     return summary
+
+
+def register_foundation_once(project: Path, params) -> dict[str, str]:
+    """The pinned foundation this run started from, registered as `gifqa-foundation` the first
+    time a store sees its digest; → the run's tags naming it."""
+    import json
+
+    from gifqa_model.core.artifacts import FOUNDATION_METRICS
+    from gifqa_model.registry.foundation import register_foundation
+    from gifqa_model.stages import uses_foundation
+
+    if not uses_foundation(params):
+        return {}
+    folder = project / params.foundation.dir
+    metrics_file = project / FOUNDATION_METRICS
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    local = not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
+    where = (project / "mlflow" / "artifacts").as_uri() if local else None
+    version = register_foundation(params, folder, metrics, where)
+    return {"foundation.version": str(version), "foundation.digest": str(params.foundation.digest)}
 
 
 def pin_clip_fit_set(project: Path, params) -> None:

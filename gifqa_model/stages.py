@@ -156,11 +156,12 @@ def train_inputs(
     cached frame from ShapesWorld's ground truth, when `train.scene_weight` > 0."""
     from gifqa_model.index.cache import load_keyframes
 
+    if train is not None and train.scene_weight > 0:
+        _refuse_ground_truth("train.scene_weight", ground_truth_ok)
     manifest, qa = clean_tables(root)
     descriptions = dict(zip(manifest.gif_id, manifest.description, strict=True))
     scene = None
     if train is not None and train.scene_weight > 0:
-        _refuse_ground_truth("train.scene_weight", ground_truth_ok)
         from gifqa_model.data.scene import scene_table
 
         frames = pd.read_parquet(out_dir("index", root) / FRAMES_FILE)
@@ -185,12 +186,12 @@ def stage_index(params: Params, root: Path = Path("."), ground_truth_ok: bool = 
     only the foundation's build (`ground_truth_ok`) also fits CLIP on it."""
     from gifqa_model.index.indexing import run_index
 
-    manifest, qa = clean_tables(root)
-    out = out_dir("index", root)
     fits_on_truth = params.clip.pretrained_path is None and params.clip.fit_scene_weight > 0
     if fits_on_truth:
         _refuse_ground_truth("clip.fit_scene_weight", ground_truth_ok)
     check_foundation(params, root)
+    manifest, qa = clean_tables(root)
+    out = out_dir("index", root)
     truth = ground_truth(manifest, root)
     from gifqa_model.core.fanout import injected
     from gifqa_model.index.indexing import read_fit_set
@@ -293,8 +294,8 @@ def _train_here(params: Params, root: Path, ground_truth_ok: bool = False) -> di
     from gifqa_model.train.distributed import rank
     from gifqa_model.train.loop import run_train
 
+    inputs = train_inputs(root, params.train, ground_truth_ok)  # refuses ground truth first
     check_foundation(params, root)
-    inputs = train_inputs(root, params.train, ground_truth_ok)
     out = out_dir("train", root)
     # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes
     ckpt_dir = root / CHECKPOINTS_DIR / "train"

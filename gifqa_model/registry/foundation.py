@@ -43,22 +43,35 @@ def foundation_card(params: Params, metrics: dict) -> str:
     )
 
 
-def register_foundation(params: Params, folder: Path, metrics: dict) -> int:
-    """Register `folder` as a version of `gifqa-foundation` (the one with its digest, if there)."""
+def register_foundation(
+    params: Params, folder: Path, metrics: dict, artifact_location: str | None = None
+) -> int:
+    """Register `folder` as a version of `gifqa-foundation` (the one with its digest, if there).
+    Client calls only, so a retrain's active run is left alone; `artifact_location` is the
+    experiment's when this creates it."""
     client = MlflowClient()
     digest = tree_digest(folder)
     found = find_by_digest(client, FOUNDATION_MODEL, digest)
     if found is not None:
         return found
-    mlflow.set_experiment(FOUNDATION_EXPERIMENT)
+    experiment = client.get_experiment_by_name(FOUNDATION_EXPERIMENT)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(FOUNDATION_EXPERIMENT, artifact_location=artifact_location)
+    )
     card = foundation_card(params, metrics)
-    with mlflow.start_run(run_name=f"foundation-{digest[:12]}") as run:
-        mlflow.log_params(
-            {"seed": params.foundation.seed, "n_gifs": params.foundation.n_gifs, "digest": digest}
-        )
-        mlflow.log_artifacts(str(folder), "foundation")
-        mlflow.log_text(card, "model_card.md")
-        source = f"{run.info.artifact_uri}/foundation"
+    run = client.create_run(experiment_id, run_name=f"foundation-{digest[:12]}")
+    run_id = run.info.run_id
+    for key, value in {
+        "seed": params.foundation.seed,
+        "n_gifs": params.foundation.n_gifs,
+        "digest": digest,
+    }.items():
+        client.log_param(run_id, key, value)
+    client.log_artifacts(run_id, str(folder), "foundation")
+    client.log_text(run_id, card, "model_card.md")
+    client.set_terminated(run_id)
     try:
         client.create_registered_model(
             FOUNDATION_MODEL, description="gifqa's pretrained foundation"
@@ -67,8 +80,8 @@ def register_foundation(params: Params, folder: Path, metrics: dict) -> int:
         pass  # exists already
     mv = client.create_model_version(
         FOUNDATION_MODEL,
-        source,
-        run_id=run.info.run_id,
+        f"{run.info.artifact_uri}/foundation",
+        run_id=run_id,
         tags={DIGEST_TAG: digest, "seed": str(params.foundation.seed)},
         description=card,
     )

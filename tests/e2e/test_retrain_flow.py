@@ -124,6 +124,10 @@ def test_the_first_version_has_a_model_card_and_a_report(project: Path, flow_sum
     assert "Limits: trained on ShapesWorld" in v1.description
     assert "Benchmark accuracy" in v1.description
     assert "Started from the foundation" in v1.description and "BLEU-4" in v1.description
+    # the foundation it started from is a registered model of its own, named by the run
+    run_tags = client.get_run(flow_summary["run_id"]).data.tags
+    base = client.get_model_version("gifqa-foundation", run_tags["foundation.version"])
+    assert base.tags["weights_sha256"] == run_tags["foundation.digest"]
     assert v1.tags["gate.decision"] == "promoted" and v1.tags["gate.compared_with"] == "none"
     arts = {a.path for a in client.list_artifacts(flow_summary["run_id"], "promotion")}
     assert arts == {"promotion/report.json", "promotion/report.html"}

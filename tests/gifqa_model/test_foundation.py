@@ -131,12 +131,12 @@ def test_the_retrain_starts_from_the_foundations_weights(foundation: tuple[Path,
 
 
 def test_retrain_stages_refuse_ground_truth_settings(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="foundation"):
-        stages.train_inputs(tmp_path, _project_params(train={"scene_weight": 1.0}).train)
-    params = _project_params(clip={"pretrained_path": None, "fit_scene_weight": 1.0})
-    with pytest.raises(ValueError, match="foundation"):
-        stages._refuse_ground_truth("clip.fit_scene_weight", False)
-    assert params.clip.fit_scene_weight == 1.0
+    """Before they read anything: the settings alone are refused, naming the way out."""
+    with pytest.raises(ValueError, match="train.scene_weight.*foundation"):
+        stages.stage_train(_project_params(train={"scene_weight": 1.0}), tmp_path)
+    fit_on_truth = _project_params(clip={"pretrained_path": None, "fit_scene_weight": 1.0})
+    with pytest.raises(ValueError, match="clip.fit_scene_weight.*foundation"):
+        stages.stage_index(fit_on_truth, tmp_path)
 
 
 def test_a_foundation_other_than_the_pinned_one_is_refused(

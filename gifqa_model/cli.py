@@ -149,7 +149,7 @@ def validate(params: Path = PARAMS) -> None:
 
 @app.command(rich_help_panel=STAGES)
 def index(params: Path = PARAMS) -> None:
-    """Stage: fit + freeze CLIP, cache frame tokens, FAISS index, keyframes per question."""
+    """Stage: the pretrained (foundation's) CLIP, frozen: frame tokens, FAISS index, keyframes."""
     from gifqa_model.stages import stage_index
 
     try:
@@ -161,7 +161,8 @@ def index(params: Path = PARAMS) -> None:
 
 @app.command(rich_help_panel=STAGES)
 def train(params: Path = PARAMS) -> None:
-    """Stage: train GifQAModel on cached features (train.nproc > 1: DDP under torchrun)."""
+    """Stage: fine-tune GifQAModel from the foundation on cached features (answers, descriptions,
+    MVM; train.nproc > 1: DDP under torchrun)."""
     from gifqa_model.stages import stage_train
     from gifqa_model.train.launch import DistributedTrainFailed
     from gifqa_model.train.loop import TrainingTimeout
@@ -183,7 +184,8 @@ def benchmark(params: Path = PARAMS) -> None:
 
 @app.command(rich_help_panel=STAGES)
 def evaluate(params: Path = PARAMS) -> None:
-    """Stage: exact match overall and per qtype, baselines, blanked/shuffled frames."""
+    """Stage: exact match overall and per qtype, baselines, blanked/shuffled frames, the
+    foundation alone, test descriptions, the benchmark and its OOD splits."""
     from gifqa_model.stages import stage_evaluate
 
     _show("evaluate", stage_evaluate(_params(params)))
@@ -260,8 +262,9 @@ def serve(
         None, help="an index stage's outputs, for GET /v1/search (e.g. outputs/index)"
     ),
 ) -> None:
-    """Serve API v1 (POST /v1/answer, /v1/answer:batch, GET /v1/model, /healthz, /readyz,
-    /metrics) over HTTP, following the alias as it moves. Settings: GIFQA_* env vars."""
+    """Serve API v1 (POST /v1/answer, /v1/answer:batch, /v1/describe, GET /v1/model,
+    /healthz, /readyz, /metrics) over HTTP, following the alias as it moves. Settings:
+    GIFQA_* env vars."""
     import uvicorn
 
     from gifqa_model.serve.app import create_app

@@ -140,7 +140,8 @@ def test_describe_reads_frames_spread_over_the_whole_gif(served, gif) -> None:
         r = served.client.post("/v1/describe", **body)
         assert r.status_code == 200, r.text
         out = r.json()
-        assert isinstance(out["description"], str) and 0 < out["confidence"] <= 1
+        # an untrained model's 48 words: a probability that rounds to 0
+        assert isinstance(out["description"], str) and 0 <= out["confidence"] <= 1
         n = IndexParams().top_k * IndexParams().group_size
         # the model reads the cached frames' first, last and evenly between
         assert out["keyframes"][0] == 0 and out["keyframes"][-1] == out["n_frames"] - 1

@@ -176,6 +176,8 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
     sh(["git", "init", "-q"], root)
     sh([sys.executable, "-m", "dvc", "init", "-q"], root)
     sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    # dvc.lock records the pinned foundation, as the repo's does: a clone's `dvc status` is clean
+    sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", "foundation"], root)
     git_commit(root, "init")
     return root
 

@@ -25,12 +25,23 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def require_shared_data(root: Path) -> Path:
+    """`root` if it holds the real GIFs and TGIF-QA rows; otherwise the test fails saying what
+    is missing: a skip would let a checkout without them pass on fewer tests."""
+    missing = [d for d in ("real_gifs", "tgifqa") if not (root / d).is_dir()]
+    if missing:
+        pytest.fail(
+            f"shared data missing: {', '.join(str(root / d) for d in missing)} "
+            "(the gifqa workplace keeps it beside the repo as ../shared/data; CI has it)",
+            pytrace=False,
+        )
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """`../shared/data` beside the repo; tests that need it skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (outside the gifqa workplace)")
-    return SHARED_DATA
+    """`../shared/data` beside the repo."""
+    return require_shared_data(SHARED_DATA)
 
 
 @pytest.fixture()

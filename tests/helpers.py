@@ -3,11 +3,13 @@ tests that start a server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -74,34 +76,87 @@ def make_cache(root: Path, n_gifs: int = 24, n_frames: int = 4) -> tuple[pd.Data
     return qa, idx
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextlib.contextmanager
+def reserved_ports(n: int = 1) -> Iterator[list[int]]:
+    """`n` ports of 127.0.0.1 chosen by the OS and held until the block ends: each is bound with
+    SO_REUSEADDR but not listening, so a server that binds with SO_REUSEADDR (uvicorn,
+    PostgreSQL, werkzeug, MLflow, Prefect) takes it, and restarts on it, while no other bind to
+    port 0 on this machine is handed it in the meantime (a port freed before the server binds
+    it is a race against every other test and process)."""
+    holders = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            holders.append(s)
+        yield [s.getsockname()[1] for s in holders]
+    finally:
+        for s in holders:
+            s.close()
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until `url` answers 200; fails at once, with the exit code, if `proc` exits first, and
+    after `timeout` s with the last answer or error seen."""
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+            raise RuntimeError(
+                f"{proc.args[0]} exited with {proc.returncode} before {url} answered"
+            )
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            r = httpx.get(url, timeout=2)
+            if r.status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as e:
+            last = f"{type(e).__name__}: {e}"
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s (last: {last})")
 
 
-def wait_until(condition, timeout: float = 120, what: str = "the condition") -> None:
-    """Poll `condition` until it holds; a test that waits on a server fails after `timeout`
-    seconds instead of hanging."""
+def wait_until(
+    condition, what: str, timeout: float = 120, threads: Background | None = None
+) -> None:
+    """Poll `condition` until it holds; fails after `timeout` s saying what it waited for, or at
+    once when one of `threads` has failed (a helper's error, not a timeout, is the cause)."""
     deadline = time.monotonic() + timeout
     while not condition():
+        if threads is not None:
+            threads.check()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not hold within {timeout:.0f} s")
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
         time.sleep(0.01)
+
+
+class Background:
+    """`fn` in `n` helper threads whose failures reach the test: `check()` raises the first
+    error at once; leaving the block waits for them all and raises it; `results` in order."""
+
+    def __init__(self, fn, n: int = 1) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(n)
+        self._futures = [self._pool.submit(fn) for _ in range(n)]
+
+    def check(self) -> None:
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+
+    @property
+    def results(self) -> list:
+        return [f.result() for f in self._futures]
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True)
+        if exc[0] is None:
+            self.check()
 
 
 REPO = Path(__file__).resolve().parents[1]

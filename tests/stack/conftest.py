@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flows.stack import Stack, client_env, load_settings
-from tests.helpers import LocalHTTP, free_port
+from tests.helpers import LocalHTTP, reserved_ports
 
 
 @pytest.fixture(scope="session")
@@ -20,21 +20,23 @@ def stack():
     # PostgreSQL runs as its own user: the home must be reachable by it (pytest's are 0700)
     home = Path(tempfile.mkdtemp(prefix="gifqa-stack-"))
     home.chmod(0o755)
-    settings = load_settings(
-        home=home,
-        pg_port=free_port(),
-        s3_port=free_port(),
-        mlflow_port=free_port(),
-        prefect_port=free_port(),
-        work_pool=f"gifqa-test-{os.getpid()}",
-    )
-    st = Stack(settings)
-    try:
-        st.up(progress=lambda m: print(m, flush=True))
-        yield st
-    finally:
-        st.down(progress=lambda _m: None)
-        shutil.rmtree(home, ignore_errors=True)
+    # held for the whole session: the fault tests restart servers on the same ports
+    with reserved_ports(4) as (pg, s3, ml, pf):
+        settings = load_settings(
+            home=home,
+            pg_port=pg,
+            s3_port=s3,
+            mlflow_port=ml,
+            prefect_port=pf,
+            work_pool=f"gifqa-test-{os.getpid()}",
+        )
+        st = Stack(settings)
+        try:
+            st.up(progress=lambda m: print(m, flush=True))
+            yield st
+        finally:
+            st.down(progress=lambda _m: None)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture()

@@ -56,9 +56,15 @@ def gif() -> bytes:
 def serving(pair, log_dir: Path, **env: str):
     """`gifqa serve` with the tiny pair on 127.0.0.1 (a real uvicorn: the lifespan loads the
     model as in production) and `env` (GIFQA_* settings); → (base URL, process)."""
-    from tests.helpers import free_port, wait_http
+    from tests.helpers import reserved_ports
 
-    port = free_port()
+    with reserved_ports() as (port,):
+        yield from _serve_on(port, pair, log_dir, env)
+
+
+def _serve_on(port: int, pair, log_dir: Path, env: dict[str, str]):
+    from tests.helpers import wait_http
+
     env = {**os.environ, "GIFQA_POLL_SECONDS": "0", **env}
     proc = subprocess.Popen(
         [

@@ -56,14 +56,15 @@ def test_a_burst_of_big_uploads_is_refused_early_and_memory_stays_bounded(server
         )
         return r.status_code, r.headers.get("retry-after")
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(BURST) as pool:
-            results = list(pool.map(upload, range(BURST)))
-    finally:
-        done.set()
-        watcher.join()
+    # the watcher runs as a future: an error or a /healthz timeout in it fails the test
+    with ThreadPoolExecutor(1) as side:
+        watcher = side.submit(watch)
+        try:
+            with ThreadPoolExecutor(BURST) as pool:
+                results = list(pool.map(upload, range(BURST)))
+        finally:
+            done.set()
+        watcher.result()
     statuses = [s for s, _ in results]
     growth_mb = (max(peak) - baseline) / 1e6
     print(

@@ -23,7 +23,7 @@ import pytest
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
 from gifqa_model.inference.pyfunc import PIP_REQUIREMENTS, log_pyfunc
 from tests.gifqa_model.serve.conftest import QUESTION
-from tests.helpers import free_port, wait_http
+from tests.helpers import reserved_ports, wait_http
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -49,7 +49,11 @@ def downstream_venv() -> Path:
 def server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 (SQLite store, artifacts served through it), stopped after."""
     tmp = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
+    with reserved_ports() as (port,):
+        yield from _mlflow_server(tmp, port)
+
+
+def _mlflow_server(tmp: Path, port: int):
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [
@@ -142,7 +146,12 @@ def test_a_fresh_environment_loads_the_champion_from_the_server(champion, tmp_pa
     assert len(rows[0]["keyframes"]) > 1 and all(isinstance(k, int) for k in rows[0]["keyframes"])
 
     # and `mlflow models serve` from the same environment answers /invocations
-    port = free_port()
+    with reserved_ports() as (port,):
+        _models_serve(venv, env, tmp_path, port, gif, rows[0])
+
+
+def _models_serve(venv: Path, env: dict, tmp_path: Path, port: int, gif: Path, row: dict) -> None:
+    """`mlflow models serve` of the champion on `port` answers /invocations as `row` says."""
     proc = subprocess.Popen(
         [
             str(venv / "bin" / "mlflow"),
@@ -172,7 +181,7 @@ def test_a_fresh_environment_loads_the_champion_from_the_server(champion, tmp_pa
         )
         assert r.status_code == 200, r.text
         pred = r.json()["predictions"][0]
-        assert pred["answer"] == rows[0]["answer"] and pred["keyframes"] == rows[0]["keyframes"]
+        assert pred["answer"] == row["answer"] and pred["keyframes"] == row["keyframes"]
         # a path is never opened: the refusal says what is accepted, and nothing of the file
         bad = httpx.post(
             f"http://127.0.0.1:{port}/invocations",

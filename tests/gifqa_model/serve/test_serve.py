@@ -28,7 +28,7 @@ from gifqa_model.serve.app import create_app
 from gifqa_model.serve.loading import LoadedModel, load_model, resolve_model_version
 from gifqa_model.serve.settings import ServeSettings
 from tests.gifqa_model.serve.conftest import QUESTION
-from tests.helpers import wait_until
+from tests.helpers import Background, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -342,14 +342,6 @@ def test_chunked_body_is_cut_off_at_the_limit() -> None:
     assert read <= ServeSettings(max_upload_bytes=100_000).max_body_bytes + len(chunk)
 
 
-def _in_threads(n: int, fn) -> tuple[list[threading.Thread], list]:
-    results: list = []
-    threads = [threading.Thread(target=lambda: results.append(fn())) for _ in range(n)]
-    for t in threads:
-        t.start()
-    return threads, results
-
-
 @pytest.fixture
 def no_warm(monkeypatch) -> None:
     """Skip the warm-up call, so a gated fake's first call is the test's first request."""
@@ -361,16 +353,18 @@ def test_waiting_requests_are_answered_in_one_model_call(gif, no_warm) -> None:
     gate = threading.Event()
     fake = FakePredictor(gate=gate)
     with TestClient(_fake_app(fake)) as client:
-        first, results = _in_threads(1, lambda: _post(client, gif))
-        assert fake.started.wait(10)  # the model is busy with the first request
-        rest, more = _in_threads(3, lambda: _post(client, gif))
-        # all three wait for the model
-        wait_until(lambda: "gifqa_queue_depth 3.0" in client.get("/metrics").text)
-        # the event loop still answers while the model works in a pool thread
-        assert client.get("/healthz").status_code == 200 and not gate.is_set()
-        gate.set()
-        for t in first + rest:
-            t.join()
+        with Background(lambda: _post(client, gif)) as first:
+            assert fake.started.wait(10)  # the model is busy with the first request
+            with Background(lambda: _post(client, gif), 3) as rest:
+                wait_until(
+                    lambda: "gifqa_queue_depth 3.0" in client.get("/metrics").text,
+                    "three requests waiting for the model",
+                    threads=rest,
+                )
+                # the event loop still answers while the model works in a pool thread
+                assert client.get("/healthz").status_code == 200 and not gate.is_set()
+                gate.set()
+    results, more = first.results, rest.results
     assert [r.status_code for r in results + more] == [200] * 4
     assert results[0].json()["model_version"] == 7
     assert fake.batches == [1, 3] and fake.max_active == 1
@@ -380,14 +374,17 @@ def test_a_full_queue_refuses_with_429_and_retry_after(gif, no_warm) -> None:
     gate = threading.Event()
     fake = FakePredictor(gate=gate)
     with TestClient(_fake_app(fake, queue_max=1)) as client:
-        first, results = _in_threads(1, lambda: _post(client, gif))
-        assert fake.started.wait(10)
-        queued, more = _in_threads(1, lambda: _post(client, gif))
-        wait_until(lambda: "gifqa_queue_depth 1.0" in client.get("/metrics").text)
-        refused = _post(client, gif)
-        gate.set()
-        for t in first + queued:
-            t.join()
+        with Background(lambda: _post(client, gif)) as first:
+            assert fake.started.wait(10)
+            with Background(lambda: _post(client, gif)) as queued:
+                wait_until(
+                    lambda: "gifqa_queue_depth 1.0" in client.get("/metrics").text,
+                    "one request queued",
+                    threads=queued,
+                )
+                refused = _post(client, gif)
+                gate.set()
+    results, more = first.results, queued.results
     assert refused.status_code == 429 and refused.json()["reason"] == "overloaded"
     assert refused.headers["retry-after"] == "1"
     assert [r.status_code for r in results + more] == [200, 200]
@@ -450,23 +447,25 @@ def test_follows_the_alias_with_zero_errors_during_the_swap(gif, no_warm) -> Non
                 body = r.json()
                 seen.append((r.status_code, body.get("model_version"), body.get("answer")))
 
-        threads = [threading.Thread(target=steady) for _ in range(3)]
-        for t in threads:
-            t.start()
-        wait_until(lambda: len(seen) >= 20)
-        reg.current = 2  # the registry moves champion; the server finds it by polling
-        wait_until(lambda: client.get("/readyz").json()["model_version"] == 2)
-        n_at_swap = len(seen)
-        wait_until(lambda: len(seen) >= n_at_swap + 20)
-        reg.current, reg.broken = 3, {3}  # a version that cannot load is never served
-        wait_until(
-            lambda: 'gifqa_model_reloads_total{result="failed"}' in client.get("/metrics").text
-        )
-        ready = client.get("/readyz")
-        info = client.get("/v1/model").json()
-        stop.set()
-        for t in threads:
-            t.join()
+        with Background(steady, 3) as clients:
+            wait_until(lambda: len(seen) >= 20, "20 answers from v1", threads=clients)
+            reg.current = 2  # the registry moves champion; the server finds it by polling
+            wait_until(
+                lambda: client.get("/readyz").json()["model_version"] == 2,
+                "the server to load v2",
+                threads=clients,
+            )
+            n_at_swap = len(seen)
+            wait_until(lambda: len(seen) >= n_at_swap + 20, "20 answers from v2", threads=clients)
+            reg.current, reg.broken = 3, {3}  # a version that cannot load is never served
+            wait_until(
+                lambda: 'gifqa_model_reloads_total{result="failed"}' in client.get("/metrics").text,
+                "a failed reload of v3 counted",
+                threads=clients,
+            )
+            ready = client.get("/readyz")
+            info = client.get("/v1/model").json()
+            stop.set()
         metrics = client.get("/metrics").text
     assert {s for s, _, _ in seen} == {200}, "no request fails across the swaps"
     versions = [v for _, v, _ in seen]

@@ -20,7 +20,7 @@ from gifqa_model.core.artifacts import KEYFRAMES_FILE, TOKENS_FILE
 from gifqa_model.core.config import TrainParams
 from gifqa_model.train.loop import TrainingTimeout, run_train
 from gifqa_model.train.schedule import cosine_lr
-from tests.helpers import COLORS, TINY_TRAIN, free_port, make_cache
+from tests.helpers import COLORS, TINY_TRAIN, make_cache
 
 
 def _params(**kw) -> TrainParams:
@@ -143,7 +143,7 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            f"--master_port={free_port()}",
+            "--standalone",  # as gifqa train: the rendezvous port is chosen by the OS
             str(script),
             str(tmp_path),
             run_id,

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable
@@ -223,7 +224,7 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         if (new.scheme, new.hostname, new.port) != (old.scheme, old.hostname, old.port):
             raise GifError(
                 "redirect_refused",
-                f"{req.full_url}: redirect to another host ({new.scheme}://{new.hostname}) refused",
+                f"{req.full_url}: redirect to another origin ({new.scheme}://{new.netloc}) refused",
             )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -258,7 +259,11 @@ def _download(url: str, dest_dir: Path, limits: GifLimits, timeout: float) -> st
             data = b"".join(chunks)
     except GifError:
         raise
-    except Exception as exc:  # DNS, refused, timeout, HTTP error: all the same to us
+    except urllib.error.HTTPError as exc:
+        # a redirect urllib will not follow itself (file:, ftp:, a loop): refused, as ours are
+        reason = "redirect_refused" if 300 <= exc.code < 400 else "download_failed"
+        raise GifError(reason, f"{url}: {exc}") from exc
+    except Exception as exc:  # DNS, refused, timeout: all the same to us
         raise GifError("download_failed", f"{url}: {exc}") from exc
     if len(data) > limits.max_bytes:
         raise GifError("too_large_bytes", f"{url}: more than {limits.max_bytes} bytes")

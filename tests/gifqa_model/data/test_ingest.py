@@ -216,53 +216,81 @@ def test_ingest_folder_and_missing_source(shapes_dir: Path, tmp_path: Path):
         ingest_folder(tmp_path / "nowhere", tmp_path / "out2")
 
 
+ENDLESS_MB = 256  # what /endless.gif would send to a client that never stops reading
+
+
 @pytest.fixture()
 def web():
-    """A GIF host on 127.0.0.1 with the ways a URL source can misbehave."""
-    gif = _gif(3)
-
-    def handle(method: str, path: str, body: bytes):
-        if path == "/ok.gif":
-            return 200, {"Content-Type": "image/gif"}, gif
-        if path == "/other.gif":
-            return 200, {"Content-Type": "image/gif"}, _gif(4)
-        if path == "/hop.gif":  # a redirect within the host is followed
-            return 302, {"Location": "/other.gif"}, b""
-        if path == "/away.gif":  # to another host: never followed, never connected to
-            return 302, {"Location": f"http://127.0.0.2:{server.port}/ok.gif"}, b""
-        if path == "/endless.gif":  # no Content-Length, more bytes than the cap
-
-            def stream(handler) -> None:
-                handler.send_response(200)
-                handler.end_headers()
-                try:
-                    for _ in range(64):
-                        handler.wfile.write(b"GIF89a" + b"\0" * 1018)
-                except OSError:
-                    pass  # the client stopped reading: as it should
-
-            return stream
-        if path == "/silent.gif":  # headers, then nothing: the read timeout ends it
-
-            def silent(handler) -> None:
-                handler.send_response(200)
-                handler.send_header("Content-Length", "100")
-                handler.end_headers()
-                handler.wfile.flush()
-                served.wait(timeout=10)
-
-            return silent
-        return 404, {}, b"no"
-
+    """A GIF host on 127.0.0.1 with the ways a URL source can misbehave; `.sent` counts the
+    bytes each stream wrote, `.hits` the requests per path (of this host and of `.other`, a
+    second host on another port)."""
     import threading
+    from collections import Counter
 
     from tests.helpers import LocalHTTP
 
-    served = threading.Event()
+    gif = _gif(3)
+    served, streamed = threading.Event(), threading.Event()
+    hits: Counter = Counter()
+    sent = {"endless": 0}
+
+    def stream(handler) -> None:
+        handler.send_response(200)
+        handler.end_headers()
+        block = b"GIF89a" + b"\0" * (65536 - 6)
+        try:
+            for _ in range(ENDLESS_MB * 16):
+                handler.wfile.write(block)
+                sent["endless"] += len(block)
+        except OSError:
+            pass  # the client stopped reading: as it should
+        finally:
+            streamed.set()
+
+    def silent(handler) -> None:  # headers, then nothing: the read timeout ends it
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.wfile.flush()
+        served.wait(timeout=10)
+
+    def declared(handler) -> None:  # says 1 GB, sends a GIF's worth and closes
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(10**9))
+        handler.end_headers()
+        handler.wfile.write(gif)
+        handler.close_connection = True
+
+    def handle(method: str, path: str, body: bytes):
+        hits[path] += 1
+        routes = {
+            "/ok.gif": (200, {"Content-Type": "image/gif"}, gif),
+            "/other.gif": (200, {"Content-Type": "image/gif"}, _gif(4)),
+            # within the host: followed
+            "/hop.gif": (302, {"Location": "/other.gif"}, b""),
+            # another host, another port, another scheme: never followed
+            "/away.gif": (302, {"Location": f"http://127.0.0.2:{server.port}/ok.gif"}, b""),
+            "/port.gif": (302, {"Location": f"{other.url}/ok.gif"}, b""),
+            "/scheme.gif": (302, {"Location": f"https://127.0.0.1:{server.port}/ok.gif"}, b""),
+            "/file.gif": (302, {"Location": "file:///etc/hostname"}, b""),
+        }
+        if path in routes:
+            return routes[path]
+        return {"/endless.gif": stream, "/silent.gif": silent, "/declared.gif": declared}.get(
+            path, (404, {}, b"no")
+        )
+
+    def other_handle(method: str, path: str, body: bytes):
+        hits[f"other{path}"] += 1
+        return 200, {"Content-Type": "image/gif"}, gif
+
+    other = LocalHTTP(other_handle)
     server = LocalHTTP(handle)
+    server.hits, server.sent, server.streamed, server.other = hits, sent, streamed, other
     yield server
     served.set()
     server.close()
+    other.close()
 
 
 def test_url_sources_cannot_be_steered(tmp_path: Path, web) -> None:
@@ -271,7 +299,11 @@ def test_url_sources_cannot_be_steered(tmp_path: Path, web) -> None:
         "ok": "/ok.gif",
         "hop": "/hop.gif",
         "away": "/away.gif",
+        "port": "/port.gif",
+        "scheme": "/scheme.gif",
+        "file": "/file.gif",
         "endless": "/endless.gif",
+        "declared": "/declared.gif",
         "silent": "/silent.gif",
         "gone": "/gone.gif",
     }
@@ -280,9 +312,10 @@ def test_url_sources_cannot_be_steered(tmp_path: Path, web) -> None:
         [f"{web.url}{p}\t{k} ." for k, p in rows.items()]
         + ["ftp://127.0.0.1/x.gif\tftp .", "gopher://127.0.0.1/x.gif\tgopher ."],
     )
+    cap = 16384
     params = IngestParams(
         sources=[IngestSource(kind="tsv", path=str(tmp_path / "urls.tsv"), source="web")],
-        limits={"max_bytes": 16384},
+        limits={"max_bytes": cap},
         download_timeout_s=0.5,
         workers=1,
     )
@@ -290,8 +323,18 @@ def test_url_sources_cannot_be_steered(tmp_path: Path, web) -> None:
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet").set_index("description")
     assert sorted(manifest.description) == ["hop .", "ok ."]
-    assert q.loc["away .", "reason"] == "redirect_refused"
+    for refused in ("away .", "port .", "scheme .", "file ."):
+        assert q.loc[refused, "reason"] == "redirect_refused", q.loc[refused].to_dict()
+    assert not any(k.startswith("other") for k in web.hits), "a redirect reached another port"
+    assert web.hits["/ok.gif"] == 1  # the https redirect back to this host was never followed
     assert q.loc["endless .", "reason"] == "too_large_bytes"
+    # reading stopped at the cap: the server wrote only what the socket buffers held, not the
+    # whole stream (a client that reads on and refuses after would take all 256 MB)
+    assert web.streamed.wait(30), "the endless stream never ended"
+    assert web.sent["endless"] < 32 * 2**20, f"{web.sent['endless']} bytes streamed"
+    # a declared length over the cap is refused before the body is read
+    assert q.loc["declared .", "reason"] == "too_large_bytes"
+    assert "declared" in q.loc["declared .", "detail"]
     assert (
         q.loc["silent .", "reason"] == "download_failed"
         and "timed out" in q.loc["silent .", "detail"]

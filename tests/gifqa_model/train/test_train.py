@@ -91,6 +91,108 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: P
     assert resumed["final_loss"] == straight["final_loss"]
 
 
+def test_a_checkpoint_resumes_only_for_the_fingerprint_it_was_saved_with(tmp_path: Path) -> None:
+    """Other params or inputs (another fingerprint): a fresh start that ends where a straight
+    run does; the same fingerprint: a resume from the checkpoint's step."""
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    straight = run_train(qa, kf, idx, _params(resume=False), tmp_path / "a")
+    run_train(qa, kf, idx, _params(stop_at_step=4, lr=1e-2), tmp_path / "b", fingerprint="old")
+    other = run_train(qa, kf, idx, _params(), tmp_path / "b", fingerprint="new")
+    assert other["resumed_from_step"] == 0 and other["steps"] == 8
+    a, b = ((tmp_path / n / "model" / "model.safetensors").read_bytes() for n in "ab")
+    assert a == b  # nothing of the other run's checkpoint leaked in
+    run_train(qa, kf, idx, _params(stop_at_step=4), tmp_path / "c", fingerprint="same")
+    same = run_train(qa, kf, idx, _params(), tmp_path / "c", fingerprint="same")
+    assert same["resumed_from_step"] == 4 and same["final_loss"] == straight["final_loss"]
+
+
+def test_the_stage_fingerprint_follows_the_train_params_and_every_input(tmp_path: Path) -> None:
+    from gifqa_model.core.artifacts import (
+        CLIP_DIR,
+        FRAMES_FILE,
+        MANIFEST_CLEAN_FILE,
+        QA_CLEAN_FILE,
+    )
+    from gifqa_model.core.config import Params
+    from gifqa_model.stages import out_dir, train_fingerprint
+
+    inputs = [
+        out_dir("validate", tmp_path) / MANIFEST_CLEAN_FILE,
+        out_dir("validate", tmp_path) / QA_CLEAN_FILE,
+        out_dir("index", tmp_path) / KEYFRAMES_FILE,
+        out_dir("index", tmp_path) / FRAMES_FILE,
+        out_dir("index", tmp_path) / CLIP_DIR / "weights.bin",
+    ]
+    for i, f in enumerate(inputs):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(bytes([i]) * 8)
+    params = Params()
+    base = train_fingerprint(params, tmp_path)
+    assert train_fingerprint(params, tmp_path) == base
+    changed = params.model_copy(update={"train": params.train.model_copy(update={"lr": 1e-2})})
+    assert train_fingerprint(changed, tmp_path) != base
+    for f in inputs:
+        old = f.read_bytes()
+        f.write_bytes(old[:-1] + b"x")
+        assert train_fingerprint(params, tmp_path) != base, f.name
+        f.write_bytes(old)
+    assert train_fingerprint(params, tmp_path) == base
+
+
+TRAIN_SCRIPT = """
+import hashlib, sys
+from pathlib import Path
+import pandas as pd
+from gifqa_model.core.artifacts import KEYFRAMES_FILE
+from gifqa_model.core.config import TrainParams
+from gifqa_model.train.loop import run_train
+from tests.helpers import make_cache
+root = Path(sys.argv[1])
+qa, idx = make_cache(root)
+params = TrainParams.model_validate_json(sys.argv[2])
+run_train(qa, pd.read_parquet(idx / KEYFRAMES_FILE), idx, params, root / "out")
+print(hashlib.sha256((root / "out" / "model" / "model.safetensors").read_bytes()).hexdigest())
+"""
+
+
+def test_two_processes_give_the_same_weights_as_this_one(tmp_path: Path) -> None:
+    """Determinism across processes (fresh thread pools, fresh allocators), not only within
+    one: each process trains on its own copy of the same cache."""
+    import hashlib
+
+    params = _params(resume=False)
+    repo = Path(__file__).resolve().parents[3]
+    digests = []
+    for name in "ab":
+        proc = subprocess.run(
+            [sys.executable, "-c", TRAIN_SCRIPT, str(tmp_path / name), params.model_dump_json()],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**__import__("os").environ, "PYTHONPATH": str(repo)},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        digests.append(proc.stdout.split()[-1])
+    qa, idx = make_cache(tmp_path / "here")
+    run_train(qa, pd.read_parquet(idx / KEYFRAMES_FILE), idx, params, tmp_path / "here" / "out")
+    here = (tmp_path / "here" / "out" / "model" / "model.safetensors").read_bytes()
+    assert digests[0] == digests[1] == hashlib.sha256(here).hexdigest()
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_the_deterministic_flag_reaches_torch(tmp_path: Path, flag: bool) -> None:
+    qa, idx = make_cache(tmp_path)
+    kf = pd.read_parquet(idx / KEYFRAMES_FILE)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        run_train(qa, kf, idx, _params(deterministic=flag, max_steps=2), tmp_path / "out")
+        assert torch.are_deterministic_algorithms_enabled() is flag
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 class _Payload:
     """Unpickling this runs code: what a tampered checkpoint would carry."""
 

@@ -1,0 +1,175 @@
+"""The gate as the flow runs it: `register_and_gate` on a real registry, each version's files
+logged and downloaded back, both models scored on the same benchmark questions by the real
+scoring code, the real report. Only the predictor is a stand-in: it answers from an answer
+file inside the model folder, so each version's skill is known and travels with its weights.
+
+One scenario in named steps (each needs the registry the step before left): a first version,
+one challenger that must win, one that must lose to the champion though it beats an older
+version, one that wins on answers but does not look at the GIF, the same answers that do look,
+and weights already registered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from gifqa_model.core.config import RegistryParams
+from gifqa_model.core.schema import IID_SPLIT
+from gifqa_model.registry.promotion import Candidate, register_and_gate
+from gifqa_model.registry.versions import CHAMPION, GATE_TAG, alias_version, history
+
+N_QUESTIONS = 400
+ANSWER_FILE = "answers.json"
+PARAMS = RegistryParams()
+
+
+class FilePredictor:
+    """GifQAPredictor's interface, answering from `model_dir/answers.json` (question → answer);
+    also records which model folders were asked, to show who was scored."""
+
+    asked: list[str] = []
+
+    def __init__(self, model_dir: Path, clip_dir: Path) -> None:
+        self.answers = json.loads((Path(model_dir) / ANSWER_FILE).read_text())["answers"]
+        FilePredictor.asked.append(json.loads((Path(model_dir) / ANSWER_FILE).read_text())["name"])
+
+    def answer_many(self, gif_path: str, questions: list[str]) -> list[dict]:
+        return [
+            {"answer": self.answers[q], "confidence": 0.9, "keyframes": [0, 1]} for q in questions
+        ]
+
+
+def _benchmark(root: Path) -> pd.DataFrame:
+    from gifqa_model.data.gifs import encode_gif
+
+    gifs = []
+    for g in range(20):
+        path = root / "bench" / f"g{g}.gif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frames = [np.full((8, 8), (g + i) % 2, np.uint8) for i in range(4)]
+        path.write_bytes(encode_gif(frames, [(0, 0, 0), (255, 255, 255)]))
+        gifs.append(path)
+    return pd.DataFrame(
+        {
+            "qa_id": [f"q{i:03d}" for i in range(N_QUESTIONS)],
+            "gif_id": [f"g{i % 20}" for i in range(N_QUESTIONS)],
+            "path": [str(gifs[i % 20]) for i in range(N_QUESTIONS)],
+            "question": [f"question {i} ?" for i in range(N_QUESTIONS)],
+            "answer": "red",
+            "qtype": ["color", "action"] * (N_QUESTIONS // 2),
+            "split": IID_SPLIT,
+        }
+    )
+
+
+def _model(root: Path, name: str, right: int, salt: str = "") -> tuple[Path, Path]:
+    """A model folder right on the first `right` questions (wrong on the rest)."""
+    model_dir, clip_dir = root / name / "model", root / name / "clip"
+    model_dir.mkdir(parents=True)
+    clip_dir.mkdir(parents=True)
+    answers = {f"question {i} ?": "red" if i < right else "blue" for i in range(N_QUESTIONS)}
+    text = json.dumps({"name": name, "answers": answers, "s": salt})
+    (model_dir / ANSWER_FILE).write_text(text)
+    # the "weights" the registry digests: this model's answers
+    (model_dir / "model.safetensors").write_text(text)
+    (clip_dir / "clip.safetensors").write_bytes(b"clip")
+    return model_dir, clip_dir
+
+
+def _log(model_dir: Path, clip_dir: Path) -> tuple[str, str]:
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # noqa: ANN001 - pyfunc's
+            return model_input
+
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Echo(),
+            artifacts={"model_dir": str(model_dir), "clip_dir": str(clip_dir)},
+            pip_requirements=["mlflow"],
+        )
+    return run.info.run_id, info.model_uri
+
+
+def _gate(client, root: Path, bench, name: str, right: int, blank=0.2, prior=0.2, salt=""):
+    model_dir, clip_dir = (
+        _model(root, name, right, salt)
+        if not (root / name).exists()
+        else (root / name / "model", root / name / "clip")
+    )
+    run_id, uri = _log(model_dir, clip_dir)
+    FilePredictor.asked = []
+    candidate = Candidate(
+        model_dir, clip_dir, run_id, blank, prior, {"flow_run": f"run-{name}"}, f"card {name}"
+    )
+    report = root / "reports" / f"{name}-{len(list(root.glob('reports/*')))}"
+    report.mkdir(parents=True)
+    summary = register_and_gate(client, PARAMS, lambda: uri, candidate, bench, report)
+    return summary, list(FilePredictor.asked), report
+
+
+def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
+    bench = _benchmark(tmp_path)
+    name = PARAMS.model_name
+
+    # step 1: the first version, no champion: the look-at-the-GIF check alone promotes it
+    s1, asked, report = _gate(client, tmp_path, bench, "v1", right=240)
+    assert s1["version"] == 1 and s1["promoted"] and s1["champion_version"] == 1
+    assert asked == ["v1"]
+    assert json.loads((report / "report.json").read_text())["decision"]["promote"]
+
+    # step 2: clearly better (360 of 400 against 240): must win, scored against v1
+    s2, asked, _ = _gate(client, tmp_path, bench, "v2", right=360)
+    assert s2["version"] == 2 and s2["promoted"], s2["reason"]
+    assert sorted(asked) == ["v1", "v2"]  # the champion was downloaded and scored too
+    tags = client.get_model_version(name, "2").tags
+    assert tags[GATE_TAG] == "promoted" and tags["gate.compared_with"] == "v1"
+    assert tags["gate.delta"] == f"{120 / 400:+.4f}"
+    assert alias_version(client, name, CHAMPION) == 2
+
+    # step 3: better than v1, worse than the champion v2: must lose, and to v2
+    s3, asked, _ = _gate(client, tmp_path, bench, "v3", right=300)
+    assert s3["version"] == 3 and not s3["promoted"], s3["reason"]
+    assert sorted(asked) == ["v2", "v3"]
+    tags = client.get_model_version(name, "3").tags
+    assert tags[GATE_TAG] == "rejected" and tags["gate.compared_with"] == "v2"
+    assert tags["gate.delta"] == f"{-60 / 400:+.4f}"
+    assert alias_version(client, name, CHAMPION) == 2
+
+    # step 4: better answers but blank frames do as well as the GIF: refused on the look check
+    # (its blank accuracy, not the prior, is what must stay under prior + margin)
+    s4, _, _ = _gate(client, tmp_path, bench, "v4", right=400, blank=0.5, prior=0.2)
+    assert not s4["promoted"] and "does not look at the GIF" in s4["reason"]
+    checks = json.loads(client.get_model_version(name, "4").tags["gate.checks"])
+    assert checks == {**checks, "significant": True, "min_effect": True, "looks_at_gif": False}
+    assert alias_version(client, name, CHAMPION) == 2
+
+    # step 5: the same answers with blank frames at the prior: promoted over v2
+    s5, _, _ = _gate(client, tmp_path, bench, "v5", right=400, blank=0.2, prior=0.25, salt="b")
+    assert s5["promoted"] and alias_version(client, name, CHAMPION) == 5, s5["reason"]
+    moves = history(client, name)
+    assert [m["version"] for m in moves] == [1, 2, 5] and {m["actor"] for m in moves} == {"gate"}
+
+    # step 6: weights already registered: nothing new, the champion stays
+    n_versions = len(client.search_model_versions(f"name='{name}'"))
+    s6, asked, _ = _gate(client, tmp_path, bench, "v3", right=300)
+    assert s6["unchanged"] and s6["version"] == 3 and not s6["promoted"] and asked == []
+    assert len(client.search_model_versions(f"name='{name}'")) == n_versions
+    assert alias_version(client, name, CHAMPION) == 5
+
+
+@pytest.mark.parametrize("blank, prior, promoted", [(0.30, 0.20, True), (0.31, 0.20, False)])
+def test_the_blank_and_prior_figures_reach_the_gate_as_given(
+    client: MlflowClient, tmp_path: Path, monkeypatch, blank: float, prior: float, promoted: bool
+) -> None:
+    monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
+    s, _, _ = _gate(client, tmp_path, _benchmark(tmp_path), "v1", 300, blank=blank, prior=prior)
+    tags = client.get_model_version(PARAMS.model_name, "1").tags
+    assert s["promoted"] is promoted and json.loads(tags["gate.checks"])["looks_at_gif"] is promoted

@@ -697,10 +697,10 @@ def test_many_questions_about_many_gifs_answer_as_one_at_a_time(pair, gif, share
     assert conf == pytest.approx([a["confidence"] for r in singles for a in r], abs=1e-3)
 
 
-def test_answers_say_whether_the_gif_is_in_domain(pair, shared_data, tmp_path) -> None:
-    """The answer's distance is the GIF's distance to the nearest training GIF, and in_domain
-    is that distance against the fitted threshold. (Whether the fitted CLIP tells real GIFs
-    from ShapesWorld's is measured on a trained one: bench/domain_rates.py.)"""
+@pytest.fixture(scope="module")
+def with_domain(pair, shared_data, tmp_path_factory):
+    """The tiny pair with a domain index fitted on 20 ShapesWorld GIFs → (predictor, the
+    training GIFs' embeddings, embed(gifs), train GIFs, val GIFs, a real GIF)."""
     import shutil
 
     from gifqa_model.core.artifacts import DOMAIN_DIR
@@ -708,33 +708,70 @@ def test_answers_say_whether_the_gif_is_in_domain(pair, shared_data, tmp_path) -
     from gifqa_model.index.indexing import cached_frame_indices
     from gifqa_model.inference.predict import GifQAPredictor
 
-    clip = tmp_path / "clip"
+    clip = tmp_path_factory.mktemp("domain") / "clip"
     shutil.copytree(pair[1], clip)
-    predictor = GifQAPredictor(pair[0], clip)
+    encoder = GifQAPredictor(pair[0], clip).encoder
 
     def embed(gifs: list[bytes]) -> np.ndarray:
         tokens = []
         for g in gifs:
             n = len(decode_frames(g, size=8))
-            frames = decode_frames(
-                g, indices=cached_frame_indices(n, 16), size=predictor.encoder.image_size
-            )
-            tokens.append(predictor.encoder.embed_frames(frames)[0])
+            frames = decode_frames(g, indices=cached_frame_indices(n, 16), size=encoder.image_size)
+            tokens.append(encoder.embed_frames(frames)[0])
         return gif_embeddings(np.concatenate(tokens), np.array([len(t) for t in tokens]))
 
     train = [generate_example(i, ShapesParams()).gif_bytes for i in range(20)]
     val = [generate_example(i, ShapesParams()).gif_bytes for i in range(20, 30)]
-    domain = DomainIndex.fit(embed(train), embed(val), 90)
-    domain.save(clip / DOMAIN_DIR)
-    predictor = GifQAPredictor(pair[0], clip)
+    train_emb = embed(train)
+    DomainIndex.fit(train_emb, embed(val), 90).save(clip / DOMAIN_DIR)
     real = min((shared_data / "real_gifs").glob("*.gif"), key=lambda p: p.stat().st_size)
+    predictor = GifQAPredictor(pair[0], clip)
+    return predictor, train_emb, embed, train, val, real.read_bytes()
+
+
+def _nearest(train_emb: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """One minus the cosine of the nearest training GIF, by brute force (not the index)."""
+    unit = train_emb / np.linalg.norm(train_emb, axis=1, keepdims=True)
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    return 1.0 - (e @ unit.T).max(axis=1)
+
+
+def test_answers_say_whether_the_gif_is_in_domain(with_domain) -> None:
+    """The answer's distance is the GIF's distance to the nearest training GIF, and in_domain
+    is that distance against the fitted threshold. (Whether the fitted CLIP tells real GIFs
+    from ShapesWorld's is measured on a trained one: bench/domain_rates.py.)"""
+    predictor, train_emb, embed, train, val, real = with_domain
     seen = predictor.answer(train[5], QUESTION)  # a training GIF: distance 0
     assert seen["in_domain"] is True and seen["domain_distance"] == pytest.approx(0, abs=1e-3)
-    for gif in (real.read_bytes(), val[0]):
+    for gif in (real, val[0]):
         got = predictor.answer(gif, QUESTION)
-        want = float(domain.distance(embed([gif]))[0])
+        want = float(_nearest(train_emb, embed([gif]))[0])
         assert got["domain_distance"] == pytest.approx(want, abs=1e-3)
-        assert got["in_domain"] is (want <= domain.threshold)
+        assert got["in_domain"] is (want <= predictor.domain.threshold)
+
+
+def test_in_domain_is_per_gif_in_a_mixed_batch(with_domain) -> None:
+    """GIFs of a batch (what the server sends the model) each get their own verdict, for
+    every one of their questions, as they would alone. The tiny CLIP is untrained and puts
+    every GIF near every other, so the threshold is set between the GIFs' own distances."""
+    import copy
+    import dataclasses
+
+    predictor, train_emb, embed, train, val, real = with_domain
+    gifs = [real, train[3], val[1], real, train[7]]
+    counts = [2, 1, 3, 1, 2]
+    want = _nearest(train_emb, embed(gifs))
+    assert abs(want[1]) < 1e-6 and abs(want[4]) < 1e-6 and want[0] > 1e-6
+    cut = copy.copy(predictor)
+    cut.domain = dataclasses.replace(predictor.domain, threshold=float(want[0]) / 2)
+    out = cut.answer_batch([(g, [QUESTION] * k) for g, k in zip(gifs, counts, strict=True)])
+    assert [len(answers) for answers in out] == counts
+    verdicts = []
+    for g, answers in enumerate(out):
+        alone = cut.answer(gifs[g], QUESTION)["in_domain"]
+        assert {a["in_domain"] for a in answers} == {alone} == {bool(want[g] <= want[0] / 2)}, g
+        verdicts.append(alone)
+    assert verdicts[:2] == [False, True] and verdicts[3:] == [False, True]
 
 
 def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -> None:

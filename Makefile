@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The offline switches and local stores are set by gifqa_model/core/env.py in every entry point.
 
-.PHONY: install browser stack-deps up down demo test lint clean
+.PHONY: install browser stack-deps up down demo test mutate lint clean
 
 install: $(STAMP)
 
@@ -43,6 +43,15 @@ down: install
 test: install browser stack-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q --timeout=1800 tests
+
+# mutation testing of the decisions (not part of CI: an hour or more on 2 cores); the kill
+# rate per file and the survivors are printed at the end (bench/mutation.py)
+MUTANTS ?= gifqa_model.registry.* gifqa_model.data.ingest.* gifqa_model.train.checkpoint.* \
+  gifqa_model.train.loop.x__resume* gifqa_model.train.loop.x_seed_everything* \
+  gifqa_model.inference.* flows.retrain.*
+mutate: install
+	$(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
+	$(BIN)/python bench/mutation.py $(MUTANTS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

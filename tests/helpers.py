@@ -131,6 +131,28 @@ def wait_until(
         time.sleep(0.01)
 
 
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """One named step of a scenario test (steps that each need what the one before left):
+    a failure says which step it was."""
+    try:
+        yield
+    except BaseException as e:
+        e.add_note(f"scenario step failed: {name}")
+        raise
+
+
+def run_steps(steps: list, **fixtures) -> None:
+    """Each function of `steps` in order, as a named step (its name, in words), called with
+    the `fixtures` its parameters name."""
+    import inspect
+
+    for fn in steps:
+        wanted = inspect.signature(fn).parameters
+        with step(fn.__name__.strip("_").replace("_", " ")):
+            fn(**{k: fixtures[k] for k in wanted})
+
+
 class Background:
     """`fn` in `n` helper threads whose failures reach the test: `check()` raises the first
     error at once; leaving the block waits for them all and raises it; `results` in order."""

@@ -1,4 +1,5 @@
 """The whole system on a tiny corpus: Prefect flow → DVC stages → MLflow run + registry.
+One scenario in named steps, in order: the later steps retrain the project the first built.
 
 Runs against Prefect's ephemeral API and a temporary SQLite MLflow store in a fresh project
 directory (git + DVC), then loads `models:/gifqa@champion` as a downstream service would.
@@ -17,10 +18,7 @@ import pytest
 import yaml
 
 from gifqa_model.qa.normalize import match_form
-from tests.helpers import make_project, sh
-
-# a scenario on one project: later tests retrain it (a second run, a new seed)
-pytestmark = pytest.mark.random_order(disabled=True)
+from tests.helpers import make_project, run_steps, sh
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +39,7 @@ def flow_summary(project: Path) -> dict:
     mp.undo()
 
 
-@pytest.mark.integration
-def test_flow_registers_a_champion(project: Path, flow_summary: dict) -> None:
+def _flow_registers_a_champion(project: Path, flow_summary: dict) -> None:
     assert flow_summary["version"] == 1
     assert flow_summary["champion_version"] == 1 and flow_summary["promoted"]
     for stage in ["ingest", "synth_qa", "validate", "index", "train", "evaluate"]:
@@ -55,8 +52,7 @@ def test_flow_registers_a_champion(project: Path, flow_summary: dict) -> None:
     assert ev["describe"]["n_gifs"] > 0 and 0 <= ev["describe"]["bleu4"] <= 1
 
 
-@pytest.mark.integration
-def test_mlflow_run_has_metrics_params_and_lineage(project: Path, flow_summary: dict) -> None:
+def _mlflow_run_has_metrics_params_and_lineage(project: Path, flow_summary: dict) -> None:
     run = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}").get_run(
         flow_summary["run_id"]
     )
@@ -72,8 +68,7 @@ def test_mlflow_run_has_metrics_params_and_lineage(project: Path, flow_summary: 
     assert any(k.startswith("dvc.data.") for k in run.data.tags)
 
 
-@pytest.mark.integration
-def test_champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict) -> None:
+def _champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict) -> None:
     old = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     try:
@@ -94,8 +89,7 @@ def test_champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict)
     assert isinstance(said["description"], str) and said["keyframes"][0] == 0
 
 
-@pytest.mark.integration
-def test_second_repro_skips_every_stage(project: Path, flow_summary: dict) -> None:
+def _second_repro_skips_every_stage(project: Path, flow_summary: dict) -> None:
     out = sh([sys.executable, "-m", "dvc", "repro"], project)
     assert "Running stage" not in out, out
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
@@ -120,8 +114,7 @@ def _retrain(project: Path) -> dict:
         mp.undo()
 
 
-@pytest.mark.integration
-def test_the_first_version_has_a_model_card_and_a_report(project: Path, flow_summary: dict) -> None:
+def _the_first_version_has_a_model_card_and_a_report(project: Path, flow_summary: dict) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     v1 = client.get_model_version("gifqa", "1")
     assert "Limits: trained on ShapesWorld" in v1.description
@@ -141,8 +134,7 @@ def test_the_first_version_has_a_model_card_and_a_report(project: Path, flow_sum
     assert tags["drift.checked"] == "false" and "no champion" in tags["drift.reason"]
 
 
-@pytest.mark.integration
-def test_nothing_changed_registers_nothing_then_a_new_seed_is_gated(
+def _nothing_changed_registers_nothing_then_a_new_seed_is_gated(
     project: Path, flow_summary: dict
 ) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
@@ -170,3 +162,19 @@ def test_nothing_changed_registers_nothing_then_a_new_seed_is_gated(
     moves = history(client, "gifqa")
     assert moves[0]["version"] == 1 and moves[0]["actor"] == "gate"
     assert (len(moves) == 2) == changed["promoted"]
+
+
+@pytest.mark.integration
+def test_the_retrain_scenario(project: Path, flow_summary: dict) -> None:
+    run_steps(
+        [
+            _flow_registers_a_champion,
+            _mlflow_run_has_metrics_params_and_lineage,
+            _champion_loads_as_pyfunc_and_answers,
+            _second_repro_skips_every_stage,
+            _the_first_version_has_a_model_card_and_a_report,
+            _nothing_changed_registers_nothing_then_a_new_seed_is_gated,
+        ],
+        project=project,
+        flow_summary=flow_summary,
+    )

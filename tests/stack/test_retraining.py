@@ -26,10 +26,9 @@ from gifqa_model.core.config import ShapesParams
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.registry.versions import CHAMPION, DIGEST_TAG, GATE_TAG, alias_version
 from tasks.publish import CHAMPION_TAG, configure_remote
-from tests.helpers import git_commit, make_project, sh, wait_until
+from tests.helpers import git_commit, make_project, run_steps, sh, wait_until
 
-# a scenario: each test starts from where the one before left the stack and the project
-pytestmark = [pytest.mark.integration, pytest.mark.random_order(disabled=True)]
+pytestmark = pytest.mark.integration
 TRIGGER = "trigger:watch-data"  # the tag watch-data puts on the runs it starts
 DEPLOY = {"deploy": {"watch_interval_s": 5, "retries": 2, "retry_delay_s": 0.5}}
 
@@ -63,7 +62,7 @@ def _versions(name: str = "gifqa") -> list:
     return MlflowClient().search_model_versions(f"name='{name}'")
 
 
-def test_the_servers_are_real(stack, stack_env) -> None:
+def _the_servers_are_real(stack, stack_env) -> None:
     """MLflow and Prefect keep their state in PostgreSQL; artifacts land in the object store."""
     assert all(stack.status().values()), stack.status()
     for db, table in [("mlflow", "experiments"), ("prefect", "flow_run")]:
@@ -84,7 +83,7 @@ def test_the_servers_are_real(stack, stack_env) -> None:
         psycopg2.connect(db_url(stack.s, "mlflow").replace(stack.s.db_password, "wrong"))
 
 
-def test_dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -> None:
+def _dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -> None:
     from flows.deploy import deploy
 
     deploy(project, stack.s.work_pool)
@@ -116,7 +115,7 @@ def test_dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -
     assert not list((project / "drop").glob("gifs/*.gif"))  # moved to drop/imported
 
 
-def test_a_fresh_clone_pulls_the_run_clean(project, tmp_path) -> None:
+def _a_fresh_clone_pulls_the_run_clean(project, tmp_path) -> None:
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     configure_remote(clone, *_remote_of(project))
@@ -138,7 +137,7 @@ def _new_seed(project: Path, seed: int) -> None:
     git_commit(project, f"train seed {seed}")
 
 
-def test_tracking_server_down_at_registration_fails_then_registers_once(
+def _tracking_server_down_at_registration_fails_then_registers_once(
     stack, stack_env, project, webhook, monkeypatch
 ) -> None:
     from flows.retrain import retrain
@@ -179,7 +178,7 @@ def test_tracking_server_down_at_registration_fails_then_registers_once(
     assert failed and all("failure.reason" in r.data.tags for r in failed)
 
 
-def test_a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None:
+def _a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None:
     from prefect.deployments import run_deployment
 
     before = {r.id for r in _retrain_runs()}
@@ -203,7 +202,7 @@ def test_a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None
     print("states seen:", seen)
 
 
-def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
+def _object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
     stack, stack_env, project, webhook, monkeypatch
 ) -> None:
     import flows.retrain
@@ -235,7 +234,7 @@ def test_object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
     assert keys.get("KeyCount", 0) > 0
 
 
-def test_retention_keeps_the_champion_and_the_last_run(project) -> None:
+def _retention_keeps_the_champion_and_the_last_run(project) -> None:
     """`dvc gc` as the flow runs it, keeping one run: the champion's commit and HEAD still
     check out from the local cache; older outputs are gone from it."""
     import os
@@ -256,3 +255,25 @@ def test_retention_keeps_the_champion_and_the_last_run(project) -> None:
         sh(["git", "checkout", "-q", rev, "--", "dvc.lock", "data.dvc"], project)
         sh([*dvc, "checkout", "--force"], project)  # fails on a missing cache object
     print(f"cache {before / 1e6:.1f} MB → {after / 1e6:.1f} MB after gc keeping 1 run")
+
+
+def test_the_stack_scenario(stack, stack_env, project, webhook, monkeypatch, tmp_path) -> None:
+    """One scenario in named steps, in order: each starts from where the one before left the
+    stack and the project."""
+    run_steps(
+        [
+            _the_servers_are_real,
+            _dropped_gifs_start_a_retrain_by_themselves,
+            _a_fresh_clone_pulls_the_run_clean,
+            _tracking_server_down_at_registration_fails_then_registers_once,
+            _a_second_retrain_waits_for_the_first,
+            _object_store_down_during_push_fails_clearly_and_keeps_the_workspace,
+            _retention_keeps_the_champion_and_the_last_run,
+        ],
+        stack=stack,
+        stack_env=stack_env,
+        project=project,
+        webhook=webhook,
+        monkeypatch=monkeypatch,
+        tmp_path=tmp_path,
+    )

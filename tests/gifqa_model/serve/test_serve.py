@@ -390,6 +390,61 @@ def test_a_full_queue_refuses_with_429_and_retry_after(gif, no_warm) -> None:
     assert [r.status_code for r in results + more] == [200, 200]
 
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_admission_takes_exactly_max_inflight_uploads_and_refuses_the_next_unread(
+    limit: int,
+) -> None:
+    """`limit` requests with a body in progress: the next is refused with 429 before a byte
+    of its body is read; once one finishes, one more is admitted; a GET is never counted."""
+    from gifqa_model.serve.middleware import AdmissionMiddleware, Metrics
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        entered = 0
+
+        async def slow_app(scope, receive, send) -> None:
+            nonlocal entered
+            entered += 1
+            await receive()
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        mw = AdmissionMiddleware(slow_app, limit, Metrics())
+
+        def call(method: str = "POST"):
+            reads, sent = [], []
+
+            async def receive() -> dict:
+                reads.append(1)
+                return {"type": "http.request", "body": b"x", "more_body": False}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": method, "path": "/v1/answer", "headers": []}
+            return asyncio.create_task(mw(scope, receive, send)), reads, sent
+
+        held = [call() for _ in range(limit)]
+        await asyncio.sleep(0.01)
+        assert entered == limit and mw.inflight == limit
+        task, reads, sent = call()
+        await task
+        assert sent[0]["status"] == 429 and reads == [], "refused unread"
+        assert dict(sent[0]["headers"])[b"retry-after"] == b"1"
+        get_task, _, _ = call("GET")  # not an upload: passes through, uncounted
+        await asyncio.sleep(0.01)
+        assert entered == limit + 1 and mw.inflight == limit
+        release.set()
+        await asyncio.gather(*(t for t, _, _ in held), get_task)
+        assert mw.inflight == 0
+        task, _, sent = call()
+        await task
+        assert sent[0]["status"] == 200
+
+    asyncio.run(scenario())
+
+
 def test_without_lifespan_the_app_is_not_ready() -> None:
     calls: list = []
     app = create_app(ServeSettings(), lambda s, v: calls.append(s))

@@ -40,9 +40,15 @@ up: install stack-deps
 down: install
 	$(BIN)/gifqa stack down
 
+# the suite on both cores (a module's tests on one worker; the stack's modules share one) in
+# a random module and test order; rerun an order with `make test SEED=<the seed it printed>`
+SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+WORKERS ?= 2
 test: install browser stack-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q --timeout=1800 tests
+	@echo "test order seed: $(SEED)"
+	$(BIN)/python -m pytest -q --timeout=1800 -n $(WORKERS) --dist loadgroup \
+	  --random-order-bucket=module --random-order-seed=$(SEED) --durations=15 tests
 
 # mutation testing of the decisions (not part of CI: an hour or more on 2 cores); the kill
 # rate per file and the survivors are printed at the end (bench/mutation.py)

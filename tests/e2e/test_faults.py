@@ -24,12 +24,15 @@ from tests.helpers import make_project, sh, wait_until
 
 pytestmark = pytest.mark.integration
 DVC = [sys.executable, "-m", "dvc"]
+# the kill comes at the first checkpoint (step 5): enough steps after it that the run is still
+# going when it lands, few enough that the resumed run is short
+STEPS = 60
 
 
 @pytest.fixture()
 def project(tmp_path) -> Path:
     root = make_project(
-        tmp_path / "p", {"train": {"max_steps": 400, "checkpoint_every": 5, "eval_every": 400}}
+        tmp_path / "p", {"train": {"max_steps": STEPS, "checkpoint_every": 5, "eval_every": STEPS}}
     )
     stage_data(load_params(root / "params.yaml"), root=root)
     sh([*DVC, "add", "-q", "data"], root)
@@ -62,7 +65,7 @@ def test_a_run_killed_mid_train_resumes_and_reruns_only_what_is_stale(project: P
     for stage in ["ingest", "synth_qa", "validate", "index"]:
         assert f"Stage '{stage}' didn't change, skipping" in out, out
     metrics = json.loads((project / "metrics" / "train.json").read_text())
-    assert metrics["resumed_from_step"] >= 5 and metrics["steps"] == 400
+    assert metrics["resumed_from_step"] >= 5 and metrics["steps"] == STEPS
     assert not ckpt.exists()  # a finished run leaves nothing to resume
 
 

@@ -164,6 +164,45 @@ def _nothing_changed_registers_nothing_then_a_new_seed_is_gated(
     assert (len(moves) == 2) == changed["promoted"]
 
 
+def _drifted_data_holds_the_champion_and_warns_downstream(project: Path) -> None:
+    """Arrivals of one colour (every colour word red) past the drift shares: the flow tags the
+    run, posts a drift notice, and the gate registers the version without moving champion."""
+    import re
+
+    from gifqa_model.core.config import ShapesParams
+    from gifqa_model.data.drop import import_drop
+    from gifqa_model.data.shapesworld import COLORS, generate_corpus
+    from tests.helpers import LocalHTTP
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("gifqa", "champion").version
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["drift"] = {"min_gifs": 10, "warn_share": 0.1, "retrain_share": 0.1, "hold_share": 0.1}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    drop = project / "drop"
+    generate_corpus(drop, ShapesParams(n_gifs=16, seed=55, workers=1))
+    table = drop / "descriptions.tsv"
+    table.write_text(re.sub(r"\b(" + "|".join(COLORS) + r")\b", "red", table.read_text()))
+    import_drop(drop, project / "data" / "incoming")
+    received: list[dict] = []
+    hook = LocalHTTP(lambda m, p, body: received.append(json.loads(body)) or (204, {}, b""))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GIFQA_ALERT_WEBHOOK", f"{hook.url}/hook")
+    try:
+        held = _retrain(project)
+    finally:
+        mp.undo()
+        hook.close()
+    assert held["drift"] == "hold" and not held["promoted"] and not held["unchanged"]
+    run_tags = client.get_run(held["run_id"]).data.tags
+    assert run_tags["drift.action"] == "hold", run_tags
+    checks = json.loads(client.get_model_version("gifqa", str(held["version"])).tags["gate.checks"])
+    assert checks["no_drift_hold"] is False
+    assert client.get_model_version_by_alias("gifqa", "champion").version == champion
+    notices = [r for r in received if r.get("event") == "drift"]
+    assert len(notices) == 1 and notices[0]["action"] == "hold" and notices[0]["features"]
+
+
 @pytest.mark.integration
 def test_the_retrain_scenario(project: Path, flow_summary: dict) -> None:
     run_steps(
@@ -174,6 +213,7 @@ def test_the_retrain_scenario(project: Path, flow_summary: dict) -> None:
             _second_repro_skips_every_stage,
             _the_first_version_has_a_model_card_and_a_report,
             _nothing_changed_registers_nothing_then_a_new_seed_is_gated,
+            _drifted_data_holds_the_champion_and_warns_downstream,
         ],
         project=project,
         flow_summary=flow_summary,

@@ -173,3 +173,77 @@ def test_the_blank_and_prior_figures_reach_the_gate_as_given(
     s, _, _ = _gate(client, tmp_path, _benchmark(tmp_path), "v1", 300, blank=blank, prior=prior)
     tags = client.get_model_version(PARAMS.model_name, "1").tags
     assert s["promoted"] is promoted and json.loads(tags["gate.checks"])["looks_at_gif"] is promoted
+
+
+RACE = """
+import json, sys, time, importlib.util
+from pathlib import Path
+import mlflow
+from mlflow import MlflowClient
+spec = importlib.util.spec_from_file_location("wiring", sys.argv[1])
+wiring = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(wiring)
+import gifqa_model.inference.predict as predict
+
+class Slow(wiring.FilePredictor):
+    def answer_many(self, gif_path, questions):
+        time.sleep(0.05)  # scoring takes a while: the two gates overlap unless one waits
+        return super().answer_many(gif_path, questions)
+
+predict.GifQAPredictor = Slow
+uri, root, name, right = sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+mlflow.set_tracking_uri(uri)
+mlflow.set_experiment("registry-test")
+bench = wiring._benchmark(root / name)
+(root / f"{name}.ready").touch()
+while not (root / "go").exists():
+    time.sleep(0.01)
+summary, _, _ = wiring._gate(MlflowClient(uri), root / name, bench, name, right)
+print(json.dumps(summary["version"]))
+"""
+
+
+def test_two_gates_at_once_decide_one_after_the_other(
+    client: MlflowClient, tmp_path: Path, monkeypatch
+) -> None:
+    """Two challengers gated at once by two processes: the registry lock makes the second
+    score against the champion the first left, never both against the old one."""
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
+    _gate(client, tmp_path, _benchmark(tmp_path), "v1", right=240)
+    script = tmp_path / "race.py"
+    script.write_text(RACE)
+    repo = Path(__file__).resolve().parents[3]
+    uri = mlflow.get_tracking_uri()
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(script), __file__, uri, str(tmp_path), name, str(right)],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, right in (("best", 360), ("good", 300))
+    }
+    deadline = time.monotonic() + 300
+    while not all((tmp_path / f"{n}.ready").exists() for n in procs):
+        assert all(p.poll() is None for p in procs.values()), "a gate process died early"
+        assert time.monotonic() < deadline, "the gate processes never got ready"
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    versions = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        versions[name] = int(out.split()[-1])
+    compared = {
+        name: client.get_model_version(PARAMS.model_name, str(v)).tags["gate.compared_with"]
+        for name, v in versions.items()
+    }
+    first = next(n for n, c in compared.items() if c == "v1")
+    second = next(n for n in compared if n != first)
+    assert compared[second] == f"v{versions[first]}", compared  # not v1 as well
+    assert alias_version(client, PARAMS.model_name, CHAMPION) == versions["best"]

@@ -73,11 +73,3 @@ def _isolated_tracking():
     os.environ.update(env)
     mlflow.set_tracking_uri(uri)
     fluent._active_experiment_id = experiment
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist (`--dist loadgroup`), a module's tests run on one worker, so its
-    module fixtures are built once; the stack's modules share one worker and one stack."""
-    for item in items:
-        group = "stack" if "stack" in item.path.parts else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))

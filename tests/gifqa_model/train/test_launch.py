@@ -55,6 +55,9 @@ def _gifqa_train(root: Path) -> subprocess.CompletedProcess:
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        # rich folds a word longer than the line (a deep temporary path): wide lines keep the
+        # message's words whole wherever pytest puts its temporary folder
+        "COLUMNS": "1000",
     }
     return subprocess.run(
         ["gifqa", "train"], cwd=root, env=env, text=True, capture_output=True, timeout=600
@@ -95,8 +98,8 @@ def test_the_stage_trains_on_two_processes_and_rank0_alone_writes(
 def test_a_failing_rank_fails_the_stage_saying_which(tmp_path: Path) -> None:
     root = _project(tmp_path / "p", tokenizer_dir=str(tmp_path / "no-tokenizer"))
     proc = _gifqa_train(root)
-    assert proc.returncode == 1
     text = " ".join(proc.stdout.split())  # rich wraps the message
+    assert proc.returncode == 1, text[-3000:] + proc.stderr[-3000:]
     assert "train stopped: training under torchrun (1 machine(s) x 2 processes) failed" in text
     assert "first failure: rank " in text and "no-tokenizer" in text
     assert not (root / "metrics" / "train.json").exists()

@@ -204,6 +204,7 @@ def _drifted_data_holds_the_champion_and_warns_downstream(project: Path) -> None
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(5400)  # seven steps, four flows: each had 1,800 s as a test of its own
 def test_the_retrain_scenario(project: Path, flow_summary: dict) -> None:
     run_steps(
         [

@@ -257,6 +257,7 @@ def _retention_keeps_the_champion_and_the_last_run(project) -> None:
     print(f"cache {before / 1e6:.1f} MB → {after / 1e6:.1f} MB after gc keeping 1 run")
 
 
+@pytest.mark.timeout(5400)  # seven steps, several retrains: each had 1,800 s as a test of its own
 def test_the_stack_scenario(stack, stack_env, project, webhook, monkeypatch, tmp_path) -> None:
     """One scenario in named steps, in order: each starts from where the one before left the
     stack and the project."""

@@ -325,9 +325,10 @@ def shapes_profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
     return data_profile(manifest, qa)
 
 
-def logged_echo_model() -> tuple[str, str]:
-    """A pyfunc model that returns its input, logged in a new MLflow run: (run_id, model_uri);
-    what registry tests register when the weights do not matter."""
+def logged_echo_model(artifacts: dict[str, str] | None = None) -> tuple[str, str]:
+    """A pyfunc model that returns its input, logged in a new MLflow run (with `artifacts`,
+    key → local path, when given): (run_id, model_uri); what registry tests register when the
+    weights do not matter."""
     import mlflow
 
     class Echo(mlflow.pyfunc.PythonModel):
@@ -336,6 +337,6 @@ def logged_echo_model() -> tuple[str, str]:
 
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=Echo(), pip_requirements=["mlflow"]
+            name="model", python_model=Echo(), artifacts=artifacts, pip_requirements=["mlflow"]
         )
     return run.info.run_id, info.model_uri

@@ -23,6 +23,7 @@ from gifqa_model.core.config import RegistryParams
 from gifqa_model.core.schema import IID_SPLIT
 from gifqa_model.registry.promotion import Candidate, register_and_gate
 from gifqa_model.registry.versions import CHAMPION, GATE_TAG, alias_version, history
+from tests.helpers import logged_echo_model
 
 N_QUESTIONS = 400
 ANSWER_FILE = "answers.json"
@@ -36,8 +37,9 @@ class FilePredictor:
     asked: list[str] = []
 
     def __init__(self, model_dir: Path, clip_dir: Path) -> None:
-        self.answers = json.loads((Path(model_dir) / ANSWER_FILE).read_text())["answers"]
-        FilePredictor.asked.append(json.loads((Path(model_dir) / ANSWER_FILE).read_text())["name"])
+        model = json.loads((Path(model_dir) / ANSWER_FILE).read_text())
+        self.answers = model["answers"]
+        FilePredictor.asked.append(model["name"])
 
     def answer_many(self, gif_path: str, questions: list[str]) -> list[dict]:
         return [
@@ -82,28 +84,13 @@ def _model(root: Path, name: str, right: int, salt: str = "") -> tuple[Path, Pat
     return model_dir, clip_dir
 
 
-def _log(model_dir: Path, clip_dir: Path) -> tuple[str, str]:
-    class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):  # noqa: ANN001 - pyfunc's
-            return model_input
-
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=Echo(),
-            artifacts={"model_dir": str(model_dir), "clip_dir": str(clip_dir)},
-            pip_requirements=["mlflow"],
-        )
-    return run.info.run_id, info.model_uri
-
-
 def _gate(client, root: Path, bench, name: str, right: int, blank=0.2, prior=0.2, salt=""):
     model_dir, clip_dir = (
         _model(root, name, right, salt)
         if not (root / name).exists()
         else (root / name / "model", root / name / "clip")
     )
-    run_id, uri = _log(model_dir, clip_dir)
+    run_id, uri = logged_echo_model({"model_dir": str(model_dir), "clip_dir": str(clip_dir)})
     FilePredictor.asked = []
     candidate = Candidate(
         model_dir, clip_dir, run_id, blank, prior, {"flow_run": f"run-{name}"}, f"card {name}"
@@ -222,6 +209,7 @@ def test_two_gates_at_once_decide_one_after_the_other(
         name: subprocess.Popen(
             [sys.executable, str(script), __file__, uri, str(tmp_path), name, str(right)],
             cwd=repo,
+            env={**__import__("os").environ, "PYTHONPATH": str(repo)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

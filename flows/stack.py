@@ -331,6 +331,9 @@ class Stack:
             f"admin_username = {s.mlflow_user}\n"
             "authorization_function = "
             "mlflow.server.auth:authenticate_request_basic_auth\n"
+            # one scrypt check per credential a minute, not per request (0.24 s each here: a
+            # logged model alone makes one request per metric); one worker, so never stale
+            "auth_cache_ttl_seconds = 60\n"
         )
         ini.chmod(0o600)
         env = {

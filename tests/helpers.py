@@ -297,6 +297,35 @@ class LocalHTTP:
         self.server.server_close()
 
 
+class Receiver(LocalHTTP):
+    """A webhook endpoint on 127.0.0.1 that keeps the JSON it is sent, in `received`."""
+
+    def __init__(self) -> None:
+        import json
+
+        self.received: list[dict] = []
+
+        def keep(_method: str, _path: str, body: bytes) -> tuple[int, dict, bytes]:
+            self.received.append(json.loads(body))
+            return 204, {}, b""
+
+        super().__init__(keep)
+
+
+def tiny_gif(n_frames: int = 3, side: int = 8, seed: int | None = None) -> bytes:
+    """A black-and-white GIF: frames alternate flat black and white, or are random with `seed`."""
+    from gifqa_model.data.gifs import encode_gif
+
+    rng = None if seed is None else np.random.default_rng(seed)
+    frames = [
+        np.full((side, side), i % 2, np.uint8)
+        if rng is None
+        else rng.integers(0, 2, (side, side)).astype(np.uint8)
+        for i in range(n_frames)
+    ]
+    return encode_gif(frames, [(0, 0, 0), (255, 255, 255)])
+
+
 def shapes_profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
     """ShapesWorld as the drift check sees a corpus (monitor/drift.py): probed GIFs, rule QA."""
     import hashlib

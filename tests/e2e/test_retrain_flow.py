@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from gifqa_model.qa.normalize import match_form
-from tests.helpers import make_project, run_steps, sh
+from tests.helpers import Receiver, make_project, run_steps, sh
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,6 @@ def _drifted_data_holds_the_champion_and_warns_downstream(project: Path) -> None
     from gifqa_model.core.config import ShapesParams
     from gifqa_model.data.drop import import_drop
     from gifqa_model.data.shapesworld import COLORS, generate_corpus
-    from tests.helpers import LocalHTTP
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("gifqa", "champion").version
@@ -184,8 +183,7 @@ def _drifted_data_holds_the_champion_and_warns_downstream(project: Path) -> None
     table = drop / "descriptions.tsv"
     table.write_text(re.sub(r"\b(" + "|".join(COLORS) + r")\b", "red", table.read_text()))
     import_drop(drop, project / "data" / "incoming")
-    received: list[dict] = []
-    hook = LocalHTTP(lambda m, p, body: received.append(json.loads(body)) or (204, {}, b""))
+    hook = Receiver()
     mp = pytest.MonkeyPatch()
     mp.setenv("GIFQA_ALERT_WEBHOOK", f"{hook.url}/hook")
     try:
@@ -199,7 +197,7 @@ def _drifted_data_holds_the_champion_and_warns_downstream(project: Path) -> None
     checks = json.loads(client.get_model_version("gifqa", str(held["version"])).tags["gate.checks"])
     assert checks["no_drift_hold"] is False
     assert client.get_model_version_by_alias("gifqa", "champion").version == champion
-    notices = [r for r in received if r.get("event") == "drift"]
+    notices = [r for r in hook.received if r.get("event") == "drift"]
     assert len(notices) == 1 and notices[0]["action"] == "hold" and notices[0]["features"]
 
 

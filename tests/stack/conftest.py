@@ -3,7 +3,6 @@ session under a temporary home and always stopped; plus a receiver for failure w
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.stack import Stack, client_env, load_settings
-from tests.helpers import LocalHTTP, reserved_ports
+from tests.helpers import Receiver, reserved_ports
 
 
 @pytest.fixture(scope="session")
@@ -59,18 +58,6 @@ def stack_env(stack, monkeypatch):
             yield env
     finally:
         mlflow.set_tracking_uri(old)
-
-
-class Receiver(LocalHTTP):
-    """A webhook endpoint on 127.0.0.1 that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        super().__init__(self._keep)
-
-    def _keep(self, method: str, path: str, body: bytes):
-        self.received.append(json.loads(body))
-        return 204, {}, b""
 
 
 @pytest.fixture()

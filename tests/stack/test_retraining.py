@@ -58,6 +58,19 @@ def _retrain_runs(tag: str | None = None) -> list:
     return [r for r in runs if tag is None or tag in r.tags]
 
 
+def _wait_final(stack, runs, what: str, done=None, timeout: float = 1500) -> None:
+    """Wait until every run of `runs()` is final (or `done()` holds); on a timeout, say each
+    run's state and what the worker printed last."""
+    done = done or (lambda: all(r.state.is_final() for r in runs()) and bool(runs()))
+    try:
+        wait_until(done, timeout=timeout, what=what)
+    except TimeoutError as e:
+        states = [f"{r.name}: {r.state.name}" for r in runs()]
+        log = stack.home / "logs" / "worker.log"
+        e.add_note(f"runs: {states}\nworker.log ends:\n{log.read_text()[-3000:]}")
+        raise
+
+
 def _versions(name: str = "gifqa") -> list:
     return MlflowClient().search_model_versions(f"name='{name}'")
 
@@ -91,11 +104,7 @@ def _dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -> No
     dropped = time.monotonic()
     wait_until(lambda: _retrain_runs(TRIGGER), timeout=180, what="a retrain run to be created")
     started = time.monotonic()
-    wait_until(
-        lambda: any(r.state.is_final() for r in _retrain_runs(TRIGGER)),
-        timeout=900,
-        what="the retrain run to finish",
-    )
+    _wait_final(stack, lambda: _retrain_runs(TRIGGER), "the retrain run to finish")
     finished = time.monotonic()
     (run,) = _retrain_runs(TRIGGER)
     assert run.state.is_completed(), run.state
@@ -194,7 +203,8 @@ def _a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None:
         assert not (a.state.is_running() and b.state.is_running()), "two retrains at once"
         return a.state.is_final() and b.state.is_final()
 
-    wait_until(both_done, timeout=900, what="both retrains to finish")
+    new = lambda: [r for r in _retrain_runs() if r.id not in before]  # noqa: E731
+    _wait_final(stack, new, "both retrains to finish", both_done)
     runs = {r.id: r for r in _retrain_runs()}
     a, b = sorted([runs[first.id], runs[second.id]], key=lambda r: r.start_time)
     assert a.state.is_completed() and b.state.is_completed()

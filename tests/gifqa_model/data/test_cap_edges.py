@@ -10,16 +10,12 @@ import pandas as pd
 import pytest
 
 from gifqa_model.core.config import DriftParams, GifLimits
-from gifqa_model.data.gifs import GifError, encode_gif, probe_gif
+from gifqa_model.data.gifs import GifError, probe_gif
 from gifqa_model.index.indexing import fit_rows
 from gifqa_model.monitor.drift import pick_action
+from tests.helpers import tiny_gif
 
 PALETTE = [(0, 0, 0), (255, 255, 255)]
-
-
-def _gif(n_frames: int, side: int = 8) -> bytes:
-    frames = [np.full((side, side), i % 2, np.uint8) for i in range(n_frames)]
-    return encode_gif(frames, PALETTE)
 
 
 def _refused(src, limits: GifLimits) -> str | None:
@@ -34,7 +30,7 @@ def _refused(src, limits: GifLimits) -> str | None:
 def test_byte_cap_a_gif_of_exactly_the_cap_passes_one_more_byte_does_not(
     as_path: bool, tmp_path: Path
 ) -> None:
-    data = _gif(3)
+    data = tiny_gif(3)
     src = data
     if as_path:
         src = tmp_path / "a.gif"
@@ -44,13 +40,13 @@ def test_byte_cap_a_gif_of_exactly_the_cap_passes_one_more_byte_does_not(
 
 
 def test_frame_cap_exactly_the_cap_passes_one_more_frame_does_not() -> None:
-    data = _gif(7)
+    data = tiny_gif(7)
     assert probe_gif(data, GifLimits(max_frames=7)).n_frames == 7
     assert _refused(data, GifLimits(max_frames=6)) == "too_many_frames"
 
 
 def test_pixel_cap_a_canvas_of_exactly_the_cap_passes_one_pixel_less_does_not() -> None:
-    data = _gif(2, side=10)
+    data = tiny_gif(2, side=10)
     assert _refused(data, GifLimits(max_pixels=100)) is None
     assert _refused(data, GifLimits(max_pixels=99)) == "too_many_pixels"
 

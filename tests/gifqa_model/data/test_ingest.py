@@ -7,7 +7,6 @@ import shutil
 import struct
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -15,16 +14,12 @@ from PIL import Image
 from gifqa_model.core.config import IngestParams, IngestSource, ShapesParams
 from gifqa_model.core.schema import INGEST_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
 from gifqa_model.core.schema import MANIFEST_COLUMNS
-from gifqa_model.data.gifs import encode_gif, probe_gif
+from gifqa_model.data.gifs import probe_gif
 from gifqa_model.data.ingest import assign_split, ingest_folder, run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
+from tests.helpers import tiny_gif
 
 PALETTE = [(0, 0, 0), (255, 255, 255)]
-
-
-def _gif(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    return encode_gif([rng.integers(0, 2, (8, 8)).astype(np.uint8) for _ in range(3)], PALETTE)
 
 
 def _bomb() -> bytes:
@@ -51,15 +46,15 @@ def zoo(tmp_path_factory, shapes_dir: Path, shared_data: Path) -> tuple[Path, di
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, format="PNG")
     real = (shared_data / "real_gifs" / "tgifqa_4.gif").read_bytes()
-    corrupt = bytearray(_gif(1))
+    corrupt = bytearray(tiny_gif(seed=1))
     # Garbage LZW codes inside a valid block structure: header 13, palette 6, loop extension
     # 19, graphic control 8, descriptor 10, code size 1, sub-block length 1.
     corrupt[58:64] = b"\xff" * 6
     huge = b"GIF89a" + struct.pack("<HHBBB", 50_000, 50_000, 0, 0, 0) + b"\x3b"
     files = {
-        "good.gif": (_gif(0), None),
-        "sw_000000.gif": (_gif(2), None),  # same stem as a ShapesWorld GIF, other bytes
-        "copy_of_good.gif": (_gif(0), "duplicate"),
+        "good.gif": (tiny_gif(seed=0), None),
+        "sw_000000.gif": (tiny_gif(seed=2), None),  # same stem as a ShapesWorld GIF, other bytes
+        "copy_of_good.gif": (tiny_gif(seed=0), "duplicate"),
         "copy_of_shapes.gif": ((shapes_dir / "gifs" / "sw_000003.gif").read_bytes(), "duplicate"),
         "empty.gif": (b"", "empty_file"),
         "image.gif": (png.getvalue(), "not_a_gif"),
@@ -67,8 +62,8 @@ def zoo(tmp_path_factory, shapes_dir: Path, shared_data: Path) -> tuple[Path, di
         "bomb.gif": (_bomb(), "too_many_frames"),
         "huge.gif": (huge, "too_many_pixels"),
         "corrupt.gif": (bytes(corrupt), "decode_error"),
-        "no_words.gif": (_gif(3), "empty_description"),
-        "orphan.gif": (_gif(4), "no_description"),  # a file no row mentions
+        "no_words.gif": (tiny_gif(seed=3), "empty_description"),
+        "orphan.gif": (tiny_gif(seed=4), "no_description"),  # a file no row mentions
     }
     for name, (data, _) in files.items():
         (z / name).write_bytes(data)
@@ -166,7 +161,7 @@ def test_splits_are_stable(ingested, tmp_path):
 def test_tsv_source_with_urls_paths_and_bad_rows(tmp_path: Path, shapes_dir: Path, web):
     (tmp_path / "clips").mkdir()
     shutil.copy(shapes_dir / "gifs" / "sw_000001.gif", tmp_path / "clips" / "one.gif")
-    (tmp_path / "clips" / "two.gif").write_bytes(_gif(7))
+    (tmp_path / "clips" / "two.gif").write_bytes(tiny_gif(seed=7))
     _write_tsv(
         tmp_path / "tgif.tsv",  # headerless, TGIF style
         [
@@ -229,7 +224,7 @@ def web():
 
     from tests.helpers import LocalHTTP
 
-    gif = _gif(3)
+    gif = tiny_gif(seed=3)
     served, streamed = threading.Event(), threading.Event()
     hits: Counter = Counter()
     sent = {"endless": 0}
@@ -265,7 +260,7 @@ def web():
         hits[path] += 1
         routes = {
             "/ok.gif": (200, {"Content-Type": "image/gif"}, gif),
-            "/other.gif": (200, {"Content-Type": "image/gif"}, _gif(4)),
+            "/other.gif": (200, {"Content-Type": "image/gif"}, tiny_gif(seed=4)),
             # within the host: followed
             "/hop.gif": (302, {"Location": "/other.gif"}, b""),
             # another host, another port, another scheme: never followed
@@ -348,9 +343,9 @@ def test_local_paths_stay_inside_their_source_folder(tmp_path: Path) -> None:
     they name is read or echoed."""
     src = tmp_path / "src"
     (src / "gifs").mkdir(parents=True)
-    (src / "gifs" / "fine.gif").write_bytes(_gif(1))
+    (src / "gifs" / "fine.gif").write_bytes(tiny_gif(seed=1))
     secret = tmp_path / "secret.gif"
-    secret.write_bytes(_gif(2))
+    secret.write_bytes(tiny_gif(seed=2))
     (src / "gifs" / "link.gif").symlink_to(secret)  # a symlink out of the folder
     lines = [
         "gifs/fine.gif\tfine .",

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -23,7 +22,7 @@ from gifqa_model.core.config import RegistryParams
 from gifqa_model.core.schema import IID_SPLIT
 from gifqa_model.registry.promotion import Candidate, register_and_gate
 from gifqa_model.registry.versions import CHAMPION, GATE_TAG, alias_version, history
-from tests.helpers import logged_echo_model
+from tests.helpers import logged_echo_model, tiny_gif
 
 N_QUESTIONS = 400
 ANSWER_FILE = "answers.json"
@@ -48,14 +47,11 @@ class FilePredictor:
 
 
 def _benchmark(root: Path) -> pd.DataFrame:
-    from gifqa_model.data.gifs import encode_gif
-
     gifs = []
     for g in range(20):
         path = root / "bench" / f"g{g}.gif"
         path.parent.mkdir(parents=True, exist_ok=True)
-        frames = [np.full((8, 8), (g + i) % 2, np.uint8) for i in range(4)]
-        path.write_bytes(encode_gif(frames, [(0, 0, 0), (255, 255, 255)]))
+        path.write_bytes(tiny_gif(4 + g))  # one length per GIF: twenty distinct files
         gifs.append(path)
     return pd.DataFrame(
         {

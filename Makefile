@@ -40,14 +40,15 @@ up: install stack-deps
 down: install
 	$(BIN)/gifqa stack down
 
-# the suite on both cores (a module's tests on one worker: its module fixtures built once) in
-# a random module and test order; rerun an order with `make test SEED=<the seed it printed>`
+# the suite on both cores (a module's tests on one worker, so its module fixtures are built
+# once; the longest in two lanes that start first: tests/conftest.py) in a random module and
+# test order; rerun an order with `make test SEED=<the seed it printed>`
 SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 WORKERS ?= 2
 test: install browser stack-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	@echo "test order seed: $(SEED)"
-	$(BIN)/python -m pytest -q --timeout=1800 -n $(WORKERS) --dist loadfile \
+	$(BIN)/python -m pytest -q --timeout=1800 -n $(WORKERS) --dist loadgroup --no-loadscope-reorder \
 	  --random-order-bucket=module --random-order-seed=$(SEED) --durations=15 tests
 
 # mutation testing of the decisions (not part of CI: an hour or more on 2 cores); the kill

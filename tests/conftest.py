@@ -24,6 +24,33 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# `make test` runs on both cores with `--dist loadgroup`: a group runs on one worker, in order.
+# Each module is its own group (its module fixtures built once), except the longest modules,
+# which form two lanes of roughly equal length that start first and run beside each other while
+# the short modules fill in around them (one stack for the stack's modules, not one per worker).
+LANES = {
+    "tests/stack/": "lane-stack",
+    "tests/flows/test_fanout.py": "lane-stack",
+    "tests/e2e/test_faults.py": "lane-stack",
+    "tests/e2e/test_retrain_flow.py": "lane-flows",
+    "tests/gifqa_model/serve/test_downstream.py": "lane-flows",
+    "tests/flows/test_drift_flow.py": "lane-flows",
+}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    path = item.nodeid.split("::")[0]
+    group = next((g for prefix, g in LANES.items() if path.startswith(prefix)), path)
+    item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(trylast=True)  # after the random order: keeps it within each kind
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The lanes first, so the two workers start on the longest modules instead of ending on
+    them (with `--no-loadscope-reorder`: xdist would put the groups with most tests first)."""
+    lanes = set(LANES.values())
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] not in lanes)
+
 
 def require_shared_data(root: Path) -> Path:
     """`root` if it holds the real GIFs and TGIF-QA rows; otherwise the test fails saying what

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from flows.fanout import FanoutSettings, dask_mapper, from_env
 from gifqa_model.core.config import ClipParams, IngestParams, IngestSource, ShapesParams
@@ -14,6 +15,8 @@ from gifqa_model.data.ingest import run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.index.clip import build_clip
 from gifqa_model.index.indexing import cached_tokens
+
+pytestmark = pytest.mark.integration  # minutes: scheduled first
 
 
 def _files(folder: Path) -> dict[str, bytes]:

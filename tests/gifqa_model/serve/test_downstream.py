@@ -25,6 +25,8 @@ from gifqa_model.inference.pyfunc import PIP_REQUIREMENTS, log_pyfunc
 from tests.gifqa_model.serve.conftest import QUESTION
 from tests.helpers import reserved_ports, wait_http
 
+pytestmark = pytest.mark.integration  # minutes: scheduled first
+
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 

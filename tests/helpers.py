@@ -267,8 +267,12 @@ class LocalHTTP:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+        self.headers: list[dict[str, str]] = []  # of every request, in order
+        seen = self.headers
+
         class Handler(BaseHTTPRequestHandler):
             def _any(self) -> None:
+                seen.append(dict(self.headers.items()))
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 reply = handle(self.command, self.path, body)
                 if callable(reply):
@@ -298,14 +302,17 @@ class LocalHTTP:
 
 
 class Receiver(LocalHTTP):
-    """A webhook endpoint on 127.0.0.1 that keeps the JSON it is sent, in `received`."""
+    """A webhook endpoint on 127.0.0.1 that keeps the JSON it is sent, in `received` (and each
+    request's headers in `headers`)."""
 
     def __init__(self) -> None:
         import json
 
         self.received: list[dict] = []
+        self.bodies: list[bytes] = []  # as sent: a signature is over these bytes
 
         def keep(_method: str, _path: str, body: bytes) -> tuple[int, dict, bytes]:
+            self.bodies.append(body)
             self.received.append(json.loads(body))
             return 204, {}, b""
 

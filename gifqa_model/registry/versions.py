@@ -5,7 +5,9 @@ roles, and every alias move is recorded.
 (registry/promotion.py), a manual `promote` or a `rollback`. Each move is written as a tag on
 the registered model (`history.NNNN`: when, which alias, from which version to which, why, by
 whom) and on the version, under a file lock, so two promotions at once serialise: neither is
-lost and one champion results. A model whose weights equal an existing version's registers
+lost and one champion results. Each move is also sent downstream as a notice
+(`"event": "alias_moved"`, core/notices.py), so a service can reload at once instead of at its
+next poll. A model whose weights equal an existing version's registers
 nothing.
 """
 
@@ -27,6 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from gifqa_model.core.config import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from gifqa_model.core.digests import weights_digest  # noqa: F401  (re-exported)
+from gifqa_model.core.notices import post_notice
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,7 @@ def move_alias(
     client.set_model_version_tag(name, str(version), f"{alias}.since", entry["time"])
     client.set_model_version_tag(name, str(version), f"{alias}.reason", reason[:5000])
     log.info("%s: %s v%s -> v%s (%s)", name, alias, previous, version, reason)
+    post_notice({"event": "alias_moved", "model": name, **entry})
     return entry
 
 

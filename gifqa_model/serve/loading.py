@@ -49,6 +49,12 @@ VersionResolver = Callable[[ServeSettings], int | None]
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
+def followed_alias(uri: str) -> tuple[str, str] | None:
+    """(registered model, alias) of a ``models:/name@alias`` URI; None for any other URI."""
+    m = _REGISTERED.match(uri)
+    return (m["name"], m["alias"]) if m is not None and m["alias"] is not None else None
+
+
 def resolve_model_version(uri: str, client: Any = None) -> int | None:
     """The registered version a ``models:/`` URI points at now; None for other URIs."""
     m = _REGISTERED.match(uri)
@@ -149,6 +155,7 @@ class ModelSlot:
         self.model: LoadedModel | None = None
         self.last_error: str | None = None  # of the last failed load, until one succeeds
         self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task] = set()
 
     async def refresh(self, force: bool = False) -> str:
         """Load what the URI points at if it changed (or `force`): → "unchanged", "swapped" or
@@ -181,6 +188,13 @@ class ModelSlot:
                 old.version if old else None,
             )
             return "swapped"
+
+    def refresh_soon(self) -> None:
+        """Check the alias now, in the background (a notice said it moved); refreshes queue on
+        the slot's lock, so a burst of notices loads a new version once."""
+        task = asyncio.create_task(self.refresh())
+        self._pending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._pending.discard)
 
     async def follow(self) -> None:
         """Poll the alias for ever (a background task)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,10 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 
 from gifqa_model.core.config import MAX_QUESTION_CHARS, GifLimits, IndexParams
+from gifqa_model.core.notices import NoticeError, verify
 from gifqa_model.data.gifs import GifError, probe_gif
 from gifqa_model.inference.pyfunc import InputError, check_question, decode_base64_gif
 from gifqa_model.qa.normalize import guess_qtype
-from gifqa_model.serve.loading import LoadedModel, ModelSlot
+from gifqa_model.serve.loading import LoadedModel, ModelSlot, followed_alias
 from gifqa_model.serve.middleware import Metrics
 from gifqa_model.serve.schemas import (
     ANSWER_BODY,
@@ -37,6 +39,7 @@ from gifqa_model.serve.schemas import (
     FramesOut,
     GifIn,
     ModelOut,
+    NoticeOut,
     ReloadOut,
     SamplesOut,
     SearchHit,
@@ -424,3 +427,45 @@ async def reload(request: Request, settings: SettingsDep) -> ReloadOut:
     slot: ModelSlot = request.app.state.slot
     result = await slot.refresh()
     return ReloadOut(result=result, model_version=slot.model.version if slot.model else None)
+
+
+def moved_alias(notice: Any) -> tuple[str, str] | None:
+    """(model, alias) of an alias move: gifqa's own notice or MLflow's registry webhook."""
+    if not isinstance(notice, dict):
+        return None
+    if notice.get("event") == "alias_moved":
+        return str(notice.get("model")), str(notice.get("alias"))
+    data = notice.get("data")
+    if (notice.get("entity"), notice.get("action")) == ("model_version_alias", "created") and (
+        isinstance(data, dict)
+    ):
+        return str(data.get("name")), str(data.get("alias"))
+    return None
+
+
+@router.post(
+    "/v1/notices",
+    status_code=202,
+    response_model=NoticeOut,
+    responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
+async def notice(request: Request, settings: SettingsDep) -> NoticeOut:
+    """An alias moved (a gifqa notice or an MLflow registry webhook, signed with
+    `GIFQA_WEBHOOK_SECRET`): when it is the alias this server follows, the registry is read
+    now instead of at the next poll. The notice is only a hint: the version comes from the
+    registry, never from the body."""
+    if settings.webhook_secret is None:
+        raise ApiError(404, "notices_disabled", "no webhook secret is configured")
+    body = await request.body()
+    try:
+        sender = verify(request.headers, body, settings.webhook_secret.get_secret_value())
+    except NoticeError as err:
+        raise ApiError(401, "unauthorized", str(err)) from None
+    try:
+        moved = moved_alias(json.loads(body))
+    except ValueError:
+        raise ApiError(400, "bad_notice", "the notice is not JSON") from None
+    if moved is None or moved != followed_alias(settings.model_uri) or settings.model_dir:
+        return NoticeOut(result="ignored", sender=sender)
+    request.app.state.slot.refresh_soon()
+    return NoticeOut(result="checking", sender=sender)

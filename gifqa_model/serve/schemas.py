@@ -130,6 +130,14 @@ class ReloadOut(BaseModel):
     model_version: int | None
 
 
+class NoticeOut(BaseModel):
+    result: str = Field(
+        description="checking (the alias this server follows moved: it is read now) or ignored",
+        examples=["checking"],
+    )
+    sender: str = Field(description="who signed it: gifqa or mlflow", examples=["mlflow"])
+
+
 class ErrorOut(BaseModel):
     detail: str
     reason: str

@@ -38,6 +38,9 @@ class ServeSettings(BaseSettings):
     max_inflight: int = 16
     poll_seconds: float = 30.0  # how often the alias is checked; 0 = never
     admin_token: SecretStr | None = None  # bearer token of /v1/admin/reload; unset = disabled
+    # shared secret of POST /v1/notices (gifqa's alias notices, MLflow's registry webhooks);
+    # the same GIFQA_WEBHOOK_SECRET signs the notices gifqa sends; unset = disabled
+    webhook_secret: SecretStr | None = None
     search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
     gif_cache: int = 256  # GIFs whose decoded, embedded frames are kept (by content hash)
 

@@ -20,11 +20,12 @@ def stack():
     home = Path(tempfile.mkdtemp(prefix="gifqa-stack-"))
     home.chmod(0o755)
     # held for the whole session: the fault tests restart servers on the same ports
-    with reserved_ports(4) as (pg, s3, ml, pf):
+    with reserved_ports(4 + 9) as (pg, s3, ml, pf, *s3_inner):
         settings = load_settings(
             home=home,
             pg_port=pg,
             s3_port=s3,
+            s3_inner_ports=s3_inner,
             mlflow_port=ml,
             prefect_port=pf,
             work_pool=f"gifqa-test-{os.getpid()}",

@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from flows.stack import client_env, urls
+from tests.helpers import Receiver, wait_until
 
 pytestmark = pytest.mark.integration
 API = "/api/2.0/mlflow"
@@ -65,6 +66,39 @@ def test_a_reader_reads_the_champion_but_cannot_move_it(stack, model, monkeypatc
         client.create_model_version(model, "s3://evil/model")
     with pytest.raises(MlflowException, match="PERMISSION_DENIED|Permission denied"):
         client.set_registered_model_alias(model, "champion", "1")
+
+
+def test_an_alias_move_reaches_mlflows_webhook_and_gifqas_notice(
+    stack, stack_env, model, monkeypatch
+) -> None:
+    """`gifqa models webhook URL` subscribes URL to the tracking server's alias events; a
+    promotion then reaches it (signed by MLflow) and GIFQA_ALERT_WEBHOOK (signed by gifqa),
+    both with the one shared secret."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from gifqa_model.core.notices import verify
+    from gifqa_model.registry.versions import promote
+
+    theirs, ours = Receiver(), Receiver()
+    monkeypatch.setenv("GIFQA_WEBHOOK_SECRET", "shared")
+    monkeypatch.setenv("GIFQA_ALERT_WEBHOOK", ours.url)
+    try:
+        out = CliRunner().invoke(app, ["models", "webhook", f"{theirs.url}/v1/notices"])
+        assert out.exit_code == 0, out.output
+        client = MlflowClient()
+        version = client.create_model_version(model, "s3://x/z").version
+        promote(client, model, int(version), "webhook check")
+        wait_until(lambda: theirs.received, "MLflow to deliver the alias webhook", timeout=60)
+    finally:
+        theirs.close(), ours.close()
+    (delivery,) = theirs.received
+    assert (delivery["entity"], delivery["action"]) == ("model_version_alias", "created")
+    assert delivery["data"] == {"name": model, "alias": "champion", "version": version}
+    assert verify(theirs.headers[0], theirs.bodies[0], "shared") == "mlflow"
+    (notice,) = ours.received
+    assert (notice["model"], notice["version"], notice["previous"]) == (model, int(version), 1)
+    assert verify(ours.headers[0], ours.bodies[0], "shared") == "gifqa"
 
 
 def test_nothing_listens_beyond_loopback(stack) -> None:

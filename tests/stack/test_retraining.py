@@ -4,7 +4,7 @@ One project for the module, in order: the servers are real; 20 GIFs dropped star
 through the worker, which registers and publishes; a fresh clone pulls it clean; a tracking
 server that goes down during registration fails the run clearly and a rerun registers once; a
 second retrain waits for the first; an object store that is down fails the push clearly and
-leaves the workspace intact (last: moto's store lives in memory, a restart empties it).
+leaves the workspace intact; and last, `make down && make up` loses nothing.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def _object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
     assert webhook.received and webhook.received[-1]["state"] == "Failed"
     local = sh([sys.executable, "-m", "dvc", "status"], project)
     assert "up to date" in local, local  # every output is in the local cache and dvc.lock
-    stack.up()  # a fresh (empty) store; the rerun pushes everything again
+    stack.up()  # the same store back; the rerun pushes what it lacks
     retrain(project_dir=str(project))
     keys = boto3.client("s3", endpoint_url=stack_env["MLFLOW_S3_ENDPOINT_URL"]).list_objects_v2(
         Bucket=stack.s.bucket, Prefix="dvc/"
@@ -267,6 +267,36 @@ def _retention_keeps_the_champion_and_the_last_run(project) -> None:
     print(f"cache {before / 1e6:.1f} MB → {after / 1e6:.1f} MB after gc keeping 1 run")
 
 
+def _down_and_up_loses_nothing(stack, stack_env, project, tmp_path) -> None:
+    """`make down && make up`: every run's artifacts are still there, the champion loads from
+    the registry and answers, and a fresh clone pulls the last published run."""
+    import base64
+
+    import mlflow
+    import pandas as pd
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("gifqa").experiment_id
+
+    def artifacts() -> dict[str, list[str]]:
+        return {
+            r.info.run_id: sorted(a.path for a in client.list_artifacts(r.info.run_id))
+            for r in client.search_runs([exp])
+        }
+
+    before = artifacts()
+    stack.down(progress=lambda _m: None)
+    stack.up(progress=lambda _m: None)
+    assert artifacts() == before and sum(map(len, before.values())) > 0
+    model = mlflow.pyfunc.load_model("models:/gifqa@champion")
+    gif = sorted((project / "data" / "shapesworld" / "gifs").glob("*.gif"))[0]
+    data = base64.b64encode(gif.read_bytes()).decode()
+    out = model.predict(pd.DataFrame({"gif": [data], "question": ["what color is the circle ?"]}))
+    assert isinstance(out.answer[0], str) and out.answer[0] and 0 < out.confidence[0] <= 1
+    (tmp_path / "after-restart").mkdir()
+    _a_fresh_clone_pulls_the_run_clean(project, tmp_path / "after-restart")
+
+
 @pytest.mark.timeout(5400)  # seven steps, several retrains: each had 1,800 s as a test of its own
 def test_the_stack_scenario(stack, stack_env, project, webhook, monkeypatch, tmp_path) -> None:
     """One scenario in named steps, in order: each starts from where the one before left the
@@ -280,6 +310,7 @@ def test_the_stack_scenario(stack, stack_env, project, webhook, monkeypatch, tmp
             _a_second_retrain_waits_for_the_first,
             _object_store_down_during_push_fails_clearly_and_keeps_the_workspace,
             _retention_keeps_the_champion_and_the_last_run,
+            _down_and_up_loses_nothing,
         ],
         stack=stack,
         stack_env=stack_env,

@@ -3,6 +3,7 @@ manual promotion, rollback, and two processes promoting at once."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from gifqa_model.registry.versions import (
     rollback,
     weights_digest,
 )
-from tests.helpers import logged_echo_model
+from tests.helpers import Receiver, logged_echo_model, reserved_ports
 
 NAME = "gifqa-test"
 
@@ -82,6 +83,37 @@ def test_promote_rollback_and_history(client) -> None:
     assert listed == {3: [CHALLENGER], 2: [], 1: [CHAMPION]}
     with pytest.raises(Exception, match="not found|RESOURCE_DOES_NOT_EXIST|does not exist"):
         promote(client, NAME, 9, "no such version")
+
+
+def test_every_alias_move_is_sent_downstream_signed(client, monkeypatch) -> None:
+    """promote, the gate's own move and rollback each POST one notice to every webhook URL,
+    signed with the shared secret; a URL that is down loses that notice and nothing else."""
+    from gifqa_model.core.notices import verify
+
+    a, b = Receiver(), Receiver()
+    with reserved_ports() as (dead,):  # bound, never listening: connection refused
+        monkeypatch.setenv("GIFQA_ALERT_WEBHOOK", f"{a.url}/n, http://127.0.0.1:{dead}/, {b.url}")
+        monkeypatch.setenv("GIFQA_WEBHOOK_SECRET", "shared")
+        for d in ("a", "b"):
+            _version(client, d)
+        promote(client, NAME, 1, "first")
+        promote(client, NAME, 2, "better", actor="gate")
+        rollback(client, NAME, "worse in production")
+    a.close(), b.close()
+    for r in (a, b):
+        got = [
+            (n["event"], n["model"], n["alias"], n["previous"], n["version"]) for n in r.received
+        ]
+        assert got == [
+            ("alias_moved", NAME, CHAMPION, None, 1),
+            ("alias_moved", NAME, CHAMPION, 1, 2),
+            ("alias_moved", NAME, CHAMPION, 2, 1),
+        ]
+        assert [n["actor"] for n in r.received] == ["manual", "gate", "manual"]
+        assert [n["seq"] for n in r.received] == [m["seq"] for m in history(client, NAME)]
+        for headers, notice in zip(r.headers, r.received, strict=True):
+            body = json.dumps(notice, sort_keys=True).encode()
+            assert verify(headers, body, "shared") == "gifqa"
 
 
 RACE = """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import struct
 import threading
 from pathlib import Path
@@ -559,6 +560,66 @@ def test_admin_reload_needs_the_bearer_token(no_warm) -> None:
         assert again.json() == {"result": "unchanged", "model_version": 2}
     with TestClient(create_app(ServeSettings(poll_seconds=0), reg.load, reg.resolve)) as client:
         assert client.post("/v1/admin/reload").status_code == 404
+
+
+def _signed(notice: dict, secret: str, mlflow: bool = False) -> dict:
+    from gifqa_model.core.notices import signed_headers
+
+    body = json.dumps(notice).encode()
+    headers = signed_headers(body, secret)
+    if mlflow:  # the same scheme under MLflow's header names
+        headers = {k.replace("X-Gifqa-", "X-MLflow-"): v for k, v in headers.items()}
+    return {"content": body, "headers": headers}
+
+
+def test_a_signed_alias_notice_reloads_at_once(no_warm) -> None:
+    """No poll (poll_seconds=0): only a notice about the followed alias, signed with the
+    shared secret, makes the server read the registry; the version comes from the registry."""
+    reg = Registry()
+    settings = ServeSettings(poll_seconds=0, webhook_secret="shared")
+    ours = {"event": "alias_moved", "model": "gifqa", "alias": "champion", "version": 99}
+    theirs = {
+        "entity": "model_version_alias",
+        "action": "created",
+        "data": {"name": "gifqa", "alias": "champion", "version": "3"},
+    }
+    with TestClient(create_app(settings, reg.load, reg.resolve)) as client:
+
+        def version() -> int:
+            return client.get("/readyz").json()["model_version"]
+
+        reg.current = 2
+        for refused, reason in [
+            ({"content": json.dumps(ours)}, "not signed"),
+            (_signed(ours, "wrong"), "does not match"),
+        ]:
+            r = client.post("/v1/notices", **refused)
+            assert r.status_code == 401 and reason in r.json()["detail"]
+        for other in [
+            {**ours, "alias": "challenger"},
+            {**ours, "model": "other"},
+            {"event": "drift", "action": "hold"},
+            {**theirs, "action": "deleted"},
+        ]:
+            assert (
+                client.post("/v1/notices", **_signed(other, "shared")).json()["result"] == "ignored"
+            )
+        assert version() == 1 and reg.loads == [1]
+        r = client.post("/v1/notices", **_signed(ours, "shared"))
+        assert r.status_code == 202 and r.json() == {"result": "checking", "sender": "gifqa"}
+        wait_until(lambda: version() == 2, "the notice to load v2 (the registry's, not 99)")
+        reg.current = 3
+        r = client.post("/v1/notices", **_signed(theirs, "shared", mlflow=True))
+        assert r.json() == {"result": "checking", "sender": "mlflow"}
+        wait_until(lambda: version() == 3, "MLflow's webhook to load v3")
+        from gifqa_model.core.notices import signed_headers
+
+        bad = client.post("/v1/notices", content=b"{no", headers=signed_headers(b"{no", "shared"))
+        assert bad.status_code == 400 and bad.json()["reason"] == "bad_notice"
+    assert reg.loads == [1, 2, 3]
+    with TestClient(create_app(ServeSettings(poll_seconds=0), reg.load, reg.resolve)) as client:
+        r = client.post("/v1/notices", **_signed(ours, "shared"))
+        assert r.status_code == 404 and r.json()["reason"] == "notices_disabled"
 
 
 def test_metrics_count_routes_rejects_and_question_kinds(gif) -> None:

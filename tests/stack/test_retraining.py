@@ -289,7 +289,7 @@ def _down_and_up_loses_nothing(stack, stack_env, project, tmp_path) -> None:
     stack.up(progress=lambda _m: None)
     assert artifacts() == before and sum(map(len, before.values())) > 0
     model = mlflow.pyfunc.load_model("models:/gifqa@champion")
-    gif = sorted((project / "data" / "shapesworld" / "gifs").glob("*.gif"))[0]
+    gif = sorted((project / "data").rglob("*.gif"))[0]
     data = base64.b64encode(gif.read_bytes()).decode()
     out = model.predict(pd.DataFrame({"gif": [data], "question": ["what color is the circle ?"]}))
     assert isinstance(out.answer[0], str) and out.answer[0] and 0 < out.confidence[0] <= 1

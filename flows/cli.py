@@ -1,7 +1,8 @@
 """The installed `gifqa` command: the library's commands (gifqa_model/cli.py) plus the
-orchestration's (run; models list|history|promote|rollback|webhook, ui; stack ..., deploy),
-under the library's help headings. Prefect is imported by a command when it runs, never to list the
-commands, so `gifqa ingest` (what dvc.yaml calls) starts as fast as the library's own CLI."""
+orchestration's (run; models list|history|promote|rollback|webhook, ui; stack up|down|backup|
+restore ..., deploy), under the library's help headings. Prefect is imported by a command when
+it runs, never to list the commands, so `gifqa ingest` (what dvc.yaml calls) starts as fast as
+the library's own CLI."""
 
 from __future__ import annotations
 
@@ -222,6 +223,37 @@ def stack_status() -> None:
 
     for name, up in Stack(load_settings()).status().items():
         console.print(f"{name}: {'up' if up else 'down'}")
+
+
+@stack.command("backup")
+def stack_backup(dest: Path = typer.Argument(..., help="a new folder for the backup")) -> None:
+    """Copy the running stack's databases (MLflow, its users, Prefect) and every object of
+    its store (artifacts, the DVC remote) into DEST, with a manifest; DEST holds secrets."""
+    from flows.backup import BackupError, backup
+    from flows.stack import Stack, load_settings
+
+    try:
+        manifest = backup(Stack(load_settings()), dest, progress=console.print)
+    except BackupError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"backup in {dest} ({manifest['seconds']} s)")
+
+
+@stack.command("restore")
+def stack_restore(
+    src: Path = typer.Argument(..., help="a folder `gifqa stack backup` made"),
+) -> None:
+    """Build the stack in its home (GIFQA_STACK_HOME, which must be new) from the backup in
+    SRC, and start it: the same runs, versions, champion, flow runs and data versions."""
+    from flows.backup import BackupError, restore
+
+    try:
+        stack = restore(src, progress=console.print)
+    except BackupError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"stack restored in {stack.home}; `gifqa stack env` for its addresses")
 
 
 @stack.command("env")

@@ -433,8 +433,10 @@ class Stack:
             self.home / "logs" / "worker.log",
         )
 
-    def up(self, project: Path | None = None, progress=print) -> dict[str, str]:
-        """Start what is not running; returns the client environment."""
+    def up(
+        self, project: Path | None = None, progress=print, only: tuple[str, ...] = SERVICES
+    ) -> dict[str, str]:
+        """Start what is not running (of `only`); returns the client environment."""
         self.home.mkdir(parents=True, exist_ok=True)
         running = self.status()
         steps = [
@@ -446,6 +448,8 @@ class Stack:
         if self.s.worker:
             steps.append(("worker", lambda: self.start_worker(project)))
         for name, start in steps:
+            if name not in only:
+                continue
             if running.get(name):
                 progress(f"{name}: already running")
                 continue

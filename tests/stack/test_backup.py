@@ -1,0 +1,81 @@
+"""`gifqa stack backup` and `restore`: a stack rebuilt in a new home from a backup has the same
+runs with their artifacts, the same versions and champion, which loads and answers; a backup
+that was tampered with, or a home that already holds a stack, is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from flows.backup import BackupError, backup, restore
+from flows.stack import client_env
+from tests.helpers import logged_echo_model, reserved_ports
+
+pytestmark = pytest.mark.integration
+NAME = "backup-test"
+
+
+def test_a_restored_stack_serves_the_champion_it_had(stack, stack_env, monkeypatch, tmp_path):
+    mlflow.set_experiment("backup-test")
+    run_id, uri = logged_echo_model()
+    version = mlflow.register_model(uri, NAME).version
+    MlflowClient().set_registered_model_alias(NAME, "champion", version)
+    dest = tmp_path / "backup"
+    manifest = backup(stack, dest, progress=lambda _m: None)
+    assert {f.name for f in dest.iterdir()} >= {"mlflow.dump", "prefect.dump", "secrets.env"}
+    assert oct(dest.stat().st_mode & 0o777) == "0o700"
+    assert any(run_id in key for key in manifest["objects"]), "the run's artifacts are not in it"
+    with pytest.raises(BackupError, match="not empty"):
+        backup(stack, dest)
+
+    home = Path(tempfile.mkdtemp(prefix="gifqa-restored-"))
+    try:
+        with reserved_ports(4 + 9) as (pg, s3, ml, pf, *inner):
+            ports = dict(pg_port=pg, s3_port=s3, mlflow_port=ml, prefect_port=pf)
+            restored = restore(
+                dest, lambda _m: None, home=home, s3_inner_ports=inner, worker=False, **ports
+            )
+            try:
+                for key, value in client_env(restored.s).items():
+                    monkeypatch.setenv(key, value)
+                mlflow.set_tracking_uri(
+                    restored.s and client_env(restored.s)["MLFLOW_TRACKING_URI"]
+                )
+                client = MlflowClient()
+                assert client.get_model_version_by_alias(NAME, "champion").version == version
+                assert [a.path for a in client.list_artifacts(run_id)] == ["model"]
+                model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+                frame = pd.DataFrame({"question": ["still there?"]})
+                assert model.predict(frame).equals(frame)  # the echo model answers
+                with pytest.raises(BackupError, match="already holds a stack"):
+                    restore(dest, lambda _m: None, home=home)
+            finally:
+                restored.down(progress=lambda _m: None)
+    finally:
+        mlflow.set_tracking_uri(stack_env["MLFLOW_TRACKING_URI"])
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_tampered_backup_is_refused_and_leaves_nothing_running(stack, stack_env, tmp_path):
+    dest = tmp_path / "backup"
+    manifest = backup(stack, dest, progress=lambda _m: None)
+    key = next(iter(manifest["objects"]))
+    (dest / "objects" / key).write_bytes(b"not what was backed up")
+    home = Path(tempfile.mkdtemp(prefix="gifqa-restored-"))  # PostgreSQL's user must reach it
+    try:
+        with reserved_ports(4 + 9) as (pg, s3, ml, pf, *inner):
+            ports = dict(pg_port=pg, s3_port=s3, mlflow_port=ml, prefect_port=pf)
+            with pytest.raises(BackupError, match="does not match the backup's manifest"):
+                restore(
+                    dest, lambda _m: None, home=home, s3_inner_ports=inner, worker=False, **ports
+                )
+        assert json.loads((home / "state.json").read_text()) == {}, "servers left running"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -44,6 +44,7 @@ down: install
 # once; the longest in two lanes that start first: tests/conftest.py) in a random module and
 # test order; rerun an order with `make test SEED=<the seed it printed>`
 SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+SEED := $(SEED)# drawn once: a `?=` with $(shell) is drawn again at each use
 WORKERS ?= 2
 test: install browser stack-deps
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -122,7 +122,16 @@ def client_env(s: StackSettings, reader: bool = False) -> dict[str, str]:
     user, password = (
         (s.reader_user, s.reader_password) if reader else (s.mlflow_user, s.mlflow_password)
     )
+    admin = (
+        {}
+        if reader
+        else {  # retention's `mlflow gc` opens the database itself
+            "GIFQA_MLFLOW_BACKEND_URI": db_url(s, "mlflow"),
+            "GIFQA_MLFLOW_ARTIFACTS": u["artifacts"],
+        }
+    )
     return {
+        **admin,
         "PREFECT_API_URL": u["prefect"],
         "MLFLOW_TRACKING_URI": u["mlflow"],
         "MLFLOW_TRACKING_USERNAME": user,

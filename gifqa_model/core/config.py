@@ -458,6 +458,9 @@ class DeployParams(Section):
     retries: int = Field(3, ge=0)  # transient failures (a server down) before the run fails
     retry_delay_s: float = Field(2.0, ge=0)  # doubled at each retry
     keep_runs: int = Field(3, ge=1)  # dvc gc keeps the champion's commit and the last N
+    maintenance_cron: str = "30 4 * * *"  # retention (flows/maintenance.py)
+    # refused versions' weights and ended flow runs are deleted after this many days
+    retention_days: float = Field(30.0, gt=0)
 
 
 # params.yaml keys that name the project's own files (its pinned foundation): the only ones

@@ -45,9 +45,7 @@ def test_a_restored_stack_serves_the_champion_it_had(stack, stack_env, monkeypat
             try:
                 for key, value in client_env(restored.s).items():
                     monkeypatch.setenv(key, value)
-                mlflow.set_tracking_uri(
-                    restored.s and client_env(restored.s)["MLFLOW_TRACKING_URI"]
-                )
+                mlflow.set_tracking_uri(client_env(restored.s)["MLFLOW_TRACKING_URI"])
                 client = MlflowClient()
                 assert client.get_model_version_by_alias(NAME, "champion").version == version
                 assert [a.path for a in client.list_artifacts(run_id)] == ["model"]

@@ -84,7 +84,9 @@ def delete_ended_flow_runs(days: float, keep: str | None = None) -> int:
 
 
 @flow(name="gifqa-maintenance", log_prints=True)
-def maintenance(project_dir: str = ".", days: float | None = None) -> dict:
+def maintenance(
+    project_dir: str = ".", days: float | None = None, model_name: str = MODEL_NAME
+) -> dict:
     """Drop the refused versions' weights and the ended flow runs older than the window."""
     from prefect.runtime import flow_run
 
@@ -93,8 +95,8 @@ def maintenance(project_dir: str = ".", days: float | None = None) -> dict:
     days = params.retention_days if days is None else days
     t0 = time.monotonic()
     client = MlflowClient()
-    expired = expired_versions(client, MODEL_NAME, days)
-    dropped = drop_weights(client, MODEL_NAME, expired)
+    expired = expired_versions(client, model_name, days)
+    dropped = drop_weights(client, model_name, expired)
     collected = collect_mlflow_garbage(dropped)
     runs = delete_ended_flow_runs(days, keep=flow_run.get_id())
     summary = {

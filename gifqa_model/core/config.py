@@ -292,6 +292,9 @@ class TrainParams(Section):
     max_minutes: float = Field(30.0, gt=0)
     # CPU kernels that accumulate in parallel add in a fixed order: reruns are bit-identical
     deterministic: bool = True
+    # CPU threads of the run: a sum split over more threads rounds differently, so the count is
+    # part of the result, not the machine's to choose (2: this project's machines)
+    threads: int = Field(2, ge=1)
     grad_clip: float = 1.0
     # share of a batch's GIFs shown played backwards, motion words swapped (data/augment.py;
     # ShapesWorld's vocabulary: keep 0 for other corpora)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
 import multiprocessing
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from gifqa_model.core.artifacts import (
@@ -32,6 +30,7 @@ from gifqa_model.core.artifacts import (
 )
 from gifqa_model.core.digests import code_digest, digest, file_digest
 from gifqa_model.core.fanout import ShardMapper, split_shards
+from gifqa_model.core.threads import torch_threads
 from gifqa_model.core.workcache import WorkCache
 from gifqa_model.data.gifs import decode_frames, sample_indices
 from gifqa_model.data.scene import scene_table
@@ -101,22 +100,11 @@ def decode_corpus(
     return np.concatenate(chunks), pd.DataFrame(rows)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """torch on one thread inside: an embedding then does not depend on how many threads the
-    process has (a Dask worker has one; sums split over threads round differently)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _gif_tokens(encoder: ClipEncoder, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One GIF's frames → (tokens, embeddings), always as one batch of that GIF alone, on one
     thread: a GIF's tokens never depend on which GIFs were embedded beside it."""
-    with _one_thread():
+    # one thread: a Dask worker has one, and sums split over threads round differently
+    with torch_threads(1):
         return encoder.embed_frames(frames, batch_size=max(len(frames), 1))
 
 
@@ -410,7 +398,8 @@ def question_embeddings(
     when `weights` (the encoder's digest) is given."""
     namespace, out = f"texts/{weights[:16]}", {}
     keys = {t: digest(t, code_digest(__name__)) for t in dict.fromkeys(questions)}
-    with _one_thread():
+    # one thread: a Dask worker has one, and sums split over threads round differently
+    with torch_threads(1):
         for text, key in keys.items():
             hit = cache.get_arrays(namespace, key) if weights else None
             if hit is None:

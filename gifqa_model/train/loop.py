@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from gifqa_model.core.config import TrainParams
+from gifqa_model.core.threads import torch_threads
 from gifqa_model.data.augment import reverse_qa
 from gifqa_model.data.scene import class_words, scene_classes
 from gifqa_model.evaluate.captions import caption_text
@@ -361,6 +363,26 @@ def run_train(
     `scene` (cache rows × cells × attributes, `gifqa_model.data.scene.scene_table`) feeds the
     scene loss when `params.scene_weight` > 0.
     """
+    # the run's threads, shared by its processes under torchrun (WORLD_SIZE of them)
+    with torch_threads(max(1, params.threads // int(os.environ.get("WORLD_SIZE", "1")))):
+        return _train(
+            qa, keyframes, index_dir, params, out_dir, mlflow_run_id, descriptions, scene,
+            checkpoint_dir, fingerprint,
+        )  # fmt: skip
+
+
+def _train(
+    qa: pd.DataFrame,
+    keyframes: pd.DataFrame,
+    index_dir: Path,
+    params: TrainParams,
+    out_dir: Path,
+    mlflow_run_id: str | None,
+    descriptions: dict[str, str] | None,
+    scene: np.ndarray | None,
+    checkpoint_dir: Path | None,
+    fingerprint: str,
+) -> dict:
     s = build(qa, keyframes, index_dir, params, descriptions, scene)
     rank, world, device = s.rank, s.world, s.device
     out_dir = Path(out_dir)

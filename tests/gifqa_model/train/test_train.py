@@ -157,8 +157,8 @@ print(hashlib.sha256((root / "out" / "model" / "model.safetensors").read_bytes()
 
 
 def test_two_processes_give_the_same_weights_as_this_one(tmp_path: Path) -> None:
-    """Determinism across processes (fresh thread pools, fresh allocators), not only within
-    one: each process trains on its own copy of the same cache."""
+    """Determinism across processes (fresh thread pools, fresh allocators, another thread
+    count), not only within one: each process trains on its own copy of the same cache."""
     import hashlib
 
     params = _params(resume=False)
@@ -176,7 +176,13 @@ def test_two_processes_give_the_same_weights_as_this_one(tmp_path: Path) -> None
         assert proc.returncode == 0, proc.stderr[-3000:]
         digests.append(proc.stdout.split()[-1])
     qa, idx = make_cache(tmp_path / "here")
-    run_train(qa, pd.read_parquet(idx / KEYFRAMES_FILE), idx, params, tmp_path / "here" / "out")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # this process's own count (another test's leftover) is not the run's
+    try:
+        run_train(qa, pd.read_parquet(idx / KEYFRAMES_FILE), idx, params, tmp_path / "here" / "out")
+        assert torch.get_num_threads() == 1  # and the run gives it back
+    finally:
+        torch.set_num_threads(before)
     here = (tmp_path / "here" / "out" / "model" / "model.safetensors").read_bytes()
     assert digests[0] == digests[1] == hashlib.sha256(here).hexdigest()
 

@@ -152,3 +152,32 @@ def test_overrides_parse_yaml_and_merge_dotted_keys() -> None:
 
 def test_flatten_joins_nested_keys() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1]}) == {"a.b": 1, "a.c.d": "x", "e": [1]}
+
+
+def test_overlapping_thread_pins_give_the_count_back() -> None:
+    """Threads embedding at once each pin torch to one thread; once all have left, the
+    process has its own count again (saving and restoring per block left it at 1)."""
+    import threading
+
+    import torch
+
+    from gifqa_model.core.threads import torch_threads
+
+    before, inside, gate = torch.get_num_threads(), [], threading.Barrier(4)
+
+    def embed() -> None:
+        with torch_threads(1):
+            gate.wait(timeout=30)  # all four inside at once
+            inside.append(torch.get_num_threads())
+            gate.wait(timeout=30)
+
+    workers = [threading.Thread(target=embed) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert inside == [1, 1, 1, 1] and torch.get_num_threads() == before
+    with torch_threads(1), pytest.raises(RuntimeError, match="held at 1"):
+        with torch_threads(2):
+            pass
+    assert torch.get_num_threads() == before

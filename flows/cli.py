@@ -131,6 +131,7 @@ def models_webhook(
     """Ask the tracking server to POST each alias move to URL (an MLflow registry webhook,
     signed with GIFQA_WEBHOOK_SECRET). Needs a tracking server with a database (the stack);
     gifqa's own notices (GIFQA_ALERT_WEBHOOK) need neither."""
+    import hashlib
     import os
 
     from mlflow.exceptions import MlflowException
@@ -143,7 +144,8 @@ def models_webhook(
         raise typer.Exit(1)
     try:
         hook = _client().create_webhook(
-            name=f"gifqa-alias-{url}"[:250],
+            # MLflow's names: letters, digits, ".-_", under 63 characters; one per URL
+            name=f"gifqa-alias-{hashlib.sha256(url.encode()).hexdigest()[:12]}",
             url=url,
             events=["model_version_alias.created"],
             description="gifqa: reload when an alias moves",

@@ -363,8 +363,10 @@ class Stack:
             "MLFLOW_AUTH_ADMIN_PASSWORD": s.mlflow_password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": s.mlflow_password,
             # registry webhooks (`gifqa models webhook`) reach services on this machine: the
-            # stack lives on 127.0.0.1, which MLflow's SSRF guard refuses by default
+            # stack lives on 127.0.0.1 over plain http, which MLflow refuses by default (its
+            # deliveries are signed, so a notice on loopback cannot be forged)
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             # a new subscription counts from the next alias move, not a minute later (one
             # query per move: the registry's moves are few)
             "MLFLOW_WEBHOOK_CACHE_TTL": "0",

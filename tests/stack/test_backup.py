@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from flows.backup import BackupError, backup, restore
 from flows.stack import client_env
+from gifqa_model.registry.retention import logged_model_id
 from tests.helpers import logged_echo_model, reserved_ports
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,8 @@ def test_a_restored_stack_serves_the_champion_it_had(stack, stack_env, monkeypat
     manifest = backup(stack, dest, progress=lambda _m: None)
     assert {f.name for f in dest.iterdir()} >= {"mlflow.dump", "prefect.dump", "secrets.env"}
     assert oct(dest.stat().st_mode & 0o777) == "0o700"
-    assert any(run_id in key for key in manifest["objects"]), "the run's artifacts are not in it"
+    model_id = logged_model_id(MlflowClient().get_model_version(NAME, version))
+    assert any(model_id in key for key in manifest["objects"]), "the model's files are not in it"
     with pytest.raises(BackupError, match="not empty"):
         backup(stack, dest)
 
@@ -48,7 +50,7 @@ def test_a_restored_stack_serves_the_champion_it_had(stack, stack_env, monkeypat
                 mlflow.set_tracking_uri(client_env(restored.s)["MLFLOW_TRACKING_URI"])
                 client = MlflowClient()
                 assert client.get_model_version_by_alias(NAME, "champion").version == version
-                assert [a.path for a in client.list_artifacts(run_id)] == ["model"]
+                assert client.get_logged_model(model_id).source_run_id == run_id
                 model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
                 frame = pd.DataFrame({"question": ["still there?"]})
                 assert model.predict(frame).equals(frame)  # the echo model answers

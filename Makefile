@@ -58,7 +58,7 @@ MUTANTS ?= gifqa_model.registry.* gifqa_model.data.ingest.* gifqa_model.train.ch
   gifqa_model.train.loop.x__resume* gifqa_model.train.loop.x_seed_everything* \
   gifqa_model.inference.* flows.retrain.*
 mutate: install
-	$(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
+	GIFQA_SHARED_DATA=$(abspath ../shared/data) $(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
 	$(BIN)/python bench/mutation.py $(MUTANTS)
 
 lint: install

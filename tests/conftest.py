@@ -22,7 +22,10 @@ apply_offline_env()
 # has closed the streams its handler writes to; warnings and errors still show
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# beside the repo; GIFQA_SHARED_DATA when the tests run from a copy elsewhere (make mutate's)
+SHARED_DATA = Path(
+    os.environ.get("GIFQA_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 # `make test` runs on both cores with `--dist loadgroup`: a group runs on one worker, in order.
 # Each module is its own group (its module fixtures built once), except the longest modules,

@@ -43,45 +43,40 @@ def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> l
     project = project.resolve()
     params = load_params(project / "params.yaml").deploy
     ensure_work_pool(work_pool)
-    retrain = flow.from_source(str(CODE), "flows/retrain.py:retrain")
-    watch = flow.from_source(str(CODE), "flows/watch.py:watch_data")
-    maintain = flow.from_source(str(CODE), "flows/maintenance.py:maintenance")
-    ids = [
-        retrain.deploy(
-            name=RETRAIN,
+
+    def one(entrypoint: str, name: str, description: str, **schedule) -> str:
+        """A deployment of this checkout's `entrypoint` on the project, one run at a time."""
+        deployment_id = flow.from_source(str(CODE), entrypoint).deploy(
+            name=name,
             work_pool_name=work_pool,
             build=False,
             push=False,
-            cron=params.retrain_cron if schedules else None,
+            **(schedule if schedules else {}),
             parameters={"project_dir": str(project)},
             concurrency_limit=1,
-            description="Every DVC stage, one MLflow run, the gate; one at a time.",
+            description=description,
             print_next_steps=False,
             ignore_warnings=True,
+        )
+        return str(deployment_id)
+
+    return [
+        one(
+            "flows/retrain.py:retrain",
+            RETRAIN,
+            "Every DVC stage, one MLflow run, the gate; one at a time.",
+            cron=params.retrain_cron,
         ),
-        watch.deploy(
-            name=WATCH,
-            work_pool_name=work_pool,
-            build=False,
-            push=False,
-            interval=params.watch_interval_s if schedules else None,
-            parameters={"project_dir": str(project)},
-            concurrency_limit=1,
-            description="New GIFs in the drop folder → a data version → retrain.",
-            print_next_steps=False,
-            ignore_warnings=True,
+        one(
+            "flows/watch.py:watch_data",
+            WATCH,
+            "New GIFs in the drop folder → a data version → retrain.",
+            interval=params.watch_interval_s,
         ),
-        maintain.deploy(
-            name=MAINTENANCE,
-            work_pool_name=work_pool,
-            build=False,
-            push=False,
-            cron=params.maintenance_cron if schedules else None,
-            parameters={"project_dir": str(project)},
-            concurrency_limit=1,
-            description="Retention: refused versions' weights, old flow runs.",
-            print_next_steps=False,
-            ignore_warnings=True,
+        one(
+            "flows/maintenance.py:maintenance",
+            MAINTENANCE,
+            "Retention: refused versions' weights, old flow runs.",
+            cron=params.maintenance_cron,
         ),
     ]
-    return [str(i) for i in ids]

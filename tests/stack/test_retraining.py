@@ -61,7 +61,7 @@ def _retrain_runs(tag: str | None = None) -> list:
 def _wait_final(stack, runs, what: str, done=None, timeout: float = 1500) -> None:
     """Wait until every run of `runs()` is final (or `done()` holds); on a timeout, say each
     run's state and what the worker printed last."""
-    done = done or (lambda: all(r.state.is_final() for r in runs()) and bool(runs()))
+    done = done or (lambda: bool(rs := runs()) and all(r.state.is_final() for r in rs))
     try:
         wait_until(done, timeout=timeout, what=what)
     except TimeoutError as e:

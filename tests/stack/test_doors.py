@@ -15,13 +15,11 @@ pytestmark = pytest.mark.integration
 API = "/api/2.0/mlflow"
 
 
-@pytest.fixture(scope="module")
-def model(stack) -> str:
+def _registered(stack, name: str) -> str:
     """A registered model with one version and the alias champion, made by the pipeline."""
     s = stack.s
     auth = (s.mlflow_user, s.mlflow_password)
     base = urls(s)["mlflow"] + API
-    name = "doors-test"
     httpx.post(
         f"{base}/registered-models/create", json={"name": name}, auth=auth, timeout=10
     ).raise_for_status()
@@ -38,6 +36,17 @@ def model(stack) -> str:
         timeout=10,
     ).raise_for_status()
     return name
+
+
+@pytest.fixture(scope="module")
+def model(stack) -> str:
+    return _registered(stack, "doors-test")
+
+
+@pytest.fixture(scope="module")
+def moved_model(stack) -> str:
+    """Its own model: the webhook test moves the champion, which the others read."""
+    return _registered(stack, "doors-webhook")
 
 
 WRITES = [
@@ -69,7 +78,7 @@ def test_a_reader_reads_the_champion_but_cannot_move_it(stack, model, monkeypatc
 
 
 def test_an_alias_move_reaches_mlflows_webhook_and_gifqas_notice(
-    stack, stack_env, model, monkeypatch
+    stack, stack_env, moved_model, monkeypatch
 ) -> None:
     """`gifqa models webhook URL` subscribes URL to the tracking server's alias events; a
     promotion then reaches it (signed by MLflow) and GIFQA_ALERT_WEBHOOK (signed by gifqa),
@@ -87,17 +96,18 @@ def test_an_alias_move_reaches_mlflows_webhook_and_gifqas_notice(
         out = CliRunner().invoke(app, ["models", "webhook", f"{theirs.url}/v1/notices"])
         assert out.exit_code == 0, out.output
         client = MlflowClient()
-        version = client.create_model_version(model, "s3://x/z").version
-        promote(client, model, int(version), "webhook check")
+        version = client.create_model_version(moved_model, "s3://x/z").version
+        promote(client, moved_model, int(version), "webhook check")
         wait_until(lambda: theirs.received, "MLflow to deliver the alias webhook", timeout=60)
     finally:
         theirs.close(), ours.close()
     (delivery,) = theirs.received
     assert (delivery["entity"], delivery["action"]) == ("model_version_alias", "created")
-    assert delivery["data"] == {"name": model, "alias": "champion", "version": version}
+    assert delivery["data"] == {"name": moved_model, "alias": "champion", "version": version}
     assert verify(theirs.headers[0], theirs.bodies[0], "shared") == "mlflow"
     (notice,) = ours.received
-    assert (notice["model"], notice["version"], notice["previous"]) == (model, int(version), 1)
+    expected = (moved_model, int(version), 1)
+    assert (notice["model"], notice["version"], notice["previous"]) == expected
     assert verify(ours.headers[0], ours.bodies[0], "shared") == "gifqa"
 
 

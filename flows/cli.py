@@ -6,6 +6,7 @@ the library's own CLI."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -155,6 +156,32 @@ def models_webhook(
         console.print(f"[red]the tracking server refused the webhook: {exc.message}[/]")
         raise typer.Exit(1) from exc
     console.print(f"webhook {hook.webhook_id}: alias moves → {url}")
+
+
+@app.command(rich_help_panel=MODELS)
+def compare(
+    a: str = typer.Argument(..., help="a version (v3 or 3) or a run id"),
+    b: str = typer.Argument(..., help="another version or run id"),
+    out: Path = typer.Option(Path("compare"), help="folder for compare.html and compare.json"),
+    name: str = NAME,
+) -> None:
+    """Two runs or versions side by side: accuracy per qtype and split, the questions they
+    answer differently with the keyframes each chose, training curves, what differs."""
+    from gifqa_model.registry.compare import CompareError
+    from gifqa_model.registry.compare import compare as compare_pair
+
+    try:
+        paths = compare_pair(_client(), name, a, b, out)
+    except CompareError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    summary = json.loads(paths["json"].read_text())
+    if "n_disagreements" in summary:
+        console.print(
+            f"{summary['a']['label']} vs {summary['b']['label']}: they disagree on "
+            f"{summary['n_disagreements']} of {summary['n_common_questions']} benchmark questions"
+        )
+    console.print(f"{len(summary['param_diff'])} params differ; report: {paths['html']}")
 
 
 @app.command(rich_help_panel=MODELS)

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
+from prefect.runtime import deployment, flow_run  # noqa: E402
 
 from flows.alerts import close_abandoned_runs, notify_drift, notify_failure  # noqa: E402
 from gifqa_model.core.artifacts import (  # noqa: E402
@@ -25,17 +25,16 @@ from gifqa_model.core.artifacts import (  # noqa: E402
     MANIFEST_CLEAN_FILE,
     QA_CLEAN_FILE,
     QUESTIONS_FILE,
+    RUN_PREDICTIONS_DIR,
     STAGES,
     metrics_path,
     out_dir,
 )
-from gifqa_model.core.config import flat_params, load_params  # noqa: E402
+from gifqa_model.core.config import EXPERIMENT, flat_params, load_params  # noqa: E402
 from gifqa_model.stages import MLFLOW_RUN_ENV, stage_data  # noqa: E402
 from tasks.drift import check_drift  # noqa: E402
 from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
 from tasks.stages import log_stage_metrics, run_dvc_stage, stage_env  # noqa: E402
-
-EXPERIMENT = "gifqa"
 
 
 def lineage_tags(project: Path) -> dict[str, str]:
@@ -173,6 +172,16 @@ def _scored_benchmark(project: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.is_file() else None
 
 
+def trigger_of(tags: list[str], deployment_id: str | None) -> str:
+    """What started the flow run: the drop folder's watcher, a schedule, a deployment run by
+    hand (`prefect deployment run`, the UI) or `gifqa run` in a terminal."""
+    if "trigger:watch-data" in tags:
+        return "watch-data"
+    if "auto-scheduled" in tags:
+        return "schedule"
+    return "deployment" if deployment_id else "manual"
+
+
 def run_name(project: Path, params, tags: dict[str, str]) -> str:
     """What the run is: commit, data and seed (and dirty when the tree was)."""
     data = tags.get("dvc.data.data.md5", "none")[:8]
@@ -233,6 +242,7 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             {
                 "prefect.flow_run_id": str(flow_run.get_id()),
                 "prefect.flow_run_name": str(flow_run.get_name()),
+                "prefect.trigger": trigger_of(flow_run.get_tags(), deployment.get_id()),
             }
         )
         env = {
@@ -254,6 +264,9 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         for path in [out_dir("train", project) / "training_curve.png", *figures]:
             if path.is_file():
                 mlflow.log_artifact(str(path), "plots")
+        answers = ev_dir / BENCHMARK_PREDICTIONS_FILE  # what `gifqa compare` sets side by side
+        if answers.is_file():
+            mlflow.log_artifact(str(answers), RUN_PREDICTIONS_DIR)
         for stage in STAGES:
             m = metrics_path(stage, project)
             if m.is_file():

@@ -20,6 +20,7 @@ from gifqa_model.core.artifacts import FRAMES_FILE, TOKENS_FILE, out_dir
 from gifqa_model.core.config import Params, load_params
 from gifqa_model.monitor.drift import (
     PROFILE_FILE,
+    RUN_DRIFT_DIR,
     DriftResult,
     arrivals,
     data_profile,
@@ -30,8 +31,6 @@ from gifqa_model.monitor.drift import (
 )
 from gifqa_model.registry.versions import CHAMPION, alias_version
 from gifqa_model.stages import clean_tables
-
-ARTIFACTS = "drift"  # the run's artifact folder: profile.parquet, drift.json, drift.html
 
 
 def champion_reference(client: MlflowClient, name: str) -> tuple[int, pd.DataFrame] | None:
@@ -45,7 +44,7 @@ def champion_reference(client: MlflowClient, name: str) -> tuple[int, pd.DataFra
         try:
             path = mlflow.artifacts.download_artifacts(
                 run_id=run_id,
-                artifact_path=f"{ARTIFACTS}/{PROFILE_FILE}",
+                artifact_path=f"{RUN_DRIFT_DIR}/{PROFILE_FILE}",
                 dst_path=tmp,
                 tracking_uri=mlflow.get_tracking_uri(),
             )
@@ -123,7 +122,7 @@ def check_drift(project_dir: str) -> DriftResult:
         write_report(result, Path(tmp))
         manifest, qa = clean_tables(project)
         data_profile(manifest, qa).to_parquet(Path(tmp) / PROFILE_FILE, index=False)
-        mlflow.log_artifacts(tmp, ARTIFACTS)
+        mlflow.log_artifacts(tmp, RUN_DRIFT_DIR)
     mlflow.log_metrics(result.metrics())
     mlflow.set_tags(result.tags())
     return _logged(result)

@@ -50,6 +50,7 @@ CORPUS_DIR = "shapesworld"
 PREDICTIONS_FILE = "predictions.parquet"
 DESCRIPTIONS_FILE = "descriptions.parquet"  # evaluate: the model's description of each test GIF
 BENCHMARK_PREDICTIONS_FILE = "benchmark_predictions.parquet"
+RUN_PREDICTIONS_DIR = "evaluation"  # the MLflow run's folder for them (`gifqa compare` reads it)
 
 
 def out_dir(stage: str, root: Path = Path(".")) -> Path:

@@ -29,6 +29,7 @@ class Section(BaseModel):
 
 # the registered model and the alias that serves; every default model URI is CHAMPION_URI
 MODEL_NAME = "gifqa"
+EXPERIMENT = "gifqa"  # the MLflow experiment of the retrain flow's runs
 CHAMPION_ALIAS, CHALLENGER_ALIAS = "champion", "challenger"
 CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
 # the longest question accepted anywhere (CLI, pyfunc, HTTP)

@@ -40,6 +40,7 @@ FEATURES = (*NUMERIC, *CATEGORICAL)
 PROFILE_COLUMNS = ["kind", "gif_id", "sha256", "n_frames", "description_words", "qtype", "answer"]
 ACTIONS = ("none", "warn", "retrain", "hold")  # by severity: each includes the ones before it
 PROFILE_FILE = "profile.parquet"
+RUN_DRIFT_DIR = "drift"  # the run's artifact folder: profile.parquet, drift.json, drift.html
 REPORT_HTML, REPORT_JSON = "drift.html", "drift.json"
 
 

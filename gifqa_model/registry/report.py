@@ -36,7 +36,7 @@ DISAGREEMENT_COLUMNS = [
 ]  # disagreements drawn on the page (all are in the JSON)
 
 
-def _run_params(client: MlflowClient, run_id: str | None) -> dict[str, str]:
+def run_params(client: MlflowClient, run_id: str | None) -> dict[str, str]:
     if not run_id:
         return {}
     run = client.get_run(run_id)
@@ -64,7 +64,7 @@ def disagreements(chall: pd.DataFrame, champ: pd.DataFrame | None) -> pd.DataFra
     return both[both.correct != both.correct_champion].reset_index(drop=True)
 
 
-def _png(fig) -> str:
+def png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -73,13 +73,14 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _bars(
+def bars_png(
     mine: dict[str, float],
     theirs: dict[str, float] | None,
-    version: int,
-    champion: int | None,
+    label: str,
+    their_label: str,
     ylabel: str = "benchmark accuracy",
 ) -> str:
+    """Two models' accuracies per group (qtype or split) as grouped bars, a PNG (base64)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,49 +89,55 @@ def _bars(
     types = sorted(mine)
     x = np.arange(len(types))
     fig, ax = plt.subplots(figsize=(7, 3))
-    ax.bar(x - 0.2, [mine[t] for t in types], 0.4, label=f"challenger v{version}")
+    ax.bar(x - 0.2, [mine[t] for t in types], 0.4, label=label)
     if theirs:
-        ax.bar(x + 0.2, [theirs.get(t, 0) for t in types], 0.4, label=f"champion v{champion}")
+        ax.bar(x + 0.2, [theirs.get(t, 0) for t in types], 0.4, label=their_label)
     ax.set_xticks(x, types, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel(ylabel)
     ax.legend(loc="lower right")
-    return _png(fig)
+    return png(fig)
 
 
 def _strip(path: str, frames: list[int]) -> str:
-    """The keyframes a model chose, side by side, as a PNG (base64)."""
+    """The keyframes a model chose, side by side, as an <img> (their indices as text when the
+    GIF is not on this machine: a report read elsewhere than where it was made)."""
     from PIL import Image
 
     from gifqa_model.data.gifs import decode_frames
 
+    if not Path(path).is_file():
+        return f"<small>keyframes {', '.join(str(int(f)) for f in frames)}</small>"
     images = decode_frames(path, indices=list(frames), size=64)
     strip = Image.fromarray(np.concatenate(list(images), axis=1))
     buf = io.BytesIO()
     strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
-def _disagreement_rows(dis: pd.DataFrame) -> list[str]:
+def disagreement_rows(dis: pd.DataFrame) -> list[str]:
     """The first MAX_SHOWN disagreements as table rows: the GIF, the question, the gold
     answer, and each model's answer beside the keyframes it chose."""
     rows = []
     for r in dis.head(MAX_SHOWN).itertuples():
-        gif = base64.b64encode(Path(r.path).read_bytes()).decode()
+        gif = html.escape(str(r.gif_id))
+        if Path(r.path).is_file():
+            data = base64.b64encode(Path(r.path).read_bytes()).decode()
+            gif = f"<img src='data:image/gif;base64,{data}' width=96>"
         rows.append(
-            f"<tr><td><img src='data:image/gif;base64,{gif}' width=96></td>"
+            f"<tr><td>{gif}</td>"
             f"<td>{html.escape(r.question)}<br><small>{html.escape(r.qtype)}</small></td>"
             f"<td><b>{html.escape(r.answer)}</b></td>"
             f"<td class={'ok' if r.correct else 'bad'}>{html.escape(r.prediction)}<br>"
-            f"<img src='data:image/png;base64,{_strip(r.path, r.keyframes)}'></td>"
+            f"{_strip(r.path, r.keyframes)}</td>"
             f"<td class={'ok' if r.correct_champion else 'bad'}>"
             f"{html.escape(r.prediction_champion)}<br>"
-            f"<img src='data:image/png;base64,{_strip(r.path, r.keyframes_champion)}'></td></tr>"
+            f"{_strip(r.path, r.keyframes_champion)}</td></tr>"
         )
     return rows
 
 
-def _accuracies(scored: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
+def accuracies(scored: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
     """Accuracy per qtype on the in-distribution split, and per benchmark split."""
     iid = (split_of(scored) == IID_SPLIT).to_numpy()
     return (
@@ -152,15 +159,15 @@ def write_report(
     """report.json and report.html in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    mine, mine_split = _accuracies(chall)
-    theirs, theirs_split = _accuracies(champ) if champ is not None else (None, None)
+    mine, mine_split = accuracies(chall)
+    theirs, theirs_split = accuracies(champ) if champ is not None else (None, None)
     champ_run = (
         client.get_model_version(name, str(champion)).run_id if champion is not None else None
     )
     chall_run = client.get_model_version(name, str(version)).run_id
     # with no champion there is nothing to differ from
     diff = (
-        param_diff(_run_params(client, chall_run), _run_params(client, champ_run))
+        param_diff(run_params(client, chall_run), run_params(client, champ_run))
         if champ_run
         else {}
     )
@@ -189,7 +196,8 @@ def write_report(
     checks = "".join(
         f"<li>{html.escape(k)}: {'pass' if v else 'FAIL'}</li>" for k, v in decision.checks.items()
     )
-    rows = _disagreement_rows(dis)
+    rows = disagreement_rows(dis)
+    labels = (f"challenger v{version}", f"champion v{champion}")
     diff_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(a))}</td>"
         f"<td>{html.escape(str(b))}</td></tr>"
@@ -204,10 +212,8 @@ td{{border-bottom:1px solid #ddd;padding:4px;vertical-align:top}}
 <p>{html.escape(decision.reason)}</p><ul>{checks}</ul>
 <p>{len(chall)} benchmark questions; the two disagree on {len(dis)}
 (showing {min(len(dis), MAX_SHOWN)}).</p>
-<img src="data:image/png;base64,{_bars(mine, theirs, version, champion)}">
-<img src="data:image/png;base64,{
-        _bars(mine_split, theirs_split, version, champion, "accuracy per split")
-    }">
+<img src="data:image/png;base64,{bars_png(mine, theirs, *labels)}">
+<img src="data:image/png;base64,{bars_png(mine_split, theirs_split, *labels, "per split")}">
 <h2>Where they disagree</h2>
 <table><tr><th>GIF</th><th>question</th><th>gold</th><th>challenger v{version}
  (its keyframes)</th><th>champion (its keyframes)</th></tr>{"".join(rows)}</table>

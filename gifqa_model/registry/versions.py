@@ -198,6 +198,7 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
                 "benchmark_accuracy": tags.get("benchmark.accuracy"),
                 "test_accuracy": tags.get("test.accuracy"),
                 "decision": tags.get(GATE_TAG),
+                "reason": tags.get("gate.reason"),
                 "run_id": v.run_id,
                 # the benchmark's splits, OOD included: tag split.<name>.accuracy
                 "splits": {

@@ -185,6 +185,32 @@ def compare(
 
 
 @app.command(rich_help_panel=MODELS)
+def dashboard(
+    port: int = typer.Option(8050, help="port on 127.0.0.1"),
+    stack: bool = typer.Option(
+        False, "--stack", help="read the local stack as its reader identity (`gifqa stack up`)"
+    ),
+    name: str = NAME,
+) -> None:
+    """A read-only page over the registry's timeline, accuracy over versions, the runs (pick
+    two to compare), the data versions and drift, and Prefect's flow runs."""
+    import os
+
+    import uvicorn
+
+    from gifqa_model.dashboard.app import DashboardSettings, create_app
+
+    if stack:
+        from flows.stack import client_env, load_settings
+
+        os.environ.update(client_env(load_settings(), reader=True))
+    console.print(
+        f"dashboard of {name} on {os.environ['MLFLOW_TRACKING_URI']}: http://127.0.0.1:{port}"
+    )
+    uvicorn.run(create_app(DashboardSettings(model_name=name)), host="127.0.0.1", port=port)
+
+
+@app.command(rich_help_panel=MODELS)
 def ui(port: int = typer.Option(5000, help="port on 127.0.0.1")) -> None:
     """Open the MLflow UI on this project's tracking store (runs, plots, registry)."""
     import os

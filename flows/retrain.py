@@ -31,6 +31,7 @@ from gifqa_model.core.artifacts import (  # noqa: E402
     out_dir,
 )
 from gifqa_model.core.config import EXPERIMENT, flat_params, load_params  # noqa: E402
+from gifqa_model.dashboard.board import trigger_of  # noqa: E402
 from gifqa_model.stages import MLFLOW_RUN_ENV, stage_data  # noqa: E402
 from tasks.drift import check_drift  # noqa: E402
 from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
@@ -170,16 +171,6 @@ def _scored_benchmark(project: Path) -> pd.DataFrame | None:
     """The evaluate stage's benchmark answers of this model, if it wrote them."""
     path = out_dir("evaluate", project) / BENCHMARK_PREDICTIONS_FILE
     return pd.read_parquet(path) if path.is_file() else None
-
-
-def trigger_of(tags: list[str], deployment_id: str | None) -> str:
-    """What started the flow run: the drop folder's watcher, a schedule, a deployment run by
-    hand (`prefect deployment run`, the UI) or `gifqa run` in a terminal."""
-    if "trigger:watch-data" in tags:
-        return "watch-data"
-    if "auto-scheduled" in tags:
-        return "schedule"
-    return "deployment" if deployment_id else "manual"
 
 
 def run_name(project: Path, params, tags: dict[str, str]) -> str:

@@ -376,3 +376,151 @@ def logged_echo_model(artifacts: dict[str, str] | None = None) -> tuple[str, str
             name="model", python_model=Echo(), artifacts=artifacts, pip_requirements=["mlflow"]
         )
     return run.info.run_id, info.model_uri
+
+
+QTYPES = ("color", "count", "object", "location")
+
+
+def seed_board_store(
+    client,
+    root: Path,
+    n_runs: int = 6,
+    version_every: int = 1,
+    answers_for: int | None = None,
+    name: str = "gifqa",
+    seed: int = 0,
+) -> dict:
+    """A tracking store as the retrain flow leaves it, written fast through the client: runs
+    with params, stage metrics, training curves, lineage and registry tags; a version for
+    every `version_every`-th run, each gated (promoted or rejected, the gate's reasons), the
+    third promotion rolled back by hand; the last run's drift check with its report; the
+    newest `answers_for` runs (default all) with benchmark answers on real GIF files under
+    `root`. → {"runs": [run ids, oldest first], "versions": {version: decision}, "rolled_back":
+    version}."""
+    from mlflow.entities import Metric, Param
+
+    from gifqa_model.core.artifacts import BENCHMARK_PREDICTIONS_FILE, RUN_PREDICTIONS_DIR
+    from gifqa_model.core.config import EXPERIMENT
+    from gifqa_model.monitor.drift import RUN_DRIFT_DIR
+    from gifqa_model.registry.versions import GATE_TAG, create_version, promote, rollback
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    exp = client.create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
+    gifs = []
+    for g in range(4):
+        path = root / f"gif{g}.gif"
+        path.write_bytes(tiny_gif(n_frames=6, side=16, seed=g))
+        gifs.append(path)
+    questions = pd.DataFrame(
+        {
+            "qa_id": [f"q{i:03d}" for i in range(16)],
+            "gif_id": [f"gif{i % 4}" for i in range(16)],
+            "path": [str(gifs[i % 4]) for i in range(16)],
+            "question": [f"what is thing {i}?" for i in range(16)],
+            "answer": ["red" if i % 2 else "two" for i in range(16)],
+            "qtype": [QTYPES[i % 4] for i in range(16)],
+            "split": ["benchmark" if i < 12 else "noisy" for i in range(16)],
+        }
+    )
+    t0 = 1_780_000_000_000  # ms; runs an hour apart
+    runs, versions, champions = [], {}, 0
+    rolled_back = None
+    answers_for = n_runs if answers_for is None else answers_for
+    for i in range(n_runs):
+        skill = 0.4 + 0.5 * (i + 1) / n_runs + rng.normal(0, 0.03)
+        data = f"{(i // 5):08x}".ljust(32, "0")  # a new corpus every fifth run
+        tags = {
+            "prefect.trigger": ("schedule", "watch-data", "manual")[i % 3],
+            "prefect.flow_run_name": f"flow-run-{i}",
+            "dvc.ingest.outputs/ingest.md5": data,
+            "dvc.data.data.md5": data,
+            "git_commit": f"{i:040x}",
+        }
+        run = client.create_run(exp, start_time=t0 + i * 3_600_000, tags=tags, run_name=f"run {i}")
+        rid = run.info.run_id
+        metrics = {
+            "evaluate/benchmark/accuracy": skill,
+            "evaluate/accuracy": skill,
+            "ingest/n_ok": 4800 + 240 * (i // 5),
+            "ingest/sources/incoming/n_ok": 240 * (i // 5),
+            **{
+                f"evaluate/benchmark/by_qtype/{q}": skill + 0.05 * (k - 1.5)
+                for k, q in enumerate(QTYPES)
+            },
+        }
+        batch = [Metric(k, float(v), t0, 0) for k, v in metrics.items()]
+        batch += [
+            Metric(key, float(v), t0, step)
+            for step in range(0, 100, 10)
+            for key, v in (
+                ("loss", 2.0 / (1 + step / 20) + 0.1 * i),
+                ("val_accuracy", skill * step / 90),
+            )
+        ]
+        params = [Param(f"train.p{k}", str(k * (1 + (k == 3) * i))) for k in range(24)]
+        params.append(Param("train.seed", str(i)))
+        client.log_batch(rid, metrics=batch, params=params)
+        if n_runs - i <= answers_for:
+            right = rng.random(len(questions)) < skill
+            table = questions.assign(
+                prediction=np.where(right, questions.answer, "blue"),
+                confidence=0.5,
+                keyframes=[
+                    [int(x) for x in sorted(rng.choice(6, 2, replace=False))]
+                    for _ in range(len(questions))
+                ],
+                correct=right,
+            )
+            local = root / f"answers-{i}" / BENCHMARK_PREDICTIONS_FILE
+            local.parent.mkdir()
+            table.to_parquet(local, index=False)
+            client.log_artifact(rid, str(local), RUN_PREDICTIONS_DIR)
+        if i % version_every == version_every - 1 or i == n_runs - 1:
+            version = create_version(
+                client,
+                name,
+                f"runs:/{rid}/model",
+                rid,
+                {
+                    "benchmark.accuracy": f"{skill:.4f}",
+                    "split.benchmark.accuracy": f"{skill:.4f}",
+                    "split.noisy.accuracy": f"{skill - 0.1:.4f}",
+                },
+                "a seeded version",
+            )
+            won = version == 1 or rng.random() < 0.5
+            decision = "promoted" if won else "rejected"
+            reason = (
+                "first version"
+                if version == 1
+                else (
+                    "beats the champion: +0.031 [0.012, 0.050], p=0.002"
+                    if won
+                    else "no significant gain: +0.004 [-0.015, 0.022], p=0.61"
+                )
+            )
+            client.set_model_version_tag(name, str(version), GATE_TAG, decision)
+            client.set_model_version_tag(name, str(version), "gate.reason", reason)
+            client.set_tag(rid, "registry.decision", decision)
+            client.set_tag(rid, "registry.version", str(version))
+            client.set_tag(rid, "registry.reason", reason)
+            versions[version] = decision
+            if won:
+                promote(client, name, version, reason, actor="gate")
+                champions += 1
+                if champions == 3:
+                    rollback(client, name, "it answered worse in production", actor="ops")
+                    rolled_back = version
+        if i == n_runs - 1:
+            client.set_tag(rid, "drift.action", "warn")
+            client.set_tag(rid, "drift.reason", "2 of 5 features drifted: answer, n_frames")
+            report = root / "drift" / "drift.html"
+            report.parent.mkdir()
+            report.write_text(
+                "<html><body><h1>Drift report</h1><p>answer drifted</p></body></html>"
+            )
+            client.log_artifact(rid, str(report), RUN_DRIFT_DIR)
+        client.set_terminated(rid, end_time=t0 + i * 3_600_000 + 300_000 + i * 1000)
+        runs.append(rid)
+    return {"runs": runs, "versions": versions, "rolled_back": rolled_back}

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"train"},
     {"inference"},
     {"registry", "monitor"},
-    {"serve"},
+    {"serve", "dashboard"},
     {"stages"},
     {"cli"},
 ]

@@ -195,6 +195,7 @@ def list_versions(client: MlflowClient, name: str) -> list[dict]:
                 "created": time.strftime(
                     "%Y-%m-%d %H:%M", time.gmtime(v.creation_timestamp / 1000)
                 ),
+                "created_ms": v.creation_timestamp,
                 "benchmark_accuracy": tags.get("benchmark.accuracy"),
                 "test_accuracy": tags.get("test.accuracy"),
                 "decision": tags.get(GATE_TAG),

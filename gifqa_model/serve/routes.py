@@ -318,10 +318,20 @@ def frame_strip(gif: bytes, limits: GifLimits, frames_per_gif: int) -> list[tupl
     return out
 
 
+def page_html(search: bool) -> str:
+    """The page, its search box only when the server has a search index (GIFQA_SEARCH_DIR):
+    the page offers only what works."""
+    text = PAGE.read_text()
+    if not search:
+        start, end = text.index("<!-- search -->"), text.index("<!-- /search -->")
+        text = text[:start] + text[end + len("<!-- /search -->") :]
+    return text
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def page() -> HTMLResponse:
+async def page(request: Request) -> HTMLResponse:
     """The page: pick or upload a GIF, ask, see the answer and the keyframes; search."""
-    return HTMLResponse(PAGE.read_text())
+    return HTMLResponse(page_html(request.app.state.search is not None))
 
 
 @router.get("/v1/samples", response_model=SamplesOut)

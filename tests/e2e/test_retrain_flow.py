@@ -66,6 +66,10 @@ def _mlflow_run_has_metrics_params_and_lineage(project: Path, flow_summary: dict
     assert len(run.data.tags["git_commit"]) == 40
     assert any(k.startswith("dvc.train.") for k in run.data.tags)
     assert any(k.startswith("dvc.data.") for k in run.data.tags)
+    assert run.data.tags["prefect.trigger"] == "manual"  # the flow called here, no deployment
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert logged == {"evaluation/benchmark_predictions.parquet"}  # what `gifqa compare` reads
 
 
 def _champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict) -> None:
@@ -201,6 +205,38 @@ def _drifted_data_holds_the_champion_and_warns_downstream(project: Path) -> None
     assert len(notices) == 1 and notices[0]["action"] == "hold" and notices[0]["features"]
 
 
+def _the_dashboard_and_compare_read_what_the_flows_recorded(project: Path) -> None:
+    """Four runs, three versions, two corpus versions, a drift hold: as the dashboard and
+    `gifqa compare` show them."""
+    import pandas as pd
+
+    from gifqa_model.dashboard.board import read_board
+    from gifqa_model.registry.compare import compare
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    board = read_board(client, "gifqa")
+    assert board.runs[-1]["decision"] == "promoted" and board.runs[-2]["decision"] == "unchanged"
+    assert board.drift["run_id"] == board.runs[0]["run_id"] and board.drift["drift"] == "hold"
+    first, last = board.data_versions[0], board.data_versions[-1]
+    assert len(board.data_versions) == 2 and last["new_gifs"] == 16 == last["gifs"] - first["gifs"]
+    assert board.champion == int(client.get_model_version_by_alias("gifqa", "champion").version)
+    summary = json.loads(compare(client, "gifqa", "v1", "v2", project / "cmp")["json"].read_text())
+    answers = [
+        pd.read_parquet(
+            client.download_artifacts(
+                client.get_model_version("gifqa", v).run_id,
+                "evaluation/benchmark_predictions.parquet",
+                str(project / f"cmp-{v}"),
+            )
+        )
+        for v in ("1", "2")
+    ]
+    both = answers[0].merge(answers[1], on="qa_id")
+    assert summary["n_common_questions"] == len(answers[0]) == len(both)
+    assert summary["n_disagreements"] == int((both.correct_x != both.correct_y).sum())
+    assert summary["param_diff"]["train.seed"] == ["0", "1"]
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(5400)  # seven steps, four flows: each had 1,800 s as a test of its own
 def test_the_retrain_scenario(project: Path, flow_summary: dict) -> None:
@@ -213,6 +249,7 @@ def test_the_retrain_scenario(project: Path, flow_summary: dict) -> None:
             _the_first_version_has_a_model_card_and_a_report,
             _nothing_changed_registers_nothing_then_a_new_seed_is_gated,
             _drifted_data_holds_the_champion_and_warns_downstream,
+            _the_dashboard_and_compare_read_what_the_flows_recorded,
         ],
         project=project,
         flow_summary=flow_summary,

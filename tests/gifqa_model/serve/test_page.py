@@ -3,40 +3,9 @@
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
-import pytest
 
 from tests.gifqa_model.serve.conftest import QUESTION
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_bin):
-        pytest.fail(
-            "chromium and chromedriver are missing: `make test` installs them "
-            "(apt-get install chromium chromium-driver)"
-        )
-    opts = Options()
-    opts.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,1000",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _wait_text(driver, element_id: str, timeout: float = 30) -> str:

@@ -905,3 +905,17 @@ def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -
     predictor.answer_batch([(g, [QUESTION]) for g in others])
     assert calls == [32] and len(predictor.cache) == 2  # both misses in one pass; bounded
     assert predictor.answer(gif, QUESTION) == first and calls == [32, 16]  # evicted: again
+
+
+def test_the_page_offers_search_only_with_a_search_index(served) -> None:
+    from gifqa_model.serve.routes import page_html
+
+    client = served.client
+    page = client.get("/").text
+    assert 'id="question"' in page and "searchform" not in page.split("<script>")[0]
+    client.app.state.search, before = object(), client.app.state.search
+    try:
+        assert 'id="searchform"' in client.get("/").text
+    finally:
+        client.app.state.search = before
+    assert 'id="searchform"' in page_html(True) and 'id="searchform"' not in page_html(False)

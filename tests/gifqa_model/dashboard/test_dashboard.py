@@ -1,0 +1,223 @@
+"""The dashboard and `gifqa compare` on a store as the retrain flow leaves it: versions gated
+both ways, a rollback, a drift check (tests/helpers.seed_board_store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from gifqa_model.core.artifacts import BENCHMARK_PREDICTIONS_FILE, RUN_PREDICTIONS_DIR
+from gifqa_model.dashboard.app import DashboardSettings, create_app
+from gifqa_model.dashboard.board import data_versions, trigger_of
+from gifqa_model.registry.compare import CompareError, compare, load_side
+from tests.helpers import reserved_ports, seed_board_store, wait_http
+
+N_RUNS = 8
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("board")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(uri)
+    seeded = seed_board_store(client, root / "store", n_runs=N_RUNS)
+    # what the rest of the tests rely on: one rejected, one rolled back, a champion
+    assert "rejected" in seeded["versions"].values() and seeded["rolled_back"]
+    return {"uri": uri, "root": root, "client": client, **seeded}
+
+
+@pytest.fixture()
+def board(store, monkeypatch) -> TestClient:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    return TestClient(create_app(DashboardSettings(ttl_s=0), store["client"]))
+
+
+def _answers(store, run_id: str) -> pd.DataFrame:
+    path = store["client"].download_artifacts(
+        run_id, f"{RUN_PREDICTIONS_DIR}/{BENCHMARK_PREDICTIONS_FILE}", str(store["root"] / "dl")
+    )
+    return pd.read_parquet(path)
+
+
+def test_the_board_joins_registry_runs_and_data(board, store) -> None:
+    body = board.get("/api/board").json()
+    client = store["client"]
+    champion = int(client.get_model_version_by_alias("gifqa", "champion").version)
+    assert body["champion"] == champion
+    events = body["timeline"]
+    rejected = [v for v, d in store["versions"].items() if d == "rejected"]
+    for v in rejected:
+        (reg,) = [e for e in events if e["what"] == f"v{v} registered"]
+        assert reg["decision"] == "rejected" and "no significant gain" in reg["why"]
+    (back,) = [e for e in events if e["decision"] == "rolled back"]
+    assert back["who"] == "ops" and f"v{store['rolled_back']} →" in back["what"]
+    assert "answered worse" in back["why"]
+    # newest first, and the last move is to the champion
+    moves = [e for e in events if "→" in e["what"]]
+    assert moves[0]["what"].endswith(f"→ v{champion}")
+    runs = body["runs"]
+    assert [r["run_id"] for r in runs] == store["runs"][::-1]
+    assert {r["trigger"] for r in runs} == {"schedule", "watch-data", "manual"}
+    assert all(r["duration_s"] == pytest.approx(300 + i) for i, r in enumerate(runs[::-1]))
+    assert body["drift"]["run_id"] == store["runs"][-1] and body["drift"]["drift"] == "warn"
+    assert [(d["gifs"], d["new_gifs"], d["runs"]) for d in body["data_versions"]] == [
+        (4800, None, 5),
+        (5040, 240, 3),
+    ]
+    assert body["flows"] is None  # no Prefect API configured
+    # accuracy over versions: each version's splits and its run's per-qtype figures
+    (v1,) = [v for v in body["versions"] if v["version"] == 1]
+    assert set(v1["splits"]) == {"benchmark", "noisy"} and len(v1["by_qtype"]) == 4
+
+
+def test_the_landing_page_shows_every_section_and_marks_the_champion(board, store) -> None:
+    page = board.get("/").text
+    for anchor in ("id=timeline", "id=runs", "id=data", "id=drift", "class=champion"):
+        assert anchor in page
+    assert page.count("type=checkbox name=pick") == N_RUNS
+    assert f"runs/{store['runs'][-1]}/drift" in page
+
+
+def test_data_versions_count_what_arrived_between_them() -> None:
+    rows = [
+        {"data": "b", "start_ms": 2, "gifs": 110.0},
+        {"data": "a", "start_ms": 1, "gifs": 100.0},
+        {"data": "a", "start_ms": 3, "gifs": 100.0},
+        {"data": None, "start_ms": 4, "gifs": None},
+    ]
+    assert [(v["data"], v["runs"], v["new_gifs"]) for v in data_versions(rows)] == [
+        ("a", 2, None),
+        ("b", 1, 10),
+    ]
+
+
+@pytest.mark.parametrize(
+    "tags,deployment,want",
+    [
+        (["trigger:watch-data"], "d", "watch-data"),
+        (["auto-scheduled", "x"], "d", "schedule"),
+        ([], "d", "deployment"),
+        ([], None, "manual"),
+    ],
+)
+def test_a_runs_trigger_comes_from_its_flow_runs_tags(tags, deployment, want) -> None:
+    assert trigger_of(tags, deployment) == want
+
+
+def test_compare_counts_disagreements_from_both_runs_answers(store, tmp_path) -> None:
+    first, last = store["runs"][0], store["runs"][-1]
+    paths = compare(store["client"], "gifqa", "v1", last, tmp_path)
+    import json
+
+    summary = json.loads(paths["json"].read_text())
+    a, b = _answers(store, first), _answers(store, last)
+    both = a.merge(b, on="qa_id", suffixes=("_a", "_b"))
+    differ = both[both.correct_a != both.correct_b]
+    assert summary["n_disagreements"] == len(differ) > 0
+    assert {d["qa_id"] for d in summary["disagreements"]} == set(differ.qa_id)
+    assert summary["a"]["version"] == 1 and summary["b"]["run_id"] == last
+    assert summary["b"]["version"] == N_RUNS  # a run that registered a version is named by it
+    assert summary["param_diff"]["train.seed"] == ["0", str(N_RUNS - 1)]
+    assert summary["param_diff"]["train.p3"] == ["3", str(3 * N_RUNS)]
+    assert "train.p4" not in summary["param_diff"]
+    iid = a[a.split == "benchmark"]
+    assert summary["a"]["by_qtype"]["color"] == pytest.approx(
+        iid[iid.qtype == "color"].correct.mean()
+    )
+    page = paths["html"].read_text()
+    assert "Where they disagree" in page and "Training curves" in page
+    assert page.count("data:image/png;base64") >= 3 + 2 * min(len(differ), 24)
+
+
+def test_compare_names_what_it_cannot_find(store) -> None:
+    for ref, why in (
+        ("v99", "no version 99"),
+        ("latest", "neither a version"),
+        ("0" * 32, "no run"),
+    ):
+        with pytest.raises(CompareError, match=why):
+            load_side(store["client"], "gifqa", ref)
+
+
+def test_gifqa_compare_writes_the_report_and_refuses_a_bad_name(store, tmp_path) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}
+    gifqa = str(Path(sys.executable).parent / "gifqa")
+    ok = subprocess.run(
+        [gifqa, "compare", "v1", "v2", "--out", str(tmp_path / "c")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "disagree on" in ok.stdout
+    assert (tmp_path / "c" / "compare.html").is_file()
+    bad = subprocess.run(
+        [gifqa, "compare", "v1", "v77"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 1 and "no version 77" in bad.stdout
+
+
+def test_the_drift_link_serves_the_runs_report_and_refuses_others(board, store) -> None:
+    r = board.get(f"/runs/{store['runs'][-1]}/drift")
+    assert r.status_code == 200 and "Drift report" in r.text
+    assert board.get(f"/runs/{store['runs'][0]}/drift").status_code == 404
+    assert board.get("/runs/..%2F..%2Fetc/drift").status_code == 404
+
+
+def test_the_dashboard_writes_nothing(board) -> None:
+    for path in ("/", "/api/board", "/compare"):
+        assert board.post(path).status_code == 405
+
+
+def test_in_chromium_the_timeline_a_compare_and_the_drift_link(browser, store, tmp_path) -> None:
+    """The page as a person uses it: read the timeline, pick two runs, compare them, come
+    back, open the drift report. GIFQA_SCREENSHOTS=DIR keeps the screenshots (the README's)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = Path(os.environ.get("GIFQA_SCREENSHOTS") or tmp_path)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"], "PREFECT_API_URL": ""}
+    gifqa = str(Path(sys.executable).parent / "gifqa")
+    with reserved_ports(1) as (port,):
+        proc = subprocess.Popen(
+            [gifqa, "dashboard", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            wait_http(f"{url}healthz", proc, timeout=120)
+            browser.get(url)
+            timeline = browser.find_element(By.ID, "timeline").text
+            assert "rolled back" in timeline and "rejected" in timeline
+            browser.save_screenshot(str(shots / "dashboard.png"))
+            boxes = browser.find_elements(By.NAME, "pick")
+            button = browser.find_element(By.ID, "compare")
+            boxes[0].click()
+            assert not button.is_enabled()  # one run picked: nothing to compare yet
+            boxes[-1].click()
+            assert button.is_enabled()
+            button.click()
+            WebDriverWait(browser, 120).until(
+                lambda d: "vs" in d.find_element(By.TAG_NAME, "h1").text
+            )
+            h1 = browser.find_element(By.TAG_NAME, "h1").text
+            assert h1.startswith(f"v{N_RUNS}") and h1.endswith("(run " + store["runs"][0][:8] + ")")
+            assert browser.find_element(By.ID, "disagree").is_displayed()
+            browser.save_screenshot(str(shots / "dashboard_compare.png"))
+            browser.find_element(By.LINK_TEXT, "← the dashboard").click()
+            browser.find_element(By.LINK_TEXT, "the drift report").click()
+            WebDriverWait(browser, 30).until(lambda d: "Drift report" in d.page_source)
+        finally:
+            proc.terminate()
+            proc.wait(30)

@@ -7,6 +7,12 @@
 - `gifqa-maintenance/maintenance`: on `deploy.maintenance_cron`, retention
   (`deploy.retention_days`, flows/maintenance.py).
 
+A flow run whose process dies with its machine (a worker SIGKILLed, an evicted container) stops
+sending heartbeats (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, set on the stack's and compose's
+workers); an automation marks it Crashed `CRASH_AFTER_S` after the last one, which frees the
+deployment's one concurrency slot for the next run (and the retrain resumes from the train
+stage's checkpoint).
+
 They run this checkout's code (`flow.from_source` with a local path) on the project folder given
 as their parameter, on a process work pool; `gifqa stack up` starts a worker on it.
 """
@@ -23,6 +29,8 @@ from prefect.exceptions import ObjectAlreadyExists
 from gifqa_model.core.config import load_params
 
 CODE = Path(__file__).resolve().parents[1]  # the folder that holds flows/ and tasks/
+CRASH_AFTER_S = 90  # silent this long → Crashed
+CRASH_AUTOMATION = "gifqa: crash silent flow runs"
 RETRAIN = "retrain"
 WATCH = "watch-data"
 MAINTENANCE = "maintenance"
@@ -36,6 +44,45 @@ def ensure_work_pool(name: str) -> None:
             pass
 
 
+def crash_silent_runs(after_s: int = CRASH_AFTER_S) -> None:
+    """The server's automation that marks a flow run Crashed once it has sent no heartbeat
+    (nor reached a final state) for `after_s` seconds; created once."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        Automation.read(name=CRASH_AUTOMATION)
+        return
+    except ValueError:  # not there yet
+        pass
+    Automation(
+        name=CRASH_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                *(f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")),
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=after_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {after_s} s: its process died (worker or machine)",
+            )
+        ],
+    ).create()
+
+
 def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> list[str]:
     """Create (or update) the work pool and the deployments; returns their ids.
 
@@ -43,6 +90,7 @@ def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> l
     project = project.resolve()
     params = load_params(project / "params.yaml").deploy
     ensure_work_pool(work_pool)
+    crash_silent_runs()
 
     def one(entrypoint: str, name: str, description: str, **schedule) -> str:
         """A deployment of this checkout's `entrypoint` on the project, one run at a time."""

@@ -16,6 +16,7 @@ template is `infra/stack.env.example`). Nothing binds to anything but 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -38,6 +39,7 @@ SECRET_KEYS = (
     "GIFQA_STACK_MLFLOW_PASSWORD",
     "GIFQA_STACK_READER_PASSWORD",
 )
+HEARTBEAT_S = 30  # how often the worker's flow runs say they are alive (Prefect's minimum)
 SERVICES = ("postgres", "s3", "mlflow", "prefect", "worker")  # start order; stop reverses it
 
 
@@ -433,7 +435,12 @@ class Stack:
         proc = self._spawn(
             "worker",
             [_bin("prefect"), "worker", "start", "--pool", s.work_pool, "--type", "process"],
-            env={**client_env(s), "PREFECT_HOME": str(self.home / "prefect")},
+            env={
+                **client_env(s),
+                "PREFECT_HOME": str(self.home / "prefect"),
+                # a run that stops beating is marked Crashed (flows/deploy.crash_silent_runs)
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+            },
             cwd=project,
         )
         _wait(
@@ -488,6 +495,24 @@ class Stack:
         state.pop(name, None)
         if self.state_file.parent.is_dir():
             self._save(state)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service and everything it started, as a machine that dies would (fault
+        tests: a worker killed mid-run leaves its flow run without heartbeats)."""
+        import psutil
+
+        state = self.state()
+        try:
+            root = psutil.Process(state[name]["pid"])
+            procs = [root, *root.children(recursive=True)]
+        except (KeyError, psutil.NoSuchProcess):
+            procs = []
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(procs, timeout=10)
+        state.pop(name, None)
+        self._save(state)
 
     def down(self, progress=print) -> None:
         for name in reversed(SERVICES):

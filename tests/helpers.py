@@ -524,3 +524,32 @@ def seed_board_store(
         client.set_terminated(rid, end_time=t0 + i * 3_600_000 + 300_000 + i * 1000)
         runs.append(rid)
     return {"runs": runs, "versions": versions, "rolled_back": rolled_back}
+
+
+@contextlib.contextmanager
+def stack_project(root: Path, stack, overrides: dict) -> Iterator[Path]:
+    """A tiny project (`overrides` on TINY_PROJECT) whose commands, DVC included, use the
+    stack (its client environment for the block) and whose DVC remote is the stack's store."""
+    import pytest
+
+    from flows.stack import client_env
+    from tasks.publish import configure_remote
+
+    project = make_project(root, overrides)
+    env = client_env(stack.s)
+    mp = pytest.MonkeyPatch()
+    for k, v in env.items():  # dvc reads the object store's credentials from the environment
+        mp.setenv(k, v)
+    configure_remote(project, env["GIFQA_DVC_REMOTE"], env["GIFQA_DVC_REMOTE_ENDPOINT"])
+    try:
+        yield project
+    finally:
+        mp.undo()
+
+
+def new_seed(project: Path, seed: int) -> None:
+    """Another training seed, committed: the train stage and everything after it rerun."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["seed"] = seed
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    git_commit(project, f"train seed {seed}")

@@ -16,7 +16,6 @@ from pathlib import Path
 import boto3
 import psycopg2
 import pytest
-import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -26,7 +25,7 @@ from gifqa_model.core.config import ShapesParams
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.registry.versions import CHAMPION, DIGEST_TAG, GATE_TAG, alias_version
 from tasks.publish import CHAMPION_TAG, configure_remote
-from tests.helpers import git_commit, make_project, run_steps, sh, wait_until
+from tests.helpers import new_seed, run_steps, sh, stack_project, wait_until
 
 pytestmark = pytest.mark.integration
 TRIGGER = "trigger:watch-data"  # the tag watch-data puts on the runs it starts
@@ -35,16 +34,8 @@ DEPLOY = {"deploy": {"watch_interval_s": 5, "retries": 2, "retry_delay_s": 0.5}}
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, stack) -> Path:
-    root = make_project(tmp_path_factory.mktemp("stack-project"), DEPLOY)
-    from flows.stack import client_env
-
-    env = client_env(stack.s)
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():  # dvc reads the object store's credentials from the environment
-        mp.setenv(k, v)
-    configure_remote(root, env["GIFQA_DVC_REMOTE"], env["GIFQA_DVC_REMOTE_ENDPOINT"])
-    yield root
-    mp.undo()
+    with stack_project(tmp_path_factory.mktemp("stack-project"), stack, DEPLOY) as root:
+        yield root
 
 
 def _retrain_runs(tag: str | None = None) -> list:
@@ -139,20 +130,13 @@ def _remote_of(project: Path) -> tuple[str, str]:
     return url, conf.split("endpointurl = ")[1].split()[0]
 
 
-def _new_seed(project: Path, seed: int) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["seed"] = seed
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    git_commit(project, f"train seed {seed}")
-
-
 def _tracking_server_down_at_registration_fails_then_registers_once(
     stack, stack_env, project, webhook, monkeypatch
 ) -> None:
     from flows.retrain import retrain
     from gifqa_model.registry import promotion
 
-    _new_seed(project, 1)
+    new_seed(project, 1)
     real = promotion.find_by_digest
     calls = []
 
@@ -218,7 +202,7 @@ def _object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
     import flows.retrain
     from flows.retrain import retrain
 
-    _new_seed(project, 2)
+    new_seed(project, 2)
     real, calls = flows.retrain.push, []
 
     def store_goes_down(*args, **kwargs):  # after the run's artifacts are in, before the push

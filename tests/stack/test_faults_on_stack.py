@@ -1,0 +1,115 @@
+"""Faults across restarts on the local stack, each through the retrain deployment and the
+worker: a worker killed mid-train (its run ends Crashed, the slot frees, the next run resumes
+from the checkpoint), and PostgreSQL restarted between runs with the Prefect server restarted
+in the middle of one."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+
+from flows.deploy import CRASH_AFTER_S
+from gifqa_model.core.artifacts import CHECKPOINTS_DIR
+from tests.helpers import git_commit, new_seed, stack_project, wait_until
+
+pytestmark = pytest.mark.integration
+# long enough that the kill lands mid-train, at the first checkpoints
+TRAIN = {"train": {"max_steps": 150, "checkpoint_every": 5, "eval_every": 150}}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, stack) -> Path:
+    from flows.deploy import deploy
+
+    with stack_project(tmp_path_factory.mktemp("faults-project"), stack, TRAIN) as root:
+        git_commit(root, "remote")
+        deploy(root, stack.s.work_pool, schedules=False)
+        yield root
+
+
+def _state(run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
+
+
+def _run(timeout: float = 0):
+    from prefect.deployments import run_deployment
+
+    return run_deployment("gifqa-retrain/retrain", timeout=timeout)
+
+
+def _wait_done(stack, run, what: str, timeout: float = 1500):
+    try:
+        wait_until(lambda: _state(run.id).is_final(), timeout=timeout, what=what)
+    except TimeoutError as e:
+        log = stack.home / "logs" / "worker.log"
+        e.add_note(f"state {_state(run.id).name}; worker.log ends:\n{log.read_text()[-3000:]}")
+        raise
+    return _state(run.id)
+
+
+def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
+    stack, project
+) -> None:
+    new_seed(project, 11)
+    killed = _run()
+    ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
+    wait_until(
+        lambda: ckpt.is_file() or _state(killed.id).is_final(),
+        timeout=1200,
+        what="the killed run's first train checkpoint",
+    )
+    assert not _state(killed.id).is_final(), "the run ended before the worker could be killed"
+    stack.kill("worker")  # the worker and the flow run it started die, as with their machine
+    t0 = time.monotonic()
+    try:
+        wait_until(
+            lambda: _state(killed.id).is_crashed(),
+            timeout=CRASH_AFTER_S + 180,
+            what="the killed run to be marked Crashed",
+        )
+    finally:
+        stack.up(project, only=("worker",), progress=print)  # a new worker, whatever happened
+    print(f"the killed run was marked Crashed {time.monotonic() - t0:.0f} s after the kill")
+    assert "no heartbeat" in (_state(killed.id).message or "")
+    after = _run()
+    final = _wait_done(stack, after, "the run after the crash", timeout=900)
+    assert final.is_completed(), final.message  # the slot was freed: it ran
+    metrics = json.loads((project / "metrics" / "train.json").read_text())
+    assert metrics["resumed_from_step"] >= 5 and metrics["steps"] == TRAIN["train"]["max_steps"]
+    # the crashed run's MLflow run does not stay RUNNING: the next run closed it, with why
+    exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
+    assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
+
+
+def test_postgres_between_runs_and_prefect_mid_run_restart_without_losing_a_run(
+    stack, project
+) -> None:
+    first = _run()
+    assert _wait_done(stack, first, "a run before the restarts").is_completed()
+    versions = {v.version for v in MlflowClient().search_model_versions("name='gifqa'")}
+    t0 = time.monotonic()
+    try:
+        stack.stop("postgres")  # MLflow's and Prefect's database, between two runs
+        stack.up(only=("postgres",), progress=print)
+        print(f"PostgreSQL restarted in {time.monotonic() - t0:.1f} s")
+        new_seed(project, 12)
+        second = _run()
+        wait_until(
+            lambda: _state(second.id).is_running(), timeout=600, what="the second run to start"
+        )
+        stack.stop("prefect")  # mid-run: the run's API calls fail until it is back
+        stack.up(only=("prefect",), progress=print)
+    finally:
+        stack.up(progress=print)  # whatever failed, the next test finds every server up
+    final = _wait_done(stack, second, "the run the Prefect restart went through", timeout=900)
+    assert final.is_completed(), final.message
+    now = {v.version for v in MlflowClient().search_model_versions("name='gifqa'")}
+    assert len(now - versions) == 1  # the new seed registered once, nothing half-registered
+    (new,) = now - versions
+    assert "gate.decision" in MlflowClient().get_model_version("gifqa", new).tags

@@ -24,12 +24,19 @@ TRAIN = {"train": {"max_steps": 150, "checkpoint_every": 5, "eval_every": 150}}
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, stack) -> Path:
-    from flows.deploy import deploy
-
     with stack_project(tmp_path_factory.mktemp("faults-project"), stack, TRAIN) as root:
         git_commit(root, "remote")
-        deploy(root, stack.s.work_pool, schedules=False)
         yield root
+
+
+@pytest.fixture()
+def deployed(stack, stack_env, project) -> Path:
+    """The retrain deployment on this module's project (the stack's other tests deploy on
+    theirs), this process a client of the stack."""
+    from flows.deploy import deploy
+
+    deploy(project, stack.s.work_pool, schedules=False)
+    return project
 
 
 def _state(run_id):
@@ -54,8 +61,9 @@ def _wait_done(stack, run, what: str, timeout: float = 1500):
 
 
 def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
-    stack, project
+    stack, deployed
 ) -> None:
+    project = deployed
     new_seed(project, 11)
     killed = _run()
     ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
@@ -88,8 +96,9 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
 
 
 def test_postgres_between_runs_and_prefect_mid_run_restart_without_losing_a_run(
-    stack, project
+    stack, deployed, tmp_path
 ) -> None:
+    project = deployed
     first = _run()
     assert _wait_done(stack, first, "a run before the restarts").is_completed()
     versions = {v.version for v in MlflowClient().search_model_versions("name='gifqa'")}
@@ -113,3 +122,9 @@ def test_postgres_between_runs_and_prefect_mid_run_restart_without_losing_a_run(
     assert len(now - versions) == 1  # the new seed registered once, nothing half-registered
     (new,) = now - versions
     assert "gate.decision" in MlflowClient().get_model_version("gifqa", new).tags
+    # `gifqa compare` reads both runs' answers from the stack's object store
+    from gifqa_model.registry.compare import compare
+
+    paths = compare(MlflowClient(), "gifqa", f"v{min(versions)}", f"v{new}", tmp_path)
+    summary = json.loads(paths["json"].read_text())
+    assert summary["n_common_questions"] > 0 and summary["param_diff"]["train.seed"][1] == "12"

@@ -201,6 +201,11 @@ def landing(board: Board, error: str | None = None) -> str:
     champ = f"v{board.champion}" if board.champion else "none"
     stale = f"<p class=err>the last read failed ({_e(error)}); showing the one before</p>"
     read = f"read in {board.read_s * 1000:.0f} ms at {_clock(board.read_at)} UTC"
+    if board.partial:
+        read = (
+            f"<span id=partial>the newest {len(board.runs)} runs only: the full read is under "
+            f"way, reload in a few seconds</span> · {read}"
+        )
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>gifqa dashboard: {_e(board.model)}</title><style>{STYLE}</style></head><body>
 <h1>{_e(board.model)} <small class=muted>champion {champ} · {len(board.versions)} versions ·
@@ -219,18 +224,22 @@ def landing(board: Board, error: str | None = None) -> str:
 class BoardCache:
     """The last read of the stores, served to every request; once it is older than `ttl_s`
     the next request starts a new read in the background and is answered from the last one
-    (a read of 1,000 runs takes seconds, a page from memory milliseconds). Only the very first
-    request waits for a read, and `warm()` starts that one when the app starts."""
+    (a read of 1,000 runs takes seconds, a page from memory milliseconds). A request that
+    finds no read yet reads the newest `first_runs` runs only (a fraction of a second; the
+    page says so) and starts the full read behind it; `warm()` starts that at startup."""
 
-    def __init__(self, read: Callable[[], Board], ttl_s: float) -> None:
-        self.read, self.ttl_s = read, ttl_s
-        self.lock = threading.Lock()  # one read at a time
+    def __init__(
+        self, read: Callable[[int | None], Board], ttl_s: float, first_runs: int = 100
+    ) -> None:
+        self.read, self.ttl_s, self.first_runs = read, ttl_s, first_runs
+        self.lock = threading.Lock()  # one full read at a time
+        self.first = threading.Lock()
         self.board: Board | None = None
         self.error: str | None = None  # the last background read's failure, shown on the page
 
     def _refresh(self) -> None:
         try:
-            self.board, self.error = self.read(), None
+            self.board, self.error = self.read(None), None
         except Exception as exc:  # noqa: BLE001  (a store that is down: keep the last board)
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -242,9 +251,13 @@ class BoardCache:
 
     def get(self) -> Board:
         if self.board is None:
-            with self.lock:  # the first read (or the warm-up's) in this request
+            with self.first:
                 if self.board is None:
-                    self.board = self.read()
+                    self.warm()
+                    quick = self.read(self.first_runs)
+                    if self.board is None:  # the full read may have finished meanwhile
+                        quick.partial = len(quick.runs) >= self.first_runs
+                        self.board = quick
             return self.board
         if time.time() - self.board.read_at > self.ttl_s:
             self.warm()
@@ -260,7 +273,7 @@ def create_app(
     client = client or MlflowClient()
     prefect_api = settings.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
     cache = BoardCache(
-        lambda: read_board(client, settings.model_name, prefect_api, settings.max_runs),
+        lambda n: read_board(client, settings.model_name, prefect_api, n or settings.max_runs),
         settings.ttl_s,
     )
     compared: dict[tuple[str, str], str] = {}

@@ -39,6 +39,7 @@ class Board:
     flows_error: str | None = None
     read_s: float = 0.0
     read_at: float = field(default_factory=time.time)
+    partial: bool = False  # only the newest runs were read (the first, quick read)
 
     @property
     def champion(self) -> int | None:

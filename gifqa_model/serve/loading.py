@@ -154,6 +154,9 @@ class ModelSlot:
         self.metrics = metrics
         self.model: LoadedModel | None = None
         self.last_error: str | None = None  # of the last failed load, until one succeeds
+        # a version that failed to load while another is served: not downloaded again at every
+        # poll, only once the alias has moved (or on an admin reload)
+        self.failed_version: int | None = None
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task] = set()
 
@@ -161,14 +164,18 @@ class ModelSlot:
         """Load what the URI points at if it changed (or `force`): → "unchanged", "swapped" or
         "failed" (the old model stays)."""
         async with self._lock:
+            version = None
             try:
                 version = await run_in_threadpool(self.resolver, self.settings)
                 if not force and self.model is not None and version == self.model.version:
                     return "unchanged"
+                if not force and self.model is not None and version == self.failed_version:
+                    return "unchanged"  # it failed before and the alias has not moved since
                 model = await run_in_threadpool(self.factory, self.settings, version)
                 await run_in_threadpool(warm, model)
             except Exception as exc:  # noqa: BLE001 - any load fault keeps the old model
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.failed_version = version
                 self.metrics.reloads.labels("failed").inc()
                 log.error(
                     "loading the model failed; still serving version %s: %s",
@@ -178,6 +185,7 @@ class ModelSlot:
                 return "failed"
             old = self.model
             self.model, self.last_error = model, None  # the swap: one reference assignment
+            self.failed_version = None
             self.metrics.reloads.labels("swapped").inc()
             self.metrics.version.set(model.version if model.version is not None else -1)
             self.metrics.ready.set(1)

@@ -221,3 +221,29 @@ def test_in_chromium_the_timeline_a_compare_and_the_drift_link(browser, store, t
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def test_the_first_request_reads_the_newest_runs_then_the_full_read_replaces_them() -> None:
+    import threading
+
+    from gifqa_model.dashboard.app import BoardCache, landing
+    from gifqa_model.dashboard.board import Board
+    from tests.helpers import wait_until
+
+    calls, full_may_end = [], threading.Event()
+
+    def read(n: int | None) -> Board:
+        calls.append(n)
+        if n is None:
+            assert full_may_end.wait(30)
+        runs = [{"run_id": f"{i:032x}"} for i in range(n or 250)]
+        return Board("m", [], [], runs, [], None, None)
+
+    cache = BoardCache(read, ttl_s=600, first_runs=100)
+    first = cache.get()
+    assert first.partial and len(first.runs) == 100
+    assert "id=partial" in landing(Board("m", [], [], [], [], None, None, partial=True))
+    full_may_end.set()
+    wait_until(lambda: not cache.get().partial, timeout=30, what="the full read")
+    assert len(cache.get().runs) == 250 and sorted(calls, key=str) == [100, None]
+    assert cache.get() is cache.get() and len(calls) == 2  # within ttl_s: no read again

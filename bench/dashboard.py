@@ -4,8 +4,8 @@ Seeds a SQLite tracking store with `--runs` runs and a version for every `--runs
 th run (each gated, alias moves, a rollback; tests/helpers.seed_board_store), starts
 `gifqa dashboard` on 127.0.0.1 and times GET / with httpx, one request at a time:
 
-- the first request after the server answers /healthz (with no read finished yet it reads
-  the newest 100 runs, while the full read that started with the server goes on);
+- the first request after the server answers /healthz (with no read yet it reads the newest
+  100 runs, then starts the full read);
 - then `--n` requests 0.3 s apart while the board is read again in the background every
   second (GIFQA_DASHBOARD_TTL_S=1): their median and max;
 - how long one read of the store takes.

@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query
@@ -226,7 +225,7 @@ class BoardCache:
     the next request starts a new read in the background and is answered from the last one
     (a read of 1,000 runs takes seconds, a page from memory milliseconds). A request that
     finds no read yet reads the newest `first_runs` runs only (a fraction of a second; the
-    page says so) and starts the full read behind it; `warm()` starts that at startup."""
+    page says so) and then starts the full read."""
 
     def __init__(
         self, read: Callable[[int | None], Board], ttl_s: float, first_runs: int = 100
@@ -253,11 +252,11 @@ class BoardCache:
         if self.board is None:
             with self.first:
                 if self.board is None:
-                    self.warm()
                     quick = self.read(self.first_runs)
-                    if self.board is None:  # the full read may have finished meanwhile
-                        quick.partial = len(quick.runs) >= self.first_runs
-                        self.board = quick
+                    quick.partial = len(quick.runs) >= self.first_runs
+                    self.board = quick
+                    if quick.partial:
+                        self.warm()  # the full read, behind the quick one (not beside it)
             return self.board
         if time.time() - self.board.read_at > self.ttl_s:
             self.warm()
@@ -278,12 +277,7 @@ def create_app(
     )
     compared: dict[tuple[str, str], str] = {}
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        cache.warm()  # the first read starts with the server, not with the first visitor
-        yield
-
-    app = FastAPI(title="gifqa dashboard", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="gifqa dashboard", docs_url=None, redoc_url=None)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:

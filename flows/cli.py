@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from flows.fanout import from_env
-from gifqa_model.cli import MODELS, OPERATE, USE, app, console
+from gifqa_model.cli import MODELS, OPERATE, USE, app, console, fail
 from gifqa_model.core.fanout import inject
 
 __all__ = ["app"]
@@ -120,8 +120,7 @@ def models_rollback(
     try:
         entry = do_rollback(_client(), name, reason)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"champion: v{entry['previous']} → v{entry['version']} ({entry['reason']})")
 
 
@@ -141,8 +140,7 @@ def models_webhook(
 
     secret = os.environ.get(SECRET_ENV)
     if not secret:
-        console.print(f"[red]set {SECRET_ENV}: the receiver checks each delivery against it[/]")
-        raise typer.Exit(1)
+        fail(f"set {SECRET_ENV}: the receiver checks each delivery against it")
     try:
         hook = _client().create_webhook(
             # MLflow's names: letters, digits, ".-_", under 63 characters; one per URL
@@ -153,8 +151,7 @@ def models_webhook(
             secret=secret,
         )
     except MlflowException as exc:
-        console.print(f"[red]the tracking server refused the webhook: {exc.message}[/]")
-        raise typer.Exit(1) from exc
+        fail(f"the tracking server refused the webhook: {exc.message}")
     console.print(f"webhook {hook.webhook_id}: alias moves → {url}")
 
 
@@ -173,8 +170,7 @@ def compare(
     try:
         paths = compare_pair(_client(), name, a, b, out)
     except CompareError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     summary = json.loads(paths["json"].read_text())
     if "n_disagreements" in summary:
         console.print(
@@ -290,8 +286,7 @@ def stack_backup(dest: Path = typer.Argument(..., help="a new folder for the bac
     try:
         manifest = backup(Stack(load_settings()), dest, progress=console.print)
     except BackupError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"backup in {dest} ({manifest['seconds']} s)")
 
 
@@ -306,8 +301,7 @@ def stack_restore(
     try:
         stack = restore(src, progress=console.print)
     except BackupError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"stack restored in {stack.home}; `gifqa stack env` for its addresses")
 
 

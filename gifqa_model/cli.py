@@ -14,6 +14,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -53,6 +54,14 @@ app = typer.Typer(
     help="gifqa: GIF question answering, from GIFs to a registered model.",
 )
 console = Console()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Say why in red and exit with `code`, without a traceback."""
+    console.print(f"[red]{message}[/]")
+    raise typer.Exit(code)
+
+
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 
 
@@ -143,8 +152,7 @@ def validate(params: Path = PARAMS) -> None:
     try:
         _show("validate", stage_validate(_params(params)))
     except ValidationFailed as exc:
-        console.print(f"[bold red]validation failed:[/] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"validation failed: {exc}")
 
 
 @app.command(rich_help_panel=STAGES)
@@ -155,8 +163,7 @@ def index(params: Path = PARAMS) -> None:
     try:
         _show("index", stage_index(_params(params)))
     except TimeoutError as exc:
-        console.print(f"[bold red]index stopped:[/] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"index stopped: {exc}")
 
 
 @app.command(rich_help_panel=STAGES)
@@ -170,8 +177,7 @@ def train(params: Path = PARAMS) -> None:
     try:
         _show("train", stage_train(_params(params)))
     except (TrainingTimeout, DistributedTrainFailed) as exc:
-        console.print(f"[bold red]train stopped:[/] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"train stopped: {exc}")
 
 
 @app.command(rich_help_panel=STAGES)
@@ -202,8 +208,7 @@ def answer(
     import pandas as pd
 
     if not gif.is_file():
-        console.print(f"[red]no such file: {gif}[/]")
-        raise typer.Exit(2)
+        fail(f"no such file: {gif}", 2)
     model = mlflow.pyfunc.load_model(model_uri)
     # the model takes bytes, never a path: the CLI reads the file the user named
     data = base64.b64encode(gif.read_bytes()).decode()
@@ -221,8 +226,7 @@ def describe(
     import mlflow
 
     if not gif.is_file():
-        console.print(f"[red]no such file: {gif}[/]")
-        raise typer.Exit(2)
+        fail(f"no such file: {gif}", 2)
     predictor = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().predictor
     out = predictor.describe(gif.read_bytes())
     console.print(f"[bold]description:[/] {out['description']}")
@@ -240,8 +244,7 @@ def search(
     from gifqa_model.index.search import GifSearch
 
     if not (index_dir / "search").is_dir():
-        console.print(f"[red]no search index in {index_dir}: run the index stage first[/]")
-        raise typer.Exit(2)
+        fail(f"no search index in {index_dir}: run the index stage first", 2)
     for rank, hit in enumerate(GifSearch.open(index_dir).search([query], k, split)[0], 1):
         console.print(f"{rank:>3}  {hit['score']:.3f}  {hit['gif_id']}  {hit['path']}")
 

@@ -1,7 +1,8 @@
 """Faults across restarts on the local stack, each through the retrain deployment and the
 worker: a worker killed mid-train (its run ends Crashed, the slot frees, the next run resumes
-from the checkpoint), and PostgreSQL restarted between runs with the Prefect server restarted
-in the middle of one."""
+from the checkpoint); PostgreSQL and the Prefect server restarted between runs; and the object
+store down while the model's artifacts are logged (retried, then a clear failure, no version
+registered)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from gifqa_model.core.artifacts import CHECKPOINTS_DIR
 from tests.helpers import git_commit, new_seed, stack_project, wait_until
 
 pytestmark = pytest.mark.integration
-# long enough that the kill lands mid-train, at the first checkpoints
-TRAIN = {"train": {"max_steps": 150, "checkpoint_every": 5, "eval_every": 150}}
+# long enough that the kill lands mid-train, at the first checkpoints; quick retries
+TRAIN = {
+    "train": {"max_steps": 150, "checkpoint_every": 5, "eval_every": 150},
+    "deploy": {"retries": 2, "retry_delay_s": 0.5},
+}
 
 
 @pytest.fixture(scope="module")
@@ -95,28 +99,23 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
     assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
 
 
-def test_postgres_between_runs_and_prefect_mid_run_restart_without_losing_a_run(
-    stack, deployed, tmp_path
-) -> None:
+def test_postgres_and_prefect_restarted_between_runs_lose_no_run(stack, deployed, tmp_path) -> None:
     project = deployed
     first = _run()
     assert _wait_done(stack, first, "a run before the restarts").is_completed()
     versions = {v.version for v in MlflowClient().search_model_versions("name='gifqa'")}
     t0 = time.monotonic()
     try:
-        stack.stop("postgres")  # MLflow's and Prefect's database, between two runs
+        stack.stop("postgres")  # MLflow's and Prefect's database
         stack.up(only=("postgres",), progress=print)
         print(f"PostgreSQL restarted in {time.monotonic() - t0:.1f} s")
-        new_seed(project, 12)
-        second = _run()
-        wait_until(
-            lambda: _state(second.id).is_running(), timeout=600, what="the second run to start"
-        )
-        stack.stop("prefect")  # mid-run: the run's API calls fail until it is back
+        stack.stop("prefect")  # the worker keeps polling through it
         stack.up(only=("prefect",), progress=print)
     finally:
         stack.up(progress=print)  # whatever failed, the next test finds every server up
-    final = _wait_done(stack, second, "the run the Prefect restart went through", timeout=900)
+    new_seed(project, 12)
+    second = _run()
+    final = _wait_done(stack, second, "the run after the restarts", timeout=900)
     assert final.is_completed(), final.message
     now = {v.version for v in MlflowClient().search_model_versions("name='gifqa'")}
     assert len(now - versions) == 1  # the new seed registered once, nothing half-registered
@@ -128,3 +127,37 @@ def test_postgres_between_runs_and_prefect_mid_run_restart_without_losing_a_run(
     paths = compare(MlflowClient(), "gifqa", f"v{min(versions)}", f"v{new}", tmp_path)
     summary = json.loads(paths["json"].read_text())
     assert summary["n_common_questions"] > 0 and summary["param_diff"]["train.seed"][1] == "12"
+
+
+def test_the_store_down_while_the_model_is_logged_fails_clearly_and_registers_nothing(
+    stack, deployed, monkeypatch
+) -> None:
+    import gifqa_model.inference.pyfunc as pyfunc
+    from flows.retrain import retrain
+
+    project = deployed
+    retrain(project_dir=str(project))  # whatever the project had to do before the fault
+    new_seed(project, 13)
+    client = MlflowClient()
+    before = {v.version for v in client.search_model_versions("name='gifqa'")}
+    real, calls = pyfunc.log_pyfunc, []
+
+    def store_goes_down(*args, **kwargs):  # the weights are trained, the upload begins
+        calls.append(1)
+        if len(calls) == 1:
+            stack.stop("s3")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pyfunc, "log_pyfunc", store_goes_down)
+    try:
+        with pytest.raises(Exception) as err:
+            retrain(project_dir=str(project))
+    finally:
+        stack.up(progress=print)
+    assert len(calls) == 1 + TRAIN["deploy"]["retries"], "the upload was not retried"
+    print("the failure:", str(err.value)[:300])
+    assert {v.version for v in client.search_model_versions("name='gifqa'")} == before
+    monkeypatch.setattr(pyfunc, "log_pyfunc", real)
+    summary = retrain(project_dir=str(project))  # the store is back: registered once
+    after = {v.version for v in client.search_model_versions("name='gifqa'")}
+    assert after - before == {str(summary["version"])}

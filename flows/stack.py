@@ -16,7 +16,6 @@ template is `infra/stack.env.example`). Nothing binds to anything but 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -495,24 +494,6 @@ class Stack:
         state.pop(name, None)
         if self.state_file.parent.is_dir():
             self._save(state)
-
-    def kill(self, name: str) -> None:
-        """SIGKILL a service and everything it started, as a machine that dies would (fault
-        tests: a worker killed mid-run leaves its flow run without heartbeats)."""
-        import psutil
-
-        state = self.state()
-        try:
-            root = psutil.Process(state[name]["pid"])
-            procs = [root, *root.children(recursive=True)]
-        except (KeyError, psutil.NoSuchProcess):
-            procs = []
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(procs, timeout=10)
-        state.pop(name, None)
-        self._save(state)
 
     def down(self, progress=print) -> None:
         for name in reversed(SERVICES):

@@ -111,7 +111,7 @@ def load_side(client: MlflowClient, name: str, ref: str) -> Side:
     )
 
 
-def summarize(a: Side, b: Side) -> dict:
+def summarize(a: Side, b: Side, dis: pd.DataFrame | None) -> dict:
     """What compare.json holds: both sides, their accuracies, where they disagree, and what
     differs between their runs (A's value first)."""
     out: dict = {
@@ -135,7 +135,6 @@ def summarize(a: Side, b: Side) -> dict:
         if "/" in k and a.metrics.get(k) != b.metrics.get(k)  # the stages' summaries
     }
     if a.scored is not None and b.scored is not None:
-        dis = disagreements(a.scored, b.scored)
         out["n_common_questions"] = int(a.scored.qa_id.isin(b.scored.qa_id).sum())
         out["n_disagreements"] = int(len(dis))
         out["disagreements"] = (
@@ -183,7 +182,7 @@ def _table(rows: dict[str, list], a: Side, b: Side) -> str:
     )
 
 
-def render(a: Side, b: Side, summary: dict) -> str:
+def render(a: Side, b: Side, summary: dict, dis: pd.DataFrame | None) -> str:
     """compare.html: one page, images inline, readable offline."""
     la, lb = f"A: {a.label}", f"B: {b.label}"
     parts = [
@@ -200,7 +199,6 @@ def render(a: Side, b: Side, summary: dict) -> str:
             f"<img src='data:image/png;base64,{bars_png(summary['a']['by_qtype'], summary['b']['by_qtype'], la, lb)}'>"  # noqa: E501
             f"<img src='data:image/png;base64,{bars_png(summary['a']['by_split'], summary['b']['by_split'], la, lb, 'per split')}'>"  # noqa: E501
         )
-        dis = disagreements(a.scored, b.scored)
         parts.append(
             f"<h2 id=disagree>Where they disagree</h2><p>{summary['n_common_questions']} "
             f"benchmark questions in common; they disagree on {len(dis)} (showing "
@@ -236,9 +234,13 @@ def compare(
 ) -> dict[str, Path]:
     """compare.json and compare.html for A and B in `out_dir`."""
     a, b = load_side(client, name, ref_a), load_side(client, name, ref_b)
-    summary = summarize(a, b)
+    # the questions they answer differently (both sides' answers logged), for the JSON and page
+    dis = (
+        disagreements(a.scored, b.scored) if a.scored is not None and b.scored is not None else None
+    )
+    summary = summarize(a, b, dis)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out_dir / "compare.html").write_text(render(a, b, summary))
+    (out_dir / "compare.html").write_text(render(a, b, summary, dis))
     return {"json": out_dir / "compare.json", "html": out_dir / "compare.html"}

@@ -31,7 +31,7 @@ from gifqa_model.core.artifacts import (  # noqa: E402
     out_dir,
 )
 from gifqa_model.core.config import EXPERIMENT, flat_params, load_params  # noqa: E402
-from gifqa_model.dashboard.board import trigger_of  # noqa: E402
+from gifqa_model.core.lineage import TRIGGER_TAG, trigger_of  # noqa: E402
 from gifqa_model.stages import MLFLOW_RUN_ENV, stage_data  # noqa: E402
 from tasks.drift import check_drift  # noqa: E402
 from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
@@ -233,7 +233,7 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             {
                 "prefect.flow_run_id": str(flow_run.get_id()),
                 "prefect.flow_run_name": str(flow_run.get_name()),
-                "prefect.trigger": trigger_of(flow_run.get_tags(), deployment.get_id()),
+                TRIGGER_TAG: trigger_of(flow_run.get_tags(), deployment.get_id()),
             }
         )
         env = {

@@ -118,17 +118,22 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 
 def wait_until(
-    condition, what: str, timeout: float = 120, threads: Background | None = None
+    condition,
+    what: str,
+    timeout: float = 120,
+    threads: Background | None = None,
+    interval: float = 0.01,
 ) -> None:
-    """Poll `condition` until it holds; fails after `timeout` s saying what it waited for, or at
-    once when one of `threads` has failed (a helper's error, not a timeout, is the cause)."""
+    """Poll `condition` every `interval` s until it holds; fails after `timeout` s saying what it
+    waited for, or at once when one of `threads` has failed (a helper's error, not a timeout, is
+    the cause). A condition that asks a server wants an interval of a second, not 10 ms."""
     deadline = time.monotonic() + timeout
     while not condition():
         if threads is not None:
             threads.check()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import json
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class DashboardSettings(BaseSettings):
     model_name: str = MODEL_NAME
     prefect_api_url: str | None = None
     ttl_s: float = 10.0  # a read older than this is read again, in the background
+    compare_pages_kept: int = 32  # rendered compare pages kept, least recently asked dropped
     max_runs: int = 1000  # the newest runs shown
 
 
@@ -275,7 +277,7 @@ def create_app(
         lambda n: read_board(client, settings.model_name, prefect_api, n or settings.max_runs),
         settings.ttl_s,
     )
-    compared: dict[tuple[str, str], str] = {}
+    compared: OrderedDict[tuple[str, str], str] = OrderedDict()  # LRU of rendered pages
 
     app = FastAPI(title="gifqa dashboard", docs_url=None, redoc_url=None)
 
@@ -318,6 +320,9 @@ def create_app(
                 except CompareError as exc:
                     raise HTTPException(404, str(exc)) from exc
                 compared[(a, b)] = paths["html"].read_text()
+                while len(compared) > settings.compare_pages_kept:
+                    compared.popitem(last=False)
+        compared.move_to_end((a, b))
         return compared[(a, b)].replace(
             "<body>", "<body><p><a href='./'>← the dashboard</a></p>", 1
         )

@@ -17,13 +17,13 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from gifqa_model.core.config import EXPERIMENT
+from gifqa_model.core.lineage import DATA_TAG, TRIGGER_TAG, trigger_of
 from gifqa_model.registry.versions import history, list_versions
 
 ACCURACY = "evaluate/benchmark/accuracy"  # the run's in-distribution benchmark accuracy
 QTYPE_PREFIX = "evaluate/benchmark/by_qtype/"
 GIFS = "ingest/n_ok"  # GIFs the ingest stage kept
 ARRIVED = "ingest/sources/incoming/n_ok"  # of them, from the drop folder
-DATA_TAG = "dvc.ingest."  # the ingest output's hash: the corpus version a run saw
 FLOW_STATES_SHOWN = 20
 
 
@@ -46,18 +46,6 @@ class Board:
         return next((v["version"] for v in self.versions if "champion" in v["aliases"]), None)
 
 
-def trigger_of(tags: list[str], deployment_id: str | None) -> str:
-    """What started a flow run, from its Prefect tags: the drop folder's watcher
-    (`trigger:<name>`), a schedule, a deployment run by hand, or `gifqa run` in a terminal.
-    The retrain flow records it on its MLflow run (`prefect.trigger`)."""
-    named = next((t.split(":", 1)[1] for t in tags if t.startswith("trigger:")), None)
-    if named:
-        return named
-    if "auto-scheduled" in tags:
-        return "schedule"
-    return "deployment" if deployment_id else "manual"
-
-
 def _data_version(tags: dict[str, str]) -> str | None:
     return next((v for k, v in sorted(tags.items()) if k.startswith(DATA_TAG)), None)
 
@@ -71,7 +59,7 @@ def _run_row(run) -> dict:
         "status": info.status,
         "start_ms": info.start_time or 0,
         "duration_s": round((end - info.start_time) / 1000, 1) if end and info.start_time else None,
-        "trigger": tags.get("prefect.trigger", ""),
+        "trigger": tags.get(TRIGGER_TAG, ""),
         "flow_run": tags.get("prefect.flow_run_name", ""),
         "data": _data_version(tags),
         "decision": tags.get("registry.decision", ""),

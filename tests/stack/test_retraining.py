@@ -54,7 +54,7 @@ def _wait_final(stack, runs, what: str, done=None, timeout: float = 1500) -> Non
     run's state and what the worker printed last."""
     done = done or (lambda: bool(rs := runs()) and all(r.state.is_final() for r in rs))
     try:
-        wait_until(done, timeout=timeout, what=what)
+        wait_until(done, timeout=timeout, what=what, interval=1.0)  # each poll asks Prefect
     except TimeoutError as e:
         states = [f"{r.name}: {r.state.name}" for r in runs()]
         log = stack.home / "logs" / "worker.log"
@@ -93,7 +93,12 @@ def _dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -> No
     deploy(project, stack.s.work_pool)
     generate_corpus(project / "drop", ShapesParams(n_gifs=20, seed=77))
     dropped = time.monotonic()
-    wait_until(lambda: _retrain_runs(TRIGGER), timeout=180, what="a retrain run to be created")
+    wait_until(
+        lambda: _retrain_runs(TRIGGER),
+        timeout=180,
+        what="a retrain run to be created",
+        interval=0.5,
+    )
     started = time.monotonic()
     _wait_final(stack, lambda: _retrain_runs(TRIGGER), "the retrain run to finish")
     finished = time.monotonic()

@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from gifqa_model.core.artifacts import BENCHMARK_PREDICTIONS_FILE, RUN_PREDICTIONS_DIR
+from gifqa_model.core.lineage import trigger_of
 from gifqa_model.dashboard.app import DashboardSettings, create_app
-from gifqa_model.dashboard.board import data_versions, trigger_of
+from gifqa_model.dashboard.board import data_versions
 from gifqa_model.registry.compare import CompareError, compare, load_side
 from tests.helpers import reserved_ports, seed_board_store, wait_http
 
@@ -171,6 +172,27 @@ def test_the_drift_link_serves_the_runs_report_and_refuses_others(board, store) 
     assert r.status_code == 200 and "Drift report" in r.text
     assert board.get(f"/runs/{store['runs'][0]}/drift").status_code == 404
     assert board.get("/runs/..%2F..%2Fetc/drift").status_code == 404
+
+
+def test_compare_pages_are_kept_for_the_pairs_asked_most_recently(store, monkeypatch) -> None:
+    """A dashboard that serves for days keeps a bounded number of rendered compare pages."""
+    import gifqa_model.registry.compare as compare_module
+
+    rendered: list[tuple[str, str]] = []
+
+    def fake_compare(client, model, a, b, out):
+        rendered.append((a, b))
+        (out / "compare.html").write_text(f"<body>{a} vs {b}")
+        return {"html": out / "compare.html"}
+
+    monkeypatch.setattr(compare_module, "compare", fake_compare)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    app = TestClient(create_app(DashboardSettings(ttl_s=0, compare_pages_kept=2), store["client"]))
+    for a, b in [("v1", "v2"), ("v1", "v3"), ("v1", "v2"), ("v2", "v3"), ("v1", "v3")]:
+        r = app.get("/compare", params={"a": a, "b": b})
+        assert r.status_code == 200 and f"{a} vs {b}" in r.text
+    # v1/v2 asked again while kept; v1/v3 dropped when v2/v3 came (v1/v2 was the more recent)
+    assert rendered == [("v1", "v2"), ("v1", "v3"), ("v2", "v3"), ("v1", "v3")]
 
 
 def test_the_dashboard_writes_nothing(board) -> None:

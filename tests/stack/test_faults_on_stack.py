@@ -1,0 +1,200 @@
+"""Faults across restarts on the local stack, each through the retrain deployment and the
+worker: a worker killed mid-train (its run ends Crashed, the slot frees, the next run resumes
+from the checkpoint); PostgreSQL and the Prefect server restarted between runs; and the object
+store down while the model's artifacts are logged (retried, then a clear failure, no version
+registered)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+
+from flows.deploy import CRASH_AFTER_S
+from gifqa_model.core.artifacts import CHECKPOINTS_DIR
+from tests.helpers import git_commit, new_seed, stack_project, wait_until
+
+pytestmark = pytest.mark.integration
+MODEL = "gifqa-faults"  # its own registered model: the stack's other modules keep theirs
+# long enough that the kill lands mid-train, at the first checkpoints; quick retries
+TRAIN = {
+    "train": {"max_steps": 150, "checkpoint_every": 5, "eval_every": 150},
+    "deploy": {"retries": 2, "retry_delay_s": 0.5},
+    "registry": {"model_name": MODEL},
+}
+POLL_S = 1.0  # the conditions below ask the servers: once a second, not a hundred times
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, stack) -> Path:
+    with stack_project(tmp_path_factory.mktemp("faults-project"), stack, TRAIN) as root:
+        git_commit(root, "remote")
+        yield root
+
+
+@pytest.fixture()
+def deployed(stack, stack_env, project) -> Path:
+    """The retrain deployment on this module's project (the stack's other tests deploy on
+    theirs), this process a client of the stack."""
+    from flows.deploy import deploy
+
+    deploy(project, stack.s.work_pool, schedules=False)
+    return project
+
+
+def _state(run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state
+
+
+def _run(timeout: float = 0):
+    from prefect.deployments import run_deployment
+
+    return run_deployment("gifqa-retrain/retrain", timeout=timeout)
+
+
+def _versions() -> set[str]:
+    return {v.version for v in MlflowClient().search_model_versions(f"name='{MODEL}'")}
+
+
+def _kill_run_and_worker(stack, run_id) -> list[int]:
+    """SIGKILL the process that runs the flow run and the worker that started it, as when
+    their machine dies. Found by what they are (the run's id in its environment, its parent),
+    not by the stack's bookkeeping; fails if no process runs it."""
+    import psutil
+
+    runners = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("PREFECT__FLOW_RUN_ID") == str(run_id):
+                runners.append(proc)
+    assert runners, f"no process on this machine runs flow run {run_id}"
+    victims = {p.pid: p for p in runners}
+    for proc in runners:
+        with contextlib.suppress(psutil.Error):
+            victims.update({c.pid: c for c in proc.children(recursive=True)})
+            parent = proc.parent()
+            if parent is not None and "worker" in " ".join(parent.cmdline()):
+                victims[parent.pid] = parent
+    for proc in victims.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(list(victims.values()), timeout=10)
+    stack.stop("worker")  # its bookkeeping: the worker is gone (its process group too)
+    return sorted(victims)
+
+
+def _wait_done(stack, run, what: str, timeout: float = 1500):
+    try:
+        wait_until(lambda: _state(run.id).is_final(), timeout=timeout, what=what, interval=POLL_S)
+    except TimeoutError as e:
+        log = stack.home / "logs" / "worker.log"
+        e.add_note(f"state {_state(run.id).name}; worker.log ends:\n{log.read_text()[-3000:]}")
+        raise
+    return _state(run.id)
+
+
+def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
+    stack, deployed
+) -> None:
+    project = deployed
+    new_seed(project, 11)
+    killed = _run()
+    ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
+    wait_until(
+        lambda: ckpt.is_file() or _state(killed.id).is_final(),
+        timeout=1200,
+        what="the killed run's first train checkpoint",
+        interval=POLL_S,
+    )
+    assert not _state(killed.id).is_final(), "the run ended before the worker could be killed"
+    killed_pids = _kill_run_and_worker(stack, killed.id)
+    print(f"killed {killed_pids} (the flow run's process and its worker)")
+    t0 = time.monotonic()
+    try:
+        wait_until(
+            lambda: _state(killed.id).is_crashed(),
+            timeout=CRASH_AFTER_S + 180,
+            what="the killed run to be marked Crashed",
+            interval=POLL_S,
+        )
+    finally:
+        stack.up(project, only=("worker",), progress=print)  # a new worker, whatever happened
+    print(f"the killed run was marked Crashed {time.monotonic() - t0:.0f} s after the kill")
+    assert "no heartbeat" in (_state(killed.id).message or "")
+    after = _run()
+    final = _wait_done(stack, after, "the run after the crash", timeout=900)
+    assert final.is_completed(), final.message  # the slot was freed: it ran
+    metrics = json.loads((project / "metrics" / "train.json").read_text())
+    assert metrics["resumed_from_step"] >= 5 and metrics["steps"] == TRAIN["train"]["max_steps"]
+    # the crashed run's MLflow run does not stay RUNNING: the next run closed it, with why
+    exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
+    assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
+
+
+def test_postgres_and_prefect_restarted_between_runs_lose_no_run(stack, deployed, tmp_path) -> None:
+    project = deployed
+    first = _run()
+    assert _wait_done(stack, first, "a run before the restarts").is_completed()
+    versions = _versions()
+    t0 = time.monotonic()
+    try:
+        stack.stop("postgres")  # MLflow's and Prefect's database
+        stack.up(only=("postgres",), progress=print)
+        print(f"PostgreSQL restarted in {time.monotonic() - t0:.1f} s")
+        stack.stop("prefect")  # the worker keeps polling through it
+        stack.up(only=("prefect",), progress=print)
+    finally:
+        stack.up(progress=print)  # whatever failed, the next test finds every server up
+    new_seed(project, 12)
+    second = _run()
+    final = _wait_done(stack, second, "the run after the restarts", timeout=900)
+    assert final.is_completed(), final.message
+    now = _versions()
+    assert len(now - versions) == 1  # the new seed registered once, nothing half-registered
+    (new,) = now - versions
+    assert "gate.decision" in MlflowClient().get_model_version(MODEL, new).tags
+    # `gifqa compare` reads both runs' answers from the stack's object store
+    from gifqa_model.registry.compare import compare
+
+    paths = compare(MlflowClient(), MODEL, f"v{min(versions, key=int)}", f"v{new}", tmp_path)
+    summary = json.loads(paths["json"].read_text())
+    assert summary["n_common_questions"] > 0 and summary["param_diff"]["train.seed"][1] == "12"
+
+
+def test_the_store_down_while_the_model_is_logged_fails_clearly_and_registers_nothing(
+    stack, deployed, monkeypatch
+) -> None:
+    import gifqa_model.inference.pyfunc as pyfunc
+    from flows.retrain import retrain
+
+    project = deployed
+    retrain(project_dir=str(project))  # whatever the project had to do before the fault
+    new_seed(project, 13)
+    before = _versions()
+    real, calls = pyfunc.log_pyfunc, []
+
+    def store_goes_down(*args, **kwargs):  # the weights are trained, the upload begins
+        calls.append(1)
+        if len(calls) == 1:
+            stack.stop("s3")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pyfunc, "log_pyfunc", store_goes_down)
+    try:
+        with pytest.raises(Exception) as err:
+            retrain(project_dir=str(project))
+    finally:
+        stack.up(progress=print)
+    assert len(calls) == 1 + TRAIN["deploy"]["retries"], "the upload was not retried"
+    print("the failure:", str(err.value)[:300])
+    assert _versions() == before
+    monkeypatch.setattr(pyfunc, "log_pyfunc", real)
+    summary = retrain(project_dir=str(project))  # the store is back: registered once
+    after = _versions()
+    assert after - before == {str(summary["version"])}

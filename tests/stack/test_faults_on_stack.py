@@ -2,7 +2,8 @@
 worker: a worker killed mid-train (its run ends Crashed, the slot frees, the next run resumes
 from the checkpoint); PostgreSQL and the Prefect server restarted between runs; and the object
 store down while the model's artifacts are logged (retried, then a clear failure, no version
-registered)."""
+registered); the Prefect server down mid-train (the run ends, Completed or Crashed, within a
+bounded time, and never stays Running)."""
 
 from __future__ import annotations
 
@@ -104,8 +105,9 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
 ) -> None:
     project = deployed
     new_seed(project, 11)
-    killed = _run()
     ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
+    ckpt.unlink(missing_ok=True)  # another test's: this one waits for the killed run's own
+    killed = _run()
     wait_until(
         lambda: ckpt.is_file() or _state(killed.id).is_final(),
         timeout=1200,
@@ -198,3 +200,45 @@ def test_the_store_down_while_the_model_is_logged_fails_clearly_and_registers_no
     summary = retrain(project_dir=str(project))  # the store is back: registered once
     after = _versions()
     assert after - before == {str(summary["version"])}
+
+
+OUTAGE_S = 15  # the Prefect server stays down this long mid-train (beyond its restart time)
+
+
+def test_prefect_restarted_mid_run_ends_the_run_clearly_and_frees_the_slot(stack, deployed) -> None:
+    """The server that orchestrates the run goes away under it for a while. Whatever the run
+    does (finish, or end Crashed), it must end within a bounded time, never stay Running, and
+    register at most one version; the next run completes (the slot is free) and its MLflow run
+    and every other are closed."""
+    project = deployed
+    new_seed(project, 14)
+    ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
+    ckpt.unlink(missing_ok=True)
+    before = _versions()
+    run = _run()
+    wait_until(
+        lambda: ckpt.is_file() or _state(run.id).is_final(),
+        timeout=1200,
+        what="the run's first train checkpoint",
+        interval=POLL_S,
+    )
+    assert not _state(run.id).is_final(), "the run ended before the server could be restarted"
+    t0 = time.monotonic()
+    try:
+        stack.stop("prefect")
+        time.sleep(OUTAGE_S)
+    finally:
+        stack.up(only=("prefect",), progress=print)
+    print(f"the Prefect server was down {time.monotonic() - t0:.0f} s mid-train")
+    final = _wait_done(stack, run, "the run across the restart", timeout=CRASH_AFTER_S + 900)
+    print(f"outcome of a mid-run Prefect restart: {final.name} ({final.message})")
+    assert final.is_completed() or final.is_crashed(), final.name
+    registered = _versions() - before
+    assert len(registered) == (1 if final.is_completed() else 0)
+    if final.is_crashed():  # the slot is free: the next run completes, from the checkpoint
+        after = _run()
+        assert _wait_done(stack, after, "the run after the crash", timeout=900).is_completed()
+        assert json.loads((project / "metrics" / "train.json").read_text())["resumed_from_step"] > 0
+        assert len(_versions() - before) == 1
+    exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
+    assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")

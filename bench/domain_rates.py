@@ -31,7 +31,7 @@ from gifqa_model.core.artifacts import (  # noqa: E402
     out_dir,
 )
 from gifqa_model.core.config import load_params  # noqa: E402
-from gifqa_model.index.domain import fit_domain  # noqa: E402
+from gifqa_model.index.domain import fit_domain, frame_means  # noqa: E402
 from gifqa_model.inference.predict import GifQAPredictor  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_gifs"
@@ -51,7 +51,7 @@ def main() -> None:
     manifest = pd.read_parquet(out_dir("validate", root) / "manifest_clean.parquet")
     split = frames[["gif_id"]].merge(manifest[["gif_id", "split", "path"]], on="gif_id")
     domain, metrics = fit_domain(
-        np.load(index / TOKENS_FILE, mmap_mode="r"),
+        frame_means(np.load(index / TOKENS_FILE, mmap_mode="r")),
         frames,
         split.split.to_numpy(),
         params.index.domain_percentile,

@@ -13,6 +13,7 @@ import ast
 import functools
 import hashlib
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -148,10 +149,21 @@ def closure_files(modules: Iterable[str], root: Path = ROOT) -> set[Path]:
     return files
 
 
-@functools.lru_cache(maxsize=128)
+_DIGEST_LOCK = threading.Lock()
+
+
 def code_digest(*modules: str) -> str:
     """sha256 of the files in the closure of `modules` (names like "gifqa_model.index.clip"):
-    the code half of a cache key. Editing any file the computation runs or reads changes it."""
+    the code half of a cache key. Editing any file the computation runs or reads changes it.
+    Computed once per process; callers on a thread pool (ingest's checks) wait for the first,
+    instead of each parsing the closure beside it (on CPython 3.11, `ast.parse` in several
+    threads at once can fail: "AST constructor recursion depth mismatch", CPython gh-106905)."""
+    with _DIGEST_LOCK:
+        return _code_digest(*modules)
+
+
+@functools.lru_cache(maxsize=128)
+def _code_digest(*modules: str) -> str:
     h = hashlib.sha256()
     for f in sorted(closure_files(modules)):
         h.update(str(f.relative_to(ROOT)).encode())

@@ -22,18 +22,23 @@ import numpy as np
 from gifqa_model.index.clipcut import whole_gif_embeddings
 
 
+def frame_means(frame_tokens: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(T, N, D) frame tokens → (T, D) float32: each frame's mean token (read in chunks: the
+    tokens may be a memory map larger than RAM)."""
+    return np.concatenate(
+        [
+            frame_tokens[i : i + chunk].mean(axis=1, dtype=np.float32)
+            for i in range(0, len(frame_tokens), chunk)
+        ]
+    )
+
+
 def gif_embeddings(
     frame_tokens: np.ndarray, frame_counts: np.ndarray, chunk: int = 4096
 ) -> np.ndarray:
     """(T, N, D) frame tokens, GIF after GIF → (G, D) normalised GIF embeddings: the mean
     token of each frame, averaged over one group spanning each whole GIF."""
-    per_frame = np.concatenate(
-        [
-            frame_tokens[i : i + chunk].mean(axis=1, dtype=np.float32)
-            for i in range(0, len(frame_tokens), chunk)
-        ]
-    )  # (T, D)
-    return whole_gif_embeddings(per_frame, frame_counts)
+    return whole_gif_embeddings(frame_means(frame_tokens, chunk), frame_counts)
 
 
 @dataclass
@@ -97,11 +102,11 @@ class DomainIndex:
 
 
 def fit_domain(
-    frame_tokens: np.ndarray, frame_table, splits: np.ndarray, percentile: float
+    per_frame: np.ndarray, frame_table, splits: np.ndarray, percentile: float
 ) -> tuple[DomainIndex, dict]:
     """The index stage's step: fit on the train GIFs, threshold on val → (index, metrics with
-    the in-domain rate of each split)."""
-    gifs = gif_embeddings(frame_tokens, frame_table.n_cached.to_numpy())
+    the in-domain rate of each split). `per_frame`: (T, D) mean tokens (`frame_means`)."""
+    gifs = whole_gif_embeddings(per_frame, frame_table.n_cached.to_numpy())
     splits = np.asarray(splits)
     domain = DomainIndex.fit(gifs[splits == "train"], gifs[splits == "val"], percentile)
     inside = domain.in_domain(gifs)

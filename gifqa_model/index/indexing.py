@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import faiss
 import numpy as np
@@ -43,7 +44,7 @@ from gifqa_model.index.clipcut import (
     retrieve_keyframes,
     save_index,
 )
-from gifqa_model.index.domain import fit_domain
+from gifqa_model.index.domain import fit_domain, frame_means
 from gifqa_model.index.search import GifSearch, clause_recall
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,14 @@ def encoder_digest(clip_dir: Path) -> str:
     return file_digest([clip_dir / "clip.safetensors", clip_dir / "clip_config.json"])
 
 
+class CachedTokens(NamedTuple):
+    tokens: np.ndarray  # (T, N, Dv) float16, GIF after GIF
+    emb: np.ndarray  # (T, E) float32 pooled, normalised
+    table: pd.DataFrame  # per GIF: offset, n_cached, source_frames
+    gif_keys: dict[str, str]  # gif_id → digest of (bytes, encoder)
+    means: np.ndarray  # (T, Dv) float32 mean token per frame (the domain's input)
+
+
 def cached_tokens(
     manifest: pd.DataFrame,
     clip_dir: Path,
@@ -227,10 +236,12 @@ def cached_tokens(
     decode_workers: int = 1,
     mapper: ShardMapper | None = None,
     shards: int = 1,
-) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, dict[str, str]]:
+) -> CachedTokens:
     """Every GIF's frame tokens and embeddings, from the cache when its bytes and the encoder
     are unchanged; the rest decoded and embedded here or on `mapper`'s shards. Also each
-    GIF's digest of (bytes, encoder): what its later per-GIF work is keyed by."""
+    GIF's digest of (bytes, encoder): what its later per-GIF work is keyed by, and each frame's
+    mean token, cached with it (averaging every token of the corpus again costs more than
+    reading the cache)."""
     weights = encoder_digest(clip_dir)
     namespace = f"tokens/{weights[:16]}"
     code = code_digest(__name__)
@@ -251,7 +262,12 @@ def cached_tokens(
     else:
         results = _embed_here(jobs, clip_dir, frames_per_gif, decode_workers)
     for i, (tokens, emb, idx) in zip(todo, results, strict=True):
-        found[i] = {"tokens": tokens, "emb": emb, "source_frames": np.asarray(idx, np.int64)}
+        found[i] = {
+            "tokens": tokens,
+            "emb": emb,
+            "source_frames": np.asarray(idx, np.int64),
+            "means": frame_means(tokens),
+        }
         cache.put_arrays(namespace, keys[i], **found[i])
     cache.prune("tokens", keep={weights[:16]})  # tokens of other encoders are never read again
     counts = [len(f["tokens"]) for f in found]
@@ -264,11 +280,12 @@ def cached_tokens(
         }
     )
     gif_keys = {g: f"{weights}:{k}" for g, k in zip(manifest.gif_id, keys, strict=True)}
-    return (
+    return CachedTokens(
         np.concatenate([f["tokens"] for f in found]),
         np.concatenate([f["emb"] for f in found]),
         table,
         gif_keys,
+        np.concatenate([f["means"] for f in found]),
     )
 
 
@@ -346,7 +363,7 @@ def run_index(
     # the serving path must cut and group frames exactly as this stage did
     (clip_dir / INDEX_PARAMS_FILE).write_text(params.model_dump_json(indent=2))
 
-    tokens, emb, frame_table, gif_keys = cached_tokens(
+    tokens, emb, frame_table, gif_keys, means = cached_tokens(
         manifest, clip_dir, params.frames_per_gif, cache, params.decode_workers, mapper, shards
     )
     np.save(out_dir / TOKENS_FILE, tokens)
@@ -354,7 +371,7 @@ def run_index(
     frame_table.to_parquet(out_dir / FRAMES_FILE, index=False)
 
     domain, domain_metrics = fit_domain(
-        tokens, frame_table, manifest.split.to_numpy(), params.domain_percentile
+        means, frame_table, manifest.split.to_numpy(), params.domain_percentile
     )
     domain.save(out_dir / CLIP_DIR / DOMAIN_DIR)
     metrics.update(domain_metrics)

@@ -14,6 +14,7 @@ from gifqa_model.core.workcache import WorkCache
 from gifqa_model.data.ingest import run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.index.clip import build_clip
+from gifqa_model.index.domain import frame_means
 from gifqa_model.index.indexing import cached_tokens
 
 pytestmark = pytest.mark.integration  # minutes: scheduled first
@@ -43,9 +44,12 @@ def test_dask_shards_give_the_serial_outputs(tmp_path: Path) -> None:
     spread = cached_tokens(
         manifest, clip_dir, 4, WorkCache(tmp_path / "cache"), mapper=mapper, shards=3
     )
-    assert serial[0].tobytes() == spread[0].tobytes()  # tokens
-    assert serial[1].tobytes() == spread[1].tobytes()  # embeddings
-    pd.testing.assert_frame_equal(serial[2], spread[2])
+    assert serial.tokens.tobytes() == spread.tokens.tobytes()
+    assert serial.emb.tobytes() == spread.emb.tobytes()
+    assert serial.means.tobytes() == spread.means.tobytes()
+    # the cached mean tokens are what averaging the concatenated tokens gives (the domain's input)
+    assert serial.means.tobytes() == frame_means(serial.tokens).tobytes()
+    pd.testing.assert_frame_equal(serial.table, spread.table)
     # what the shards computed is cached: a second pass sends nothing to the cluster
     again = WorkCache(tmp_path / "cache")
     cached_tokens(manifest, clip_dir, 4, again, mapper=mapper, shards=3)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gifqa_model.index.domain import DomainIndex, fit_domain, gif_embeddings
+from gifqa_model.index.domain import DomainIndex, fit_domain, frame_means, gif_embeddings
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -48,12 +48,13 @@ def test_fit_domain_reports_each_split_and_works_without_val() -> None:
     frames = _cluster(rng, rng.standard_normal(16), 40, 0.2)[:, None]  # 10 GIFs of 4 frames
     table = pd.DataFrame({"n_cached": [4] * 10})
     splits = np.array(["train"] * 6 + ["val"] * 2 + ["test"] * 2)
-    _, metrics = fit_domain(frames, table, splits, 99)
+    _, metrics = fit_domain(frame_means(frames), table, splits, 99)
     assert set(metrics) == {
         "domain_threshold",
         "in_domain_rate_train",
         "in_domain_rate_val",
         "in_domain_rate_test",
     }
-    no_val, m2 = fit_domain(frames, table, np.where(splits == "val", "test", splits), 99)
+    no_val_splits = np.where(splits == "val", "test", splits)
+    no_val, m2 = fit_domain(frame_means(frames), table, no_val_splits, 99)
     assert no_val.threshold > 0 and "in_domain_rate_val" not in m2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import struct
@@ -207,8 +208,45 @@ def test_ingest_folder_and_missing_source(shapes_dir: Path, tmp_path: Path):
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert list(manifest["gif_id"]) == [f"sw_{i:06d}" for i in range(12)]
     assert set(manifest["source"]) == {"shapes"}
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="'folder': no descriptions.tsv in .*nowhere"):
         ingest_folder(tmp_path / "nowhere", tmp_path / "out2")
+
+
+def test_gifs_no_row_describes_are_quarantined_not_lost(tmp_path: Path) -> None:
+    """A folder's GIF files that descriptions.tsv does not list (at the top or under gifs/)
+    are quarantined as undescribed, with the file named; one that leaves the folder is
+    refused as outside it; what is not a GIF file is no input at all. A row's name finds the
+    file at the top before gifs/ (the one under gifs/ is then undescribed)."""
+    src = tmp_path / "src"
+    (src / "gifs").mkdir(parents=True)
+    (src / "listed.gif").write_bytes(tiny_gif(seed=1))
+    (src / "gifs" / "listed.gif").write_bytes(tiny_gif(seed=5))  # the top one is the row's
+    (src / "stray.GIF").write_bytes(tiny_gif(seed=2))
+    (src / "gifs" / "also.gif").write_bytes(tiny_gif(seed=3))
+    (src / "notes.txt").write_text("not a gif")
+    (src / "gifs" / "folder.gif").mkdir()  # a folder named like a GIF
+    outside = tmp_path / "outside.gif"
+    outside.write_bytes(tiny_gif(seed=4))
+    (src / "gifs" / "escape.gif").symlink_to(outside)
+    _write_tsv(src / "descriptions.tsv", ["gif\tdescription", "listed.gif\tlisted ."])
+    metrics = ingest_folder(src, tmp_path / "out", source="s")
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert metrics["n_ok"] == 1 and metrics["n_quarantined"] == 4
+    assert list(manifest.description) == ["listed ."]
+    assert manifest.sha256.iloc[0] == hashlib.sha256(tiny_gif(seed=1)).hexdigest()
+    rel = [str(Path(p).relative_to(src)) for p in q.path]
+    got = {p: (r, d) for p, r, d in zip(rel, q.reason, q.detail, strict=True)}
+    assert got == {
+        "stray.GIF": ("no_description", "stray.GIF is not listed in descriptions.tsv"),
+        "gifs/also.gif": ("no_description", "also.gif is not listed in descriptions.tsv"),
+        "gifs/listed.gif": ("no_description", "listed.gif is not listed in descriptions.tsv"),
+        "gifs/escape.gif": (
+            "outside_source",
+            f"escape.gif: 'escape.gif' is outside the source folder {src}",
+        ),
+    }
+    assert set(q.source) == {"s"} and q.description.isna().all()
 
 
 ENDLESS_MB = 256  # what /endless.gif would send to a client that never stops reading
@@ -320,6 +358,7 @@ def test_url_sources_cannot_be_steered(tmp_path: Path, web) -> None:
     assert sorted(manifest.description) == ["hop .", "ok ."]
     for refused in ("away .", "port .", "scheme .", "file ."):
         assert q.loc[refused, "reason"] == "redirect_refused", q.loc[refused].to_dict()
+    assert "redirect to another origin (http://127.0.0.2:" in q.loc["away .", "detail"]
     assert not any(k.startswith("other") for k in web.hits), "a redirect reached another port"
     assert web.hits["/ok.gif"] == 1  # the https redirect back to this host was never followed
     assert q.loc["endless .", "reason"] == "too_large_bytes"

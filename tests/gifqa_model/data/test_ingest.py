@@ -413,3 +413,57 @@ def test_local_paths_stay_inside_their_source_folder(tmp_path: Path) -> None:
             )
             assert q.loc[desc, "reason"] == want, (kind, desc)
             assert "root:" not in q.loc[desc, "detail"]
+
+
+def test_the_byte_cap_and_the_status_codes_at_their_edges(tmp_path: Path) -> None:
+    """A GIF of exactly `max_bytes` is taken and one byte more is refused, whether the server
+    declares its length or only streams it; a 300 is a redirect refused, a 400 a failed
+    download."""
+    from tests.helpers import LocalHTTP
+
+    gif = tiny_gif(seed=6)
+
+    def streamed(handler) -> None:  # no Content-Length: the cap is found while reading
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(gif)
+        handler.close_connection = True
+
+    def handle(method: str, path: str, body: bytes):
+        return {
+            "/declared.gif": (200, {"Content-Type": "image/gif"}, gif),
+            "/multiple.gif": (300, {}, b""),
+            "/bad.gif": (400, {}, b"bad"),
+        }.get(path, streamed)
+
+    server = LocalHTTP(handle)
+    try:
+        for kind in ("declared", "streamed"):  # one per run: the same bytes twice are a duplicate
+            for cap, taken in [(len(gif), True), (len(gif) - 1, False)]:
+                tsv = tmp_path / f"urls-{kind}-{cap}.tsv"
+                rows = [kind, "multiple", "bad"]
+                _write_tsv(tsv, [f"{server.url}/{r}.gif\t{r} ." for r in rows])
+                out = tmp_path / f"out-{kind}-{cap}"
+                run_ingest(
+                    IngestParams(
+                        sources=[IngestSource(kind="tsv", path=str(tsv), source="web")],
+                        limits={"max_bytes": cap},
+                        workers=1,
+                    ),
+                    out,
+                )
+                manifest = pd.read_parquet(out / "manifest.parquet")
+                q = pd.read_parquet(out / "quarantine.parquet").set_index("description")
+                assert list(manifest.description) == ([f"{kind} ."] if taken else []), cap
+                if taken:  # what was read is the GIF, byte for byte
+                    assert list(manifest.sha256) == [hashlib.sha256(gif).hexdigest()]
+                else:
+                    row = q.loc[f"{kind} ."]
+                    assert row["reason"] == "too_large_bytes", row.to_dict()
+                    assert str(cap) in row["detail"] and server.url in row["detail"]
+                assert q.loc["multiple .", "reason"] == "redirect_refused"
+                bad = q.loc["bad ."]
+                assert bad["reason"] == "download_failed"
+                assert "400" in bad["detail"] and server.url in bad["detail"]
+    finally:
+        server.close()

@@ -212,6 +212,38 @@ def test_ingest_folder_and_missing_source(shapes_dir: Path, tmp_path: Path):
         ingest_folder(tmp_path / "nowhere", tmp_path / "out2")
 
 
+def test_optional_sources_and_shards_give_the_same_tables(shapes_dir: Path, tmp_path: Path):
+    """An optional source that does not exist yet is skipped, one that exists is read, a
+    required one that is missing fails; checking the inputs in shards on a mapper (with the
+    work cache) writes the same tables, with exactly the schema's columns."""
+    from gifqa_model.core.workcache import WorkCache
+
+    absent = IngestSource(kind="folder", path=str(tmp_path / "absent"), source="d", optional=True)
+    present = IngestSource(kind="folder", path=str(shapes_dir), source="s", optional=True)
+    params = IngestParams(sources=[absent, present])
+    serial = tmp_path / "a" / "b" / "serial"  # its parents are made too
+    m1 = run_ingest(params, serial)
+    assert m1["n_ok"] == 12 and m1["n_inputs"] == 12
+    shards_seen: list[list[int]] = []
+
+    def mapper(fn, shards):
+        shards_seen.append([len(s) for s in shards])
+        return [fn(s) for s in shards]
+
+    spread = tmp_path / "spread"
+    m2 = run_ingest(params, spread, cache=WorkCache(tmp_path / "cache"), mapper=mapper, shards=3)
+    assert len(shards_seen) == 1 and len(shards_seen[0]) == 3 and sum(shards_seen[0]) == 12
+    assert m1 == m2
+    for name, columns in [("manifest", MANIFEST_COLUMNS), ("quarantine", QUARANTINE_COLUMNS)]:
+        a = pd.read_parquet(serial / f"{name}.parquet")
+        pd.testing.assert_frame_equal(a, pd.read_parquet(spread / f"{name}.parquet"))
+        assert list(a.columns) == list(columns), name
+    assert any(f.is_file() for f in (tmp_path / "cache").rglob("*")), "the shards cached nothing"
+    required = IngestParams(sources=[absent.model_copy(update={"optional": False})])
+    with pytest.raises(FileNotFoundError, match="absent"):
+        run_ingest(required, tmp_path / "c")
+
+
 def test_gifs_no_row_describes_are_quarantined_not_lost(tmp_path: Path) -> None:
     """A folder's GIF files that descriptions.tsv does not list (at the top or under gifs/)
     are quarantined as undescribed, with the file named; one that leaves the folder is

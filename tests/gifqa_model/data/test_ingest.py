@@ -499,3 +499,58 @@ def test_the_byte_cap_and_the_status_codes_at_their_edges(tmp_path: Path) -> Non
                 assert "400" in bad["detail"] and server.url in bad["detail"]
     finally:
         server.close()
+
+
+def test_the_work_cache_keeps_each_verdict_under_its_limits(tmp_path: Path) -> None:
+    """A second ingest with the cache takes every verdict from it, good and bad, and writes the
+    same tables; other limits are other keys, checked afresh. A local file is taken at exactly
+    `max_bytes` and refused, by its size, one byte over."""
+    from gifqa_model.core.config import GifLimits
+    from gifqa_model.core.workcache import WorkCache
+
+    src = tmp_path / "src"
+    src.mkdir()
+    good = [tiny_gif(n_frames=3, seed=i) for i in range(3)]
+    for i, g in enumerate(good):
+        (src / f"g{i}.gif").write_bytes(g)
+    (src / "broken.gif").write_bytes(good[0][: len(good[0]) // 2])  # cut short
+    rows = [f"g{i}.gif\tgood {i} ." for i in range(3)] + ["broken.gif\tbroken ."]
+    _write_tsv(src / "descriptions.tsv", ["gif\tdescription", *rows])
+    params = IngestParams(sources=[IngestSource(kind="folder", path=str(src), source="s")])
+    first = WorkCache(tmp_path / "cache")
+    m1 = run_ingest(params, tmp_path / "one", cache=first)
+    assert (first.hits, first.misses) == (0, 4) and m1["n_ok"] == 3
+    again = WorkCache(tmp_path / "cache")
+    m2 = run_ingest(params, tmp_path / "two", cache=again)
+    assert (again.hits, again.misses) == (4, 0) and m2 == m1
+    for name in ("manifest", "quarantine"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "one" / f"{name}.parquet"),
+            pd.read_parquet(tmp_path / "two" / f"{name}.parquet"),
+        )
+    tight = params.model_copy(update={"limits": GifLimits(max_frames=2)})
+    third = WorkCache(tmp_path / "cache")
+    m3 = run_ingest(tight, tmp_path / "three", cache=third)
+    assert third.misses == 4 and m3["n_ok"] == 0
+    assert m3["quarantine_by_reason"]["too_many_frames"] == 3
+    # the local byte cap, at its edge
+    one = tmp_path / "one-gif"
+    one.mkdir()
+    (one / "g.gif").write_bytes(good[1])
+    _write_tsv(one / "descriptions.tsv", ["gif\tdescription", "g.gif\tg ."])
+    for cap in (len(good[1]), len(good[1]) - 1):
+        out = tmp_path / f"cap-{cap}"
+        run_ingest(
+            IngestParams(
+                sources=[IngestSource(kind="folder", path=str(one), source="s")],
+                limits=GifLimits(max_bytes=cap),
+            ),
+            out,
+        )
+        n_ok = len(pd.read_parquet(out / "manifest.parquet"))
+        q = pd.read_parquet(out / "quarantine.parquet")
+        if cap == len(good[1]):
+            assert n_ok == 1 and q.empty
+        else:
+            assert n_ok == 0 and list(q.reason) == ["too_large_bytes"]
+            assert f"{len(good[1])} bytes > limit {cap}" in q.detail.iloc[0]

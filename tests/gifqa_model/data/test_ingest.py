@@ -554,3 +554,33 @@ def test_the_work_cache_keeps_each_verdict_under_its_limits(tmp_path: Path) -> N
         else:
             assert n_ok == 0 and list(q.reason) == ["too_large_bytes"]
             assert f"{len(good[1])} bytes > limit {cap}" in q.detail.iloc[0]
+
+
+def test_a_tables_header_order_line_numbers_and_bad_rows(tmp_path: Path) -> None:
+    """descriptions.tsv's columns are found by the header in any order; quotes are text; bytes
+    that are not UTF-8 are replaced, not fatal; every refused row is named by its line (blank
+    lines counted): a short row, an empty description, a missing file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, name in enumerate("abc"):
+        (src / f"{name}.gif").write_bytes(tiny_gif(seed=10 + i))
+    (src / "descriptions.tsv").write_bytes(
+        b"description\tid\tgif\n"  # 1
+        b'"a" man .\t1\ta.gif\n'  # 2
+        b"\n"  # 3
+        b"b caf\xe9 .\t2\tb.gif\n"  # 4
+        b"only two\tc.gif\n"  # 5
+        b"\t3\tc.gif\n"  # 6
+        b"gone .\t4\tgone.gif\n"  # 7
+    )
+    metrics = ingest_folder(src, tmp_path / "out", source="s")
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert list(manifest.description) == ['"a" man .', "b caf\ufffd ."]
+    assert list(manifest.gif_id) == ["a", "b"]
+    got = {r: d for r, d in zip(q.reason, q.detail, strict=True)}
+    assert metrics["n_quarantined"] == len(q) == 3, got
+    assert got["malformed_row"] == "descriptions.tsv:5: 2 fields, expected 3"
+    assert got["empty_description"] == "descriptions.tsv:6"
+    missing = got["missing_file"]
+    assert missing.startswith("descriptions.tsv:7: ") and missing.endswith("gone.gif")

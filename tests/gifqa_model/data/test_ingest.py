@@ -584,3 +584,42 @@ def test_a_tables_header_order_line_numbers_and_bad_rows(tmp_path: Path) -> None
     assert got["empty_description"] == "descriptions.tsv:6"
     missing = got["missing_file"]
     assert missing.startswith("descriptions.tsv:7: ") and missing.endswith("gone.gif")
+
+
+def test_ids_stay_unique_across_sources_and_duplicates_name_the_first(tmp_path: Path) -> None:
+    """A GIF's id is its file's stem; on a collision the source's name is put before it, then
+    the hash after; the same bytes again are a duplicate that names the GIF it repeats. Each
+    source's counts and each GIF's split (a hash of its id) are in the metrics and tables."""
+    gifs = {k: tiny_gif(seed=20 + i) for i, k in enumerate("abc")}
+
+    def folder(name: str, rows: dict[str, bytes]) -> IngestSource:
+        root = tmp_path / name
+        for rel, data in rows.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        lines = [f"{rel}\t{name} {rel} ." for rel in rows]
+        _write_tsv(root / "descriptions.tsv", ["gif\tdescription", *lines])
+        return IngestSource(kind="folder", path=str(root), source=name)
+
+    params = IngestParams(
+        sources=[
+            folder("one", {"x.gif": gifs["a"]}),
+            folder("two", {"x.gif": gifs["b"], "sub/x.gif": gifs["c"]}),
+            folder("three", {"copy.gif": gifs["a"]}),
+        ]
+    )
+    metrics = run_ingest(params, tmp_path / "out")
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    sha_c = hashlib.sha256(gifs["c"]).hexdigest()
+    assert list(manifest.gif_id) == ["x", "two_x", f"two_x_{sha_c[:12]}"]
+    assert list(manifest.source) == ["one", "two", "two"]
+    assert list(manifest.split) == [assign_split(g) for g in manifest.gif_id]
+    assert list(q.reason) == ["duplicate"] and q.source.iloc[0] == "three"
+    assert q.detail.iloc[0] == "descriptions.tsv:2: same bytes as x"
+    assert metrics["sources"] == {
+        "one": {"n_inputs": 1, "n_ok": 1, "n_quarantined": 0},
+        "two": {"n_inputs": 2, "n_ok": 2, "n_quarantined": 0},
+        "three": {"n_inputs": 1, "n_ok": 0, "n_quarantined": 1},
+    }
+    assert sum(metrics["splits"].values()) == 3

@@ -139,8 +139,10 @@ def _confined(base: Path, given: str, item: _Input, file_urls: bool = False) -> 
 
 
 def _stem(location: str) -> str:
-    name = location.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
-    return Path(name).stem or "gif"
+    """A GIF's id stem: the last segment of its path (a URL's path: never its query, which
+    may hold slashes of its own), without the suffix; "gif" when nothing is left."""
+    path = urlsplit(location).path if _is_url(location) else location
+    return Path(path.rstrip("/").rsplit("/", 1)[-1]).stem or "gif"
 
 
 def _folder_inputs(src: IngestSource) -> list[_Input]:

@@ -623,3 +623,22 @@ def test_ids_stay_unique_across_sources_and_duplicates_name_the_first(tmp_path: 
         "three": {"n_inputs": 1, "n_ok": 0, "n_quarantined": 1},
     }
     assert sum(metrics["splits"].values()) == 3
+
+
+@pytest.mark.parametrize(
+    ("location", "stem"),
+    [
+        ("gifs/cat.gif", "cat"),
+        ("http://h.example/a/b/dog.GIF?size=2&x=/y.gif#t=/z", "dog"),
+        ("https://h.example/clips/run/", "run"),
+        ("https://h.example/?id=3", "gif"),
+        ("tumblr_abc.def.gif", "tumblr_abc.def"),
+        ("", "gif"),
+    ],
+)
+def test_a_gifs_id_is_the_stem_of_what_names_it(location: str, stem: str) -> None:
+    """The id stem of a path or URL: its last segment, without a URL's query or fragment (a
+    slash in them once named the GIF) or the suffix; "gif" when nothing is left."""
+    from gifqa_model.data.ingest import _stem
+
+    assert _stem(location) == stem

@@ -557,15 +557,15 @@ def test_the_work_cache_keeps_each_verdict_under_its_limits(tmp_path: Path) -> N
 
 
 def test_a_tables_header_order_line_numbers_and_bad_rows(tmp_path: Path) -> None:
-    """descriptions.tsv's columns are found by the header in any order; quotes are text; bytes
-    that are not UTF-8 are replaced, not fatal; every refused row is named by its line (blank
-    lines counted): a short row, an empty description, a missing file."""
+    """descriptions.tsv's columns are found by the header (any order, case or padding); quotes
+    are text; bytes that are not UTF-8 are replaced, not fatal; every refused row is named by
+    its line (blank lines counted): a short row, an empty description, a missing file."""
     src = tmp_path / "src"
     src.mkdir()
     for i, name in enumerate("abc"):
         (src / f"{name}.gif").write_bytes(tiny_gif(seed=10 + i))
     (src / "descriptions.tsv").write_bytes(
-        b"description\tid\tgif\n"  # 1
+        b" Description\tid\tGIF \n"  # 1: the names trimmed, in any case
         b'"a" man .\t1\ta.gif\n'  # 2
         b"\n"  # 3
         b"b caf\xe9 .\t2\tb.gif\n"  # 4

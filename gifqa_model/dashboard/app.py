@@ -278,6 +278,7 @@ def create_app(
         settings.ttl_s,
     )
     compared: OrderedDict[tuple[str, str], str] = OrderedDict()  # LRU of rendered pages
+    compared_lock = threading.Lock()
 
     app = FastAPI(title="gifqa dashboard", docs_url=None, redoc_url=None)
 
@@ -313,19 +314,22 @@ def create_app(
     def compare_view(a: str = Query(...), b: str = Query(...)) -> str:
         from gifqa_model.registry.compare import CompareError, compare
 
-        if (a, b) not in compared:
+        with compared_lock:  # requests run on a thread pool: the LRU's moves must not interleave
+            page = compared.get((a, b))
+            if page is not None:
+                compared.move_to_end((a, b))
+        if page is None:
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     paths = compare(client, settings.model_name, a, b, Path(tmp))
                 except CompareError as exc:
                     raise HTTPException(404, str(exc)) from exc
-                compared[(a, b)] = paths["html"].read_text()
+                page = paths["html"].read_text()
+            with compared_lock:
+                compared[(a, b)] = page
                 while len(compared) > settings.compare_pages_kept:
                     compared.popitem(last=False)
-        compared.move_to_end((a, b))
-        return compared[(a, b)].replace(
-            "<body>", "<body><p><a href='./'>← the dashboard</a></p>", 1
-        )
+        return page.replace("<body>", "<body><p><a href='./'>← the dashboard</a></p>", 1)
 
     @app.get("/runs/{run_id}/drift")
     def drift_report(run_id: str) -> Response:

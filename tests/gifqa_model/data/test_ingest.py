@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from gifqa_model.core.artifacts import INGEST_QUARANTINE_FILE, MANIFEST_FILE
 from gifqa_model.core.config import IngestParams, IngestSource, ShapesParams
 from gifqa_model.core.schema import INGEST_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
 from gifqa_model.core.schema import MANIFEST_COLUMNS
@@ -31,6 +32,11 @@ def _bomb() -> bytes:
 
 def _write_tsv(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def _tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest and the quarantine an ingest wrote to `out`."""
+    return pd.read_parquet(out / MANIFEST_FILE), pd.read_parquet(out / INGEST_QUARANTINE_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +268,7 @@ def test_gifs_no_row_describes_are_quarantined_not_lost(tmp_path: Path) -> None:
     (src / "gifs" / "escape.gif").symlink_to(outside)
     _write_tsv(src / "descriptions.tsv", ["gif\tdescription", "listed.gif\tlisted ."])
     metrics = ingest_folder(src, tmp_path / "out", source="s")
-    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
-    q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    manifest, q = _tables(tmp_path / "out")
     assert metrics["n_ok"] == 1 and metrics["n_quarantined"] == 4
     assert list(manifest.description) == ["listed ."]
     assert manifest.sha256.iloc[0] == hashlib.sha256(tiny_gif(seed=1)).hexdigest()
@@ -547,8 +552,8 @@ def test_the_work_cache_keeps_each_verdict_under_its_limits(tmp_path: Path) -> N
             ),
             out,
         )
-        n_ok = len(pd.read_parquet(out / "manifest.parquet"))
-        q = pd.read_parquet(out / "quarantine.parquet")
+        manifest, q = _tables(out)
+        n_ok = len(manifest)
         if cap == len(good[1]):
             assert n_ok == 1 and q.empty
         else:
@@ -574,8 +579,7 @@ def test_a_tables_header_order_line_numbers_and_bad_rows(tmp_path: Path) -> None
         b"gone .\t4\tgone.gif\n"  # 7
     )
     metrics = ingest_folder(src, tmp_path / "out", source="s")
-    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
-    q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    manifest, q = _tables(tmp_path / "out")
     assert list(manifest.description) == ['"a" man .', "b caf\ufffd ."]
     assert list(manifest.gif_id) == ["a", "b"]
     got = {r: d for r, d in zip(q.reason, q.detail, strict=True)}
@@ -609,8 +613,7 @@ def test_ids_stay_unique_across_sources_and_duplicates_name_the_first(tmp_path: 
         ]
     )
     metrics = run_ingest(params, tmp_path / "out")
-    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
-    q = pd.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    manifest, q = _tables(tmp_path / "out")
     sha_c = hashlib.sha256(gifs["c"]).hexdigest()
     assert list(manifest.gif_id) == ["x", "two_x", f"two_x_{sha_c[:12]}"]
     assert list(manifest.source) == ["one", "two", "two"]

@@ -100,21 +100,33 @@ def _wait_done(stack, run, what: str, timeout: float = 1500):
     return _state(run.id)
 
 
+def _start_and_wait_mid_train(project: Path, seed: int, what: str):
+    """A run of the deployment on a new seed, once it has written its own first train
+    checkpoint (an earlier test's is removed first; checkpoints outlive a completed run)."""
+    new_seed(project, seed)
+    ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
+    ckpt.unlink(missing_ok=True)
+    run = _run()
+    wait_until(
+        lambda: ckpt.is_file() or _state(run.id).is_final(),
+        timeout=1200,
+        what=f"{what}'s first train checkpoint",
+        interval=POLL_S,
+    )
+    assert not _state(run.id).is_final(), f"{what} ended before the fault could land mid-train"
+    return run
+
+
+def _no_mlflow_run_left_running() -> None:
+    exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
+    assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
+
+
 def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
     stack, deployed
 ) -> None:
     project = deployed
-    new_seed(project, 11)
-    ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
-    ckpt.unlink(missing_ok=True)  # another test's: this one waits for the killed run's own
-    killed = _run()
-    wait_until(
-        lambda: ckpt.is_file() or _state(killed.id).is_final(),
-        timeout=1200,
-        what="the killed run's first train checkpoint",
-        interval=POLL_S,
-    )
-    assert not _state(killed.id).is_final(), "the run ended before the worker could be killed"
+    killed = _start_and_wait_mid_train(project, 11, "the killed run")
     killed_pids = _kill_run_and_worker(stack, killed.id)
     print(f"killed {killed_pids} (the flow run's process and its worker)")
     t0 = time.monotonic()
@@ -134,9 +146,7 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
     assert final.is_completed(), final.message  # the slot was freed: it ran
     metrics = json.loads((project / "metrics" / "train.json").read_text())
     assert metrics["resumed_from_step"] >= 5 and metrics["steps"] == TRAIN["train"]["max_steps"]
-    # the crashed run's MLflow run does not stay RUNNING: the next run closed it, with why
-    exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
-    assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
+    _no_mlflow_run_left_running()  # the next run closed the crashed one's, with why
 
 
 def test_postgres_and_prefect_restarted_between_runs_lose_no_run(stack, deployed, tmp_path) -> None:
@@ -211,18 +221,8 @@ def test_prefect_restarted_mid_run_ends_the_run_clearly_and_frees_the_slot(stack
     register at most one version; the next run completes (the slot is free) and its MLflow run
     and every other are closed."""
     project = deployed
-    new_seed(project, 14)
-    ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
-    ckpt.unlink(missing_ok=True)
     before = _versions()
-    run = _run()
-    wait_until(
-        lambda: ckpt.is_file() or _state(run.id).is_final(),
-        timeout=1200,
-        what="the run's first train checkpoint",
-        interval=POLL_S,
-    )
-    assert not _state(run.id).is_final(), "the run ended before the server could be restarted"
+    run = _start_and_wait_mid_train(project, 14, "the run across the restart")
     t0 = time.monotonic()
     try:
         stack.stop("prefect")
@@ -240,5 +240,4 @@ def test_prefect_restarted_mid_run_ends_the_run_clearly_and_frees_the_slot(stack
         assert _wait_done(stack, after, "the run after the crash", timeout=900).is_completed()
         assert json.loads((project / "metrics" / "train.json").read_text())["resumed_from_step"] > 0
         assert len(_versions() - before) == 1
-    exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
-    assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
+    _no_mlflow_run_left_running()

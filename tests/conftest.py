@@ -33,8 +33,6 @@ SHARED_DATA = Path(
 # the short modules fill in around them (one stack for the stack's modules, not one per worker).
 LANES = {
     "tests/stack/": "lane-stack",
-    "tests/flows/test_fanout.py": "lane-stack",
-    "tests/e2e/test_faults.py": "lane-stack",
     "tests/e2e/test_retrain_flow.py": "lane-flows",
     "tests/gifqa_model/serve/test_downstream.py": "lane-flows",
     "tests/flows/test_drift_flow.py": "lane-flows",

@@ -265,6 +265,40 @@ class BoardCache:
         return self.board
 
 
+class PageLRU:
+    """Rendered pages by key, the least recently asked dropped past `kept`. Requests run on a
+    thread pool: the moves happen under a lock, a page renders outside it."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self.pages: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], render: Callable[[], str]) -> str:
+        with self.lock:
+            page = self.pages.get(key)
+            if page is not None:
+                self.pages.move_to_end(key)
+                return page
+        page = render()
+        with self.lock:
+            self.pages[key] = page
+            while len(self.pages) > self.kept:
+                self.pages.popitem(last=False)
+        return page
+
+
+def _render_compare(client: MlflowClient, model: str, a: str, b: str) -> str:
+    from gifqa_model.registry.compare import CompareError, compare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            paths = compare(client, model, a, b, Path(tmp))
+        except CompareError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return paths["html"].read_text()
+
+
 def create_app(
     settings: DashboardSettings | None = None, client: MlflowClient | None = None
 ) -> FastAPI:
@@ -277,8 +311,7 @@ def create_app(
         lambda n: read_board(client, settings.model_name, prefect_api, n or settings.max_runs),
         settings.ttl_s,
     )
-    compared: OrderedDict[tuple[str, str], str] = OrderedDict()  # LRU of rendered pages
-    compared_lock = threading.Lock()
+    compared = PageLRU(settings.compare_pages_kept)
 
     app = FastAPI(title="gifqa dashboard", docs_url=None, redoc_url=None)
 
@@ -312,23 +345,7 @@ def create_app(
 
     @app.get("/compare", response_class=HTMLResponse)
     def compare_view(a: str = Query(...), b: str = Query(...)) -> str:
-        from gifqa_model.registry.compare import CompareError, compare
-
-        with compared_lock:  # requests run on a thread pool: the LRU's moves must not interleave
-            page = compared.get((a, b))
-            if page is not None:
-                compared.move_to_end((a, b))
-        if page is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    paths = compare(client, settings.model_name, a, b, Path(tmp))
-                except CompareError as exc:
-                    raise HTTPException(404, str(exc)) from exc
-                page = paths["html"].read_text()
-            with compared_lock:
-                compared[(a, b)] = page
-                while len(compared) > settings.compare_pages_kept:
-                    compared.popitem(last=False)
+        page = compared.get((a, b), lambda: _render_compare(client, settings.model_name, a, b))
         return page.replace("<body>", "<body><p><a href='./'>← the dashboard</a></p>", 1)
 
     @app.get("/runs/{run_id}/drift")

@@ -139,6 +139,48 @@ def run_level(
     }
 
 
+def measure(
+    url: str,
+    path: str,
+    gifs: list[bytes],
+    concurrency: list[int],
+    requests: int,
+    warmup: int = 50,
+    max_seconds: float = 300,
+    serve: str | None = None,
+    pid: int | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """Every level against the server at `url` (started with `serve`, and `env`, and stopped at
+    the end when given) → {"rss_mb_start", "levels", "n_gifs", "rss_growth"}."""
+    server = None
+    if serve:
+        server = subprocess.Popen(
+            shlex.split(serve), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        pid = server.pid
+    try:
+        wait_ready(url, 300)
+        run_level(url, path, gifs, 2, warmup, max_seconds)
+        results = {"rss_mb_start": rss_mb(pid), "levels": [], "n_gifs": len(gifs)}
+        sent = warmup  # GIFs continue across levels: enough GIFs never repeats one
+        for c in concurrency:
+            level = run_level(url, path, gifs, c, requests, max_seconds, sent, pid)
+            sent += level["requests"]
+            level["rss_mb"] = rss_mb(pid)
+            results["levels"].append(level)
+            print(json.dumps(level), flush=True)
+        start, end = results["rss_mb_start"], results["levels"][-1]["rss_mb"]
+        if start and end:
+            results["rss_growth"] = round(end / start - 1, 4)
+            print(f"RSS {start} MB → {end} MB ({results['rss_growth']:+.1%})")
+    finally:
+        if server:
+            server.terminate()
+            server.wait(30)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", default="http://127.0.0.1:8011")
@@ -158,33 +200,17 @@ def main() -> None:
     gifs = [p.read_bytes() for p in sorted(args.gifs.rglob("*.gif"))[: args.n_gifs]]
     if not gifs:
         raise SystemExit(f"no GIFs under {args.gifs}")
-    server = None
-    if args.serve:
-        server = subprocess.Popen(
-            shlex.split(args.serve), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-    pid = server.pid if server else args.pid
-    try:
-        wait_ready(args.url, 300)
-        run_level(args.url, args.path, gifs, 2, args.warmup, args.max_seconds)
-        results = {"rss_mb_start": rss_mb(pid), "levels": [], "n_gifs": len(gifs)}
-        sent = args.warmup  # GIFs continue across levels: a large --n-gifs never repeats one
-        for c in args.concurrency:
-            level = run_level(
-                args.url, args.path, gifs, c, args.requests, args.max_seconds, sent, pid
-            )
-            sent += level["requests"]
-            level["rss_mb"] = rss_mb(pid)
-            results["levels"].append(level)
-            print(json.dumps(level), flush=True)
-        start, end = results["rss_mb_start"], results["levels"][-1]["rss_mb"]
-        if start and end:
-            results["rss_growth"] = round(end / start - 1, 4)
-            print(f"RSS {start} MB → {end} MB ({results['rss_growth']:+.1%})")
-    finally:
-        if server:
-            server.terminate()
-            server.wait(30)
+    results = measure(
+        args.url,
+        args.path,
+        gifs,
+        args.concurrency,
+        args.requests,
+        args.warmup,
+        args.max_seconds,
+        args.serve,
+        args.pid,
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,9 @@ class ClipEncoder:
         self.channels_last = not hasattr(model.visual, "transformer")
         if self.channels_last:
             model.visual.to(memory_format=torch.channels_last)
+        # the tower on another runtime at inference (serve/vision_runtime.py): a snapshot of the
+        # weights, so never used while the model trains or builds a graph
+        self.runtime: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @functools.cached_property
     def tower_token_shape(self) -> tuple[int, int]:
@@ -96,7 +100,13 @@ class ClipEncoder:
 
     # ---- encoders ------------------------------------------------------------------------
     def visual(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels → (pooled embedding (T, E), tokens (T, N, Dv)) of the vision tower."""
+        """Pixels → (pooled embedding (T, E), tokens (T, N, Dv)) of the vision tower, on the
+        runtime that serve/vision_runtime.py sets (PyTorch unless one is set)."""
+        if self.runtime is not None and not torch.is_grad_enabled() and not self.model.training:
+            return self.runtime(pixels)
+        return self.torch_visual(pixels)
+
+    def torch_visual(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         if self.token_layer is None:

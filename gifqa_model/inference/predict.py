@@ -73,6 +73,9 @@ class GifQAPredictor:
         self.cache: OrderedDict[str, _Seen] = OrderedDict()
         self.cache_gifs = cache_gifs
         self._cache_lock = threading.Lock()
+        # question text → its CLIP embedding: people ask the same questions of many GIFs
+        self.question_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache_questions = 4096
 
     def _see(self, gifs: list[str | Path | bytes]) -> list[_Seen]:
         """Each GIF probed, decoded and through CLIP once: from the cache, or all misses in
@@ -107,6 +110,21 @@ class GifQAPredictor:
                 while len(self.cache) > self.cache_gifs:
                     self.cache.popitem(last=False)
         return seen
+
+    def _embed_questions(self, questions: list[str]) -> np.ndarray:
+        """(B, E) CLIP text embeddings, the questions asked before from the cache. A new one is
+        embedded alone: its embedding never depends on what it was batched with."""
+        with self._cache_lock:
+            known = {q: self.question_cache.get(q) for q in questions}
+        for q in [q for q, e in known.items() if e is None]:
+            known[q] = self.encoder.embed_texts([q])[0]
+        with self._cache_lock:
+            for q in questions:
+                self.question_cache[q] = known[q]
+                self.question_cache.move_to_end(q)
+            while len(self.question_cache) > self.cache_questions:
+                self.question_cache.popitem(last=False)
+        return np.stack([known[q] for q in questions])
 
     @torch.no_grad()
     def answer(self, gif: str | Path | bytes, question: str) -> dict:
@@ -155,7 +173,7 @@ class GifQAPredictor:
             else None
         )  # (G,)
         gif_rows = np.repeat(np.arange(len(requests)), [len(qs) for _, qs in requests])
-        q = self.encoder.embed_texts(questions)
+        q = self._embed_questions(questions)
         local = np.array(retrieve_keyframes(index, layout, gif_rows, q, self.params))  # (B, F)
         offset = layout.frame_offsets[gif_rows][:, None]  # local → row of `tokens`
         gap = self.model.cfg.motion_gap

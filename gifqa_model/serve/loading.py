@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from gifqa_model.core.config import GifLimits
 from gifqa_model.serve.settings import ServeSettings
+from gifqa_model.serve.vision_runtime import use_runtime
 
 if TYPE_CHECKING:
     from gifqa_model.serve.middleware import Metrics
@@ -93,7 +94,8 @@ def load_model(settings: ServeSettings, version: int | None = None) -> LoadedMod
             settings.gif_limits,
             cache_gifs=settings.gif_cache,
         )
-        return LoadedModel(predictor, settings.source, None)
+        runtime = use_runtime(predictor.encoder, settings.vision_runtime)
+        return LoadedModel(predictor, settings.source, None, {"vision_runtime": runtime})
 
     import mlflow
 
@@ -107,7 +109,10 @@ def load_model(settings: ServeSettings, version: int | None = None) -> LoadedMod
     predictor = wrapped.predictor
     # the pyfunc builds its predictor with default GIF limits; the server's limits apply
     predictor.limits, predictor.cache_gifs = settings.gif_limits, settings.gif_cache
-    info: dict[str, Any] = {"digest": getattr(wrapped, "digest", "")}
+    info: dict[str, Any] = {
+        "digest": getattr(wrapped, "digest", ""),
+        "vision_runtime": use_runtime(predictor.encoder, settings.vision_runtime),
+    }
     if version is not None:
         mv = mlflow.MlflowClient().get_model_version(registered["name"], str(version))
         info.update(

@@ -257,6 +257,7 @@ async def model_info(slot: SlotDep) -> ModelOut:
         run_id=m.info.get("run_id"),
         digest=m.info.get("digest"),
         scores=m.info.get("scores", {}),
+        vision_runtime=m.info.get("vision_runtime"),
         last_error=slot.last_error,
     )
 

@@ -89,6 +89,7 @@ class ModelOut(BaseModel):
     run_id: str | None = None
     digest: str | None = Field(None, description="of the weights")
     scores: dict[str, float] = Field(default_factory=dict, examples=[{"benchmark.accuracy": 0.85}])
+    vision_runtime: str | None = Field(None, description="what runs the CLIP vision tower")
     last_error: str | None = Field(
         None,
         description="the last failed load, if the newest "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,9 @@ class ServeSettings(BaseSettings):
     webhook_secret: SecretStr | None = None
     search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
     gif_cache: int = 256  # GIFs whose decoded, embedded frames are kept (by content hash)
+    # the CLIP vision tower's runtime: ONNX Runtime answers a new GIF in less time than
+    # PyTorch on CPU (bench/serving.py); "torch" runs the index stage's own code
+    vision_runtime: Literal["torch", "onnx"] = "onnx"
 
     @model_validator(mode="after")
     def _pair_or_uri(self) -> ServeSettings:

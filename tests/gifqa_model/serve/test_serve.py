@@ -84,7 +84,7 @@ def test_lifespan_loads_once_and_probes_report_it(served, gif, pair) -> None:
     assert served.client.get("/readyz").json() == {"status": "ready", "model_version": None}
     info = served.client.get("/v1/model").json()
     assert info["uri"] == f"local:{pair[0]}" and info["version"] is None
-    assert info["last_error"] is None
+    assert info["last_error"] is None and info["vision_runtime"] == "onnx"  # the default
 
 
 def test_json_body_answers_like_multipart(served, gif) -> None:
@@ -915,6 +915,30 @@ def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -
     predictor.answer_batch([(g, [QUESTION]) for g in others])
     assert calls == [32] and len(predictor.cache) == 2  # both misses in one pass; bounded
     assert predictor.answer(gif, QUESTION) == first and calls == [32, 16]  # evicted: again
+
+
+def test_a_question_is_embedded_once_and_alone(pair, gif, monkeypatch) -> None:
+    """Asked again, a question's CLIP embedding comes from the cache; a new one is embedded by
+    itself, so its embedding (and the keyframes it picks) never depend on its batch-mates."""
+    from gifqa_model.inference.predict import GifQAPredictor
+
+    predictor = GifQAPredictor(*pair)
+    predictor.cache_questions = 2
+    embed = predictor.encoder.embed_texts
+    asked: list[list[str]] = []
+    monkeypatch.setattr(
+        predictor.encoder, "embed_texts", lambda texts: asked.append(texts) or embed(texts)
+    )
+    other = "how many circles are there ?"
+    alone = predictor.answer(gif, QUESTION)
+    both = predictor.answer_many(gif, [other, QUESTION, other])
+    assert asked == [[QUESTION], [other]] and both[1] == alone
+    np.testing.assert_array_equal(predictor.question_cache[QUESTION], embed([QUESTION])[0])
+    predictor.answer(gif, "where is the triangle ?")
+    # bounded: the least recently asked left
+    assert list(predictor.question_cache) == [other, "where is the triangle ?"]
+    predictor.answer(gif, QUESTION)
+    assert asked[-1] == [QUESTION]
 
 
 def test_the_page_offers_search_only_with_a_search_index(served) -> None:

@@ -205,6 +205,8 @@ def test_the_store_down_while_the_model_is_logged_fails_clearly_and_registers_no
         stack.up(progress=print)
     assert len(calls) == 1 + TRAIN["deploy"]["retries"], "the upload was not retried"
     print("the failure:", str(err.value)[:300])
+    # clear: it names the upload that failed (the artifact store's API), not a later symptom
+    assert "mlflow-artifacts" in str(err.value) and "failed" in str(err.value), err.value
     assert _versions() == before
     monkeypatch.setattr(pyfunc, "log_pyfunc", real)
     summary = retrain(project_dir=str(project))  # the store is back: registered once

@@ -466,6 +466,12 @@ def test_settings_from_env_and_pair_validation(monkeypatch, tmp_path) -> None:
     assert s.admin_token.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
     with pytest.raises(ValidationError, match="together"):
         ServeSettings(model_dir=tmp_path)
+    assert ServeSettings().vision_runtime == "onnx"
+    monkeypatch.setenv("GIFQA_VISION_RUNTIME", "torch")
+    assert ServeSettings().vision_runtime == "torch"
+    monkeypatch.setenv("GIFQA_VISION_RUNTIME", "tensorrt")
+    with pytest.raises(ValidationError, match="vision_runtime"):
+        ServeSettings()
 
 
 class Registry:
@@ -778,6 +784,33 @@ def test_pyfunc_predicts_a_batch_and_reads_no_path(tracking, gif, monkeypatch) -
         model.predict(pd.DataFrame({"gif": [b64] * 65, "question": [QUESTION] * 65}))
     with pytest.raises(MlflowException, match="300 characters"):
         model.predict(pd.DataFrame({"gif": [b64], "question": ["why " * 80]}))
+
+
+def test_the_answer_and_describe_commands_use_the_registered_model(tracking, gif) -> None:
+    """`gifqa answer` / `gifqa describe`: what the pyfunc answers, printed; no file, exit 2."""
+    import mlflow
+    from typer.testing import CliRunner
+
+    from gifqa_model.cli import app
+
+    uri = "models:/gifqa-serve@champion"
+    path = tracking.tmp / "asked.gif"
+    path.write_bytes(gif)
+    model = mlflow.pyfunc.load_model(uri)
+    expected = model.predict(
+        pd.DataFrame({"gif": [base64.b64encode(gif).decode()], "question": [QUESTION]})
+    )
+    out = CliRunner().invoke(app, ["answer", str(path), QUESTION, "--model-uri", uri])
+    assert out.exit_code == 0, out.output
+    assert f"answer: {expected.answer[0]} " in out.output
+    assert f"keyframes: {list(expected.keyframes[0])}" in out.output
+    described = model.unwrap_python_model().predictor.describe(gif)
+    out = CliRunner().invoke(app, ["describe", str(path), "--model-uri", uri])
+    assert out.exit_code == 0, out.output
+    words = " ".join(out.output.split())  # the terminal wraps a long description
+    assert f"description: {described['description']} frames read:" in words
+    missing = CliRunner().invoke(app, ["answer", str(path) + ".no", QUESTION, "--model-uri", uri])
+    assert missing.exit_code == 2 and "no such file" in missing.output
 
 
 def test_paths_only_inside_the_operator_root(tmp_path, gif) -> None:

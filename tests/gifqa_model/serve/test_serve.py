@@ -372,6 +372,24 @@ def test_waiting_requests_are_answered_in_one_model_call(gif, no_warm) -> None:
     assert fake.batches == [1, 3] and fake.max_active == 1
 
 
+def test_a_model_call_takes_at_most_batch_max_requests(gif, no_warm) -> None:
+    """Five waiting with `batch_max=2`: the calls after the first take 2, 2 and 1."""
+    gate = threading.Event()
+    fake = FakePredictor(gate=gate)
+    with TestClient(_fake_app(fake, batch_max=2)) as client:
+        with Background(lambda: _post(client, gif)) as first:
+            assert fake.started.wait(10)
+            with Background(lambda: _post(client, gif), 5) as rest:
+                wait_until(
+                    lambda: "gifqa_queue_depth 5.0" in client.get("/metrics").text,
+                    "five requests waiting for the model",
+                    threads=rest,
+                )
+                gate.set()
+    assert [r.status_code for r in first.results + rest.results] == [200] * 6
+    assert fake.batches == [1, 2, 2, 1] and fake.max_active == 1
+
+
 def test_a_full_queue_refuses_with_429_and_retry_after(gif, no_warm) -> None:
     gate = threading.Event()
     fake = FakePredictor(gate=gate)

@@ -204,6 +204,15 @@ def log_datasets(project: Path) -> None:
             mlflow.log_input(ds, context=context)
 
 
+def retry_options(retries: int, delay_s: float) -> dict:
+    """A task's retries: transient failures (a server down) are retried with doubling delays,
+    then fail clearly."""
+    return {
+        "retries": retries,
+        "retry_delay_seconds": [delay_s * 2**i for i in range(retries)] or 0,
+    }
+
+
 @flow(
     name="gifqa-retrain", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure]
 )
@@ -215,14 +224,7 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     params = load_params(project / "params.yaml")
-    # transient failures (a server down) are retried with doubling delays, then fail clearly
-    with_retries = {
-        "retries": params.deploy.retries,
-        "retry_delay_seconds": [
-            params.deploy.retry_delay_s * 2**i for i in range(params.deploy.retries)
-        ]
-        or 0,
-    }
+    with_retries = retry_options(params.deploy.retries, params.deploy.retry_delay_s)
     setup_experiment.with_options(**with_retries)(str(project))
     ensure_data(str(project))
 

@@ -67,3 +67,10 @@ def test_stage_env_puts_this_interpreter_first() -> None:
     env = stage_env({"X": "1"})
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     assert env["X"] == "1"
+
+
+def test_retries_wait_twice_as_long_each_time() -> None:
+    from flows.retrain import retry_options
+
+    assert retry_options(3, 0.5) == {"retries": 3, "retry_delay_seconds": [0.5, 1.0, 2.0]}
+    assert retry_options(0, 2.0) == {"retries": 0, "retry_delay_seconds": 0}

@@ -45,12 +45,19 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     item.add_marker(pytest.mark.xdist_group(group))
 
 
-@pytest.hookimpl(trylast=True)  # after the random order: keeps it within each kind
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)  # after the random order (and xdist's group suffix)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The lanes first, so the two workers start on the longest modules instead of ending on
     them (with `--no-loadscope-reorder`: xdist would put the groups with most tests first)."""
     lanes = set(LANES.values())
     items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] not in lanes)
+    # a worker of `--dist loadgroup` must see each test's group in its id, or the lanes split
+    # over both workers and each starts a stack of its own (pytest 9.2 broke xdist 3.8 so)
+    if getattr(config.option, "loadgroup", False) and any("@" not in i.nodeid for i in items):
+        raise pytest.UsageError(
+            "pytest-xdist did not tag the tests with their group (pytest and pytest-xdist "
+            "versions that do not work together?): the lanes would split over the workers"
+        )
 
 
 def require_shared_data(root: Path) -> Path:

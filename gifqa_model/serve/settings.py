@@ -44,9 +44,10 @@ class ServeSettings(BaseSettings):
     webhook_secret: SecretStr | None = None
     search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
     gif_cache: int = 256  # GIFs whose decoded, embedded frames are kept (by content hash)
-    # the CLIP vision tower's runtime: ONNX Runtime answers a new GIF in less time than
-    # PyTorch on CPU (bench/serving.py); "torch" runs the index stage's own code
-    vision_runtime: Literal["torch", "onnx"] = "onnx"
+    # the CLIP vision tower's runtime: "torch" runs the index stage's own code; "onnx" runs
+    # the tower through ONNX Runtime (faster in the predictor, not measurably so end to end
+    # on 2 cores: docs/serving.md)
+    vision_runtime: Literal["torch", "onnx"] = "torch"
 
     @model_validator(mode="after")
     def _pair_or_uri(self) -> ServeSettings:

@@ -804,6 +804,29 @@ def test_pyfunc_predicts_a_batch_and_reads_no_path(tracking, gif, monkeypatch) -
         model.predict(pd.DataFrame({"gif": [b64], "question": ["why " * 80]}))
 
 
+def test_pyfunc_rows_about_one_gif_decode_and_embed_it_once(tracking, gif, monkeypatch) -> None:
+    """Rows naming the same GIF (base64 or bytes) are one request to the predictor: one decode,
+    one CLIP pass over its 16 frames, even with the GIF cache off."""
+    import mlflow
+
+    import gifqa_model.inference.predict as predict
+
+    model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
+    predictor = model.unwrap_python_model().predictor
+    predictor.cache_gifs = 0
+    decodes, passes = [], []
+    decode, embed = predict.decode_frames, predictor.encoder.embed_frames
+    monkeypatch.setattr(
+        predict, "decode_frames", lambda *a, **k: decodes.append(1) or decode(*a, **k)
+    )
+    monkeypatch.setattr(
+        predictor.encoder, "embed_frames", lambda f: passes.append(len(f)) or embed(f)
+    )
+    b64 = base64.b64encode(gif).decode()
+    out = model.predict(pd.DataFrame({"gif": [b64, gif, b64], "question": [QUESTION] * 3}))
+    assert len(out) == 3 and decodes == [1] and passes == [16]
+
+
 def test_the_answer_and_describe_commands_use_the_registered_model(tracking, gif) -> None:
     """`gifqa answer` / `gifqa describe`: what the pyfunc answers, printed; no file, exit 2."""
     import mlflow

@@ -90,3 +90,10 @@ def test_hold_keeps_the_champion_and_says_drift(client, tmp_path: Path) -> None:
     )
     assert summary["promoted"] and not summary["held"]
     assert alias_version(client, NAME, CHAMPION) == 3
+
+    # someone reviews the drift and releases the held version by hand, saying why
+    promote(client, NAME, 2, "drift reviewed: the new colours are real", actor="ana")
+    assert alias_version(client, NAME, CHAMPION) == 2
+    move = history(client, NAME)[-1]
+    assert (move["previous"], move["version"], move["actor"]) == (3, 2, "ana")
+    assert "drift reviewed" in move["reason"]

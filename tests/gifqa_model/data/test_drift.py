@@ -181,3 +181,21 @@ def test_index_and_new_gifs_embed_by_content(tmp_path: Path) -> None:
     got = embed_gifs(new, tmp_path / "clip", frames_per_gif=4)
     assert sorted(got) == sorted(new.sha256)
     assert np.allclose([np.linalg.norm(v) for v in got.values()], 1.0, atol=1e-3)
+
+
+def test_each_features_threshold_decides_just_inside_and_just_outside(reference, same) -> None:
+    """`drift.num_threshold` (a KS p-value: drifted below it) and `drift.cat_threshold` (a
+    Jensen-Shannon distance: drifted at or above it) reach Evidently, each on its own kind of
+    feature: set just past a feature's own score the verdict flips, and only for that kind."""
+    base = drift_against(reference, _one_colour(same), DriftParams())
+    p = base.features["description_words"].score  # a p-value inside (0, 1): same generator
+    js = base.features["answer"].score  # one colour: a clear distance
+    assert 0 < p < 1 and 0 < js < 1
+    tight = drift_against(
+        reference, _one_colour(same), DriftParams(num_threshold=p * 1.001, cat_threshold=js * 1.001)
+    ).drifted
+    loose = drift_against(
+        reference, _one_colour(same), DriftParams(num_threshold=p * 0.999, cat_threshold=js * 0.999)
+    ).drifted
+    assert "description_words" in tight and "answer" not in tight
+    assert "description_words" not in loose and "answer" in loose

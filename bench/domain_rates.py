@@ -27,10 +27,10 @@ from gifqa_model.core.artifacts import (  # noqa: E402
     CLIP_DIR,
     DOMAIN_DIR,
     FRAMES_FILE,
-    TOKENS_FILE,
     out_dir,
 )
 from gifqa_model.core.config import load_params  # noqa: E402
+from gifqa_model.index.cache import load_tokens  # noqa: E402
 from gifqa_model.index.domain import fit_domain, frame_means  # noqa: E402
 from gifqa_model.inference.predict import GifQAPredictor  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
     manifest = pd.read_parquet(out_dir("validate", root) / "manifest_clean.parquet")
     split = frames[["gif_id"]].merge(manifest[["gif_id", "split", "path"]], on="gif_id")
     domain, metrics = fit_domain(
-        frame_means(np.load(index / TOKENS_FILE, mmap_mode="r")),
+        frame_means(load_tokens(index, frames)),
         frames,
         split.split.to_numpy(),
         params.index.domain_percentile,

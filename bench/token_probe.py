@@ -26,10 +26,10 @@ apply_offline_env()
 
 from gifqa_model.core.artifacts import (  # noqa: E402
     FRAMES_FILE,
-    TOKENS_FILE,
     out_dir,
 )
 from gifqa_model.data.scene import ATTRIBUTES, scene_table  # noqa: E402
+from gifqa_model.index.cache import load_tokens  # noqa: E402
 from gifqa_model.stages import clean_tables, ground_truth  # noqa: E402
 
 
@@ -86,7 +86,7 @@ def main() -> None:
     index = out_dir("index", args.project)
     manifest, _ = clean_tables(args.project)
     frames = pd.read_parquet(index / FRAMES_FILE)
-    tokens = np.load(index / TOKENS_FILE, mmap_mode="r")
+    tokens = load_tokens(index, frames)
     grid = int(round(tokens.shape[1] ** 0.5))
     scene = scene_table(frames, ground_truth(manifest, args.project), grid)
     split = dict(zip(manifest.gif_id, manifest.split, strict=True))

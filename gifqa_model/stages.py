@@ -36,6 +36,7 @@ from gifqa_model.core.artifacts import (
     SHAPES_STAMP_FILE,
     WORK_CACHE_DIR,
     WORK_CACHE_ENV,
+    fresh_out_dir,
     metrics_path,
     out_dir,
     read_metrics,
@@ -99,7 +100,7 @@ def stage_ingest(params: Params, root: Path = Path(".")) -> dict:
     mapper, shards = injected()
     cache = work_cache(root)
     metrics = run_ingest(
-        params.ingest, out_dir("ingest", root), cache=cache, mapper=mapper, shards=shards
+        params.ingest, fresh_out_dir("ingest", root), cache=cache, mapper=mapper, shards=shards
     )
     metrics.update(cache.stats())
     write_metrics("ingest", metrics, root)
@@ -113,7 +114,7 @@ def stage_synth_qa(params: Params, root: Path = Path(".")) -> dict:
     cache = work_cache(root)
     qa, metrics = synth_qa(manifest, params.qa, cache=cache)
     metrics.update(cache.stats())
-    out = out_dir("synth_qa", root)
+    out = fresh_out_dir("synth_qa", root)
     out.mkdir(parents=True, exist_ok=True)
     qa.to_parquet(out / QA_FILE, index=False)
     write_metrics("synth_qa", metrics, root)
@@ -126,7 +127,7 @@ def stage_validate(params: Params, root: Path = Path(".")) -> dict:
     manifest = pd.read_parquet(out_dir("ingest", root) / MANIFEST_FILE)
     qa = pd.read_parquet(out_dir("synth_qa", root) / QA_FILE)
     try:
-        result = run_validation(manifest, qa, params.validate_, out_dir("validate", root))
+        result = run_validation(manifest, qa, params.validate_, fresh_out_dir("validate", root))
     except ValidationFailed as exc:
         write_metrics("validate", {"failed": True, "message": str(exc)}, root)
         raise
@@ -191,7 +192,7 @@ def stage_index(params: Params, root: Path = Path("."), ground_truth_ok: bool = 
         _refuse_ground_truth("clip.fit_scene_weight", ground_truth_ok)
     check_foundation(params, root)
     manifest, qa = clean_tables(root)
-    out = out_dir("index", root)
+    out = fresh_out_dir("index", root)
     truth = ground_truth(manifest, root)
     from gifqa_model.core.fanout import injected
     from gifqa_model.index.indexing import read_fit_set
@@ -296,7 +297,7 @@ def _train_here(params: Params, root: Path, ground_truth_ok: bool = False) -> di
 
     inputs = train_inputs(root, params.train, ground_truth_ok)  # refuses ground truth first
     check_foundation(params, root)
-    out = out_dir("train", root)
+    out = fresh_out_dir("train", root)
     # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes
     ckpt_dir = root / CHECKPOINTS_DIR / "train"
     metrics = run_train(
@@ -410,7 +411,7 @@ def stage_evaluate(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.inference.predict import GifQAPredictor
 
     manifest, qa = clean_tables(root)
-    out = out_dir("evaluate", root)
+    out = fresh_out_dir("evaluate", root)
     keyframes = load_keyframes(out_dir("index", root))
     metrics, predictions = run_evaluate(
         out_dir("train", root) / MODEL_DIR,
@@ -513,7 +514,7 @@ def stage_benchmark(params: Params, root: Path = Path(".")) -> dict:
     from gifqa_model.evaluate.benchmark import build_benchmark
 
     metrics = build_benchmark(
-        params.benchmark, params.shapes, params.qa, out_dir("benchmark", root)
+        params.benchmark, params.shapes, params.qa, fresh_out_dir("benchmark", root)
     )
     write_metrics("benchmark", metrics, root)
     return metrics

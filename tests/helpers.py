@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gifqa_model.core.artifacts import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_FILE
+from gifqa_model.core.artifacts import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_DIR
 
 # a Q-Former + LM small enough to train in seconds; no motion, no token positions: the
 # synthetic cache below has neither motion nor places
@@ -45,7 +45,9 @@ def make_cache(root: Path, n_gifs: int = 24, n_frames: int = 4) -> tuple[pd.Data
     tokens = rng.normal(size=(n_gifs * n_frames, 5, 16)).astype(np.float16)
     for g, c in enumerate(colors):
         tokens[g * n_frames : (g + 1) * n_frames, :, COLORS.index(c)] += 3
-    np.save(idx / TOKENS_FILE, tokens)
+    (idx / TOKENS_DIR).mkdir()
+    for g in range(n_gifs):  # one file per GIF, as the index stage writes them
+        np.save(idx / TOKENS_DIR / f"g{g}.npy", tokens[g * n_frames : (g + 1) * n_frames])
     gif_ids = [f"g{g}" for g in range(n_gifs)]
     pd.DataFrame(
         {
@@ -53,6 +55,7 @@ def make_cache(root: Path, n_gifs: int = 24, n_frames: int = 4) -> tuple[pd.Data
             "offset": np.arange(n_gifs) * n_frames,
             "n_cached": n_frames,
             "source_frames": [list(range(n_frames))] * n_gifs,
+            "tokens_file": [f"{g}.npy" for g in gif_ids],
         }
     ).to_parquet(idx / FRAMES_FILE)
     qa = pd.DataFrame(
@@ -238,26 +241,27 @@ def git_commit(root: Path, message: str) -> None:
     )
 
 
-def make_project(root: Path, overrides: dict | None = None) -> Path:
+def make_project(root: Path, overrides: dict | None = None, repo: Path = REPO) -> Path:
     """A fresh project folder (git + DVC) with the tiny params; the code that runs is the
-    installed package, the copied gifqa_model/ is what the stages' deps hash."""
+    installed package, the copied gifqa_model/ is what the stages' deps hash. `repo`: the
+    checkout whose files it copies (a bench's worktree of an earlier commit)."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copy(repo / "dvc.yaml", root)
     (root / "clip_fit_set.txt").touch()  # no pinned CLIP fit set: the first index fits on all
     shutil.copytree(
-        REPO / "gifqa_model", root / "gifqa_model", ignore=shutil.ignore_patterns("__pycache__")
+        repo / "gifqa_model", root / "gifqa_model", ignore=shutil.ignore_patterns("__pycache__")
     )
     # the pinned foundation, as a clone has it (git-tracked); its build folder is not
-    shutil.copytree(REPO / "foundation", root / "foundation", ignore=shutil.ignore_patterns("work"))
+    shutil.copytree(repo / "foundation", root / "foundation", ignore=shutil.ignore_patterns("work"))
     params = merge(
-        yaml.safe_load((REPO / "params.yaml").read_text()),
+        yaml.safe_load((repo / "params.yaml").read_text()),
         merge(merge({}, TINY_PROJECT), overrides or {}),
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / ".gitignore").write_text("/outputs/\n/mlflow/\n/.prefect/\n/drop/\n")
     sh(["git", "init", "-q"], root)
     sh([sys.executable, "-m", "dvc", "init", "-q"], root)
-    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    shutil.copy(repo / ".dvc" / "config", root / ".dvc" / "config")  # the repo's cache links
     # dvc.lock records the pinned foundation, as the repo's does: a clone's `dvc status` is clean
     sh([sys.executable, "-m", "dvc", "commit", "-f", "-q", "foundation"], root)
     git_commit(root, "init")

@@ -7,6 +7,7 @@ stages, the flows, the tasks and the benches find each other's files here, never
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 STAGES = ["ingest", "synth_qa", "validate", "index", "train", "benchmark", "evaluate"]
@@ -30,7 +31,10 @@ MANIFEST_CLEAN_FILE = "manifest_clean.parquet"
 QA_CLEAN_FILE = "qa_clean.parquet"
 VALIDATE_QUARANTINE_FILE = "quarantine.parquet"
 # index
-TOKENS_FILE = "frame_tokens.npy"
+# one (n_cached, N, Dv) float16 .npy per GIF, named in FRAMES_FILE's `tokens_file`: hardlinks
+# of the work cache's entries, which DVC's hardlink cache (.dvc/config) then shares, so a GIF's
+# tokens are on disk once however many index versions hold them
+TOKENS_DIR = "frame_tokens"
 EMB_FILE = "frame_emb.npy"
 FRAMES_FILE = "frames.parquet"
 KEYFRAMES_FILE = "keyframes.parquet"
@@ -58,6 +62,15 @@ def out_dir(stage: str, root: Path = Path(".")) -> Path:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are {STAGES}")
     return root / OUTPUTS / stage
+
+
+def fresh_out_dir(stage: str, root: Path = Path(".")) -> Path:
+    """outputs/<stage>/, emptied first as `dvc repro` empties it: a stage never writes through
+    the files of its last run (with DVC's hardlink cache they are the cache's own)."""
+    path = out_dir(stage, root)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def metrics_path(stage: str, root: Path = Path(".")) -> Path:

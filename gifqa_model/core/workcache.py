@@ -10,6 +10,7 @@ only a cache: deleting it costs time, never a different output.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -86,6 +87,25 @@ class WorkCache:
                 self.path(namespace, key, "pkl"),
                 pickle.dumps({k: np.asarray(v) for k, v in arrays.items()}, protocol=5),
             )
+
+    def npy(self, namespace: str, key: str) -> Path | None:
+        """An array entry's .npy file (read it, or hardlink it: entries are replaced whole,
+        never written in place), or None when absent. Not counted: it sits beside a counted
+        entry."""
+        if not self.enabled:
+            return None
+        p = self.path(namespace, key, "npy")
+        return p if p.is_file() else None
+
+    def put_npy(self, namespace: str, key: str, array: np.ndarray) -> Path | None:
+        """Store one array as a .npy entry; returns its path (None when caching nothing)."""
+        if not self.enabled:
+            return None
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        target = self.path(namespace, key, "npy")
+        self._write(target, buf.getvalue())
+        return target
 
     def dir(self, namespace: str, key: str) -> Path | None:
         """A folder entry (e.g. fitted weights), or None when absent."""

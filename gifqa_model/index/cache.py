@@ -15,7 +15,7 @@ from gifqa_model.core.artifacts import (  # noqa: F401  (the index stage's file 
     FRAMES_FILE,
     INDEX_FILE,
     KEYFRAMES_FILE,
-    TOKENS_FILE,
+    TOKENS_DIR,
 )
 
 
@@ -78,13 +78,31 @@ class Frames:
         )
 
 
+def load_tokens(index_dir: Path, frames: pd.DataFrame | None = None) -> np.ndarray:
+    """(T, N, Dv) float16: every GIF's frame tokens (one .npy each, FRAMES_FILE's
+    `tokens_file`), GIF after GIF in the frame table's order, in memory."""
+    index_dir = Path(index_dir)
+    if frames is None:
+        frames = pd.read_parquet(index_dir / FRAMES_FILE)
+    files = [index_dir / TOKENS_DIR / name for name in frames.tokens_file]
+    if not files:
+        raise ValueError(f"{index_dir} holds no GIF's frame tokens")
+    first = np.load(files[0], mmap_mode="r")
+    out = np.empty((int(frames.n_cached.sum()), *first.shape[1:]), dtype=first.dtype)
+    for f, off, n in zip(
+        files, frames.offset.astype(int), frames.n_cached.astype(int), strict=True
+    ):
+        out[off : off + n] = np.load(f)
+    return out
+
+
 class FrameCache:
-    """Memory-mapped (T, N, Dv) float16 frame tokens, addressed by (gif_id, local frame)."""
+    """(T, N, Dv) float16 frame tokens, addressed by (gif_id, local frame)."""
 
     def __init__(self, index_dir: Path) -> None:
         index_dir = Path(index_dir)
-        self.tokens = np.load(index_dir / TOKENS_FILE, mmap_mode="r")
         frames = pd.read_parquet(index_dir / FRAMES_FILE)
+        self.tokens = load_tokens(index_dir, frames)
         self.offset = dict(zip(frames.gif_id, frames.offset.astype(int), strict=True))
         self.count = dict(zip(frames.gif_id, frames.n_cached.astype(int), strict=True))
         # each cached row's index in its own GIF's timeline: the model's frame position

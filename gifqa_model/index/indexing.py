@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -27,7 +28,7 @@ from gifqa_model.core.artifacts import (
     INDEX_FILE,
     KEYFRAMES_FILE,
     SEARCH_DIR,
-    TOKENS_FILE,
+    TOKENS_DIR,
 )
 from gifqa_model.core.digests import code_digest, digest, file_digest
 from gifqa_model.core.fanout import ShardMapper, split_shards
@@ -221,11 +222,26 @@ def encoder_digest(clip_dir: Path) -> str:
 
 
 class CachedTokens(NamedTuple):
-    tokens: np.ndarray  # (T, N, Dv) float16, GIF after GIF
     emb: np.ndarray  # (T, E) float32 pooled, normalised
-    table: pd.DataFrame  # per GIF: offset, n_cached, source_frames
+    table: pd.DataFrame  # per GIF: offset, n_cached, source_frames, tokens_file
     gif_keys: dict[str, str]  # gif_id → digest of (bytes, encoder)
     means: np.ndarray  # (T, Dv) float32 mean token per frame (the domain's input)
+    token_shape: tuple[int, int]  # (N, Dv) of every frame's tokens
+
+
+def _place(source: Path | None, target: Path, tokens: np.ndarray | None) -> None:
+    """A GIF's token file in the stage's output: a hardlink of the work cache's entry (one
+    copy on disk; entries are replaced whole, never written in place), a copy where links
+    fail, or the array itself when nothing is cached."""
+    if target.exists():  # the same bytes twice in a corpus: one file
+        return
+    if source is None:
+        np.save(target, tokens, allow_pickle=False)
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def cached_tokens(
@@ -233,21 +249,26 @@ def cached_tokens(
     clip_dir: Path,
     frames_per_gif: int,
     cache: WorkCache,
+    tokens_dir: Path,
     decode_workers: int = 1,
     mapper: ShardMapper | None = None,
     shards: int = 1,
 ) -> CachedTokens:
     """Every GIF's frame tokens and embeddings, from the cache when its bytes and the encoder
-    are unchanged; the rest decoded and embedded here or on `mapper`'s shards. Also each
-    GIF's digest of (bytes, encoder): what its later per-GIF work is keyed by, and each frame's
-    mean token, cached with it (averaging every token of the corpus again costs more than
-    reading the cache)."""
+    are unchanged; the rest decoded and embedded here or on `mapper`'s shards. Each GIF's
+    tokens land in `tokens_dir` as `<key>.npy` (linked from the cache). Also each GIF's digest
+    of (bytes, encoder): what its later per-GIF work is keyed by, and each frame's mean token,
+    cached with it (averaging every token of the corpus again costs more than reading the
+    cache)."""
     weights = encoder_digest(clip_dir)
     namespace = f"tokens/{weights[:16]}"
     code = code_digest(__name__)
     keys = [digest(sha, frames_per_gif, code) for sha in manifest.sha256]
     found = [cache.get_arrays(namespace, k) for k in keys]
-    todo = [i for i, f in enumerate(found) if f is None]
+    files = [
+        None if f is None else cache.npy(namespace, k) for f, k in zip(found, keys, strict=True)
+    ]
+    todo = [i for i, f in enumerate(files) if f is None]
     jobs = [(str(manifest.path.iloc[i]), int(manifest.n_frames.iloc[i])) for i in todo]
     if todo:
         log.info(
@@ -261,31 +282,42 @@ def cached_tokens(
         results = [r for part in mapper(work, split_shards(jobs, shards)) for r in part]
     else:
         results = _embed_here(jobs, clip_dir, frames_per_gif, decode_workers)
+    tokens_dir.mkdir(parents=True, exist_ok=True)
+    shape: tuple[int, int] | None = None
     for i, (tokens, emb, idx) in zip(todo, results, strict=True):
         found[i] = {
-            "tokens": tokens,
             "emb": emb,
             "source_frames": np.asarray(idx, np.int64),
             "means": frame_means(tokens),
         }
         cache.put_arrays(namespace, keys[i], **found[i])
+        files[i] = cache.put_npy(namespace, keys[i], tokens)
+        _place(files[i], tokens_dir / f"{keys[i]}.npy", tokens)
+        shape = (int(tokens.shape[1]), int(tokens.shape[2]))
+    done = set(todo)
+    for i, f in enumerate(files):
+        if i not in done:
+            _place(f, tokens_dir / f"{keys[i]}.npy", None)
+    if shape is None:  # every GIF from the cache: one header tells the shape
+        shape = tuple(np.load(tokens_dir / f"{keys[0]}.npy", mmap_mode="r").shape[1:])
     cache.prune("tokens", keep={weights[:16]})  # tokens of other encoders are never read again
-    counts = [len(f["tokens"]) for f in found]
+    counts = [len(f["means"]) for f in found]
     table = pd.DataFrame(
         {
             "gif_id": manifest.gif_id.to_numpy(),
             "offset": np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int),
             "n_cached": counts,
             "source_frames": [f["source_frames"].tolist() for f in found],
+            "tokens_file": [f"{k}.npy" for k in keys],
         }
     )
     gif_keys = {g: f"{weights}:{k}" for g, k in zip(manifest.gif_id, keys, strict=True)}
     return CachedTokens(
-        np.concatenate([f["tokens"] for f in found]),
         np.concatenate([f["emb"] for f in found]),
         table,
         gif_keys,
         np.concatenate([f["means"] for f in found]),
+        shape,
     )
 
 
@@ -363,10 +395,10 @@ def run_index(
     # the serving path must cut and group frames exactly as this stage did
     (clip_dir / INDEX_PARAMS_FILE).write_text(params.model_dump_json(indent=2))
 
-    tokens, emb, frame_table, gif_keys, means = cached_tokens(
-        manifest, clip_dir, params.frames_per_gif, cache, params.decode_workers, mapper, shards
+    spread = {"decode_workers": params.decode_workers, "mapper": mapper, "shards": shards}
+    emb, frame_table, gif_keys, means, token_shape = cached_tokens(
+        manifest, clip_dir, params.frames_per_gif, cache, out_dir / TOKENS_DIR, **spread
     )
-    np.save(out_dir / TOKENS_FILE, tokens)
     np.save(out_dir / EMB_FILE, emb)
     frame_table.to_parquet(out_dir / FRAMES_FILE, index=False)
 
@@ -395,10 +427,10 @@ def run_index(
     metrics.update(
         {
             "n_gifs": len(manifest),
-            "n_frames_cached": int(len(tokens)),
+            "n_frames_cached": int(len(means)),
             "n_groups": int(layout.group_counts.sum()),
             "n_questions": len(keyframes),
-            "token_shape": list(tokens.shape[1:]),
+            "token_shape": list(token_shape),
             "index_type": type(index).__name__,
             "index_seconds": round(time.time() - t0, 1),
         }

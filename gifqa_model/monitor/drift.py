@@ -82,13 +82,12 @@ def arrivals(profile: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
 def index_embeddings(index_dir: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
     """sha256 → the GIF's normalised embedding, from the index stage's cached frame tokens
     (the in-domain check's embedding: index/domain.py)."""
-    from gifqa_model.core.artifacts import FRAMES_FILE, TOKENS_FILE
+    from gifqa_model.core.artifacts import FRAMES_FILE
+    from gifqa_model.index.cache import load_tokens
     from gifqa_model.index.domain import gif_embeddings
 
     frames = pd.read_parquet(Path(index_dir) / FRAMES_FILE)
-    emb = gif_embeddings(
-        np.load(Path(index_dir) / TOKENS_FILE, mmap_mode="r"), frames.n_cached.to_numpy()
-    )
+    emb = gif_embeddings(load_tokens(index_dir, frames), frames.n_cached.to_numpy())
     sha = dict(zip(manifest.gif_id.astype(str), manifest.sha256.astype(str), strict=True))
     return {sha[g]: e for g, e in zip(frames.gif_id.astype(str), emb, strict=True) if g in sha}
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gifqa_model.core.artifacts import KEYFRAMES_FILE, TOKENS_FILE
+from gifqa_model.core.artifacts import KEYFRAMES_FILE
 from gifqa_model.core.config import TrainParams
+from gifqa_model.index.cache import load_tokens
 from gifqa_model.train.loop import TrainingTimeout, run_train
 from gifqa_model.train.schedule import cosine_lr
 from tests.helpers import COLORS, TINY_TRAIN, make_cache
@@ -319,7 +320,7 @@ def test_caption_task_trains_on_descriptions_and_needs_them(tmp_path: Path) -> N
 def test_scene_loss_trains_the_visual_side_and_needs_targets(tmp_path: Path) -> None:
     qa, idx = make_cache(tmp_path)
     kf = pd.read_parquet(idx / KEYFRAMES_FILE)
-    n_rows = len(np.load(idx / TOKENS_FILE, mmap_mode="r"))
+    n_rows = len(load_tokens(idx))
     # each frame: its GIF's colour in cell 0 (the tokens encode it), background elsewhere
     scene = np.zeros((n_rows, 4, 2), dtype=np.int64)
     for g, colour in enumerate(qa.answer):

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 
-from gifqa_model.core.artifacts import FRAMES_FILE, TOKENS_FILE, out_dir
+from gifqa_model.core.artifacts import FRAMES_FILE, TOKENS_DIR, out_dir
 from gifqa_model.core.config import Params, load_params
 from gifqa_model.monitor.drift import (
     PROFILE_FILE,
@@ -78,7 +78,7 @@ def project_drift(project: Path, params: Params, client: MlflowClient) -> DriftR
     embeddings = (
         index_embeddings(index, manifest)
         if (new.kind == "gif").sum() >= params.drift.min_gifs
-        and (index / TOKENS_FILE).is_file()
+        and (index / TOKENS_DIR).is_dir()
         and (index / FRAMES_FILE).is_file()
         else None
     )

@@ -82,12 +82,14 @@ def arrivals(profile: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
 def index_embeddings(index_dir: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
     """sha256 → the GIF's normalised embedding, from the index stage's cached frame tokens
     (the in-domain check's embedding: index/domain.py)."""
-    from gifqa_model.core.artifacts import FRAMES_FILE
-    from gifqa_model.index.cache import load_tokens
-    from gifqa_model.index.domain import gif_embeddings
+    from gifqa_model.core.artifacts import FRAMES_FILE, TOKENS_DIR
+    from gifqa_model.index.clipcut import whole_gif_embeddings
+    from gifqa_model.index.domain import frame_means
 
     frames = pd.read_parquet(Path(index_dir) / FRAMES_FILE)
-    emb = gif_embeddings(load_tokens(index_dir, frames), frames.n_cached.to_numpy())
+    # a GIF at a time: the corpus's tokens never all in memory at once
+    means = [frame_means(np.load(Path(index_dir) / TOKENS_DIR / f)) for f in frames.tokens_file]
+    emb = whole_gif_embeddings(np.concatenate(means), frames.n_cached.to_numpy())
     sha = dict(zip(manifest.gif_id.astype(str), manifest.sha256.astype(str), strict=True))
     return {sha[g]: e for g, e in zip(frames.gif_id.astype(str), emb, strict=True) if g in sha}
 

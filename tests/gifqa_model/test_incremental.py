@@ -4,12 +4,15 @@ the corpus outgrows it."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from gifqa_model.core.artifacts import CLIP_DIR
+from gifqa_model.core.artifacts import CLIP_DIR, FRAMES_FILE, TOKENS_DIR
 from gifqa_model.core.config import (
     ClipParams,
     GifLimits,
@@ -26,6 +29,7 @@ from gifqa_model.data.ingest import run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.index.indexing import FIT_SET_FILE, fit_rows, read_fit_set, run_index
 from gifqa_model.qa.synth import synth_qa
+from tests.helpers import REPO, sh
 
 CLIP = ClipParams(fit_steps=20, fit_batch_size=16, fit_scene_weight=0.0)
 INDEX = IndexParams(frames_per_gif=4, decode_workers=1)
@@ -135,6 +139,45 @@ def test_new_gifs_redo_only_their_own_work_and_give_the_from_scratch_outputs(
     incremental, scratch = _files(tmp_path / "incremental"), _files(tmp_path / "scratch")
     assert incremental.keys() == scratch.keys()
     assert [k for k in incremental if incremental[k] != scratch[k]] == []
+    # each GIF's tokens are on disk once: the output's file is the cache's entry, linked
+    for name in pd.read_parquet(tmp_path / "incremental" / FRAMES_FILE).tokens_file:
+        linked = (tmp_path / "incremental" / TOKENS_DIR / name).stat()
+        entry = next((tmp_path / "cache" / "tokens").rglob(name)).stat()
+        assert linked.st_ino == entry.st_ino
+
+
+def test_dvc_keeps_a_linked_token_file_once_and_an_entry_rewritten_whole_spares_it(
+    tmp_path: Path,
+) -> None:
+    """The repository's DVC config (`cache.type` hardlink) moves a stage's linked token file
+    into its cache: work cache, output and DVC cache are one file. A work-cache entry written
+    again is a new file, so what DVC holds never changes under it."""
+    import numpy as np
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh(["git", "init", "-q"], repo)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    cache = WorkCache(tmp_path / "work")
+    tokens = np.arange(24, dtype=np.float16).reshape(2, 3, 4)
+    entry = cache.put_npy("tokens", "k1", tokens)
+    out = repo / "out"
+    out.mkdir()
+    os.link(entry, out / "k1.npy")
+    sh([sys.executable, "-m", "dvc", "add", "-q", "out"], repo)
+    (stored,) = [
+        f for f in (repo / ".dvc" / "cache").rglob("*") if f.is_file() and f.suffix != ".dir"
+    ]
+    inodes = {p.stat().st_ino for p in (stored, entry, out / "k1.npy")}
+    assert len(inodes) == 1 and stored.stat().st_nlink == 3
+
+    cache.put_npy("tokens", "k1", tokens + 1)  # rewritten: replaced, never edited
+    assert np.array_equal(np.load(stored), tokens) and np.array_equal(
+        np.load(out / "k1.npy"), tokens
+    )
+    status = sh([sys.executable, "-m", "dvc", "status", "out.dvc"], repo)
+    assert "up to date" in status, status
 
 
 def test_the_encoder_is_refitted_once_the_corpus_outgrows_its_pinned_set() -> None:
@@ -174,3 +217,21 @@ def test_shards_cover_the_items_in_order() -> None:
         shards = split_shards(items, n)
         assert [i for s in shards for i in s] == items
         assert len(shards) == min(n, 10) and all(shards)
+
+
+def test_a_stage_run_by_hand_never_writes_through_its_last_runs_files(tmp_path: Path) -> None:
+    """With DVC's hardlink cache a stage's old output files are the cache's: `fresh_out_dir`
+    empties the folder first, so the new files are new inodes and the cache keeps its bytes."""
+    from gifqa_model.core.artifacts import fresh_out_dir, out_dir
+
+    old = out_dir("synth_qa", tmp_path)
+    old.mkdir(parents=True)
+    cached = tmp_path / "dvc-cache-object"
+    cached.write_bytes(b"the last run")
+    os.link(cached, old / "qa.parquet")
+    (old / "stale.txt").write_text("gone after")
+
+    out = fresh_out_dir("synth_qa", tmp_path)
+    assert out == old and list(out.iterdir()) == []
+    (out / "qa.parquet").write_bytes(b"this run")
+    assert cached.read_bytes() == b"the last run"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -40,19 +41,29 @@ def test_dask_shards_give_the_serial_outputs(tmp_path: Path) -> None:
     manifest = pd.read_parquet(tmp_path / "serial" / "manifest.parquet")
     clip_dir = tmp_path / "clip"
     build_clip(ClipParams()).save(clip_dir)  # an encoder as the fit leaves it: saved weights
-    serial = cached_tokens(manifest, clip_dir, 4, WorkCache(None))
+    serial = cached_tokens(manifest, clip_dir, 4, WorkCache(None), tmp_path / "t-serial")
     spread = cached_tokens(
-        manifest, clip_dir, 4, WorkCache(tmp_path / "cache"), mapper=mapper, shards=3
+        manifest,
+        clip_dir,
+        4,
+        WorkCache(tmp_path / "cache"),
+        tmp_path / "t-spread",
+        mapper=mapper,
+        shards=3,
     )
-    assert serial.tokens.tobytes() == spread.tokens.tobytes()
+    tokens = {
+        name: np.concatenate([np.load(tmp_path / name / f) for f in serial.table.tokens_file])
+        for name in ("t-serial", "t-spread")
+    }
+    assert tokens["t-serial"].tobytes() == tokens["t-spread"].tobytes()
     assert serial.emb.tobytes() == spread.emb.tobytes()
     assert serial.means.tobytes() == spread.means.tobytes()
     # the cached mean tokens are what averaging the concatenated tokens gives (the domain's input)
-    assert serial.means.tobytes() == frame_means(serial.tokens).tobytes()
+    assert serial.means.tobytes() == frame_means(tokens["t-serial"]).tobytes()
     pd.testing.assert_frame_equal(serial.table, spread.table)
     # what the shards computed is cached: a second pass sends nothing to the cluster
     again = WorkCache(tmp_path / "cache")
-    cached_tokens(manifest, clip_dir, 4, again, mapper=mapper, shards=3)
+    cached_tokens(manifest, clip_dir, 4, again, tmp_path / "t-again", mapper=mapper, shards=3)
     assert again.misses == 0
 
 

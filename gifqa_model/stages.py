@@ -78,6 +78,7 @@ def stage_data(params: Params, root: Path = Path("."), force: bool = False) -> d
             wanted,
         )
     table = generate_corpus(target, params.shapes)
+    stamp.unlink(missing_ok=True)  # a new file: the old one may be a link of DVC's cache
     stamp.write_text(json.dumps(wanted, indent=1, sort_keys=True) + "\n")
     return {"generated": True, "n_gifs": len(table), "path": str(target)}
 

@@ -557,6 +557,10 @@ def generate_corpus(out_dir: Path, params: ShapesParams | None = None) -> pd.Dat
     if gif_dir.exists():
         shutil.rmtree(gif_dir)
     gif_dir.mkdir(parents=True)
+    # new files, never the old ones rewritten: a DVC-tracked corpus's files are hardlinks of
+    # DVC's cache (.dvc/config), and writing through one would change the cached version
+    for name in ("ground_truth.jsonl", "descriptions.tsv"):
+        (out_dir / name).unlink(missing_ok=True)
     rows = []
     with (
         open(out_dir / "ground_truth.jsonl", "w", encoding="utf-8") as truth_file,

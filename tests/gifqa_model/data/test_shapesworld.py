@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -424,3 +425,19 @@ def test_noise_background_keeps_objects_and_truth():
         # the palette grows to 16 entries only here; a black background keeps today's 8
         assert ex.gif_bytes[10] & 7 == 3 and plain.gif_bytes[10] & 7 == 2
     assert generate_example(7, noisy).gif_bytes == ex.gif_bytes  # the noise is deterministic
+
+
+def test_regenerating_writes_new_files_never_through_the_old_ones(tmp_path: Path) -> None:
+    """A DVC-tracked corpus's files are hardlinks of DVC's cache: a regenerated corpus must
+    leave the linked bytes (the cached version) as they were."""
+    out = tmp_path / "corpus"
+    generate_corpus(out, ShapesParams(n_gifs=3, workers=1))
+    cached = {}
+    a_gif = sorted((out / "gifs").glob("*.gif"))[0].relative_to(out).as_posix()
+    for name in ("descriptions.tsv", "ground_truth.jsonl", a_gif):
+        cached[name] = tmp_path / f"cache-{name.replace('/', '-')}"
+        os.link(out / name, cached[name])
+    before = {name: f.read_bytes() for name, f in cached.items()}
+    generate_corpus(out, ShapesParams(n_gifs=2, seed=9, workers=1))
+    assert {name: f.read_bytes() for name, f in cached.items()} == before
+    assert (out / "descriptions.tsv").read_bytes() != before["descriptions.tsv"]

@@ -1027,3 +1027,80 @@ def test_the_page_offers_search_only_with_a_search_index(served) -> None:
     finally:
         client.app.state.search = before
     assert 'id="searchform"' in page_html(True) and 'id="searchform"' not in page_html(False)
+
+
+SEARCH_TEXTS = ["a red circle is moving left", "a blue square is growing", "two green stars spin"]
+
+
+def _search_index(clip_dir: Path, root: Path) -> Path:
+    """An index stage's search output over three GIFs, each embedded as its own description's
+    text (so a description finds its GIF first, cosine 1); g2 is a train GIF."""
+    import shutil
+
+    from gifqa_model.core.artifacts import CLIP_DIR, SEARCH_DIR
+    from gifqa_model.index.clip import ClipEncoder
+    from gifqa_model.index.search import GifSearch
+
+    index_dir = root / "index"
+    shutil.copytree(clip_dir, index_dir / CLIP_DIR)
+    emb = ClipEncoder.load(index_dir / CLIP_DIR).embed_texts(SEARCH_TEXTS)  # (3, E): 1 frame each
+    ids = [f"g{i}" for i in range(len(SEARCH_TEXTS))]
+    GifSearch.build(
+        np.asarray(emb, np.float32),
+        pd.DataFrame({"gif_id": ids, "n_cached": 1}),
+        pd.DataFrame(
+            {
+                "gif_id": ids,
+                "path": [f"gifs/{g}.gif" for g in ids],
+                "split": ["test", "test", "train"],
+            }
+        ),
+    ).save(index_dir / SEARCH_DIR)
+    return index_dir
+
+
+def test_search_dir_serves_the_gifs_a_text_describes_best_first(
+    pair, tmp_path, monkeypatch
+) -> None:
+    """`GIFQA_SEARCH_DIR` (an index stage's output: search/ and clip/) enables GET /v1/search:
+    results best first, `k` bounds them, an empty or oversized query is refused."""
+    index_dir = _search_index(pair[1], tmp_path)
+    monkeypatch.setenv("GIFQA_SEARCH_DIR", str(index_dir))
+    settings = ServeSettings(model_dir=pair[0], clip_dir=pair[1], poll_seconds=0)
+    assert settings.search_dir == index_dir
+    with TestClient(create_app(settings)) as client:
+        assert 'id="searchform"' in client.get("/").text
+        for i, text in enumerate(SEARCH_TEXTS):
+            r = client.get("/v1/search", params={"q": f"  {text} ", "k": 2})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["query"] == text and len(body["hits"]) == 2
+            top, second = body["hits"]
+            assert (top["gif_id"], top["path"]) == (f"g{i}", f"gifs/g{i}.gif")
+            assert top["score"] == pytest.approx(1.0, abs=1e-4) and second["score"] < top["score"]
+        assert client.get("/v1/search", params={"q": "   "}).json()["reason"] == "empty_query"
+        assert client.get("/v1/search", params={"q": "x", "k": 101}).status_code == 422
+
+
+def test_the_search_command_ranks_the_gifs_and_filters_by_split(pair, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from gifqa_model.cli import app
+
+    index_dir = _search_index(pair[1], tmp_path)
+    run = CliRunner().invoke(app, ["search", SEARCH_TEXTS[2], "--index-dir", str(index_dir)])
+    assert run.exit_code == 0, run.output
+    ranks = [line.split() for line in run.output.splitlines() if line.strip()]
+    assert [r[0] for r in ranks] == ["1", "2", "3"] and ranks[0][1:] == [
+        "1.000",
+        "g2",
+        "gifs/g2.gif",
+    ]
+    test_only = CliRunner().invoke(
+        app,
+        ["search", SEARCH_TEXTS[2], "--index-dir", str(index_dir), "--split", "test", "--k", "5"],
+    )
+    assert test_only.exit_code == 0 and "g2" not in test_only.output
+    assert len(test_only.output.strip().splitlines()) == 2
+    missing = CliRunner().invoke(app, ["search", "x", "--index-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "no search index in" in missing.output

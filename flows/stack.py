@@ -93,7 +93,10 @@ def load_settings(**overrides: Any) -> StackSettings:
         settings.home.mkdir(parents=True, exist_ok=True)
         for key in missing:
             stored[key] = secrets.token_urlsafe(18)
-        file.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
+        # created 600, never readable by others for a moment; an older file is made 600 too
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{k}={v}\n" for k, v in stored.items()))
         file.chmod(0o600)
     settings.db_password = settings.db_password or stored["GIFQA_STACK_DB_PASSWORD"]
     settings.s3_secret = settings.s3_secret or stored["GIFQA_STACK_S3_SECRET"]

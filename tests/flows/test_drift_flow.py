@@ -71,3 +71,59 @@ def test_drifted_drop_below_min_new_gifs_triggers_a_retrain(tmp_path: Path, monk
     assert triggered == [flows.watch.RETRAIN_DEPLOYMENT]
     assert (project / "data.dvc").is_file()
     assert (drop / flows.watch.LOOKED).is_file()
+
+
+@pytest.mark.integration
+def test_a_drop_below_min_new_gifs_that_did_not_drift_waits_and_is_compared_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Fewer GIFs than `deploy.min_new_gifs` that did not drift: nothing is imported or
+    triggered, and the next intervals do not compare the same drop again; a changed drop is
+    compared anew; once enough GIFs wait they are imported without a comparison."""
+    project = tmp_path / "project"
+    project.mkdir()
+    params = {"deploy": {"min_new_gifs": 30}, "drift": {"min_gifs": 20}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    sh([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    drop = project / "drop"
+    generate_corpus(drop, ShapesParams(n_gifs=24, seed=5, workers=1))
+
+    import flows.watch
+
+    compared, triggered = [], []
+    no_drift = SimpleNamespace(action="none", at_least=lambda level: False)
+    monkeypatch.setattr(
+        flows.watch, "check_drop_drift", lambda project_dir: compared.append(1) or no_drift
+    )
+    monkeypatch.setattr(
+        flows.watch,
+        "run_deployment",
+        lambda name, **kw: (
+            triggered.append(name) or SimpleNamespace(id="run-1", name="retrain-run")
+        ),
+    )
+    first = flows.watch.watch_data(project_dir=str(project))
+    assert first == {"added": 0, "waiting": 24, "triggered": None, "drift": "none"}
+    again = flows.watch.watch_data(project_dir=str(project))  # the next interval: no comparison
+    assert again == {**first, "drift": None}
+    assert compared == [1] and triggered == [] and not (project / "data.dvc").exists()
+
+    _arrive(drop, tmp_path / "more", 2, seed=6)  # 26 wait: another drop, compared anew
+    assert flows.watch.watch_data(project_dir=str(project))["drift"] == "none"
+    assert compared == [1, 1] and triggered == []
+    _arrive(drop, tmp_path / "more2", 4, seed=7)  # 30 wait: imported, nothing to compare first
+    summary = flows.watch.watch_data(project_dir=str(project))
+    assert compared == [1, 1]
+    assert summary["added"] == 30 and summary["triggered"] == "run-1"
+    assert triggered == [flows.watch.RETRAIN_DEPLOYMENT] and (project / "data.dvc").is_file()
+
+
+def _arrive(drop: Path, scratch: Path, n: int, seed: int) -> None:
+    """`n` more described GIFs land in the drop folder, under names of their own."""
+    generate_corpus(scratch, ShapesParams(n_gifs=n, seed=seed, workers=1))
+    table = drop / "descriptions.tsv"
+    for line in (scratch / "descriptions.tsv").read_text().splitlines()[1:]:
+        name, description = line.split("\t", 1)
+        (scratch / "gifs" / name).rename(drop / "gifs" / f"s{seed}_{name}")
+        table.write_text(table.read_text() + f"s{seed}_{name}\t{description}\n")

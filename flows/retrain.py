@@ -32,6 +32,7 @@ from gifqa_model.core.artifacts import (  # noqa: E402
 )
 from gifqa_model.core.config import EXPERIMENT, flat_params, load_params  # noqa: E402
 from gifqa_model.core.lineage import TRIGGER_TAG, trigger_of  # noqa: E402
+from gifqa_model.monitor.drift import DriftResult  # noqa: E402
 from gifqa_model.stages import MLFLOW_RUN_ENV, stage_data  # noqa: E402
 from tasks.drift import check_drift  # noqa: E402
 from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
@@ -204,6 +205,12 @@ def log_datasets(project: Path) -> None:
             mlflow.log_input(ds, context=context)
 
 
+def hold_reason(drift: DriftResult | None) -> str | None:
+    """Why the gate must register the version without promoting it: only drift at `hold`;
+    a warning (or a retrain, which is this run) promotes as usual."""
+    return f"data drift {drift.reason}" if drift is not None and drift.action == "hold" else None
+
+
 def retry_options(retries: int, delay_s: float) -> dict:
     """A task's retries: transient failures (a server down) are retried with doubling delays,
     then fail clearly."""
@@ -281,7 +288,7 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             "drift": drift.action if drift else None,
         }
         if "evaluate" in results:
-            hold_for = f"data drift {drift.reason}" if drift and drift.action == "hold" else None
+            hold_for = hold_reason(drift)
             summary.update(
                 register_model.with_options(**with_retries)(
                     project, run.info.run_id, ev, tags, hold_for

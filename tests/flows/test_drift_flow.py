@@ -127,3 +127,67 @@ def _arrive(drop: Path, scratch: Path, n: int, seed: int) -> None:
         name, description = line.split("\t", 1)
         (scratch / "gifs" / name).rename(drop / "gifs" / f"s{seed}_{name}")
         table.write_text(table.read_text() + f"s{seed}_{name}\t{description}\n")
+
+
+@pytest.mark.integration
+def test_drift_at_warn_tags_the_run_logs_its_report_and_warns(tmp_path: Path, monkeypatch) -> None:
+    """The retrain flow's drift task at `warn` (one-colour arrivals, shares set so that only a
+    warning is called for): the run is tagged `drift.action=warn` with the drifted features, the
+    report and the run's own profile are logged, the `drift/*` metrics recorded, and the
+    flow's notice posts the verdict to GIFQA_ALERT_WEBHOOK."""
+    import json
+
+    from prefect import flow
+
+    from flows.alerts import notify_drift
+    from gifqa_model.core.artifacts import MANIFEST_CLEAN_FILE, QA_CLEAN_FILE, out_dir
+    from gifqa_model.core.config import QAParams
+    from gifqa_model.monitor.drift import folder_tables
+    from tasks.drift import check_drift
+    from tests.helpers import LocalHTTP
+
+    project = tmp_path / "project"
+    project.mkdir()
+    params = {
+        "drift": {"min_gifs": 20, "warn_share": 0.1, "retrain_share": None, "hold_share": None}
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _champion_with_profile(uri, shapes_profile(0, 150), tmp_path)
+    arrivals = tmp_path / "arrivals"
+    generate_corpus(arrivals, ShapesParams(n_gifs=24, seed=5, workers=1))
+    table = arrivals / "descriptions.tsv"
+    table.write_text(re.sub(r"\b(" + "|".join(COLORS) + r")\b", "red", table.read_text()))
+    manifest, qa = folder_tables(arrivals, QAParams(), tmp_path / "tables")
+    clean = out_dir("validate", project)
+    clean.mkdir(parents=True)
+    manifest.to_parquet(clean / MANIFEST_CLEAN_FILE, index=False)
+    qa.to_parquet(clean / QA_CLEAN_FILE, index=False)
+    notices: list[dict] = []
+    hook = LocalHTTP(lambda method, path, body: notices.append(json.loads(body)) or (200, {}, b""))
+    monkeypatch.setenv("GIFQA_ALERT_WEBHOOK", hook.url)
+
+    @flow(name="drift-warn-check")
+    def one_check() -> tuple[str, str, int]:
+        mlflow.set_experiment("drift-warn")
+        with mlflow.start_run() as run:
+            drift = check_drift(str(project))
+            sent = notify_drift("gifqa-retrain", drift) if drift.at_least("warn") else 0
+        return run.info.run_id, drift.action, sent
+
+    try:
+        run_id, action, sent = one_check()
+    finally:
+        hook.close()
+    assert action == "warn" and sent == 1
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.data.tags["drift.action"] == "warn" and run.data.tags["drift.checked"] == "true"
+    drifted = run.data.tags["drift.features"].split(",")
+    assert "answer" in drifted, drifted  # every colour answer is red
+    assert run.data.metrics["drift/share"] >= 0.1 and run.data.metrics["drift/n_current_gifs"] == 24
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "drift")}
+    assert {"drift/drift.json", "drift/drift.html", f"drift/{PROFILE_FILE}"} <= logged
+    (notice,) = notices
+    assert (notice["event"], notice["flow"], notice["action"]) == ("drift", "gifqa-retrain", "warn")
+    assert notice["features"] == drifted and notice["share"] == run.data.metrics["drift/share"]

@@ -74,3 +74,16 @@ def test_retries_wait_twice_as_long_each_time() -> None:
 
     assert retry_options(3, 0.5) == {"retries": 3, "retry_delay_seconds": [0.5, 1.0, 2.0]}
     assert retry_options(0, 2.0) == {"retries": 0, "retry_delay_seconds": 0}
+
+
+def test_only_drift_at_hold_keeps_the_gate_from_promoting() -> None:
+    """The flow's hold decision: a warning or a retrain promotes as usual; hold names the drift."""
+    from flows.retrain import hold_reason
+    from gifqa_model.monitor.drift import DriftResult
+
+    def at(action: str) -> DriftResult:
+        return DriftResult(checked=True, reason=f"2 of 5 features ({action})", action=action)
+
+    assert hold_reason(None) is None
+    assert [hold_reason(at(a)) for a in ("none", "warn", "retrain")] == [None, None, None]
+    assert hold_reason(at("hold")) == "data drift 2 of 5 features (hold)"

@@ -1104,3 +1104,32 @@ def test_the_search_command_ranks_the_gifs_and_filters_by_split(pair, tmp_path) 
     assert len(test_only.output.strip().splitlines()) == 2
     missing = CliRunner().invoke(app, ["search", "x", "--index-dir", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "no search index in" in missing.output
+
+
+def test_frames_are_the_ones_the_index_caches_as_small_pngs(served, gif) -> None:
+    """POST /v1/frames: the source frames the index stage caches of this GIF (its own frame
+    sampling, at the model's `frames_per_gif`), in order, each a PNG of the strip's size that
+    shows that frame; a corrupt GIF is a 422 with the reason."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from gifqa_model.data.gifs import probe_gif
+    from gifqa_model.index.indexing import cached_frame_indices
+    from gifqa_model.serve.routes import STRIP_SIZE
+
+    r = served.client.post("/v1/frames", files={"file": ("a.gif", gif, "image/gif")})
+    assert r.status_code == 200, r.text
+    frames = r.json()["frames"]
+    n = probe_gif(gif, GifLimits()).n_frames
+    expected = [int(i) for i in cached_frame_indices(n, IndexParams().frames_per_gif)]
+    assert [f["index"] for f in frames] == expected and len(expected) > 1
+    decoded = decode_frames(gif, indices=expected, size=STRIP_SIZE)
+    for f, source in zip(frames, decoded, strict=True):
+        head, data = f["png"].split(",", 1)
+        assert head == "data:image/png;base64"
+        png = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+        assert np.array_equal(png, source)  # lossless: the frame itself
+    bad = served.client.post("/v1/frames", files={"file": ("a.gif", gif[:40], "image/gif")})
+    assert bad.status_code == 422 and bad.json()["reason"]

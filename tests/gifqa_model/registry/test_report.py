@@ -47,3 +47,35 @@ def test_the_data_hashes_and_commit_that_differ_are_named_with_each_sides_value(
     # a key only one side has is a difference too, and no run at all has no params
     assert param_diff({"x": "1"}, {}) == {"x": ["1", None]}
     assert run_params(client, None) == {}
+
+
+def test_the_model_card_names_the_data_the_scores_and_what_differs() -> None:
+    """The card a version is registered with: its run and commit, the corpus and benchmark
+    hashes, test and benchmark scores with their baselines, per-split scores and the params
+    that differ from the defaults."""
+    from gifqa_model.core.config import Params
+    from gifqa_model.registry.card import model_card
+
+    params = Params.model_validate({"train": {"seed": 7}})
+    ev = {
+        "accuracy": 0.8712,
+        "by_qtype": {"color": 0.9, "count": 0.75},
+        "prior_accuracy": 0.25,
+        "blank_frames_accuracy": 0.3,
+        "benchmark": {"accuracy": 0.88, "n": 400, "blank_frames_accuracy": 0.31},
+        "splits": {"iid": {"accuracy": 0.9}, "held_out_pairs": {"accuracy": 0.7}},
+    }
+    tags = {
+        "git_commit": "0123456789abcdef",
+        "dvc.data.data.md5": "corpus.dir",
+        "dvc.benchmark.outputs/benchmark.md5": "bench.dir",
+    }
+    card = model_card(params, "run-1", ev, tags)
+    assert "MLflow run run-1 (git 0123456789ab)" in card
+    assert "ShapesWorld corpus corpus.dir, benchmark bench.dir." in card
+    assert "Test accuracy 0.8712 (color 0.900, count 0.750); answer prior 0.2500" in card
+    assert "Benchmark accuracy 0.8800 on 400 questions" in card
+    assert "Benchmark splits: iid 0.900, held_out_pairs 0.700." in card
+    assert "train.seed=7" in card and "Trained from scratch" in card
+    unknown = model_card(Params(), "run-2", {}, {})
+    assert "corpus ?, benchmark ?" in unknown and "differ from the defaults: none" in unknown

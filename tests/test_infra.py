@@ -146,3 +146,16 @@ def test_gpu_work_pool_template_is_one_prefect_accepts_and_asks_for_gpus() -> No
     assert f"-f infra/Dockerfile.train -t {name}" in (REPO / "README.md").read_text()
     assert "MLFLOW_TRACKING_URI" in container["env"]
     assert not any(re.search(r"PASSWORD|SECRET|ACCESS_KEY", k) for k in container["env"])
+
+
+def test_compose_keeps_every_stateful_services_data_on_a_named_volume(compose) -> None:
+    """The databases, the object store, the auth database and the workspace live on named
+    volumes (declared at the top level): `docker compose down && up` keeps them."""
+    declared = set(compose["volumes"])
+    where = {"postgres": "/var/lib/postgresql/data", "minio": "/data", "mlflow": "/auth"}
+    for service, path in where.items():
+        mounts = [str(v) for v in compose["services"][service]["volumes"]]
+        named = [m.split(":")[0] for m in mounts if m.split(":")[1] == path]
+        assert named and named[0] in declared, (service, mounts)
+    minio = compose["services"]["minio"]
+    assert "server /data" in minio["command"]  # the store writes where the volume is

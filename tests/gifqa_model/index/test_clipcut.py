@@ -178,3 +178,20 @@ def test_fit_with_the_dense_token_loss_learns_what_each_token_cell_shows():
     assert m["clip_fit_scene_loss_last"] < 0.5 * m["clip_fit_scene_loss_first"]
     with pytest.raises(ValueError, match="scene targets"):
         fit_clip(build_clip(params), frames, [(0, 4), (4, 8)], ["a", "b"], params)
+
+
+def test_the_clip_fit_stops_with_an_error_past_fit_minutes(monkeypatch) -> None:
+    """`clip.fit_minutes` is a hang guard: past it the fit raises (naming the param and the
+    step) instead of returning a shorter fit, whose tokens would be another encoder's."""
+    import gifqa_model.index.clip as clip_module
+
+    params = ClipParams(
+        **VIT, fit_steps=50, fit_batch_size=4, token_pool=2, fit_scene_weight=0.0, fit_minutes=1
+    )
+    enc = build_clip(params)
+    frames = np.random.default_rng(0).integers(0, 255, size=(8, 64, 64, 3), dtype=np.uint8)
+    readings = iter(range(0, 10**6, 20))  # a clock 20 s further on at each reading
+
+    monkeypatch.setattr(clip_module.time, "time", lambda: float(next(readings)))
+    with pytest.raises(TimeoutError, match=r"clip.fit_minutes \(1.0\) passed at step \d+ of 50"):
+        fit_clip(enc, frames, [(0, 4), (4, 8)], ["a red circle", "two blue squares"], params)

@@ -269,3 +269,42 @@ def test_the_first_request_reads_the_newest_runs_then_the_full_read_replaces_the
     wait_until(lambda: not cache.get().partial, timeout=30, what="the full read")
     assert len(cache.get().runs) == 250 and sorted(calls, key=str) == [100, None]
     assert cache.get() is cache.get() and len(calls) == 2  # within ttl_s: no read again
+
+
+def test_a_read_older_than_the_ttl_is_served_while_a_new_one_runs_in_the_background() -> None:
+    """Past `ttl_s` the next request is answered from the last read at once and starts one
+    new read behind it (never two at a time); a read that fails keeps the last board and
+    says why."""
+    import threading
+
+    from gifqa_model.dashboard.app import BoardCache
+    from gifqa_model.dashboard.board import Board
+    from tests.helpers import wait_until
+
+    calls, gate, fail = [], threading.Event(), []
+
+    def read(n: int | None) -> Board:
+        calls.append(n)
+        if len(calls) > 1:
+            assert gate.wait(30)
+        if fail:
+            raise ConnectionError("the tracking server is down")
+        return Board("m", [], [], [{"run_id": str(len(calls))}], [], None, None)
+
+    cache = BoardCache(read, ttl_s=5, first_runs=100)
+    first = cache.get()
+    assert first.runs == [{"run_id": "1"}] and not first.partial and calls == [100]
+    first.read_at -= 6  # the read is now older than ttl_s
+    assert cache.get() is first and cache.get() is first  # answered from the last read
+    wait_until(lambda: len(calls) == 2, timeout=30, what="the background read to start")
+    assert calls == [100, None]  # one new read only, the full one
+    gate.set()
+    wait_until(lambda: cache.get() is not first, timeout=30, what="the new read")
+    assert cache.get().runs == [{"run_id": "2"}] and cache.error is None
+
+    newest = cache.get()
+    newest.read_at -= 6
+    fail.append(1)
+    assert cache.get() is newest
+    wait_until(lambda: cache.error is not None, timeout=30, what="the failed read")
+    assert cache.get() is newest and "tracking server is down" in cache.error

@@ -79,3 +79,43 @@ def test_the_model_card_names_the_data_the_scores_and_what_differs() -> None:
     assert "train.seed=7" in card and "Trained from scratch" in card
     unknown = model_card(Params(), "run-2", {}, {})
     assert "corpus ?, benchmark ?" in unknown and "differ from the defaults: none" in unknown
+
+
+def test_models_list_shows_a_column_per_split_and_each_versions_gate(client, monkeypatch) -> None:
+    """`gifqa models list`: newest first, aliases, benchmark and test accuracy, one column per
+    benchmark split any version was scored on (empty where a version was not), the decision."""
+    from typer.testing import CliRunner
+
+    import flows.cli
+    from gifqa_model.registry.versions import GATE_TAG
+
+    client.create_registered_model("gifqa")
+    tags = [
+        {"benchmark.accuracy": "0.810", "test.accuracy": "0.800", GATE_TAG: "promoted"},
+        {
+            "benchmark.accuracy": "0.870",
+            "test.accuracy": "0.860",
+            "split.held_out_pairs.accuracy": "0.700",
+            "split.reversed.accuracy": "0.650",
+            GATE_TAG: "rejected",
+        },
+    ]
+    for t in tags:
+        run_id = _run({}, {})
+        mv = client.create_model_version("gifqa", f"runs:/{run_id}/m", run_id=run_id)
+        for k, v in t.items():
+            client.set_model_version_tag("gifqa", mv.version, k, v)
+    client.set_registered_model_alias("gifqa", "champion", "1")
+    monkeypatch.setattr(flows.cli.console, "width", 200)
+
+    out = CliRunner().invoke(flows.cli.app, ["models", "list"])
+    assert out.exit_code == 0, out.output
+    lines = [line for line in out.output.splitlines() if line.strip("│┃ ─━┏┓┗┛┡┩└┘")]
+    header = next(line for line in lines if "version" in line)
+    cols = [c.strip() for c in header.strip("┃").split("┃")]
+    assert cols[:4] == ["version", "aliases", "created", "benchmark"]
+    assert cols[4:] == ["held_out_pairs", "reversed", "test", "gate", "run"]
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in lines if "│ v" in line]
+    assert [r[0] for r in rows] == ["v2", "v1"]  # newest first
+    assert rows[0][3:8] == ["0.870", "0.700", "0.650", "0.860", "rejected"]
+    assert rows[1][1] == "champion" and rows[1][3:8] == ["0.810", "", "", "0.800", "promoted"]

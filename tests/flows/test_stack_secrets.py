@@ -38,3 +38,42 @@ def test_secrets_are_random_written_once_and_mode_600(tmp_path, monkeypatch) -> 
     refilled = load_settings(home=tmp_path / "a")
     assert refilled.db_password == first.db_password and refilled.s3_secret != first.s3_secret
     assert stat.S_IMODE(file.stat().st_mode) == 0o600
+
+
+def test_stack_env_prints_exports_a_shell_can_eval(tmp_path, monkeypatch) -> None:
+    """`eval "$(gifqa stack env)"` gives a shell the stack's URLs and the pipeline's own
+    credentials (the ones in secrets.env), quoted so any secret survives the shell."""
+    import subprocess
+    import sys
+
+    for key in [k for k in os.environ if k.startswith("GIFQA_STACK_")]:
+        monkeypatch.delenv(key)  # the default ports, this home's secrets
+    monkeypatch.setenv("GIFQA_STACK_HOME", str(tmp_path / "home"))
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "stack", "env"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert all(line.startswith("export ") for line in out.splitlines())
+    shell = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'eval "$1"; echo "$MLFLOW_TRACKING_URI $PREFECT_API_URL $MLFLOW_TRACKING_PASSWORD"',
+            "_",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    stored = dict(
+        line.split("=", 1) for line in (tmp_path / "home" / "secrets.env").read_text().splitlines()
+    )
+    assert shell == [
+        "http://127.0.0.1:15000",
+        "http://127.0.0.1:14200/api",
+        stored["GIFQA_STACK_MLFLOW_PASSWORD"],
+    ]

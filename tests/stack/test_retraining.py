@@ -81,8 +81,11 @@ def _the_servers_are_real(stack, stack_env) -> None:
     with mlflow.start_run() as run:
         mlflow.log_text("hello", "hello.txt")
     s3 = boto3.client("s3", endpoint_url=stack_env["MLFLOW_S3_ENDPOINT_URL"])
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.s.bucket).get("Contents", [])]
-    assert any(k.endswith(f"{run.info.run_id}/artifacts/hello.txt") for k in keys), keys
+    # every page: the bucket holds more than one listing (1,000) of DVC objects, one per GIF
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=stack.s.bucket)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    hello = [k for k in keys if k.endswith(f"{run.info.run_id}/artifacts/hello.txt")]
+    assert len(hello) == 1, (len(keys), keys[:20])
     with pytest.raises(psycopg2.OperationalError):  # the database wants its password
         psycopg2.connect(db_url(stack.s, "mlflow").replace(stack.s.db_password, "wrong"))
 

@@ -116,7 +116,6 @@ def stage_synth_qa(params: Params, root: Path = Path(".")) -> dict:
     qa, metrics = synth_qa(manifest, params.qa, cache=cache)
     metrics.update(cache.stats())
     out = fresh_out_dir("synth_qa", root)
-    out.mkdir(parents=True, exist_ok=True)
     qa.to_parquet(out / QA_FILE, index=False)
     write_metrics("synth_qa", metrics, root)
     return metrics

@@ -283,7 +283,6 @@ def cached_tokens(
     else:
         results = _embed_here(jobs, clip_dir, frames_per_gif, decode_workers)
     tokens_dir.mkdir(parents=True, exist_ok=True)
-    shape: tuple[int, int] | None = None
     for i, (tokens, emb, idx) in zip(todo, results, strict=True):
         found[i] = {
             "emb": emb,
@@ -293,13 +292,12 @@ def cached_tokens(
         cache.put_arrays(namespace, keys[i], **found[i])
         files[i] = cache.put_npy(namespace, keys[i], tokens)
         _place(files[i], tokens_dir / f"{keys[i]}.npy", tokens)
-        shape = (int(tokens.shape[1]), int(tokens.shape[2]))
     done = set(todo)
     for i, f in enumerate(files):
         if i not in done:
             _place(f, tokens_dir / f"{keys[i]}.npy", None)
-    if shape is None:  # every GIF from the cache: one header tells the shape
-        shape = tuple(np.load(tokens_dir / f"{keys[0]}.npy", mmap_mode="r").shape[1:])
+    # every GIF's tokens have one shape: the first file's header tells it
+    shape = tuple(np.load(tokens_dir / f"{keys[0]}.npy", mmap_mode="r").shape[1:])
     cache.prune("tokens", keep={weights[:16]})  # tokens of other encoders are never read again
     counts = [len(f["means"]) for f in found]
     table = pd.DataFrame(

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.incremental import DATA_STAGES, run_stages  # noqa: E402
+from bench.worktree import worktree  # noqa: E402
 from gifqa_model.core.artifacts import (  # noqa: E402
     FRAMES_FILE,
     KEYFRAMES_FILE,
@@ -125,22 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gifqa-disk-"))
     os.environ.pop("GIFQA_WORK_CACHE", None)  # each project's own outputs/.cache
-    before_repo = work / "before-src"
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(REPO),
-            "worktree",
-            "add",
-            "-q",
-            "--detach",
-            str(before_repo),
-            args.before_ref,
-        ],
-        check=True,
-    )
-    try:
+    with worktree(args.before_ref, work / "before-src") as before_repo:
         overrides = {"shapes": {"n_gifs": args.gifs, "seed": 0}}
         seed_project = make_project(work / "seed", overrides)
         stage_data(load_params(seed_project / "params.yaml"), root=seed_project)
@@ -157,9 +142,7 @@ def main() -> None:
             "after": run_side("after", REPO, work, overrides, seed_project / "data", drops),
         }
         check = same_tokens(sides["before"]["project"], sides["after"]["project"])
-    finally:
-        os.environ.pop("PYTHONPATH", None)
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before_repo)])
+    os.environ.pop("PYTHONPATH", None)
     summary = {
         "before_ref": args.before_ref,
         "stages": DATA_STAGES,

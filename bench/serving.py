@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.serve_load import QUESTIONS, measure  # noqa: E402
+from bench.worktree import worktree  # noqa: E402
 
 TARGETS = {"rps_c8": 62.0, "p99_c8_ms": 250.0, "p50_c1_ms": 25.0}
 
@@ -93,22 +94,7 @@ def main() -> None:
         tmp = Path(tmp)
         if args.model_dir is None:
             args.model_dir, args.clip_dir = foundation_pair(tmp / "pair")
-        before = tmp / "before"
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(REPO),
-                "worktree",
-                "add",
-                "-q",
-                "--detach",
-                str(before),
-                args.before_ref,
-            ],
-            check=True,
-        )
-        try:
+        with worktree(args.before_ref, tmp / "before") as before:
             warmup = 50
             gifs = new_gifs(warmup + 2 * args.requests)
             results = {"before_ref": args.before_ref, "variants": {}}
@@ -127,8 +113,6 @@ def main() -> None:
                     url, "/v1/answer", gifs, [1, 8], args.requests, warmup, serve=cmd, env=env
                 )
                 results["variants"][name] = levels
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)])
         results["agreement"] = agreement(args.model_dir, args.clip_dir, gifs[: args.agreement_gifs])
     print("\n| | c=1 p50 ms | c=8 req/s | c=8 p99 ms |")
     print("| --- | --- | --- | --- |")

@@ -36,6 +36,21 @@ def _champion_with_profile(uri: str, profile: pd.DataFrame, tmp: Path) -> None:
     client.set_registered_model_alias("gifqa", CHAMPION, mv.version)
 
 
+def _deployments_triggered(monkeypatch) -> list[str]:
+    """watch-data's `run_deployment`, recorded instead of run: the names it triggers."""
+    import flows.watch
+
+    triggered: list[str] = []
+    monkeypatch.setattr(
+        flows.watch,
+        "run_deployment",
+        lambda name, **kw: (
+            triggered.append(name) or SimpleNamespace(id="run-1", name="retrain-run")
+        ),
+    )
+    return triggered
+
+
 @pytest.mark.integration
 def test_drifted_drop_below_min_new_gifs_triggers_a_retrain(tmp_path: Path, monkeypatch) -> None:
     project = tmp_path / "project"
@@ -57,14 +72,7 @@ def test_drifted_drop_below_min_new_gifs_triggers_a_retrain(tmp_path: Path, monk
 
     import flows.watch
 
-    triggered = []
-    monkeypatch.setattr(
-        flows.watch,
-        "run_deployment",
-        lambda name, **kw: (
-            triggered.append(name) or SimpleNamespace(id="run-1", name="retrain-run")
-        ),
-    )
+    triggered = _deployments_triggered(monkeypatch)
     summary = flows.watch.watch_data(project_dir=str(project))
     assert summary["drift"] == "retrain"
     assert summary["added"] == 24 and summary["triggered"] == "run-1"
@@ -91,18 +99,12 @@ def test_a_drop_below_min_new_gifs_that_did_not_drift_waits_and_is_compared_once
 
     import flows.watch
 
-    compared, triggered = [], []
+    compared = []
     no_drift = SimpleNamespace(action="none", at_least=lambda level: False)
     monkeypatch.setattr(
         flows.watch, "check_drop_drift", lambda project_dir: compared.append(1) or no_drift
     )
-    monkeypatch.setattr(
-        flows.watch,
-        "run_deployment",
-        lambda name, **kw: (
-            triggered.append(name) or SimpleNamespace(id="run-1", name="retrain-run")
-        ),
-    )
+    triggered = _deployments_triggered(monkeypatch)
     first = flows.watch.watch_data(project_dir=str(project))
     assert first == {"added": 0, "waiting": 24, "triggered": None, "drift": "none"}
     again = flows.watch.watch_data(project_dir=str(project))  # the next interval: no comparison

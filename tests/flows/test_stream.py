@@ -57,3 +57,39 @@ def test_every_bar_state_shows_when_the_interval_is_zero(tmp_path: Path) -> None
 
 def test_a_stage_runs_unbuffered() -> None:
     assert stage_env()["PYTHONUNBUFFERED"] == "1"
+
+
+def test_by_default_a_bar_shows_once_per_ten_seconds_of_its_updates(monkeypatch, tmp_path) -> None:
+    """The README's "a plain line every 10 s": the default interval, on a clock that moves 1 s
+    each time `stream` reads it (all 60 bar states arrive in one read, so the reads are fixed)."""
+    import os
+    import types
+
+    import tasks.stages as stages
+
+    now = [1000.0]
+
+    def monotonic() -> float:
+        now[0] += 1
+        return now[0]
+
+    class Proc:  # a stage that printed 60 bar states and then its final line
+        def __init__(self, *args, **kwargs) -> None:
+            r, w = os.pipe()
+            os.write(w, b"".join(f"step {i}\r".encode() for i in range(60)) + b"\ndone\n")
+            os.close(w)
+            self.stdout = os.fdopen(r, "rb")
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(stages, "time", types.SimpleNamespace(monotonic=monotonic))
+    monkeypatch.setattr(stages.subprocess, "Popen", Proc)
+    shown: list[tuple[str, float]] = []
+    code, _ = stream(["stage"], tmp_path, {}, lambda line: shown.append((line, now[0])))
+    assert (
+        code == 0 and shown[0][0] == "step 0" and [s for s, _ in shown[-2:]] == ["step 59", "done"]
+    )
+    times = [t for line, t in shown if line.startswith("step")][:-1]  # the last is the final state
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) > 3 and all(10 <= g <= 12 for g in gaps), gaps

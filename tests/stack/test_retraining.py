@@ -88,6 +88,12 @@ def _the_servers_are_real(stack, stack_env) -> None:
     assert len(hello) == 1, (len(keys), keys[:20])
     with pytest.raises(psycopg2.OperationalError):  # the database wants its password
         psycopg2.connect(db_url(stack.s, "mlflow").replace(stack.s.db_password, "wrong"))
+    with psycopg2.connect(db_url(stack.s, "mlflow")) as conn, conn.cursor() as cur:
+        # ... by SCRAM: every rule of pg_hba, and the password stored as a SCRAM verifier
+        cur.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules")
+        assert {m for (m,) in cur.fetchall()} == {"scram-sha-256"}
+        cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = current_user")
+        assert cur.fetchone()[0].startswith("SCRAM-SHA-256$")
 
 
 def _dropped_gifs_start_a_retrain_by_themselves(stack, stack_env, project) -> None:

@@ -3,9 +3,16 @@ hashes of the data and each stage output, and the git commit; nothing else of th
 
 from __future__ import annotations
 
-import mlflow
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
-from gifqa_model.registry.report import param_diff, run_params
+import mlflow
+import pandas as pd
+
+from gifqa_model.registry.gate import Decision
+from gifqa_model.registry.report import MAX_SHOWN, param_diff, run_params, write_report
+from tests.helpers import tiny_gif
 
 
 def _run(params: dict[str, str], tags: dict[str, str]) -> str:
@@ -119,3 +126,121 @@ def test_models_list_shows_a_column_per_split_and_each_versions_gate(client, mon
     assert [r[0] for r in rows] == ["v2", "v1"]  # newest first
     assert rows[0][3:8] == ["0.870", "0.700", "0.650", "0.860", "rejected"]
     assert rows[1][1] == "champion" and rows[1][3:8] == ["0.810", "", "", "0.800", "promoted"]
+
+
+def _scored(
+    correct: list[bool], preds: list[str], keyframes: list[list[int]], gif: Path
+) -> pd.DataFrame:
+    n = len(correct)
+    return pd.DataFrame(
+        {
+            "qa_id": [f"q{i}" for i in range(n)],
+            "gif_id": [f"g{i}" for i in range(n)],
+            "path": [str(gif) if i == 0 else "/nowhere/g.gif" for i in range(n)],
+            "question": [f"what <is> {i}?" for i in range(n)],
+            "answer": ["red"] * n,
+            "qtype": ["color", "color", "count", "count", "color", "count"][:n],
+            "split": ["benchmark", "benchmark", "benchmark", "benchmark", "ood_real", "ood_real"][
+                :n
+            ],
+            "prediction": preds,
+            "keyframes": keyframes,
+            "correct": correct,
+        }
+    )
+
+
+class _Client:
+    """The two MLflow calls the report makes: a version's run, and a run's params and tags."""
+
+    def get_model_version(self, name: str, version: str):
+        return SimpleNamespace(run_id=f"run{version}")
+
+    def get_run(self, run_id: str):
+        params = {"train.lr": "0.001" if run_id == "run2" else "0.002", "train.seed": "0"}
+        tags = {"git_commit": run_id, "prefect.trigger": "schedule"}
+        return SimpleNamespace(data=SimpleNamespace(params=params, tags=tags))
+
+
+def test_the_promotion_report_shows_the_decision_the_bars_the_disagreements_and_the_diff(
+    tmp_path: Path,
+) -> None:
+    gif = tmp_path / "g0.gif"
+    gif.write_bytes(tiny_gif(n_frames=4, side=16, seed=1))
+    chall = _scored(
+        [True, True, False, True, True, False],
+        ["red", "red", "blue", "red", "red", "x<y>"],
+        [[0, 1]] * 6,
+        gif,
+    )
+    champ = _scored(
+        [False, True, False, False, True, True],
+        ["blue", "red", "blue", "green", "red", "red"],
+        [[2, 3]] * 6,
+        gif,
+    )
+    decision = Decision(
+        promote=True,
+        reason="better & significant",
+        challenger_accuracy=4 / 6,
+        checks={"significant": True, "no_qtype_regression": False},
+    )
+    out = write_report(tmp_path / "r", "gifqa", 2, 1, decision, chall, champ, _Client())
+    report = json.loads(out["json"].read_text())
+    assert report["version"] == 2 and report["champion_before"] == 1
+    assert report["decision"]["reason"] == "better & significant"
+    # per qtype on the in-distribution split only; per split over all questions
+    assert report["challenger_by_qtype"] == {"color": 1.0, "count": 0.5}
+    assert report["champion_by_qtype"] == {"color": 0.5, "count": 0.0}
+    assert report["challenger_by_split"] == {"benchmark": 0.75, "ood_real": 0.5}
+    assert report["champion_by_split"] == {"benchmark": 0.25, "ood_real": 1.0}
+    # one right and the other wrong: q0, q3, q5 (q2 both wrong, the rest both right)
+    assert report["n_questions"] == 6 and report["n_disagreements"] == 3
+    assert [d["qa_id"] for d in report["disagreements"]] == ["q0", "q3", "q5"]
+    d0 = report["disagreements"][0]
+    assert (d0["prediction"], d0["prediction_champion"]) == ("red", "blue")
+    assert (d0["keyframes"], d0["keyframes_champion"]) == ([0, 1], [2, 3])
+    assert report["param_diff"] == {
+        "tag:git_commit": ["run2", "run1"],
+        "train.lr": ["0.001", "0.002"],
+    }
+    page = out["html"].read_text()
+    assert "<title>gifqa v2: promoted</title>" in page
+    assert "gifqa v2 vs champion v1: promoted" in page
+    assert "<li>significant: pass</li>" in page and "<li>no_qtype_regression: FAIL</li>" in page
+    assert "better &amp; significant" in page
+    assert "6 benchmark questions; the two disagree on 3\n(showing 3)" in page
+    assert page.count('<img src="data:image/png;base64,') == 2  # qtype and split bars
+    rows = page.split("<h2>Where they disagree</h2>")[1].split("<h2>")[0]
+    assert rows.count("<tr>") == 1 + 3 and "what &lt;is&gt; 0?" in rows and "x&lt;y&gt;" in rows
+    # a GIF on this machine is shown with each model's keyframes; one elsewhere by its indices
+    assert rows.count("data:image/gif;base64,") == 1 and rows.count("data:image/png;base64,") == 2
+    assert "keyframes 0, 1" in rows and "keyframes 2, 3" in rows
+    assert "<td class=ok>red<br>" in rows and "<td class=bad>blue<br>" in rows
+    diff = page.split("<h2>What differs between the runs</h2>")[1]
+    assert "<tr><td>train.lr</td><td>0.001</td><td>0.002</td></tr>" in diff
+    assert "seed" not in diff and "prefect" not in diff
+
+
+def test_a_first_version_has_no_champion_to_differ_from_and_at_most_24_rows_show(tmp_path) -> None:
+    gif = tmp_path / "g0.gif"
+    gif.write_bytes(tiny_gif(n_frames=4, side=16, seed=1))
+    decision = Decision(promote=False, reason="below the prior", challenger_accuracy=0.5)
+    chall = _scored([True, False], ["red", "blue"], [[0]] * 2, gif)
+    out = write_report(tmp_path / "a", "gifqa", 1, None, decision, chall, None, _Client())
+    report = json.loads(out["json"].read_text())
+    assert report["champion_before"] is None and report["champion_by_qtype"] is None
+    assert report["n_disagreements"] == 0 and report["disagreements"] == []
+    assert report["param_diff"] == {}
+    page = out["html"].read_text()
+    assert "gifqa v1 vs champion (none): not promoted" in page
+    held = Decision(promote=False, reason="drift", challenger_accuracy=0.5, held=True)
+    many = pd.concat([_scored([True, False], ["red", "blue"], [[0]] * 2, gif)] * 20)
+    many["qa_id"] = [f"q{i}" for i in range(len(many))]
+    flipped = many.assign(correct=~many.correct)
+    out = write_report(tmp_path / "b", "gifqa", 3, 2, held, many, flipped, _Client())
+    page = out["html"].read_text()
+    assert "gifqa v3 vs champion v2: held (drift)" in page
+    assert "disagree on 40\n(showing 24)" in page
+    rows = page.split("<h2>Where they disagree</h2>")[1].split("<h2>")[0]
+    assert rows.count("<tr>") == 1 + MAX_SHOWN == 25

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from gifqa_model.core.artifacts import BENCHMARK_PREDICTIONS_FILE, RUN_PREDICTIONS_DIR
 from gifqa_model.core.lineage import trigger_of
-from gifqa_model.dashboard.app import DashboardSettings, create_app
+from gifqa_model.dashboard.app import RUN_COLUMNS, DashboardSettings, create_app
 from gifqa_model.dashboard.board import data_versions
 from gifqa_model.registry.compare import CompareError, compare, load_side
 from tests.helpers import reserved_ports, seed_board_store, wait_http
@@ -200,6 +200,44 @@ def test_the_dashboard_writes_nothing(board) -> None:
         assert board.post(path).status_code == 405
 
 
+def _filter_and_sort_the_runs(browser) -> None:
+    """The runs table: typing keeps the rows that match (any of name, trigger, data, decision,
+    run id); a column's header sorts by it, again the other way."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    def rows(shown_only: bool = True) -> list:
+        found = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
+        return [r for r in found if r.is_displayed() or not shown_only]
+
+    box = browser.find_element(By.ID, "filter")
+    assert len(rows()) == N_RUNS
+    box.send_keys("WATCH-data")  # runs 1, 4 and 7 of the store were started by watch-data
+    names = sorted(r.find_elements(By.TAG_NAME, "td")[2].text for r in rows())
+    assert names == ["run 1", "run 4", "run 7"], names
+    box.send_keys(Keys.CONTROL, "a", Keys.DELETE)
+    assert len(rows()) == N_RUNS
+    col = RUN_COLUMNS.index("accuracy")
+
+    def accuracies() -> list[float]:
+        return [
+            float(r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-v")) for r in rows()
+        ]
+
+    header = browser.find_element(By.CSS_SELECTOR, f"#runs th[data-col='{col}']")
+    header.click()
+    assert accuracies() == sorted(accuracies()) and len(set(accuracies())) > 1
+    header.click()
+    assert accuracies() == sorted(accuracies(), reverse=True)
+    name = browser.find_element(
+        By.CSS_SELECTOR, f"#runs th[data-col='{RUN_COLUMNS.index('name')}']"
+    )
+    name.click()
+    assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows()] == [
+        f"run {i}" for i in range(N_RUNS)
+    ]
+
+
 def test_in_chromium_the_timeline_a_compare_and_the_drift_link(browser, store, tmp_path) -> None:
     """The page as a person uses it: read the timeline, pick two runs, compare them, come
     back, open the drift report. GIFQA_SCREENSHOTS=DIR keeps the screenshots (the README's)."""
@@ -238,6 +276,7 @@ def test_in_chromium_the_timeline_a_compare_and_the_drift_link(browser, store, t
             assert browser.find_element(By.ID, "disagree").is_displayed()
             browser.save_screenshot(str(shots / "dashboard_compare.png"))
             browser.find_element(By.LINK_TEXT, "← the dashboard").click()
+            _filter_and_sort_the_runs(browser)
             browser.find_element(By.LINK_TEXT, "the drift report").click()
             WebDriverWait(browser, 30).until(lambda d: "Drift report" in d.page_source)
         finally:

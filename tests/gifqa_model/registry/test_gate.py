@@ -32,6 +32,36 @@ def test_paired_delta_counts_only_disagreements() -> None:
     assert d["ci_low"] < d["delta"] < d["ci_high"]
 
 
+@pytest.mark.parametrize("n", [1, 7, 50, 400])
+def test_the_interval_is_the_normal_one_of_the_per_question_differences(n: int) -> None:
+    rng = np.random.default_rng(n)
+    chall, champ = rng.random(n) < 0.6, rng.random(n) < 0.5
+    diff = chall.astype(float) - champ.astype(float)  # +1, 0 or -1 per question
+    half = 1.96 * diff.std() / math.sqrt(n)
+    d = paired_delta(chall, champ)
+    assert d["delta"] == pytest.approx(diff.mean())
+    assert d["ci_low"] == pytest.approx(diff.mean() - half, abs=1e-12)
+    assert d["ci_high"] == pytest.approx(diff.mean() + half, abs=1e-12)
+
+
+def test_equal_answers_integer_answers_and_no_questions() -> None:
+    same = paired_delta(np.ones(5, bool), np.ones(5, bool))
+    assert (same["delta"], same["ci_low"], same["ci_high"], same["p_value"]) == (0, 0, 0, 1)
+    # 1 / 0 read as right / wrong, the same as booleans
+    ints = paired_delta([1, 0, 1, 1, 0], [0, 0, 1, 0, 1])
+    assert ints == paired_delta(np.array([1, 0, 1, 1, 0], bool), np.array([0, 0, 1, 0, 1], bool))
+    assert (ints["only_challenger"], ints["only_champion"]) == (2, 1)
+    assert paired_delta([], []) == {
+        "delta": 0.0,
+        "ci_low": 0.0,
+        "ci_high": 0.0,
+        "p_value": 1.0,
+        "only_challenger": 0,
+        "only_champion": 0,
+        "n": 0,
+    }
+
+
 def _pair(n: int, gain: int, loss: int, base: float = 0.7, seed: int = 0):
     """Champion right on `base` of n; the challenger fixes `gain` of its errors and breaks
     `loss` of its right answers."""
@@ -97,8 +127,10 @@ def test_drift_holds_a_promotion_and_leaves_a_rejection_alone() -> None:
     assert not held.promote and held.held and not held.checks["no_drift_hold"]
     assert held.reason.startswith("held: data drift: answer, n_frames")
     assert "the gate alone would promote: better by" in held.reason
+    assert held.promote is False
     refused = hold(decide(chall, champ, QT, 0.45, 0.21, P), "data drift")
-    assert not refused.promote and not refused.held
+    assert refused.promote is False and not refused.held
+    assert refused.checks == {**refused.checks, "looks_at_gif": False, "no_drift_hold": False}
     assert "does not look at the GIF" in refused.reason
 
 
@@ -134,3 +166,13 @@ def test_the_paired_test_reads_the_in_distribution_split_only() -> None:
     alone = decide(chall[iid], champ[iid], qtypes[iid].reset_index(drop=True), 0.2, 0.2, P)
     assert with_splits.p_value == alone.p_value and with_splits.delta == alone.delta
     assert with_splits.challenger_accuracy == alone.challenger_accuracy
+
+
+def test_each_splits_delta_is_its_own_difference_to_four_places() -> None:
+    chall = np.array([1, 1, 1, 1, 0, 1], bool)
+    champ = np.array([1, 0, 0, 1, 1, 1], bool)
+    splits = pd.Series(["benchmark"] * 3 + ["crowded"] * 3)
+    d = decide(chall, champ, pd.Series(["color"] * 6), 0.2, 0.2, P, splits=splits)
+    assert d.split_deltas == {"benchmark": 0.6667, "crowded": -0.3333}
+    first = decide(chall, None, pd.Series(["color"] * 6), 0.2, 0.2, P, splits=splits)
+    assert first.split_deltas == {} and "no_split_regression" not in first.checks

@@ -17,8 +17,8 @@ from gifqa_model.registry.gate import decide, mcnemar_one_sided
 LOOSE = RegistryParams(alpha=0.5, min_effect=0.0, qtype_tolerance=1.0, blank_margin=1.0)
 
 
-@pytest.mark.parametrize("b", range(0, 31, 3))
-@pytest.mark.parametrize("c", range(0, 31, 5))
+@pytest.mark.parametrize("b", [0, 1, 2, 3, 6, 9, 15, 21, 30])
+@pytest.mark.parametrize("c", [0, 1, 2, 5, 10, 20, 30])
 def test_mcnemar_matches_scipys_exact_binomial_test(b: int, c: int) -> None:
     expected = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5, alternative="greater").pvalue
     assert mcnemar_one_sided(b, c) == pytest.approx(expected, rel=1e-9, abs=1e-15)

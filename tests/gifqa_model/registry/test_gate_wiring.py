@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from gifqa_model.core.config import RegistryParams
 from gifqa_model.core.schema import IID_SPLIT
+from gifqa_model.evaluate.metrics import score_questions
 from gifqa_model.registry.promotion import Candidate, register_and_gate
 from gifqa_model.registry.versions import CHAMPION, GATE_TAG, alias_version, history
 from tests.helpers import logged_echo_model, tiny_gif
@@ -87,9 +88,18 @@ def _gate(client, root: Path, bench, name: str, right: int, blank=0.2, prior=0.2
         else (root / name / "model", root / name / "clip")
     )
     run_id, uri = logged_echo_model({"model_dir": str(model_dir), "clip_dir": str(clip_dir)})
+    # its own benchmark answers, as the flow hands on the evaluate stage's
+    scored = score_questions(FilePredictor(model_dir, clip_dir).answer_many, bench)
     FilePredictor.asked = []
     candidate = Candidate(
-        model_dir, clip_dir, run_id, blank, prior, {"flow_run": f"run-{name}"}, f"card {name}"
+        model_dir,
+        clip_dir,
+        run_id,
+        blank,
+        prior,
+        {"flow_run": f"run-{name}"},
+        f"card {name}",
+        scored,
     )
     report = root / "reports" / f"{name}-{len(list(root.glob('reports/*')))}"
     report.mkdir(parents=True)
@@ -101,11 +111,15 @@ def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monk
     monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
     bench = _benchmark(tmp_path)
     name = PARAMS.model_name
+    cwd = tmp_path / "cwd"  # the gate leaves nothing where it runs (downloads go to a temp dir)
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
 
-    # step 1: the first version, no champion: the look-at-the-GIF check alone promotes it
+    # step 1: the first version, no champion: the look-at-the-GIF check alone promotes it, on
+    # the evaluate stage's answers (nothing scored again)
     s1, asked, report = _gate(client, tmp_path, bench, "v1", right=240)
     assert s1["version"] == 1 and s1["promoted"] and s1["champion_version"] == 1
-    assert asked == ["v1"]
+    assert asked == []
     assert json.loads((report / "report.json").read_text())["decision"]["promote"]
 
     # step 2: clearly better (360 of 400 against 240): must win, scored against v1
@@ -146,6 +160,7 @@ def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monk
     assert s6["unchanged"] and s6["version"] == 3 and not s6["promoted"] and asked == []
     assert len(client.search_model_versions(f"name='{name}'")) == n_versions
     assert alias_version(client, name, CHAMPION) == 5
+    assert list(cwd.iterdir()) == []
 
 
 @pytest.mark.parametrize("blank, prior, promoted", [(0.30, 0.20, True), (0.31, 0.20, False)])

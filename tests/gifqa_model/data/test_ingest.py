@@ -645,3 +645,34 @@ def test_a_gifs_id_is_the_stem_of_what_names_it(location: str, stem: str) -> Non
     from gifqa_model.data.ingest import _stem
 
     assert _stem(location) == stem
+
+
+def test_a_host_that_never_accepts_the_connection_times_out_on_connect(tmp_path: Path) -> None:
+    """The connect timeout, apart from the read one: a listening port whose accept queue is
+    full drops new SYNs, so the connection itself never opens."""
+    import socket
+    import time
+
+    from gifqa_model.core.config import GifLimits
+    from gifqa_model.data.gifs import GifError
+    from gifqa_model.data.ingest import _download
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        fill = [socket.socket() for _ in range(4)]  # fill the queue, never accepted
+        for s in fill:
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+        try:
+            start = time.monotonic()
+            with pytest.raises(GifError) as err:
+                _download(f"http://127.0.0.1:{port}/a.gif", tmp_path, GifLimits(), timeout=1.0)
+            waited = time.monotonic() - start
+        finally:
+            for s in fill:
+                s.close()
+    assert err.value.reason == "download_failed" and "timed out" in err.value.message
+    assert 0.9 < waited < 10, waited  # the timeout, not a hang and not at once
+    assert list(tmp_path.iterdir()) == []

@@ -159,3 +159,16 @@ def test_compose_keeps_every_stateful_services_data_on_a_named_volume(compose) -
         assert named and named[0] in declared, (service, mounts)
     minio = compose["services"]["minio"]
     assert "server /data" in minio["command"]  # the store writes where the volume is
+
+
+def test_compose_workers_flow_runs_send_the_heartbeats_the_crash_automation_waits_for(
+    compose,
+) -> None:
+    """A run whose process dies is marked Crashed CRASH_AFTER_S after its last heartbeat:
+    the worker's runs must beat, at the local stack's period, well within that."""
+    from flows.deploy import CRASH_AFTER_S
+    from flows.stack import HEARTBEAT_S
+
+    env = compose["services"]["worker"]["environment"]
+    assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) == HEARTBEAT_S
+    assert 2 * HEARTBEAT_S < CRASH_AFTER_S  # one late heartbeat does not crash a live run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gifqa_model.core.config import RegistryParams
-from gifqa_model.registry.gate import decide, hold, mcnemar_one_sided, paired_delta
+from gifqa_model.registry.gate import Decision, decide, hold, mcnemar_one_sided, paired_delta
 
 P = RegistryParams(alpha=0.05, min_effect=0.005, qtype_tolerance=0.03, blank_margin=0.10)
 
@@ -176,3 +177,36 @@ def test_each_splits_delta_is_its_own_difference_to_four_places() -> None:
     assert d.split_deltas == {"benchmark": 0.6667, "crowded": -0.3333}
     first = decide(chall, None, pd.Series(["color"] * 6), 0.2, 0.2, P, splits=splits)
     assert first.split_deltas == {} and "no_split_regression" not in first.checks
+
+
+def test_a_decision_lands_as_tags_with_every_figure() -> None:
+    from gifqa_model.registry.promotion import gate_tags
+    from gifqa_model.registry.versions import GATE_TAG
+
+    chall, champ = _pair(2000, 80, 10)
+    d = decide(chall, champ, QT, 0.25, 0.21, P)
+    assert gate_tags(d, 3, "flow-x") == {
+        GATE_TAG: "promoted",
+        "gate.reason": d.reason,
+        "gate.compared_with": "v3",
+        "gate.challenger_accuracy": f"{chall.mean():.4f}",
+        "gate.checks": json.dumps(d.checks),
+        "gate.champion_accuracy": f"{champ.mean():.4f}",
+        "gate.delta": f"{70 / 2000:+.4f}",
+        "gate.delta_ci95": f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]",
+        "gate.p_value": f"{d.p_value:.4g}",
+        "gate.qtype_deltas": json.dumps(d.qtype_deltas),
+        "gate.split_deltas": "{}",
+        "gate.flow_run": "flow-x",
+    }
+    # a first version: no champion's figures; a reason cut to what a tag holds
+    first = Decision(True, "x" * 6000, 0.5)
+    assert gate_tags(first, None, None) == {
+        GATE_TAG: "promoted",
+        "gate.reason": "x" * 5000,
+        "gate.compared_with": "none",
+        "gate.challenger_accuracy": "0.5000",
+        "gate.checks": "{}",
+    }
+    assert gate_tags(hold(d, "drift"), 3, None)[GATE_TAG] == "held"
+    assert gate_tags(Decision(False, "no", 0.1), 3, None)[GATE_TAG] == "rejected"

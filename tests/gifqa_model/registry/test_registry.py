@@ -61,7 +61,7 @@ def test_versions_are_found_by_digest_and_the_newest_is_challenger(client) -> No
 def test_promote_rollback_and_history(client) -> None:
     for d in ("a", "b", "c"):
         _version(client, d)
-    with pytest.raises(ValueError, match="reason"):
+    with pytest.raises(ValueError, match="^a promotion needs a reason$"):
         promote(client, NAME, 1, "  ")
     with pytest.raises(ValueError, match="no earlier champion"):
         rollback(client, NAME)
@@ -150,3 +150,42 @@ def test_two_processes_promoting_at_once_lose_no_decision(client, tmp_path) -> N
     pairs = zip(moves[:-1], moves[1:], strict=True)
     assert all(m["previous"] == before["version"] for before, m in pairs)
     assert alias_version(client, NAME, CHAMPION) == moves[-1]["version"]
+
+
+def test_rollback_refuses_a_champion_moved_outside_gifqa(client) -> None:
+    """The alias moved by hand in MLflow (no history entry): rollback has no recorded move to
+    that champion, so it refuses instead of undoing an older move."""
+    for d in ("a", "b", "c"):
+        _version(client, d)
+    promote(client, NAME, 1, "first")
+    promote(client, NAME, 2, "second")
+    client.set_registered_model_alias(NAME, CHAMPION, "3")
+    with pytest.raises(ValueError, match="no earlier champion"):
+        rollback(client, NAME)
+    assert alias_version(client, NAME, CHAMPION) == 3
+    promote(client, NAME, 1, "back by hand")
+    back = rollback(client, NAME)  # the default reason
+    assert back["version"] == 3 and history(client, NAME)[-1]["reason"] == (
+        "rollback from v1: rollback"
+    )
+
+
+def test_the_version_list_names_when_and_why_and_only_this_models_versions(client) -> None:
+    import datetime as dt
+
+    from gifqa_model.registry.versions import GATE_TAG
+
+    for d in ("a", "b"):
+        _version(client, d)
+    run_id, uri = logged_echo_model()
+    create_version(client, "other-model", uri, run_id, {DIGEST_TAG: "z"}, "card")
+    client.set_model_version_tag(NAME, "2", "gate.reason", "better by +0.1")
+    client.set_model_version_tag(NAME, "2", GATE_TAG, "promoted")
+    rows = list_versions(client, NAME)
+    assert [r["version"] for r in rows] == [2, 1]
+    for r in rows:
+        ms = client.get_model_version(NAME, str(r["version"])).creation_timestamp
+        utc = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        assert r["created_ms"] == ms and r["created"] == utc.strftime("%Y-%m-%d %H:%M")
+    assert (rows[0]["decision"], rows[0]["reason"]) == ("promoted", "better by +0.1")
+    assert (rows[1]["decision"], rows[1]["reason"]) == (None, None)

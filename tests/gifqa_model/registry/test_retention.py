@@ -52,3 +52,35 @@ def test_only_refused_old_never_champion_unaliased_versions_expire(client) -> No
     for v in (1, 3, 5):
         model_id = logged_model_id(client.get_model_version(NAME, str(v)))
         assert client.get_logged_model(model_id).model_id == model_id
+
+
+def test_the_window_edge_and_other_models_versions(client) -> None:
+    """A version exactly `days` old stays; one a moment older goes. Another registered model's
+    versions are never this model's to expire."""
+    import math
+
+    _versions(client, ["rejected", "rejected"])  # v2, the newest, is challenger: kept
+    run_id, uri = logged_echo_model()
+    create_version(client, "other-model", uri, run_id, {DIGEST_TAG: "z"}, "card")
+    client.set_model_version_tag("other-model", "1", GATE_TAG, "rejected")
+    created = client.get_model_version(NAME, "1").creation_timestamp
+    # the float `now` whose cutoff, computed as the code does, is exactly the creation time
+    now = created / 1000 + 10 * DAY
+    while (now - 10 * DAY) * 1000 < created:
+        now = math.nextafter(now, math.inf)
+    while (now - 10 * DAY) * 1000 > created:
+        now = math.nextafter(now, -math.inf)
+    assert (now - 10 * DAY) * 1000 == created
+    assert expired_versions(client, NAME, 10, now=now) == []  # exactly the window: kept
+    assert [int(v.version) for v in expired_versions(client, NAME, 10, now=now + 5)] == [1]
+
+
+def test_dropped_weights_are_stamped_with_the_utc_time(client) -> None:
+    import calendar
+
+    _versions(client, ["rejected", "rejected"])
+    before = time.time()
+    drop_weights(client, NAME, expired_versions(client, NAME, 1, now=time.time() + 2 * DAY))
+    stamp = client.get_model_version(NAME, "1").tags[RETENTION_TAG]
+    when = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    assert before - 1 <= when <= time.time() + 1, stamp

@@ -189,3 +189,18 @@ def test_the_version_list_names_when_and_why_and_only_this_models_versions(clien
         assert r["created_ms"] == ms and r["created"] == utc.strftime("%Y-%m-%d %H:%M")
     assert (rows[0]["decision"], rows[0]["reason"]) == ("promoted", "better by +0.1")
     assert (rows[1]["decision"], rows[1]["reason"]) == (None, None)
+
+
+def test_a_version_downloads_into_the_folder_asked_with_its_artifacts(client, tmp_path) -> None:
+    from gifqa_model.registry.versions import download_version
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"w")
+    run_id, uri = logged_echo_model({"model_dir": str(weights)})
+    v = create_version(client, NAME, uri, run_id, {DIGEST_TAG: "d"}, "card")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    arts = download_version(client, NAME, v, dst)
+    assert set(arts) == {"model_dir"} and arts["model_dir"].is_relative_to(dst)
+    assert (arts["model_dir"] / "model.safetensors").read_bytes() == b"w"

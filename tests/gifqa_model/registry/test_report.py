@@ -244,3 +244,25 @@ def test_a_first_version_has_no_champion_to_differ_from_and_at_most_24_rows_show
     assert "disagree on 40\n(showing 24)" in page
     rows = page.split("<h2>Where they disagree</h2>")[1].split("<h2>")[0]
     assert rows.count("<tr>") == 1 + MAX_SHOWN == 25
+
+
+def test_a_models_keyframes_are_drawn_in_its_order_at_twice_64_pixels(tmp_path: Path) -> None:
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from gifqa_model.data.gifs import decode_frames
+    from gifqa_model.registry.report import _strip
+
+    gif = tmp_path / "g.gif"
+    gif.write_bytes(tiny_gif(n_frames=6, side=16, seed=4))
+    html = _strip(str(gif), [4, 1])
+    data = re.fullmatch(r"<img src='data:image/png;base64,(.+)'>", html).group(1)
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+    frames = decode_frames(str(gif), indices=[4, 1], size=64)  # (2, 64, 64, 3)
+    want = np.concatenate(list(frames), axis=1).repeat(2, axis=0).repeat(2, axis=1)
+    assert drawn.shape == (128, 256, 3) and np.array_equal(drawn, want)
+    assert _strip("/elsewhere/g.gif", [4, 1]) == "<small>keyframes 4, 1</small>"

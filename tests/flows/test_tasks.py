@@ -87,3 +87,36 @@ def test_only_drift_at_hold_keeps_the_gate_from_promoting() -> None:
     assert hold_reason(None) is None
     assert [hold_reason(at(a)) for a in ("none", "warn", "retrain")] == [None, None, None]
     assert hold_reason(at("hold")) == "data drift 2 of 5 features (hold)"
+
+
+def test_a_runs_name_and_decision_word_say_what_it_was() -> None:
+    from types import SimpleNamespace
+
+    from flows.retrain import decision_word, run_name
+
+    params = SimpleNamespace(train=SimpleNamespace(seed=7, max_steps=400))
+    tags = {"git_commit": "0123456789ab", "git_dirty": "true", "dvc.data.data.md5": "fedcba98765"}
+    assert (
+        run_name(Path("."), params, tags) == "retrain 01234567+dirty data fedcba98 seed 7 steps 400"
+    )
+    clean = {**tags, "git_dirty": "false"}
+    assert run_name(Path("."), params, clean).startswith("retrain 01234567 data")
+    assert run_name(Path("."), params, {}) == "retrain nogit data none seed 7 steps 400"
+    assert decision_word({"unchanged": True, "promoted": False}) == "unchanged"
+    assert decision_word({"unchanged": False, "promoted": True, "held": False}) == "promoted"
+    assert decision_word({"promoted": False, "held": True}) == "held"
+    assert decision_word({"promoted": False, "held": False}) == "rejected"
+    assert decision_word({}) == "rejected"
+
+
+def test_the_gate_reads_the_evaluate_stages_answers_when_there_are_some(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from flows.retrain import _scored_benchmark
+    from gifqa_model.core.artifacts import BENCHMARK_PREDICTIONS_FILE, out_dir
+
+    assert _scored_benchmark(tmp_path) is None
+    path = out_dir("evaluate", tmp_path) / BENCHMARK_PREDICTIONS_FILE
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({"qa_id": ["q1"], "correct": [True]}).to_parquet(path)
+    assert _scored_benchmark(tmp_path).to_dict("records") == [{"qa_id": "q1", "correct": True}]

@@ -201,6 +201,7 @@ print(json.dumps(summary["version"]))
 """
 
 
+@pytest.mark.slow  # 20 s: not in `make mutate` (lock mutants die in test_registry's race)
 def test_two_gates_at_once_decide_one_after_the_other(
     client: MlflowClient, tmp_path: Path, monkeypatch
 ) -> None:

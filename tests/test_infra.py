@@ -172,3 +172,26 @@ def test_compose_workers_flow_runs_send_the_heartbeats_the_crash_automation_wait
     env = compose["services"]["worker"]["environment"]
     assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) == HEARTBEAT_S
     assert 2 * HEARTBEAT_S < CRASH_AFTER_S  # one late heartbeat does not crash a live run
+
+
+def test_make_test_prints_its_seed_and_the_same_seed_gives_the_same_order(tmp_path) -> None:
+    """`make test` draws one seed, prints it and hands it to pytest; `make test SEED=<it>`
+    reruns that order."""
+    dry = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True).stdout
+    printed = re.search(r"test order seed: (\d+)", dry).group(1)
+    assert f"--random-order-seed={printed} " in dry  # the one printed, not a second draw
+    pinned = subprocess.run(
+        ["make", "-n", "test", "SEED=4242"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    assert "--random-order-seed=4242 " in pinned and "test order seed: 4242" in pinned
+
+    def order(seed: int) -> list[str]:
+        cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+        cmd += ["--random-order-bucket=module", f"--random-order-seed={seed}"]
+        out = subprocess.run(
+            [*cmd, "tests/gifqa_model/registry"], cwd=REPO, capture_output=True, text=True
+        ).stdout
+        return [line for line in out.splitlines() if "::" in line]
+
+    first = order(4242)
+    assert len(first) > 20 and order(4242) == first and order(4243) != first

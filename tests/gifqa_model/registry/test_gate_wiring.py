@@ -201,6 +201,25 @@ print(json.dumps(summary["version"]))
 """
 
 
+def test_new_clip_weights_alone_make_a_new_version(client: MlflowClient, tmp_path, monkeypatch):
+    """The digest covers both folders: the same answering weights with another CLIP are a
+    new model, gated; scored from scratch when the evaluate stage left no answers."""
+    import shutil
+
+    from gifqa_model.registry.promotion import score_pair
+
+    monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
+    bench = _benchmark(tmp_path)
+    s1, _, _ = _gate(client, tmp_path, bench, "a", right=240)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "clip" / "clip.safetensors").write_bytes(b"another clip")
+    s2, _, _ = _gate(client, tmp_path, bench, "b", right=240)
+    assert not s2["unchanged"] and s2["version"] == s1["version"] + 1
+    FilePredictor.asked = []
+    chall, champ = score_pair(bench, (tmp_path / "a" / "model", tmp_path / "a" / "clip"), None)
+    assert champ is None and FilePredictor.asked == ["a"] and chall.correct.sum() == 240
+
+
 @pytest.mark.slow  # 20 s: not in `make mutate` (lock mutants die in test_registry's race)
 def test_two_gates_at_once_decide_one_after_the_other(
     client: MlflowClient, tmp_path: Path, monkeypatch

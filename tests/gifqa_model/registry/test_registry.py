@@ -204,3 +204,29 @@ def test_a_version_downloads_into_the_folder_asked_with_its_artifacts(client, tm
     arts = download_version(client, NAME, v, dst)
     assert set(arts) == {"model_dir"} and arts["model_dir"].is_relative_to(dst)
     assert (arts["model_dir"] / "model.safetensors").read_bytes() == b"w"
+
+
+def test_the_listed_time_is_the_versions_own_in_utc() -> None:
+    from types import SimpleNamespace
+
+    old = SimpleNamespace(
+        version="1", creation_timestamp=86_400_000 + 3_660_000, tags={}, run_id="r"
+    )
+    client = SimpleNamespace(
+        get_registered_model=lambda name: SimpleNamespace(aliases={}),
+        search_model_versions=lambda query: [old],
+    )
+    (row,) = list_versions(client, NAME)
+    assert row["created"] == "1970-01-02 01:01" and row["aliases"] == []
+
+
+def test_a_model_logged_without_artifacts_has_none(tmp_path: Path) -> None:
+    from gifqa_model.registry.versions import pyfunc_artifacts
+
+    (tmp_path / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: x\n")
+    assert pyfunc_artifacts(tmp_path) == {}
+    (tmp_path / "MLmodel").write_text(
+        "flavors:\n  python_function:\n    artifacts:\n"
+        "      model_dir:\n        path: artifacts/m\n"
+    )
+    assert pyfunc_artifacts(tmp_path) == {"model_dir": tmp_path / "artifacts/m"}

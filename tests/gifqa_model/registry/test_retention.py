@@ -75,12 +75,18 @@ def test_the_window_edge_and_other_models_versions(client) -> None:
     assert [int(v.version) for v in expired_versions(client, NAME, 10, now=now + 5)] == [1]
 
 
-def test_dropped_weights_are_stamped_with_the_utc_time(client) -> None:
+def test_dropped_weights_are_stamped_with_the_utc_time(client, monkeypatch) -> None:
     import calendar
 
     _versions(client, ["rejected", "rejected"])
     before = time.time()
-    drop_weights(client, NAME, expired_versions(client, NAME, 1, now=time.time() + 2 * DAY))
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # a machine whose local time is not UTC
+    time.tzset()
+    try:
+        drop_weights(client, NAME, expired_versions(client, NAME, 1, now=time.time() + 2 * DAY))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     stamp = client.get_model_version(NAME, "1").tags[RETENTION_TAG]
     when = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
     assert before - 1 <= when <= time.time() + 1, stamp

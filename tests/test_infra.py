@@ -177,12 +177,19 @@ def test_compose_workers_flow_runs_send_the_heartbeats_the_crash_automation_wait
 def test_make_test_prints_its_seed_and_the_same_seed_gives_the_same_order(tmp_path) -> None:
     """`make test` draws one seed, prints it and hands it to pytest; `make test SEED=<it>`
     reruns that order."""
-    dry = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True).stdout
+    import os
+
+    # not the flags of a `make test` this suite may run under (its SEED= would be inherited)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+    def dry_run(*args: str) -> str:
+        cmd = ["make", "-n", "test", *args]
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True).stdout
+
+    dry = dry_run()
     printed = re.search(r"test order seed: (\d+)", dry).group(1)
     assert f"--random-order-seed={printed} " in dry  # the one printed, not a second draw
-    pinned = subprocess.run(
-        ["make", "-n", "test", "SEED=4242"], cwd=REPO, capture_output=True, text=True
-    ).stdout
+    pinned = dry_run("SEED=4242")
     assert "--random-order-seed=4242 " in pinned and "test order seed: 4242" in pinned
 
     def order(seed: int) -> list[str]:

@@ -128,6 +128,8 @@ def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monk
     assert sorted(asked) == ["v1", "v2"]  # the champion was downloaded and scored too
     tags = client.get_model_version(name, "2").tags
     assert tags[GATE_TAG] == "promoted" and tags["gate.compared_with"] == "v1"
+    # registered from the run that logged it
+    assert client.get_model_version(name, "2").run_id == mlflow.last_active_run().info.run_id
     assert tags["gate.delta"] == f"{120 / 400:+.4f}"
     assert alias_version(client, name, CHAMPION) == 2
 
@@ -158,6 +160,8 @@ def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monk
     n_versions = len(client.search_model_versions(f"name='{name}'"))
     s6, asked, _ = _gate(client, tmp_path, bench, "v3", right=300)
     assert s6["unchanged"] and s6["version"] == 3 and not s6["promoted"] and asked == []
+    assert s6["reason"] == "unchanged: the weights are v3's; nothing registered"
+    assert s6["champion_version"] == 5
     assert len(client.search_model_versions(f"name='{name}'")) == n_versions
     assert alias_version(client, name, CHAMPION) == 5
     assert list(cwd.iterdir()) == []
@@ -218,6 +222,25 @@ def test_new_clip_weights_alone_make_a_new_version(client: MlflowClient, tmp_pat
     FilePredictor.asked = []
     chall, champ = score_pair(bench, (tmp_path / "a" / "model", tmp_path / "a" / "clip"), None)
     assert champ is None and FilePredictor.asked == ["a"] and chall.correct.sum() == 240
+
+
+def test_a_version_registered_but_never_gated_is_gated_not_registered_again(
+    client: MlflowClient, tmp_path: Path, monkeypatch
+) -> None:
+    """A run that failed between registering and the gate leaves a version with no decision:
+    the next run with the same weights gates that version instead of adding another."""
+    from gifqa_model.registry.versions import DIGEST_TAG, create_version, weights_digest
+
+    monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
+    bench = _benchmark(tmp_path)
+    model_dir, clip_dir = _model(tmp_path, "a", 240)
+    run_id, uri = logged_echo_model({"model_dir": str(model_dir), "clip_dir": str(clip_dir)})
+    digest = weights_digest(model_dir, clip_dir)
+    create_version(client, PARAMS.model_name, uri, run_id, {DIGEST_TAG: digest}, "card")
+    summary, _, _ = _gate(client, tmp_path, bench, "a", right=240)
+    assert summary["version"] == 1 and not summary["unchanged"] and summary["promoted"]
+    assert len(client.search_model_versions(f"name='{PARAMS.model_name}'")) == 1
+    assert client.get_model_version(PARAMS.model_name, "1").tags[GATE_TAG] == "promoted"
 
 
 @pytest.mark.slow  # 20 s: not in `make mutate` (lock mutants die in test_registry's race)

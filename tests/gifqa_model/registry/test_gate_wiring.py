@@ -128,8 +128,10 @@ def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monk
     assert sorted(asked) == ["v1", "v2"]  # the champion was downloaded and scored too
     tags = client.get_model_version(name, "2").tags
     assert tags[GATE_TAG] == "promoted" and tags["gate.compared_with"] == "v1"
-    # registered from the run that logged it
-    assert client.get_model_version(name, "2").run_id == mlflow.last_active_run().info.run_id
+    # registered from the run that logged it, with its card; the flow run named on the gate
+    v2 = client.get_model_version(name, "2")
+    assert v2.run_id == mlflow.last_active_run().info.run_id and v2.description == "card v2"
+    assert tags["gate.flow_run"] == "run-v2"
     assert tags["gate.delta"] == f"{120 / 400:+.4f}"
     assert alias_version(client, name, CHAMPION) == 2
 
@@ -155,6 +157,7 @@ def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monk
     assert s5["promoted"] and alias_version(client, name, CHAMPION) == 5, s5["reason"]
     moves = history(client, name)
     assert [m["version"] for m in moves] == [1, 2, 5] and {m["actor"] for m in moves} == {"gate"}
+    assert [m["compared_with"] for m in moves] == [None, 1, 2]
 
     # step 6: weights already registered: nothing new, the champion stays
     n_versions = len(client.search_model_versions(f"name='{name}'"))
@@ -222,6 +225,29 @@ def test_new_clip_weights_alone_make_a_new_version(client: MlflowClient, tmp_pat
     FilePredictor.asked = []
     chall, champ = score_pair(bench, (tmp_path / "a" / "model", tmp_path / "a" / "clip"), None)
     assert champ is None and FilePredictor.asked == ["a"] and chall.correct.sum() == 240
+
+
+def test_a_drop_on_an_ood_split_refuses_a_challenger_that_wins_in_distribution(
+    client: MlflowClient, tmp_path: Path, monkeypatch
+) -> None:
+    """The benchmark's split column reaches the gate: the last 100 questions are an OOD split
+    the champion answers and the challenger does not."""
+    monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
+    bench = _benchmark(tmp_path)
+    bench.loc[300:, "split"] = "crowded"
+    model_dir, _ = _model(tmp_path, "v1", 200)  # right on 200 and on the OOD split too
+    answers = json.loads((model_dir / ANSWER_FILE).read_text())
+    answers["answers"].update({f"question {i} ?": "red" for i in range(300, N_QUESTIONS)})
+    (model_dir / ANSWER_FILE).write_text(json.dumps(answers))
+    _gate(client, tmp_path, bench, "v1", right=200)
+    s2, _, _ = _gate(client, tmp_path, bench, "v2", right=290)  # +90 in distribution, 0 OOD
+    assert not s2["promoted"] and s2["reason"].startswith("split crowded drops -1.0000"), s2
+    assert json.loads(
+        client.get_model_version(PARAMS.model_name, "2").tags["gate.split_deltas"]
+    ) == {
+        "benchmark": 0.3,
+        "crowded": -1.0,
+    }
 
 
 def test_a_version_registered_but_never_gated_is_gated_not_registered_again(

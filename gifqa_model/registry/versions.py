@@ -131,13 +131,13 @@ def move_alias(
         "alias": alias,
         "version": int(version),
         "previous": previous,
-        "reason": reason,
+        "reason": reason[:4000],  # the entry stays whole JSON within a tag's 5,000 characters
         "actor": actor,
         **(details or {}),
     }
     client.set_registered_model_alias(name, alias, str(version))
     client.set_registered_model_tag(
-        name, f"{HISTORY_PREFIX}{entry['seq']:05d}", json.dumps(entry, sort_keys=True)[:5000]
+        name, f"{HISTORY_PREFIX}{entry['seq']:05d}", json.dumps(entry, sort_keys=True)
     )
     client.set_model_version_tag(name, str(version), f"{alias}.since", entry["time"])
     client.set_model_version_tag(name, str(version), f"{alias}.reason", reason[:5000])

@@ -210,3 +210,24 @@ def test_a_decision_lands_as_tags_with_every_figure() -> None:
     }
     assert gate_tags(hold(d, "drift"), 3, None)[GATE_TAG] == "held"
     assert gate_tags(Decision(False, "no", 0.1), 3, None)[GATE_TAG] == "rejected"
+
+
+def test_a_first_version_decision_carries_its_figures_and_says_why() -> None:
+    chall = np.array([1, 1, 0, 1], bool)
+    d = decide(chall, None, pd.Series(["color"] * 4), 0.2, 0.21, P)
+    assert d == Decision(
+        True,
+        "no champion yet; it looks at the GIF",
+        0.75,
+        blank_accuracy=0.2,
+        prior_accuracy=0.21,
+        checks={"looks_at_gif": True},
+    )
+    no = decide(chall, None, pd.Series(["color"] * 4), 0.5, 0.21, P)
+    assert not no.promote and no.reason == (
+        "no champion yet, but it does not look at the GIF "
+        "(blank frames 0.5000 vs prior 0.2100 + 0.1)"
+    )
+    assert (no.blank_accuracy, no.prior_accuracy) == (0.5, 0.21)
+    empty = decide(np.array([], bool), None, pd.Series([], dtype=object), 0.2, 0.21, P)
+    assert empty.challenger_accuracy == 0.0

@@ -230,3 +230,47 @@ def test_a_model_logged_without_artifacts_has_none(tmp_path: Path) -> None:
         "      model_dir:\n        path: artifacts/m\n"
     )
     assert pyfunc_artifacts(tmp_path) == {"model_dir": tmp_path / "artifacts/m"}
+
+
+def test_the_registry_lock_lives_beside_a_sqlite_store_or_where_asked(monkeypatch) -> None:
+    import tempfile
+
+    from gifqa_model.registry.versions import LOCK_ENV, lock_path
+
+    monkeypatch.delenv(LOCK_ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////srv/x/mlflow.db")
+    assert lock_path() == Path("/srv/x/registry.lock")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert lock_path() == Path(tempfile.gettempdir()) / "gifqa-registry.lock"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert lock_path() == Path(tempfile.gettempdir()) / "gifqa-registry.lock"
+    monkeypatch.setenv(LOCK_ENV, "/shared/locks/reg.lock")
+    assert lock_path() == Path("/shared/locks/reg.lock")
+
+
+def test_each_move_is_numbered_stamped_and_kept_whole(client, caplog) -> None:
+    import calendar
+    import logging
+    import time
+
+    from gifqa_model.registry.versions import HISTORY_PREFIX
+
+    for d in ("a", "b"):
+        _version(client, d)
+    before = time.time()
+    with caplog.at_level(logging.INFO, logger="gifqa_model.registry.versions"):
+        promote(client, NAME, 1, "first")
+        promote(client, NAME, 2, "x" * 6000)
+    moves = history(client, NAME)
+    assert [m["seq"] for m in moves] == [1, 2]
+    tags = client.get_registered_model(NAME).tags
+    assert tags[f"{HISTORY_PREFIX}00001"] == json.dumps(moves[0], sort_keys=True)
+    for m in moves:
+        stamp = calendar.timegm(time.strptime(m["time"], "%Y-%m-%dT%H:%M:%SZ"))
+        assert before - 1 <= stamp <= time.time() + 1
+        tags = client.get_model_version(NAME, str(m["version"])).tags
+        assert tags[f"{CHAMPION}.since"] == m["time"]
+    # a reason past a tag's size: cut, and the history entry still whole JSON
+    assert len(client.get_model_version(NAME, "2").tags[f"{CHAMPION}.reason"]) == 5000
+    assert moves[1]["reason"] == "x" * 4000
+    assert f"{NAME}: {CHAMPION} vNone -> v1 (first)" in caplog.text

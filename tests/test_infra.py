@@ -174,7 +174,7 @@ def test_compose_workers_flow_runs_send_the_heartbeats_the_crash_automation_wait
     assert 2 * HEARTBEAT_S < CRASH_AFTER_S  # one late heartbeat does not crash a live run
 
 
-def test_make_test_prints_its_seed_and_the_same_seed_gives_the_same_order(tmp_path) -> None:
+def test_make_test_prints_its_seed_and_the_same_seed_gives_the_same_order() -> None:
     """`make test` draws one seed, prints it and hands it to pytest; `make test SEED=<it>`
     reruns that order."""
     import os

@@ -9,7 +9,6 @@ rendering.
 
 from __future__ import annotations
 
-import calendar
 import html
 import json
 import tempfile
@@ -28,6 +27,7 @@ from gifqa_model.core.config import MODEL_NAME
 from gifqa_model.dashboard.board import Board, read_board
 from gifqa_model.dashboard.charts import line_chart
 from gifqa_model.monitor.drift import RUN_DRIFT_DIR
+from gifqa_model.registry.versions import stamp_seconds
 
 STYLE = """body{font-family:sans-serif;margin:1.5em auto;max-width:1200px;color:#222}
 h2{margin-top:1.6em;border-bottom:1px solid #ccc}table{border-collapse:collapse;width:100%}
@@ -83,7 +83,7 @@ def timeline(board: Board) -> list[dict]:
     for m in board.moves:
         before = f"v{m['previous']}" if m.get("previous") else "none"
         kind = "rolled back" if str(m.get("reason", "")).startswith("rollback") else "moved"
-        when = calendar.timegm(time.strptime(m["time"], "%Y-%m-%dT%H:%M:%SZ"))
+        when = stamp_seconds(m["time"])
         # within one second: after the registration of the newest version it involves
         anchor = max(int(m["version"]), int(m.get("previous") or 0))
         events.append(

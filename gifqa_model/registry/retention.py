@@ -13,7 +13,7 @@ import time
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from gifqa_model.registry.versions import CHAMPION, GATE_TAG, history
+from gifqa_model.registry.versions import CHAMPION, GATE_TAG, history, utc_stamp
 
 RETENTION_TAG = "retention.weights_deleted"  # on a version: when its weights were dropped
 NEVER_SERVES = ("rejected", "held")
@@ -48,7 +48,7 @@ def drop_weights(client: MlflowClient, name: str, versions: list[ModelVersion]) 
     """Mark each version's logged model deleted and tag the version; returns the logged model
     ids (what `mlflow gc --logged-model-ids` then removes for good)."""
     dropped = []
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = utc_stamp()
     for v in versions:
         model_id = logged_model_id(v)
         client.delete_logged_model(model_id)

@@ -13,6 +13,7 @@ nothing.
 
 from __future__ import annotations
 
+import calendar
 import fcntl
 import json
 import logging
@@ -38,6 +39,19 @@ DIGEST_TAG = "weights_sha256"
 GATE_TAG = "gate.decision"  # set once the gate has decided on a version
 HISTORY_PREFIX = "history."
 LOCK_ENV = "GIFQA_REGISTRY_LOCK"
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # when a registry record was written, in UTC
+
+
+def utc_stamp() -> str:
+    """Now, as the registry's records write it (UTC, whatever the machine's time zone)."""
+    return time.strftime(STAMP_FORMAT, time.gmtime())
+
+
+def stamp_seconds(stamp: str) -> int:
+    """A `utc_stamp()` back to seconds since the epoch."""
+    return calendar.timegm(time.strptime(stamp, STAMP_FORMAT))
+
+
 SPLIT_TAG = "split."  # split.<name>.accuracy: a version's accuracy on each benchmark split
 
 
@@ -127,7 +141,7 @@ def move_alias(
     previous = alias_version(client, name, alias)
     entry = {
         "seq": len(history(client, name)) + 1,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": utc_stamp(),
         "alias": alias,
         "version": int(version),
         "previous": previous,

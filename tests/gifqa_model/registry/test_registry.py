@@ -249,11 +249,10 @@ def test_the_registry_lock_lives_beside_a_sqlite_store_or_where_asked(monkeypatc
 
 
 def test_each_move_is_numbered_stamped_and_kept_whole(client, caplog) -> None:
-    import calendar
     import logging
     import time
 
-    from gifqa_model.registry.versions import HISTORY_PREFIX
+    from gifqa_model.registry.versions import HISTORY_PREFIX, stamp_seconds
 
     for d in ("a", "b"):
         _version(client, d)
@@ -266,7 +265,7 @@ def test_each_move_is_numbered_stamped_and_kept_whole(client, caplog) -> None:
     tags = client.get_registered_model(NAME).tags
     assert tags[f"{HISTORY_PREFIX}00001"] == json.dumps(moves[0], sort_keys=True)
     for m in moves:
-        stamp = calendar.timegm(time.strptime(m["time"], "%Y-%m-%dT%H:%M:%SZ"))
+        stamp = stamp_seconds(m["time"])
         assert before - 1 <= stamp <= time.time() + 1
         tags = client.get_model_version(NAME, str(m["version"])).tags
         assert tags[f"{CHAMPION}.since"] == m["time"]

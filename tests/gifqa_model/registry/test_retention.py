@@ -76,7 +76,7 @@ def test_the_window_edge_and_other_models_versions(client) -> None:
 
 
 def test_dropped_weights_are_stamped_with_the_utc_time(client, monkeypatch) -> None:
-    import calendar
+    from gifqa_model.registry.versions import stamp_seconds
 
     _versions(client, ["rejected", "rejected"])
     before = time.time()
@@ -88,5 +88,5 @@ def test_dropped_weights_are_stamped_with_the_utc_time(client, monkeypatch) -> N
         monkeypatch.undo()
         time.tzset()
     stamp = client.get_model_version(NAME, "1").tags[RETENTION_TAG]
-    when = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    when = stamp_seconds(stamp)
     assert before - 1 <= when <= time.time() + 1, stamp

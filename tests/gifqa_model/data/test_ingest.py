@@ -637,6 +637,8 @@ def test_ids_stay_unique_across_sources_and_duplicates_name_the_first(tmp_path: 
         ("https://h.example/?id=3", "gif"),
         ("tumblr_abc.def.gif", "tumblr_abc.def"),
         ("", "gif"),
+        ("clips/what?.gif", "what?"),  # a local name is never parsed as a URL
+        ("https://h.example/BOX/", "BOX"),  # only the trailing slash is stripped
     ],
 )
 def test_a_gifs_id_is_the_stem_of_what_names_it(location: str, stem: str) -> None:

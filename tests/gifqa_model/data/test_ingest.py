@@ -678,3 +678,20 @@ def test_a_host_that_never_accepts_the_connection_times_out_on_connect(tmp_path:
     assert err.value.reason == "download_failed" and "timed out" in err.value.message
     assert 0.9 < waited < 10, waited  # the timeout, not a hang and not at once
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cap_above_one_read_still_stops_the_endless_stream(tmp_path: Path, web) -> None:
+    """The cap counts every read, not the last one: with a cap several 64 KiB reads long,
+    reading still stops there (the streaming test's 16 KiB cap ends at the first read)."""
+    _write_tsv(tmp_path / "urls.tsv", [f"{web.url}/endless.gif\tendless ."])
+    params = IngestParams(
+        sources=[IngestSource(kind="tsv", path=str(tmp_path / "urls.tsv"), source="web")],
+        limits={"max_bytes": 3 * 65536 + 100},
+        download_timeout_s=5,
+        workers=1,
+    )
+    run_ingest(params, tmp_path / "out")
+    (row,) = pd.read_parquet(tmp_path / "out" / INGEST_QUARANTINE_FILE).itertuples()
+    assert row.reason == "too_large_bytes"
+    assert web.streamed.wait(30), "the endless stream never ended"
+    assert web.sent["endless"] < 32 * 2**20, f"{web.sent['endless']} bytes streamed"

@@ -173,3 +173,31 @@ def test_the_stage_logs_each_quarantine_and_a_summary(tmp_path: Path, caplog) ->
     lines = [r.getMessage() for r in caplog.records if r.name == ingest.__name__]
     assert f"quarantined {src / 'empty.gif'} (empty_file): descriptions.tsv:2: " in lines[0]
     assert lines[-1] == "ingest: 2 inputs, 1 ok, 1 quarantined {'empty_file': 1}"
+
+
+def test_a_verdict_cached_without_decoding_is_not_reused_when_decoding_is_asked(
+    tmp_path: Path,
+) -> None:
+    """`verify_decode` is part of the cached verdict's key: a GIF whose blocks parse but whose
+    image data does not decode passes a probe, and is refused once decoding is asked for,
+    from the same cache."""
+    from gifqa_model.core.workcache import WorkCache
+
+    corrupt = bytearray(tiny_gif(seed=1))
+    corrupt[58:64] = b"\xff" * 6  # garbage LZW codes inside a valid block structure
+    src = _folder(tmp_path / "src", ["bad.gif\ta thing moves ."], {"bad.gif": bytes(corrupt)})
+    cache = WorkCache(tmp_path / "cache")
+
+    def reason(verify: bool) -> str | None:
+        out = tmp_path / f"out-{verify}"
+        params = IngestParams(
+            sources=[IngestSource(kind="folder", path=str(src), source="s")],
+            verify_decode=verify,
+        )
+        run_ingest(params, out, cache=cache)
+        _, quar = _tables(out)
+        return None if quar.empty else quar["reason"].iloc[0]
+
+    assert reason(False) is None  # probed only: taken
+    assert reason(True) == "decode_error"  # decoded: refused, not the probe's cached verdict
+    assert reason(False) is None  # and the probe's verdict is still its own

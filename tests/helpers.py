@@ -342,6 +342,22 @@ def tiny_gif(n_frames: int = 3, side: int = 8, seed: int | None = None) -> bytes
     return encode_gif(frames, [(0, 0, 0), (255, 255, 255)])
 
 
+def undecodable_gif() -> bytes:
+    """`tiny_gif(seed=1)` with garbage LZW codes inside a valid block structure: a probe takes
+    it, only decoding refuses it (header 13, palette 6, loop extension 19, graphic control 8,
+    descriptor 10, code size 1, sub-block length 1: the image data starts at byte 58)."""
+    data = bytearray(tiny_gif(seed=1))
+    data[58:64] = b"\xff" * 6
+    return bytes(data)
+
+
+def ingest_tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest and the quarantine an ingest wrote to `out`."""
+    from gifqa_model.core.artifacts import INGEST_QUARANTINE_FILE, MANIFEST_FILE
+
+    return pd.read_parquet(out / MANIFEST_FILE), pd.read_parquet(out / INGEST_QUARANTINE_FILE)
+
+
 def shapes_profile(seed: int, n: int, n_frames: int = 16) -> pd.DataFrame:
     """ShapesWorld as the drift check sees a corpus (monitor/drift.py): probed GIFs, rule QA."""
     import hashlib

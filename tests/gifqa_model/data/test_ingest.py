@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gifqa_model.core.artifacts import INGEST_QUARANTINE_FILE, MANIFEST_FILE
+from gifqa_model.core.artifacts import INGEST_QUARANTINE_FILE
 from gifqa_model.core.config import IngestParams, IngestSource, ShapesParams
 from gifqa_model.core.schema import INGEST_QUARANTINE_COLUMNS as QUARANTINE_COLUMNS
 from gifqa_model.core.schema import MANIFEST_COLUMNS
 from gifqa_model.data.gifs import probe_gif
 from gifqa_model.data.ingest import assign_split, ingest_folder, run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
-from tests.helpers import tiny_gif
+from tests.helpers import ingest_tables, tiny_gif, undecodable_gif
 
 PALETTE = [(0, 0, 0), (255, 255, 255)]
 
@@ -32,11 +32,6 @@ def _bomb() -> bytes:
 
 def _write_tsv(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def _tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The manifest and the quarantine an ingest wrote to `out`."""
-    return pd.read_parquet(out / MANIFEST_FILE), pd.read_parquet(out / INGEST_QUARANTINE_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +48,6 @@ def zoo(tmp_path_factory, shapes_dir: Path, shared_data: Path) -> tuple[Path, di
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, format="PNG")
     real = (shared_data / "real_gifs" / "tgifqa_4.gif").read_bytes()
-    corrupt = bytearray(tiny_gif(seed=1))
-    # Garbage LZW codes inside a valid block structure: header 13, palette 6, loop extension
-    # 19, graphic control 8, descriptor 10, code size 1, sub-block length 1.
-    corrupt[58:64] = b"\xff" * 6
     huge = b"GIF89a" + struct.pack("<HHBBB", 50_000, 50_000, 0, 0, 0) + b"\x3b"
     files = {
         "good.gif": (tiny_gif(seed=0), None),
@@ -68,7 +59,7 @@ def zoo(tmp_path_factory, shapes_dir: Path, shared_data: Path) -> tuple[Path, di
         "half.gif": (real[: len(real) // 2], "truncated"),
         "bomb.gif": (_bomb(), "too_many_frames"),
         "huge.gif": (huge, "too_many_pixels"),
-        "corrupt.gif": (bytes(corrupt), "decode_error"),
+        "corrupt.gif": (undecodable_gif(), "decode_error"),
         "no_words.gif": (tiny_gif(seed=3), "empty_description"),
         "orphan.gif": (tiny_gif(seed=4), "no_description"),  # a file no row mentions
     }
@@ -268,7 +259,7 @@ def test_gifs_no_row_describes_are_quarantined_not_lost(tmp_path: Path) -> None:
     (src / "gifs" / "escape.gif").symlink_to(outside)
     _write_tsv(src / "descriptions.tsv", ["gif\tdescription", "listed.gif\tlisted ."])
     metrics = ingest_folder(src, tmp_path / "out", source="s")
-    manifest, q = _tables(tmp_path / "out")
+    manifest, q = ingest_tables(tmp_path / "out")
     assert metrics["n_ok"] == 1 and metrics["n_quarantined"] == 4
     assert list(manifest.description) == ["listed ."]
     assert manifest.sha256.iloc[0] == hashlib.sha256(tiny_gif(seed=1)).hexdigest()
@@ -552,7 +543,7 @@ def test_the_work_cache_keeps_each_verdict_under_its_limits(tmp_path: Path) -> N
             ),
             out,
         )
-        manifest, q = _tables(out)
+        manifest, q = ingest_tables(out)
         n_ok = len(manifest)
         if cap == len(good[1]):
             assert n_ok == 1 and q.empty
@@ -579,7 +570,7 @@ def test_a_tables_header_order_line_numbers_and_bad_rows(tmp_path: Path) -> None
         b"gone .\t4\tgone.gif\n"  # 7
     )
     metrics = ingest_folder(src, tmp_path / "out", source="s")
-    manifest, q = _tables(tmp_path / "out")
+    manifest, q = ingest_tables(tmp_path / "out")
     assert list(manifest.description) == ['"a" man .', "b caf\ufffd ."]
     assert list(manifest.gif_id) == ["a", "b"]
     got = {r: d for r, d in zip(q.reason, q.detail, strict=True)}
@@ -613,7 +604,7 @@ def test_ids_stay_unique_across_sources_and_duplicates_name_the_first(tmp_path: 
         ]
     )
     metrics = run_ingest(params, tmp_path / "out")
-    manifest, q = _tables(tmp_path / "out")
+    manifest, q = ingest_tables(tmp_path / "out")
     sha_c = hashlib.sha256(gifs["c"]).hexdigest()
     assert list(manifest.gif_id) == ["x", "two_x", f"two_x_{sha_c[:12]}"]
     assert list(manifest.source) == ["one", "two", "two"]

@@ -16,8 +16,9 @@ import gifqa_model.data.ingest as ingest
 from gifqa_model.core.artifacts import INGEST_QUARANTINE_FILE, MANIFEST_FILE
 from gifqa_model.core.config import IngestParams, IngestSource
 from gifqa_model.core.schema import INGEST_QUARANTINE_COLUMNS, MANIFEST_COLUMNS
+from gifqa_model.core.workcache import WorkCache
 from gifqa_model.data.ingest import assign_split, run_ingest
-from tests.helpers import tiny_gif
+from tests.helpers import ingest_tables, tiny_gif, undecodable_gif
 
 
 def _bucket(gif_id: str) -> float:
@@ -33,8 +34,14 @@ def _folder(root: Path, rows: list[str], gifs: dict[str, bytes]) -> Path:
     return root
 
 
-def _tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return pd.read_parquet(out / MANIFEST_FILE), pd.read_parquet(out / INGEST_QUARANTINE_FILE)
+def _ingest_folder(
+    src: Path, out: Path, cache: WorkCache | None = None, **params
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest and the quarantine of the one folder `src` ingested into `out`
+    (`params`: the rest of IngestParams)."""
+    source = IngestSource(kind="folder", path=str(src), source="s")
+    run_ingest(IngestParams(sources=[source], **params), out, cache=cache)
+    return ingest_tables(out)
 
 
 def test_a_bucket_exactly_on_a_share_falls_above_it() -> None:
@@ -51,13 +58,7 @@ def test_a_bucket_exactly_on_a_share_falls_above_it() -> None:
 def test_the_shares_reach_the_split_each_in_its_place(tmp_path: Path) -> None:
     gifs = {f"g{i}.gif": tiny_gif(seed=i) for i in range(12)}
     src = _folder(tmp_path / "src", [f"{n}\ta thing moves ." for n in gifs], gifs)
-    params = IngestParams(
-        sources=[IngestSource(kind="folder", path=str(src), source="s")],
-        val_share=0.6,
-        test_share=0.0,
-    )
-    run_ingest(params, tmp_path / "out")
-    man, _ = _tables(tmp_path / "out")
+    man, _ = _ingest_folder(src, tmp_path / "out", val_share=0.6, test_share=0.0)
     want = {g: "val" if _bucket(g) < 0.6 else "train" for g in man["gif_id"]}
     assert dict(zip(man["gif_id"], man["split"], strict=True)) == want
     assert "test" not in set(man["split"]) and "val" in set(man["split"])
@@ -67,16 +68,12 @@ def test_the_tables_have_exactly_their_columns_and_integer_sizes_even_when_empty
     tmp_path: Path,
 ) -> None:
     src = _folder(tmp_path / "src", ["gone.gif\ta ghost ."], {})
-    run_ingest(
-        IngestParams(sources=[IngestSource(kind="folder", path=str(src), source="s")]),
-        tmp_path / "o",
-    )
+    man, quar = _ingest_folder(src, tmp_path / "o")
     # no index column written beside the schema's (a reader would see an extra column)
     assert pq.read_schema(tmp_path / "o" / MANIFEST_FILE).names == MANIFEST_COLUMNS
     assert pq.read_schema(tmp_path / "o" / INGEST_QUARANTINE_FILE).names == list(
         INGEST_QUARANTINE_COLUMNS
     )
-    man, quar = _tables(tmp_path / "o")
     assert man.empty and len(quar) == 1
     assert {str(man[c].dtype) for c in ["n_frames", "width", "height", "duration_ms"]} == {"int64"}
 
@@ -92,7 +89,7 @@ def test_a_tsv_sources_rows_name_their_source_and_line(tmp_path: Path) -> None:
         download_timeout_s=2,
     )
     metrics = run_ingest(params, tmp_path / "out")
-    man, quar = _tables(tmp_path / "out")
+    man, quar = ingest_tables(tmp_path / "out")
     assert list(man["source"]) == ["web"] and set(quar["source"]) == {"web"}
     assert metrics["sources"]["web"] == {"n_inputs": 3, "n_ok": 1, "n_quarantined": 2}
     missing = quar[quar["reason"] == "missing_file"].iloc[0]
@@ -114,11 +111,7 @@ def test_a_first_row_naming_a_gif_file_is_data_not_a_header(tmp_path: Path) -> N
     src = _folder(
         tmp_path / "src", ["gif\ta thing moves .", "b.gif\ta thing moves ."], {"b.gif": b""}
     )
-    run_ingest(
-        IngestParams(sources=[IngestSource(kind="folder", path=str(src), source="s")]),
-        tmp_path / "o",
-    )
-    _, quar = _tables(tmp_path / "o")
+    _, quar = _ingest_folder(src, tmp_path / "o")
     assert set(zip(quar["path"].map(lambda p: Path(p).name), quar["reason"], strict=True)) == {
         ("gif", "missing_file"),
         ("b.gif", "empty_file"),
@@ -127,11 +120,7 @@ def test_a_first_row_naming_a_gif_file_is_data_not_a_header(tmp_path: Path) -> N
 
 def test_a_short_row_under_a_header_keeps_an_empty_path(tmp_path: Path) -> None:
     src = _folder(tmp_path / "src", ["description\tgif", "only a description"], {})
-    run_ingest(
-        IngestParams(sources=[IngestSource(kind="folder", path=str(src), source="s")]),
-        tmp_path / "o",
-    )
-    _, quar = _tables(tmp_path / "o")
+    _, quar = _ingest_folder(src, tmp_path / "o")
     (row,) = quar.itertuples()
     assert (row.reason, row.path) == ("malformed_row", "")
     assert row.detail == "descriptions.tsv:2: 1 fields, expected 2"
@@ -150,11 +139,7 @@ def test_a_file_that_cannot_be_read_is_quarantined_as_unreadable(
         return real(path, limits)
 
     monkeypatch.setattr(ingest, "_read_limited", read)
-    run_ingest(
-        IngestParams(sources=[IngestSource(kind="folder", path=str(src), source="s")]),
-        tmp_path / "o",
-    )
-    man, quar = _tables(tmp_path / "o")
+    man, quar = _ingest_folder(src, tmp_path / "o")
     assert list(man["gif_id"]) == ["ok"]
     (row,) = quar.itertuples()
     assert row.reason == "unreadable" and row.path == str(src / "locked.gif")
@@ -166,10 +151,7 @@ def test_the_stage_logs_each_quarantine_and_a_summary(tmp_path: Path, caplog) ->
     gifs = {"ok.gif": tiny_gif(seed=1), "empty.gif": b""}
     src = _folder(tmp_path / "src", [f"{n}\ta thing moves ." for n in gifs], gifs)
     with caplog.at_level(logging.INFO, logger=ingest.__name__):
-        run_ingest(
-            IngestParams(sources=[IngestSource(kind="folder", path=str(src), source="s")]),
-            tmp_path / "o",
-        )
+        _ingest_folder(src, tmp_path / "o")
     lines = [r.getMessage() for r in caplog.records if r.name == ingest.__name__]
     assert f"quarantined {src / 'empty.gif'} (empty_file): descriptions.tsv:2: " in lines[0]
     assert lines[-1] == "ingest: 2 inputs, 1 ok, 1 quarantined {'empty_file': 1}"
@@ -181,21 +163,11 @@ def test_a_verdict_cached_without_decoding_is_not_reused_when_decoding_is_asked(
     """`verify_decode` is part of the cached verdict's key: a GIF whose blocks parse but whose
     image data does not decode passes a probe, and is refused once decoding is asked for,
     from the same cache."""
-    from gifqa_model.core.workcache import WorkCache
-
-    corrupt = bytearray(tiny_gif(seed=1))
-    corrupt[58:64] = b"\xff" * 6  # garbage LZW codes inside a valid block structure
-    src = _folder(tmp_path / "src", ["bad.gif\ta thing moves ."], {"bad.gif": bytes(corrupt)})
+    src = _folder(tmp_path / "src", ["bad.gif\ta thing moves ."], {"bad.gif": undecodable_gif()})
     cache = WorkCache(tmp_path / "cache")
 
     def reason(verify: bool) -> str | None:
-        out = tmp_path / f"out-{verify}"
-        params = IngestParams(
-            sources=[IngestSource(kind="folder", path=str(src), source="s")],
-            verify_decode=verify,
-        )
-        run_ingest(params, out, cache=cache)
-        _, quar = _tables(out)
+        _, quar = _ingest_folder(src, tmp_path / f"out-{verify}", cache, verify_decode=verify)
         return None if quar.empty else quar["reason"].iloc[0]
 
     assert reason(False) is None  # probed only: taken

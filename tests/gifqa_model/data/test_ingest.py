@@ -671,13 +671,16 @@ def test_a_host_that_never_accepts_the_connection_times_out_on_connect(tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_cap_above_one_read_still_stops_the_endless_stream(tmp_path: Path, web) -> None:
+@pytest.mark.parametrize("cap", [3 * 65536 + 100, 2 * 65536])
+def test_a_cap_above_one_read_still_stops_the_endless_stream(tmp_path: Path, web, cap: int) -> None:
     """The cap counts every read, not the last one: with a cap several 64 KiB reads long,
-    reading still stops there (the streaming test's 16 KiB cap ends at the first read)."""
+    reading still stops there (the streaming test's 16 KiB cap ends at the first read). A cap
+    of whole reads lands exactly on it with more to come: one byte more is still read, so the
+    body is refused as too large, not cut at the cap and taken."""
     _write_tsv(tmp_path / "urls.tsv", [f"{web.url}/endless.gif\tendless ."])
     params = IngestParams(
         sources=[IngestSource(kind="tsv", path=str(tmp_path / "urls.tsv"), source="web")],
-        limits={"max_bytes": 3 * 65536 + 100},
+        limits={"max_bytes": cap},
         download_timeout_s=5,
         workers=1,
     )

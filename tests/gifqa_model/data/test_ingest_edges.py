@@ -173,3 +173,80 @@ def test_a_verdict_cached_without_decoding_is_not_reused_when_decoding_is_asked(
     assert reason(False) is None  # probed only: taken
     assert reason(True) == "decode_error"  # decoded: refused, not the probe's cached verdict
     assert reason(False) is None  # and the probe's verdict is still its own
+
+
+def test_a_gif_longer_than_one_read_is_downloaded_whole(tmp_path: Path) -> None:
+    """A body of several 64 KiB reads is joined in order, whether the server declares its
+    length or only streams it: the file ingest keeps is the served GIF, byte for byte."""
+    from tests.helpers import LocalHTTP
+
+    big = tiny_gif(n_frames=16, side=256, seed=5)
+    assert len(big) > 2 * 65536  # three reads at least
+
+    def streamed(handler) -> None:  # no Content-Length: read until the connection closes
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(big)
+        handler.close_connection = True
+
+    server = LocalHTTP(
+        lambda method, path, body: (200, {}, big) if path == "/declared.gif" else streamed
+    )
+    try:
+        for kind in ("declared", "streamed"):
+            (tmp_path / f"{kind}.tsv").write_text(f"{server.url}/{kind}.gif\t{kind} .\n")
+            src = IngestSource(kind="tsv", path=str(tmp_path / f"{kind}.tsv"), source="web")
+            run_ingest(IngestParams(sources=[src], workers=1), tmp_path / kind)
+            manifest, quarantine = ingest_tables(tmp_path / kind)
+            assert quarantine.empty, quarantine.to_dict("records")
+            (row,) = manifest.itertuples()
+            assert row.sha256 == hashlib.sha256(big).hexdigest(), kind
+            assert Path(row.path).read_bytes() == big, kind
+    finally:
+        server.close()
+
+
+def test_a_verdict_cached_under_other_code_is_checked_again(tmp_path: Path, monkeypatch) -> None:
+    """The cached verdict's key holds the code digest: the same bytes under the same limits
+    are checked again once the checking code changes, and not while it stays the same."""
+    src = _folder(tmp_path / "src", ["g.gif\ta thing moves ."], {"g.gif": tiny_gif(seed=2)})
+    cache = WorkCache(tmp_path / "cache")
+    checks: list[int] = []
+    real = ingest.verify_gif
+    monkeypatch.setattr(ingest, "verify_gif", lambda *a: checks.append(1) or real(*a))
+    for n, code in enumerate(["code-a", "code-a", "code-b"]):
+        monkeypatch.setattr(ingest, "code_digest", lambda *modules, code=code: code)
+        manifest, _ = _ingest_folder(src, tmp_path / f"out{n}", cache)
+        assert len(manifest) == 1
+    assert len(checks) == 2  # once for code-a, once for code-b
+
+
+def test_url_sources_checked_in_shards_download_into_the_stage_output(tmp_path: Path) -> None:
+    """Through a fan-out mapper, a URL source is downloaded into the output's `downloads/`
+    folder as it is on one machine, and the tables are the same."""
+    from tests.helpers import LocalHTTP
+
+    gifs = {f"/u{i}.gif": tiny_gif(seed=20 + i) for i in range(3)}
+    server = LocalHTTP(lambda method, path, body: (200, {}, gifs[path]))
+    try:
+        (tmp_path / "urls.tsv").write_text("".join(f"{server.url}{p}\tthing {p} .\n" for p in gifs))
+        params = IngestParams(
+            sources=[IngestSource(kind="tsv", path=str(tmp_path / "urls.tsv"), source="web")]
+        )
+        run_ingest(params, tmp_path / "serial")
+        run_ingest(
+            params,
+            tmp_path / "spread",
+            mapper=lambda fn, shards: [fn(s) for s in shards],
+            shards=2,
+        )
+    finally:
+        server.close()
+    serial, spread = ingest_tables(tmp_path / "serial"), ingest_tables(tmp_path / "spread")
+    assert len(spread[0]) == 3 and spread[1].empty, spread[1].to_dict("records")
+    for path in spread[0].path:
+        assert Path(path).parent == tmp_path / "spread" / "downloads", path
+    assert sorted(p.name for p in (tmp_path / "spread" / "downloads").iterdir()) == sorted(
+        Path(p).name for p in serial[0].path
+    )
+    pd.testing.assert_frame_equal(serial[0].drop(columns="path"), spread[0].drop(columns="path"))

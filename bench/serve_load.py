@@ -150,13 +150,18 @@ def measure(
     serve: str | None = None,
     pid: int | None = None,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> dict:
-    """Every level against the server at `url` (started with `serve`, and `env`, and stopped at
-    the end when given) → {"rss_mb_start", "levels", "n_gifs", "rss_growth"}."""
+    """Every level against the server at `url` (started with `serve`, `env` and `cwd`, and
+    stopped at the end when given) → {"rss_mb_start", "levels", "n_gifs", "rss_growth"}."""
     server = None
     if serve:
         server = subprocess.Popen(
-            shlex.split(serve), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            shlex.split(serve),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
         )
         pid = server.pid
     try:

@@ -205,7 +205,7 @@ class ClipParams(Section):
 
 
 class IndexParams(Section):
-    frames_per_gif: int = Field(16, ge=1)  # frames decoded and cached per GIF (uniform in time)
+    frames_per_gif: int = Field(8, ge=1)  # frames decoded and cached per GIF (uniform in time)
     group_size: int = Field(2, ge=1)
     top_k: int = Field(2, ge=1)  # groups per question; the model sees top_k * group_size frames
     # bonus, in cosine units, for a group's distance in time from the groups already chosen

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from gifqa_model.core.config import IndexParams
 from tests.gifqa_model.serve.conftest import QUESTION
 
 
@@ -48,7 +49,8 @@ def test_upload_ask_and_read_the_answer(browser, live_server, tmp_path, gif) -> 
     assert browser.find_element(By.ID, "confidence").text == f"{want['confidence']:.3f}"
     strip = browser.find_elements(By.CSS_SELECTOR, "#strip img")
     keys = browser.find_elements(By.CSS_SELECTOR, "#strip img.key")
-    assert len(strip) == 16 and len(keys) == len(set(want["keyframes"]))
+    # the strip is the frames the model caches, the keyframes among them marked
+    assert len(strip) == IndexParams().frames_per_gif and len(keys) == len(set(want["keyframes"]))
     assert browser.find_element(By.ID, "error").text == ""
 
 
@@ -85,4 +87,11 @@ def test_describe_the_picked_gif(browser, live_server) -> None:
     )
     browser.find_element(By.ID, "describe").click()
     text = _wait_text(browser, "description")
-    assert text.startswith("The model says:") and "frames 0, " in text
+    # the samples are 16-frame ShapesWorld GIFs: the cached frames spread first to last
+    from gifqa_model.index.cache import spread_frames
+    from gifqa_model.index.indexing import cached_frame_indices
+
+    p = IndexParams()
+    cached = cached_frame_indices(16, p.frames_per_gif)
+    frames = ", ".join(str(cached[i]) for i in spread_frames(len(cached), p.top_k * p.group_size))
+    assert text.startswith("The model says:") and text.endswith(f"frames {frames})"), text

@@ -134,6 +134,7 @@ def test_batch_route_answers_each_item_and_names_a_bad_one(served, gif, shared_d
 
 def test_describe_reads_frames_spread_over_the_whole_gif(served, gif) -> None:
     from gifqa_model.index.cache import spread_frames
+    from gifqa_model.index.indexing import cached_frame_indices
 
     for body in (
         {"files": {"file": ("x.gif", gif, "image/gif")}},
@@ -145,9 +146,12 @@ def test_describe_reads_frames_spread_over_the_whole_gif(served, gif) -> None:
         # an untrained model's 48 words: a probability that rounds to 0
         assert isinstance(out["description"], str) and 0 <= out["confidence"] <= 1
         n = IndexParams().top_k * IndexParams().group_size
-        # the model reads the cached frames' first, last and evenly between
-        assert out["keyframes"][0] == 0 and out["keyframes"][-1] == out["n_frames"] - 1
-        assert len(spread_frames(IndexParams().frames_per_gif, n)) == len(out["keyframes"])
+        # the model reads the cached frames' first, last and evenly between (in the GIF's own
+        # frame numbers: 8 cached of 16 are the segment centres 1, 3, ..., 15)
+        cached = cached_frame_indices(out["n_frames"], IndexParams().frames_per_gif)
+        picks = spread_frames(len(cached), n)
+        assert out["keyframes"] == [cached[i] for i in picks]
+        assert out["keyframes"][0] == cached[0] and out["keyframes"][-1] == cached[-1]
         assert out["model_version"] is None and out["latency_ms"] > 0
     bad = served.client.post("/v1/describe", files={"file": ("x.gif", _png(gif), "image/gif")})
     assert bad.status_code == 422 and bad.json()["reason"] == "not_a_gif"
@@ -206,7 +210,7 @@ def _png(_: bytes) -> bytes:
         (_zero_frames, QUESTION, 422, "zero_frames", "no image"),
         (_frame_bomb, QUESTION, 422, "too_many_frames", "1000 frames"),
         (_huge_canvas, QUESTION, 422, "too_many_pixels", "4000x4000"),
-        (_corrupt_lzw, QUESTION, 422, "decode_error", "frame 0"),
+        (_corrupt_lzw, QUESTION, 422, "decode_error", "broken data stream"),
         (lambda g: g, None, 422, "empty_question", "`question`"),
         (lambda g: g, "   ", 422, "empty_question", "empty"),
         (lambda g: g, "why " * 76, 422, "question_too_long", "limit is 300"),
@@ -806,7 +810,7 @@ def test_pyfunc_predicts_a_batch_and_reads_no_path(tracking, gif, monkeypatch) -
 
 def test_pyfunc_rows_about_one_gif_decode_and_embed_it_once(tracking, gif, monkeypatch) -> None:
     """Rows naming the same GIF (base64 or bytes) are one request to the predictor: one decode,
-    one CLIP pass over its 16 frames, even with the GIF cache off."""
+    one CLIP pass over its cached frames, even with the GIF cache off."""
     import mlflow
 
     import gifqa_model.inference.predict as predict
@@ -824,7 +828,7 @@ def test_pyfunc_rows_about_one_gif_decode_and_embed_it_once(tracking, gif, monke
     )
     b64 = base64.b64encode(gif).decode()
     out = model.predict(pd.DataFrame({"gif": [b64, gif, b64], "question": [QUESTION] * 3}))
-    assert len(out) == 3 and decodes == [1] and passes == [16]
+    assert len(out) == 3 and decodes == [1] and passes == [predictor.params.frames_per_gif]
 
 
 def test_the_answer_and_describe_commands_use_the_registered_model(tracking, gif) -> None:
@@ -910,13 +914,15 @@ def with_domain(pair, shared_data, tmp_path_factory):
 
     clip = tmp_path_factory.mktemp("domain") / "clip"
     shutil.copytree(pair[1], clip)
-    encoder = GifQAPredictor(pair[0], clip).encoder
+    predictor = GifQAPredictor(pair[0], clip)
+    encoder = predictor.encoder
 
     def embed(gifs: list[bytes]) -> np.ndarray:
         tokens = []
         for g in gifs:
             n = len(decode_frames(g, size=8))
-            frames = decode_frames(g, indices=cached_frame_indices(n, 16), size=encoder.image_size)
+            cached = cached_frame_indices(n, predictor.params.frames_per_gif)
+            frames = decode_frames(g, indices=cached, size=encoder.image_size)
             tokens.append(encoder.embed_frames(frames)[0])
         return gif_embeddings(np.concatenate(tokens), np.array([len(t) for t in tokens]))
 
@@ -987,8 +993,9 @@ def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -
     assert predictor.answer(gif, QUESTION) == first and calls == []  # a hit: no CLIP pass
     others = [generate_example(i, ShapesParams()).gif_bytes for i in (1, 2)]
     predictor.answer_batch([(g, [QUESTION]) for g in others])
-    assert calls == [32] and len(predictor.cache) == 2  # both misses in one pass; bounded
-    assert predictor.answer(gif, QUESTION) == first and calls == [32, 16]  # evicted: again
+    f = predictor.params.frames_per_gif
+    assert calls == [2 * f] and len(predictor.cache) == 2  # both misses in one pass; bounded
+    assert predictor.answer(gif, QUESTION) == first and calls == [2 * f, f]  # evicted: again
 
 
 def test_a_question_is_embedded_once_and_alone(pair, gif, monkeypatch) -> None:

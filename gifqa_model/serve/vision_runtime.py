@@ -4,7 +4,7 @@ The graph is exported from the loaded weights when the server loads a model (in 
 2 s), so registered models and their artifacts are unchanged, and the index stage keeps
 PyTorch: the cached tokens the model was trained on are PyTorch's. The two agree to ~1e-5; on
 1,000 questions not one answer or keyframe differed (bench/serving.py). Inside the predictor
-it embeds a GIF's 16 frames in less time than PyTorch; end to end on 2 cores the difference is
+it embeds a GIF's cached frames in less time than PyTorch; end to end on 2 cores the difference is
 lost in the HTTP server's own cost (docs/serving.md), so PyTorch stays the default.
 """
 

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from gifqa_model.index.cache import spread_frames
+from gifqa_model.index.indexing import cached_frame_indices
 from gifqa_model.qa.normalize import match_form
 from tests.helpers import Receiver, make_project, run_steps, sh
 
@@ -89,8 +91,13 @@ def _champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict) -> 
     assert out.answer[0] in set(qa.answer.map(match_form)) and 0 < out.confidence[0] <= 1
     frames = list(out.keyframes[0])
     assert frames == sorted(frames) and len(frames) >= 1
-    said = model.unwrap_python_model().predictor.describe(gif.read_bytes())
-    assert isinstance(said["description"], str) and said["keyframes"][0] == 0
+    predictor = model.unwrap_python_model().predictor
+    said = predictor.describe(gif.read_bytes())
+    # a description reads the cached frames first to last, evenly spread (the GIF's numbers)
+    cached = cached_frame_indices(said["n_frames"], predictor.params.frames_per_gif)
+    spread = spread_frames(len(cached), predictor.params.top_k * predictor.params.group_size)
+    assert isinstance(said["description"], str)
+    assert said["keyframes"] == [cached[i] for i in spread], said["keyframes"]
 
 
 def _second_repro_skips_every_stage(project: Path, flow_summary: dict) -> None:

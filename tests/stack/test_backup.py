@@ -64,6 +64,8 @@ def test_a_restored_stack_serves_the_champion_it_had(stack, stack_env, monkeypat
 
 
 def test_a_tampered_backup_is_refused_and_leaves_nothing_running(stack, stack_env, tmp_path):
+    mlflow.set_experiment("backup-test")
+    logged_echo_model()  # an object of its own to tamper with, whichever test ran first
     dest = tmp_path / "backup"
     manifest = backup(stack, dest, progress=lambda _m: None)
     key = next(iter(manifest["objects"]))

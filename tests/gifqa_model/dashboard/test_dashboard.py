@@ -241,6 +241,7 @@ def _filter_and_sort_the_runs(browser) -> None:
 def test_in_chromium_the_timeline_a_compare_and_the_drift_link(browser, store, tmp_path) -> None:
     """The page as a person uses it: read the timeline, pick two runs, compare them, come
     back, open the drift report. GIFQA_SCREENSHOTS=DIR keeps the screenshots (the README's)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -268,7 +269,8 @@ def test_in_chromium_the_timeline_a_compare_and_the_drift_link(browser, store, t
             boxes[-1].click()
             assert button.is_enabled()
             button.click()
-            WebDriverWait(browser, 120).until(
+            # the click navigates: an h1 found on the old page may go stale while it is read
+            WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,)).until(
                 lambda d: "vs" in d.find_element(By.TAG_NAME, "h1").text
             )
             h1 = browser.find_element(By.TAG_NAME, "h1").text

@@ -328,6 +328,17 @@ class Receiver(LocalHTTP):
         super().__init__(keep)
 
 
+def described_frames(n_frames: int, params) -> list[int]:
+    """The frames a description reads, in the GIF's own numbers: of the `frames_per_gif` frames
+    the index caches, `top_k * group_size` spread evenly first to last (`params`: IndexParams
+    or the predictor's params)."""
+    from gifqa_model.index.cache import spread_frames
+    from gifqa_model.index.indexing import cached_frame_indices
+
+    cached = cached_frame_indices(n_frames, params.frames_per_gif)
+    return [int(cached[i]) for i in spread_frames(len(cached), params.top_k * params.group_size)]
+
+
 def tiny_gif(n_frames: int = 3, side: int = 8, seed: int | None = None) -> bytes:
     """A black-and-white GIF: frames alternate flat black and white, or are random with `seed`."""
     from gifqa_model.data.gifs import encode_gif

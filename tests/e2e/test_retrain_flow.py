@@ -17,10 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from gifqa_model.index.cache import spread_frames
-from gifqa_model.index.indexing import cached_frame_indices
 from gifqa_model.qa.normalize import match_form
-from tests.helpers import Receiver, make_project, run_steps, sh
+from tests.helpers import Receiver, described_frames, make_project, run_steps, sh
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +92,8 @@ def _champion_loads_as_pyfunc_and_answers(project: Path, flow_summary: dict) -> 
     predictor = model.unwrap_python_model().predictor
     said = predictor.describe(gif.read_bytes())
     # a description reads the cached frames first to last, evenly spread (the GIF's numbers)
-    cached = cached_frame_indices(said["n_frames"], predictor.params.frames_per_gif)
-    spread = spread_frames(len(cached), predictor.params.top_k * predictor.params.group_size)
     assert isinstance(said["description"], str)
-    assert said["keyframes"] == [cached[i] for i in spread], said["keyframes"]
+    assert said["keyframes"] == described_frames(said["n_frames"], predictor.params), said
 
 
 def _second_repro_skips_every_stage(project: Path, flow_summary: dict) -> None:

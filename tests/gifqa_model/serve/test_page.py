@@ -7,6 +7,7 @@ import httpx
 
 from gifqa_model.core.config import IndexParams
 from tests.gifqa_model.serve.conftest import QUESTION
+from tests.helpers import described_frames
 
 
 def _wait_text(driver, element_id: str, timeout: float = 30) -> str:
@@ -88,10 +89,5 @@ def test_describe_the_picked_gif(browser, live_server) -> None:
     browser.find_element(By.ID, "describe").click()
     text = _wait_text(browser, "description")
     # the samples are 16-frame ShapesWorld GIFs: the cached frames spread first to last
-    from gifqa_model.index.cache import spread_frames
-    from gifqa_model.index.indexing import cached_frame_indices
-
-    p = IndexParams()
-    cached = cached_frame_indices(16, p.frames_per_gif)
-    frames = ", ".join(str(cached[i]) for i in spread_frames(len(cached), p.top_k * p.group_size))
+    frames = ", ".join(map(str, described_frames(16, IndexParams())))
     assert text.startswith("The model says:") and text.endswith(f"frames {frames})"), text

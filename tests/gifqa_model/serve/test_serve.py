@@ -30,7 +30,7 @@ from gifqa_model.serve.app import create_app
 from gifqa_model.serve.loading import LoadedModel, load_model, resolve_model_version
 from gifqa_model.serve.settings import ServeSettings
 from tests.gifqa_model.serve.conftest import QUESTION
-from tests.helpers import Background, wait_until
+from tests.helpers import Background, described_frames, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,6 @@ def test_batch_route_answers_each_item_and_names_a_bad_one(served, gif, shared_d
 
 
 def test_describe_reads_frames_spread_over_the_whole_gif(served, gif) -> None:
-    from gifqa_model.index.cache import spread_frames
     from gifqa_model.index.indexing import cached_frame_indices
 
     for body in (
@@ -145,12 +144,10 @@ def test_describe_reads_frames_spread_over_the_whole_gif(served, gif) -> None:
         out = r.json()
         # an untrained model's 48 words: a probability that rounds to 0
         assert isinstance(out["description"], str) and 0 <= out["confidence"] <= 1
-        n = IndexParams().top_k * IndexParams().group_size
         # the model reads the cached frames' first, last and evenly between (in the GIF's own
         # frame numbers: 8 cached of 16 are the segment centres 1, 3, ..., 15)
+        assert out["keyframes"] == described_frames(out["n_frames"], IndexParams())
         cached = cached_frame_indices(out["n_frames"], IndexParams().frames_per_gif)
-        picks = spread_frames(len(cached), n)
-        assert out["keyframes"] == [cached[i] for i in picks]
         assert out["keyframes"][0] == cached[0] and out["keyframes"][-1] == cached[-1]
         assert out["model_version"] is None and out["latency_ms"] > 0
     bad = served.client.post("/v1/describe", files={"file": ("x.gif", _png(gif), "image/gif")})

@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 
 from gifqa_model.serve.batching import Batcher
 from gifqa_model.serve.loading import (
@@ -48,6 +47,7 @@ from gifqa_model.serve.middleware import (
 from gifqa_model.serve.routes import router
 from gifqa_model.serve.schemas import ApiError
 from gifqa_model.serve.settings import ServeSettings
+from gifqa_model.serve.threads import ModelThread, in_own_thread
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +62,25 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        slot = ModelSlot(settings, factory, resolver, metrics)
+        model_thread = ModelThread()
+        slot = ModelSlot(settings, factory, resolver, metrics, model_thread)
         start = time.perf_counter()
         await slot.refresh(force=True)
         log.info("first load in %.1f s", time.perf_counter() - start)
-        batcher = Batcher(slot, settings, metrics)
+        batcher = Batcher(slot, settings, metrics, model_thread)
         app.state.slot, app.state.batcher = slot, batcher
+        app.state.model_thread = model_thread
         if settings.search_dir is not None:
             from gifqa_model.index.search import GifSearch
 
-            app.state.search = await run_in_threadpool(GifSearch.open, settings.search_dir)
+            app.state.search = await in_own_thread(GifSearch.open, settings.search_dir)
         tasks = [asyncio.create_task(batcher.run())]
         if settings.poll_seconds > 0:
             tasks.append(asyncio.create_task(slot.follow()))
         yield
         for task in tasks:
             task.cancel()
-        batcher.executor.shutdown(wait=False, cancel_futures=True)
+        model_thread.shutdown()
         app.state.slot = None
 
     return lifespan

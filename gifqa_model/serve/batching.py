@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gifqa_model.data.gifs import GifError
@@ -13,6 +12,7 @@ from gifqa_model.serve.loading import LoadedModel, ModelSlot
 from gifqa_model.serve.middleware import Metrics
 from gifqa_model.serve.schemas import ApiError
 from gifqa_model.serve.settings import ServeSettings
+from gifqa_model.serve.threads import ModelThread
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,14 @@ class Job:
 class Batcher:
     """One queue, one worker: each model call answers every request waiting (≤ batch_max)."""
 
-    def __init__(self, slot: ModelSlot, settings: ServeSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, slot: ModelSlot, settings: ServeSettings, metrics: Metrics, model_thread: ModelThread
+    ) -> None:
         self.slot, self.settings, self.metrics = slot, settings, metrics
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
-        # one thread runs every model call: torch spreads each call over the cores itself,
-        # and one thread's allocations stay in one malloc arena (a pool's many threads each
-        # grow their own, and RSS with them)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="gifqa-model")
+        # one thread runs every model call: torch spreads each call over the cores itself
+        # (see .threads), and one thread's allocations stay in one malloc arena
+        self.model_thread = model_thread
 
     async def submit(self, gif: bytes, questions: list[str]) -> tuple[list[dict], LoadedModel]:
         if self.queue.qsize() >= self.settings.queue_max:
@@ -60,9 +61,7 @@ class Batcher:
                 continue
             self.metrics.batch.observe(len(jobs))
             try:
-                results = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, answer_jobs, model, jobs
-                )
+                results = await self.model_thread.run(answer_jobs, model, jobs)
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
                 log.error("a batch failed outside the model", exc_info=exc)
                 results = [ApiError(500, "model_error", "the batch failed") for _ in jobs]

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from gifqa_model.core.config import GifLimits
 from gifqa_model.serve.settings import ServeSettings
+from gifqa_model.serve.threads import ModelThread, in_own_thread
 from gifqa_model.serve.vision_runtime import use_runtime
 
 if TYPE_CHECKING:
@@ -154,9 +155,10 @@ class ModelSlot:
         factory: PredictorFactory,
         resolver: VersionResolver,
         metrics: Metrics,
+        model_thread: ModelThread,
     ) -> None:
         self.settings, self.factory, self.resolver = settings, factory, resolver
-        self.metrics = metrics
+        self.metrics, self.model_thread = metrics, model_thread
         self.model: LoadedModel | None = None
         self.last_error: str | None = None  # of the last failed load, until one succeeds
         # a version that failed to load while another is served: not downloaded again at every
@@ -176,8 +178,9 @@ class ModelSlot:
                     return "unchanged"
                 if not force and self.model is not None and version == self.failed_version:
                     return "unchanged"  # it failed before and the alias has not moved since
-                model = await run_in_threadpool(self.factory, self.settings, version)
-                await run_in_threadpool(warm, model)
+                # loaded on a thread of its own, warmed where it will answer (see .threads)
+                model = await in_own_thread(self.factory, self.settings, version)
+                await self.model_thread.run(warm, model)
             except Exception as exc:  # noqa: BLE001 - any load fault keeps the old model
                 self.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 self.failed_version = version

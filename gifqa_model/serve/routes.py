@@ -284,7 +284,7 @@ async def search(
         raise ApiError(404, "search_disabled", "no search index is configured (GIFQA_SEARCH_DIR)")
     if not q.strip():
         raise ApiError(422, "empty_query", "`q` is empty")
-    hits = await run_in_threadpool(engine.search, [q.strip()], k)
+    hits = await request.app.state.model_thread.run(engine.search, [q.strip()], k)
     return SearchOut(query=q.strip(), hits=[SearchHit(**h) for h in hits[0]])
 
 
@@ -362,7 +362,7 @@ async def describe(request: Request) -> DescribeOut:
     loaded = get_slot(request).model
     try:
         await run_in_threadpool(probe_gif, gif, request.app.state.settings.gif_limits)
-        out = await run_in_threadpool(loaded.predictor.describe, gif)
+        out = await request.app.state.model_thread.run(loaded.predictor.describe, gif)
     except GifError as exc:
         raise ApiError(422, exc.reason, f"not a usable GIF: {exc.message}") from exc
     return DescribeOut(

@@ -391,6 +391,49 @@ def test_a_model_call_takes_at_most_batch_max_requests(gif, no_warm) -> None:
     assert fake.batches == [1, 2, 2, 1] and fake.max_active == 1
 
 
+def test_every_model_call_runs_on_one_thread_and_a_load_on_its_own(gif) -> None:
+    """torch's thread teams throttle each other while two threads that called it live (see
+    serve/threads.py): the warm-up, answers, descriptions and searches share one thread, and a
+    load runs on a thread that has ended by the time the model serves."""
+    threads: dict[str, set[threading.Thread]] = {}
+
+    def on(kind: str) -> None:
+        threads.setdefault(kind, set()).add(threading.current_thread())
+
+    class Recording(FakePredictor):
+        def answer_batch(self, requests) -> list[list[dict]]:
+            on("answer")
+            return super().answer_batch(requests)
+
+        def describe(self, gif: bytes) -> dict:
+            on("describe")
+            return {"description": "a circle", "confidence": 0.5, "keyframes": [0], "n_frames": 2}
+
+    class Engine:
+        def search(self, queries: list[str], k: int) -> list[list[dict]]:
+            on("search")
+            return [[{"gif_id": "g", "path": "g.gif", "score": 0.5}] for _ in queries]
+
+    def load(settings: ServeSettings, version: int | None) -> LoadedModel:
+        on("load")
+        return LoadedModel(Recording(), "models:/fake@champion", 7)
+
+    app = create_app(ServeSettings(poll_seconds=0), load, lambda s: 7)
+    with TestClient(app) as client:
+        app.state.search = Engine()
+        for _ in range(3):
+            assert _post(client, gif).status_code == 200
+            assert client.post("/v1/describe", files={"file": ("x.gif", gif)}).status_code == 200
+            assert client.get("/v1/search", params={"q": "a circle"}).status_code == 200
+    (model_thread,) = threads["answer"]  # the warm-up's call and every request's
+    assert model_thread.name.startswith("gifqa-model")
+    assert threads["describe"] == threads["search"] == {model_thread}
+    (loader,) = threads["load"]
+    assert loader is not model_thread and loader.name == "gifqa-load"
+    loader.join(timeout=5)
+    assert not loader.is_alive()  # ended with the load: its OpenMP team went with it
+
+
 def test_a_full_queue_refuses_with_429_and_retry_after(gif, no_warm) -> None:
     gate = threading.Event()
     fake = FakePredictor(gate=gate)

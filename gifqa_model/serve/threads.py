@@ -1,0 +1,60 @@
+"""Where the server's torch work runs: every call into a loaded model on one thread, and each
+load on a thread of its own that ends with the load.
+
+torch runs its CPU ops on an OpenMP team per calling thread. While two threads that called
+torch are alive, their teams outnumber the cores and libgomp throttles its spin-wait: every
+parallel region then pays a sleep and a wake-up, and on 2 cores each model call took about 3×
+as long (docs/serving.md#one-thread-for-torch). So answers, descriptions, searches and warm-ups
+share one thread, and a load (seconds of deserializing, while the old version still serves) runs
+on a thread that exits when it is done, taking its team with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ModelThread:
+    """The one thread every call into a model runs on."""
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="gifqa-model")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def in_own_thread(fn: Callable[..., T], *args: Any, name: str = "gifqa-load") -> T:
+    """`fn(*args)` on a new thread that exits when it returns (its OpenMP team with it)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if done.done():  # the awaiting task was cancelled meanwhile
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(result)
+
+    def target() -> None:
+        result, error = None, None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            error = exc
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return await done

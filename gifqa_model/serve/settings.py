@@ -44,10 +44,10 @@ class ServeSettings(BaseSettings):
     webhook_secret: SecretStr | None = None
     search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
     gif_cache: int = 256  # GIFs whose decoded, embedded frames are kept (by content hash)
-    # the CLIP vision tower's runtime: "torch" runs the index stage's own code; "onnx" runs
-    # the tower through ONNX Runtime (faster in the predictor, not measurably so end to end
-    # on 2 cores: docs/serving.md)
-    vision_runtime: Literal["torch", "onnx"] = "torch"
+    # the CLIP vision tower's runtime: "onnx" runs the tower through ONNX Runtime, exported
+    # from the loaded weights (same answers, a new GIF answered sooner: docs/serving.md);
+    # "torch" runs the index stage's own code
+    vision_runtime: Literal["torch", "onnx"] = "onnx"
 
     @model_validator(mode="after")
     def _pair_or_uri(self) -> ServeSettings:

@@ -1,11 +1,10 @@
-"""The CLIP vision tower through ONNX Runtime, for serving (`GIFQA_VISION_RUNTIME=onnx`).
+"""The CLIP vision tower through ONNX Runtime, the server's default (`GIFQA_VISION_RUNTIME`).
 
-The graph is exported from the loaded weights when the server loads a model (in memory, about
-2 s), so registered models and their artifacts are unchanged, and the index stage keeps
-PyTorch: the cached tokens the model was trained on are PyTorch's. The two agree to ~1e-5; on
-1,000 questions not one answer or keyframe differed (bench/serving.py). Inside the predictor
-it embeds a GIF's cached frames in less time than PyTorch; end to end on 2 cores the difference is
-lost in the HTTP server's own cost (docs/serving.md), so PyTorch stays the default.
+The graph is exported from the loaded weights when the server loads a model (in memory, ~0.2 s
+after the first), so registered models and their artifacts are unchanged, and the index stage
+keeps PyTorch: the cached tokens the model was trained on are PyTorch's. The two agree to ~1e-5;
+on 1,000 questions not one answer or keyframe differed, and a new GIF is answered sooner
+(bench/serving.py, docs/serving.md).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_the_servers_defaults_are_the_readmes(clean_env) -> None:
     s = ServeSettings()
     assert (s.poll_seconds, s.queue_max, s.max_inflight, s.gif_cache) == (30.0, 32, 16, 256)
     assert (s.max_batch_items, s.batch_max, s.max_question_chars) == (16, 8, 300)
-    assert s.vision_runtime == "torch" and s.model_uri == "models:/gifqa@champion"
+    assert s.vision_runtime == "onnx" and s.model_uri == "models:/gifqa@champion"
     assert s.search_dir is None and s.admin_token is None and s.webhook_secret is None
     # the upload cap is ingest's byte cap: 20 MB in params.yaml and in the code's default
     ingest_cap = load_params(REPO / "params.yaml").ingest.limits.max_bytes

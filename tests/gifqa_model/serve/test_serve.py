@@ -84,7 +84,7 @@ def test_lifespan_loads_once_and_probes_report_it(served, gif, pair) -> None:
     assert served.client.get("/readyz").json() == {"status": "ready", "model_version": None}
     info = served.client.get("/v1/model").json()
     assert info["uri"] == f"local:{pair[0]}" and info["version"] is None
-    assert info["last_error"] is None and info["vision_runtime"] == "torch"  # the default
+    assert info["last_error"] is None and info["vision_runtime"] == "onnx"  # the default, exported
 
 
 def test_json_body_answers_like_multipart(served, gif) -> None:
@@ -528,9 +528,9 @@ def test_settings_from_env_and_pair_validation(monkeypatch, tmp_path) -> None:
     assert s.admin_token.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
     with pytest.raises(ValidationError, match="together"):
         ServeSettings(model_dir=tmp_path)
-    assert ServeSettings().vision_runtime == "torch"
-    monkeypatch.setenv("GIFQA_VISION_RUNTIME", "onnx")
     assert ServeSettings().vision_runtime == "onnx"
+    monkeypatch.setenv("GIFQA_VISION_RUNTIME", "torch")
+    assert ServeSettings().vision_runtime == "torch"
     monkeypatch.setenv("GIFQA_VISION_RUNTIME", "tensorrt")
     with pytest.raises(ValidationError, match="vision_runtime"):
         ServeSettings()

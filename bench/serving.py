@@ -5,6 +5,13 @@ compared in one process on the same GIFs and questions.
 
     python bench/serving.py --before-ref 9b182db --out bench/results/serving/new_gifs.json
 
+`--env-variants` compares settings of this checkout instead of two commits: each variant (an
+environment assignment, e.g. GIFQA_VISION_RUNTIME=torch) gets its own server, the variants
+alternated for `--rounds` rounds so a machine that speeds up or slows down meets each alike:
+
+    python bench/serving.py --env-variants GIFQA_VISION_RUNTIME=torch GIFQA_VISION_RUNTIME=onnx \
+        --rounds 3 --requests 300
+
 The model pair defaults to the foundation's (foundation/model/gifqa and its CLIP), saved with
 each side's own index params: the ref's params.yaml for before, this checkout's for after, so
 a change of `index.frames_per_gif` is measured as the code is. A demo champion has the same
@@ -86,15 +93,50 @@ def agreement(model_dir: Path, clip_dir: Path, gifs: list[bytes]) -> dict:
     }
 
 
+def env_variants(args: argparse.Namespace) -> None:
+    """Each NAME=VALUE setting of this checkout on its own server, alternated over rounds."""
+    variants = [v.split("=", 1) for v in args.env_variants]
+    warmup = 50
+    gifs = new_gifs(warmup + 2 * args.requests)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gifqa-serving-") as tmp:
+        model_dir, clip_dir = foundation_pair(Path(tmp))
+        for round_ in range(args.rounds):
+            for name, value in variants:
+                cmd, env = serve_cmd(REPO, model_dir, clip_dir, 8011)
+                env[name] = value
+                levels = measure(
+                    "http://127.0.0.1:8011", "/v1/answer", gifs, [1, 8], args.requests, warmup,
+                    serve=cmd, env=env, cwd=REPO,
+                )  # fmt: skip
+                one, eight = levels["levels"]
+                row = {"round": round_, "setting": f"{name}={value}", **levels}
+                rows.append(row)
+                print(
+                    f"| {round_ + 1} | {name}={value} | {one['p50_ms']} | "
+                    f"{eight['requests_per_s']} | {eight['p99_ms']} |",
+                    flush=True,
+                )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"env_variants": rows}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before-ref", required=True, help="git ref of the code to compare with")
+    ap.add_argument("--before-ref", help="git ref of the code to compare with")
+    ap.add_argument("--env-variants", nargs="+", help="NAME=VALUE settings of this checkout")
+    ap.add_argument("--rounds", type=int, default=3, help="of --env-variants, alternated")
     ap.add_argument("--model-dir", type=Path)
     ap.add_argument("--clip-dir", type=Path)
     ap.add_argument("--requests", type=int, default=400, help="per concurrency level")
     ap.add_argument("--agreement-gifs", type=int, default=250)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if (args.before_ref is None) == (args.env_variants is None):
+        raise SystemExit("give --before-ref or --env-variants")
+    if args.env_variants:
+        return env_variants(args)
     from gifqa_model.core.artifacts import INDEX_PARAMS_FILE
 
     with tempfile.TemporaryDirectory(prefix="gifqa-serving-") as tmp:

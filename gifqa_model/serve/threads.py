@@ -4,7 +4,7 @@ load on a thread of its own that ends with the load.
 torch runs its CPU ops on an OpenMP team per calling thread. While two threads that called
 torch are alive, their teams outnumber the cores and libgomp throttles its spin-wait: every
 parallel region then pays a sleep and a wake-up, and on 2 cores each model call took about 3×
-as long (docs/serving.md#one-thread-for-torch). So answers, descriptions, searches and warm-ups
+as long (docs/serving.md, one thread for torch). So answers, descriptions, searches and warm-ups
 share one thread, and a load (seconds of deserializing, while the old version still serves) runs
 on a thread that exits when it is done, taking its team with it.
 """

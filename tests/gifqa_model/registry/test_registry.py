@@ -7,10 +7,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from gifqa_model.registry.versions import (
     CHALLENGER,
@@ -56,6 +59,41 @@ def test_versions_are_found_by_digest_and_the_newest_is_challenger(client) -> No
     assert find_by_digest(client, NAME, "bbb") == 2 and find_by_digest(client, NAME, "ccc") is None
     assert alias_version(client, NAME, CHALLENGER) == 2
     assert client.get_model_version(NAME, "1").description == "model card aaa"
+    assert client.get_registered_model(NAME).description == "GIF question answering (gifqa)"
+
+
+def test_no_model_or_no_alias_is_none_and_any_other_registry_error_is_raised(client) -> None:
+    assert alias_version(client, "never-registered", CHAMPION) is None  # RESOURCE_DOES_NOT_EXIST
+    _version(client, "aaa")
+    assert alias_version(client, NAME, CHAMPION) is None  # INVALID_PARAMETER_VALUE: no alias
+
+    class Unreachable:
+        def get_model_version_by_alias(self, name: str, alias: str) -> None:
+            raise MlflowException("the server is down", error_code=TEMPORARILY_UNAVAILABLE)
+
+    with pytest.raises(MlflowException, match="down"):  # not "no champion"
+        alias_version(Unreachable(), NAME, CHAMPION)
+
+
+def test_a_logged_models_uri_names_its_id_and_a_runs_uri_none() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.versions: list[tuple[str, str | None]] = []
+
+        def create_registered_model(self, name: str, description: str) -> None:
+            raise MlflowException("exists already")  # the second version of a model
+
+        def create_model_version(self, name, source, run_id, tags, description, model_id):
+            self.versions.append((run_id, model_id))
+            return SimpleNamespace(version="4")
+
+        def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+            assert (alias, version) == (CHALLENGER, "4")
+
+    rec = Recorder()
+    assert create_version(rec, NAME, "models:/m-abc123", "r1", {}, "card") == 4
+    assert create_version(rec, NAME, "runs:/r2/model", "r2", {}, "card") == 4
+    assert rec.versions == [("r1", "m-abc123"), ("r2", None)]  # each version names its run
 
 
 def test_promote_rollback_and_history(client) -> None:
@@ -272,4 +310,6 @@ def test_each_move_is_numbered_stamped_and_kept_whole(client, caplog) -> None:
     # a reason past a tag's size: cut, and the history entry still whole JSON
     assert len(client.get_model_version(NAME, "2").tags[f"{CHAMPION}.reason"]) == 5000
     assert moves[1]["reason"] == "x" * 4000
-    assert f"{NAME}: {CHAMPION} vNone -> v1 (first)" in caplog.text
+    # each move's own line, the version it replaced named
+    assert f"{NAME}: {CHAMPION} vNone -> v1 (first)" in caplog.messages
+    assert f"{NAME}: {CHAMPION} v1 -> v2 ({'x' * 6000})" in caplog.messages

@@ -136,8 +136,12 @@ def test_the_gate_as_the_flow_runs_it(client: MlflowClient, tmp_path: Path, monk
     assert alias_version(client, name, CHAMPION) == 2
 
     # step 3: better than v1, worse than the champion v2: must lose, and to v2
-    s3, asked, _ = _gate(client, tmp_path, bench, "v3", right=300)
+    s3, asked, report = _gate(client, tmp_path, bench, "v3", right=300)
     assert s3["version"] == 3 and not s3["promoted"], s3["reason"]
+    # the summary carries the decision whole; the report compares with v2 and its own answers
+    assert s3["decision"]["promote"] is False and s3["decision"]["delta"] == -60 / 400
+    shown = json.loads((report / "report.json").read_text())
+    assert shown["champion_before"] == 2 and shown["champion_by_qtype"], shown.keys()
     assert sorted(asked) == ["v2", "v3"]
     tags = client.get_model_version(name, "3").tags
     assert tags[GATE_TAG] == "rejected" and tags["gate.compared_with"] == "v2"

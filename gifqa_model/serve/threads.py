@@ -12,10 +12,8 @@ on a thread that exits when it is done, taking its team with it.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -35,26 +33,10 @@ class ModelThread:
 
 
 async def in_own_thread(fn: Callable[..., T], *args: Any, name: str = "gifqa-load") -> T:
-    """`fn(*args)` on a new thread that exits when it returns (its OpenMP team with it)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if done.done():  # the awaiting task was cancelled meanwhile
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(result)
-
-    def target() -> None:
-        result, error = None, None
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            error = exc
-        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return await done
+    """`fn(*args)` on a new thread (`<name>_0`) that exits when it returns (its OpenMP team
+    with it): an executor of its own, shut down once the call returns or nobody waits."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    finally:
+        executor.shutdown(wait=False)

@@ -429,7 +429,7 @@ def test_every_model_call_runs_on_one_thread_and_a_load_on_its_own(gif) -> None:
     assert model_thread.name.startswith("gifqa-model")
     assert threads["describe"] == threads["search"] == {model_thread}
     (loader,) = threads["load"]
-    assert loader is not model_thread and loader.name == "gifqa-load"
+    assert loader is not model_thread and loader.name == "gifqa-load_0"
     loader.join(timeout=5)
     assert not loader.is_alive()  # ended with the load: its OpenMP team went with it
 

@@ -8,6 +8,10 @@ only inside that root. Output, one row per input row: `answer`, `confidence` (th
 probability under the model), `keyframes` (source frame indices, time order), `in_domain`
 (whether the GIF lies near the training GIFs in CLIP space, index/domain.py) and `model` (the
 weights digest). Rows about the same GIF are decoded once; all rows run as one batch.
+
+Host servers load a model on one thread and predict on others (a pool); two threads that ran
+torch throttle each other (core/threads.py), so the weights load on a thread that ends with
+the load and every prediction runs on the pyfunc's own thread: one torch thread, whoever calls.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 from gifqa_model.core.config import MAX_QUESTION_CHARS, GifLimits
+from gifqa_model.core.threads import ModelThread, on_own_thread
 
 PIP_REQUIREMENTS = [
     "torch==2.14.1",
@@ -151,9 +156,12 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
 
         config = getattr(context, "model_config", None) or {}
         self.digest = str(config.get("model_digest", ""))
-        self.predictor = GifQAPredictor(
-            Path(context.artifacts["model_dir"]), Path(context.artifacts["clip_dir"])
+        self.predictor = on_own_thread(
+            GifQAPredictor,
+            Path(context.artifacts["model_dir"]),
+            Path(context.artifacts["clip_dir"]),
         )
+        self.thread = ModelThread("gifqa-pyfunc")  # its thread starts at the first predict
         root = os.environ.get(GIF_ROOT_ENV)
         self.root = Path(root) if root else None
 
@@ -180,7 +188,8 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
             gifs.setdefault(hashlib.sha256(data).hexdigest(), (data, []))[1].append(row)
         groups = list(gifs.values())
         try:
-            answers = self.predictor.answer_batch(
+            answers = self.thread.call(
+                self.predictor.answer_batch,
                 [(data, [questions[r] for r in rows]) for data, rows in groups],
                 max_answer_tokens=max_tokens,
             )

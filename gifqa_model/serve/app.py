@@ -29,6 +29,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
+from gifqa_model.core.threads import ModelThread, in_own_thread
 from gifqa_model.serve.batching import Batcher
 from gifqa_model.serve.loading import (
     ModelSlot,
@@ -47,7 +48,6 @@ from gifqa_model.serve.middleware import (
 from gifqa_model.serve.routes import router
 from gifqa_model.serve.schemas import ApiError
 from gifqa_model.serve.settings import ServeSettings
-from gifqa_model.serve.threads import ModelThread, in_own_thread
 
 log = logging.getLogger(__name__)
 

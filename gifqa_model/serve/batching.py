@@ -7,12 +7,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from gifqa_model.core.threads import ModelThread
 from gifqa_model.data.gifs import GifError
 from gifqa_model.serve.loading import LoadedModel, ModelSlot
 from gifqa_model.serve.middleware import Metrics
 from gifqa_model.serve.schemas import ApiError
 from gifqa_model.serve.settings import ServeSettings
-from gifqa_model.serve.threads import ModelThread
 
 log = logging.getLogger(__name__)
 

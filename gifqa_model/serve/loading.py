@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastapi.concurrency import run_in_threadpool
 
 from gifqa_model.core.config import GifLimits
+from gifqa_model.core.threads import ModelThread, in_own_thread
 from gifqa_model.serve.settings import ServeSettings
-from gifqa_model.serve.threads import ModelThread, in_own_thread
 from gifqa_model.serve.vision_runtime import use_runtime
 
 if TYPE_CHECKING:

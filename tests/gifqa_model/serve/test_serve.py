@@ -393,7 +393,7 @@ def test_a_model_call_takes_at_most_batch_max_requests(gif, no_warm) -> None:
 
 def test_every_model_call_runs_on_one_thread_and_a_load_on_its_own(gif) -> None:
     """torch's thread teams throttle each other while two threads that called it live (see
-    serve/threads.py): the warm-up, answers, descriptions and searches share one thread, and a
+    core/threads.py): the warm-up, answers, descriptions and searches share one thread, and a
     load runs on a thread that has ended by the time the model serves."""
     threads: dict[str, set[threading.Thread]] = {}
 
@@ -869,6 +869,43 @@ def test_pyfunc_rows_about_one_gif_decode_and_embed_it_once(tracking, gif, monke
     b64 = base64.b64encode(gif).decode()
     out = model.predict(pd.DataFrame({"gif": [b64, gif, b64], "question": [QUESTION] * 3}))
     assert len(out) == 3 and decodes == [1] and passes == [predictor.params.frames_per_gif]
+
+
+def test_the_pyfunc_loads_on_a_thread_that_ends_and_predicts_on_its_own(
+    tracking, gif, monkeypatch
+) -> None:
+    """A host loads on its main thread and predicts on a pool's (core/threads.py: two torch
+    threads throttle each other): the weights load on a thread gone when the load returns, and
+    every prediction runs on the pyfunc's one thread, whichever thread calls predict."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow
+
+    import gifqa_model.inference.predict as predict
+
+    loads, answers = [], set()
+    init, answer = predict.GifQAPredictor.__init__, predict.GifQAPredictor.answer_batch
+
+    def spy_init(self, *a, **k) -> None:
+        loads.append(threading.current_thread())
+        init(self, *a, **k)
+
+    def spy_answer(self, *a, **k):
+        answers.add(threading.current_thread())
+        return answer(self, *a, **k)
+
+    monkeypatch.setattr(predict.GifQAPredictor, "__init__", spy_init)
+    monkeypatch.setattr(predict.GifQAPredictor, "answer_batch", spy_answer)
+    model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
+    (loader,) = loads
+    assert loader is not threading.current_thread() and not loader.is_alive()
+    frame = pd.DataFrame({"gif": [base64.b64encode(gif).decode()], "question": [QUESTION]})
+    first = model.predict(frame)
+    with ThreadPoolExecutor(2) as pool:
+        others = [pool.submit(model.predict, frame).result() for _ in range(3)]
+    (thread,) = answers
+    assert thread.name.startswith("gifqa-pyfunc") and thread is not threading.current_thread()
+    assert all(o.answer[0] == first.answer[0] for o in others)
 
 
 def test_the_answer_and_describe_commands_use_the_registered_model(tracking, gif) -> None:

@@ -174,6 +174,8 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
             raise InputError("input must be a table with columns `gif` and `question`")
         if len(model_input) > MAX_ROWS:
             raise InputError(f"{len(model_input)} rows is over the limit of {MAX_ROWS} per call")
+        if len(model_input) == 0:  # no rows, no answers (not a batch the predictor refuses)
+            return pd.DataFrame(columns=OUTPUT_COLUMNS)
         limits = self.predictor.limits
         max_tokens = int((params or {}).get("max_answer_tokens", 4))
         if not 1 <= max_tokens <= 16:

@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from gifqa_model.data.gifs import GifLimits, _walk, decode_frames, encode_gif
+from gifqa_model.data.gifs import GifError, GifLimits, _walk, decode_frames, encode_gif
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
 from gifqa_model.index.clipcut import IndexParams
 from gifqa_model.inference.pyfunc import log_pyfunc
@@ -779,11 +779,14 @@ def tracking(registered, monkeypatch):
     mlflow.set_tracking_uri(previous)
 
 
-def test_the_model_is_logged_as_code_with_typed_outputs(tracking) -> None:
+def test_the_model_is_logged_as_code_with_typed_outputs(tracking, pair, gif) -> None:
     import json
 
     import mlflow
     import yaml
+
+    from gifqa_model.core.digests import weights_digest
+    from gifqa_model.inference.pyfunc import PIP_REQUIREMENTS
 
     path = Path(
         mlflow.artifacts.download_artifacts(
@@ -803,6 +806,18 @@ def test_the_model_is_logged_as_code_with_typed_outputs(tracking) -> None:
         "model": "string",
     }
     assert "max_answer_tokens" in meta["signature"]["params"]
+    # what loading needs: the weights as named artifacts, their digest, this package's code
+    assert tracking.info.name == "model"
+    assert {k: v["path"] for k, v in flavor["artifacts"].items()} == {
+        "model_dir": f"artifacts/{pair[0].name}",
+        "clip_dir": f"artifacts/{pair[1].name}",
+    }
+    assert flavor["config"] == {"model_digest": weights_digest(*pair)[:16]}
+    assert (path / flavor["code"] / "gifqa_model" / "inference" / "pyfunc.py").is_file()
+    assert (path / "requirements.txt").read_text().splitlines() == PIP_REQUIREMENTS
+    example = json.loads((path / "input_example.json").read_text())
+    assert example["columns"] == ["gif", "question"]
+    assert [base64.b64decode(example["data"][0][0]), example["data"][0][1]] == [gif, QUESTION]
 
 
 def test_serves_a_registered_mlflow_model(tracking, gif) -> None:
@@ -908,6 +923,117 @@ def test_the_pyfunc_loads_on_a_thread_that_ends_and_predicts_on_its_own(
     assert all(o.answer[0] == first.answer[0] for o in others)
 
 
+def test_pyfunc_rows_of_mixed_gifs_are_grouped_by_content_and_answered_in_their_order(
+    tracking, gif
+) -> None:
+    """Rows [A, B, A]: the predictor gets A with its two questions and B with its one, in
+    first-seen order, and each row gets its own GIF's answer back, with the weights' digest."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
+    pyfunc = model.unwrap_python_model()
+    other = generate_example(1, ShapesParams()).gif_bytes
+    calls, answer_batch = [], pyfunc.predictor.answer_batch
+
+    def spy(requests, **kwargs):
+        calls.append((requests, kwargs))
+        calls.append(answer_batch(requests, **kwargs))
+        return calls[-1]
+
+    pyfunc.predictor.answer_batch = spy
+    b64 = base64.b64encode(gif).decode()
+    questions = [QUESTION, "how many squares are there ?", "what is the circle doing ?"]
+    out = model.predict(pd.DataFrame({"gif": [b64, other, gif], "question": questions}))
+    (requests, kwargs), answers = calls
+    assert requests == [(gif, [questions[0], questions[2]]), (other, [questions[1]])]
+    assert kwargs == {"max_answer_tokens": 4}  # the signature's default
+    for row, (g, i) in enumerate([(0, 0), (1, 0), (0, 1)]):
+        expected = answers[g][i]
+        assert out.answer[row] == expected["answer"]
+        assert out.confidence[row] == expected["confidence"]
+        assert list(out.keyframes[row]) == expected["keyframes"]
+        assert out.in_domain[row] == expected["in_domain"]
+    assert set(out.model) == {model.metadata.flavors["python_function"]["config"]["model_digest"]}
+
+
+def test_pyfunc_refusals_name_their_rule_and_are_a_bad_request(tracking, gif) -> None:
+    """Each limit just inside and just outside; a refusal is MLflow's INVALID_PARAMETER_VALUE
+    (its scoring server answers 400) with the rule as its whole message."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tests.helpers import undecodable_gif
+
+    model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
+    pyfunc = model.unwrap_python_model()
+    tokens, answer_batch = [], pyfunc.predictor.answer_batch
+    pyfunc.predictor.answer_batch = lambda r, **k: tokens.append(k) or answer_batch(r, **k)
+    b64 = base64.b64encode(gif).decode()
+
+    def rows(n: int, value: str = b64) -> pd.DataFrame:
+        return pd.DataFrame({"gif": [value] * n, "question": [QUESTION] * n})
+
+    def refused(message: str, call) -> None:
+        with pytest.raises(MlflowException) as err:
+            call()
+        assert err.value.message == message
+        assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+    assert len(model.predict(rows(64))) == 64
+    empty = pyfunc.predict(None, rows(0))
+    assert empty.empty and list(empty.columns) == list(
+        model.metadata.get_output_schema().input_names()
+    )
+    refused("65 rows is over the limit of 64 per call", lambda: model.predict(rows(65)))
+    for n in (1, 16):
+        model.predict(rows(1), params={"max_answer_tokens": n})
+    assert tokens[1:] == [{"max_answer_tokens": 1}, {"max_answer_tokens": 16}]
+    for n in (0, 17):
+        refused(
+            "`max_answer_tokens` must be between 1 and 16",
+            lambda n=n: model.predict(rows(1), params={"max_answer_tokens": n}),
+        )
+    # MLflow's schema check refuses a wrong table first; the pyfunc's own check stands behind it
+    for bad in (pd.DataFrame({"gif": [b64]}), [b64, QUESTION]):
+        refused(
+            "input must be a table with columns `gif` and `question`",
+            lambda bad=bad: pyfunc.predict(None, bad),
+        )
+    with pytest.raises(GifError) as gif_error:
+        pyfunc.predictor.answer_batch([(undecodable_gif(), [QUESTION])])
+    refused(  # the GIF error's message for people, without its machine tag
+        f"not a usable GIF: {gif_error.value.message}",
+        lambda: model.predict(rows(1, base64.b64encode(undecodable_gif()).decode())),
+    )
+
+
+def test_pyfunc_reads_paths_only_inside_the_root_its_host_names(
+    tracking, gif, tmp_path, monkeypatch
+) -> None:
+    """GIFQA_GIF_ROOT set where the model is loaded: a path inside is read, one outside or
+    missing is refused with the rule (never the path)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.gif").write_bytes(gif)
+    (tmp_path / "secret.gif").write_bytes(gif)
+    monkeypatch.setenv("GIFQA_GIF_ROOT", str(root))
+    model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
+    out = model.predict(
+        pd.DataFrame({"gif": ["a.gif", str(root / "a.gif")], "question": [QUESTION] * 2})
+    )
+    assert len(out) == 2 and out.answer[0] == out.answer[1]
+    for value, message in (
+        ("../secret.gif", "`gif` path is outside the configured GIF root"),
+        ("missing.gif", "`gif` path is not a readable file under the GIF root"),
+    ):
+        with pytest.raises(MlflowException) as err:
+            model.predict(pd.DataFrame({"gif": [value], "question": [QUESTION]}))
+        assert err.value.message == message
+
+
 def test_the_answer_and_describe_commands_use_the_registered_model(tracking, gif) -> None:
     """`gifqa answer` / `gifqa describe`: what the pyfunc answers, printed; no file, exit 2."""
     import mlflow
@@ -947,10 +1073,57 @@ def test_paths_only_inside_the_operator_root(tmp_path, gif) -> None:
     assert gif_bytes("a.gif", limits, root) == gif
     assert gif_bytes(str(root / "a.gif"), limits, root) == gif
     for escape in ("../secret.gif", str(tmp_path / "secret.gif"), "link.gif", "/etc/passwd"):
-        with pytest.raises(InputError, match="outside the configured GIF root"):
+        with pytest.raises(InputError) as err:
             gif_bytes(escape, limits, root)
+        assert err.value.message == "`gif` path is outside the configured GIF root"
     with pytest.raises(InputError, match="base64"):
         gif_bytes("a.gif", limits, None)  # no root: no path is ever read
+
+
+def test_a_pyfunc_logged_without_a_digest_names_none(pair, gif) -> None:
+    """A version logged before the digest was in its config still loads; its rows say ""."""
+    from gifqa_model.inference.pyfunc import GifQAPyfunc
+
+    model = GifQAPyfunc()
+    model.load_context(SimpleNamespace(artifacts={"model_dir": pair[0], "clip_dir": pair[1]}))
+    frame = pd.DataFrame({"gif": [gif], "question": [QUESTION]})
+    assert model.digest == "" and list(model.predict(None, frame).model) == [""]
+
+
+def test_a_gifs_limits_in_the_pyfunc_hold_at_their_edges(tmp_path) -> None:
+    """Each refusal's message and tag (the HTTP service answers the tag), at the byte cap and
+    one byte over it: raw bytes, base64 (refused before decoding past 4/3 of the cap + 4
+    characters) and a file under the root."""
+    from gifqa_model.inference.pyfunc import InputError, decode_base64_gif, gif_bytes
+
+    def refused(call, message: str, reason: str = "bad_input") -> None:
+        with pytest.raises(InputError) as err:
+            call()
+        assert (str(err.value.message), err.value.reason) == (message, reason)
+
+    cap = 301  # 4/3 of it is 401.3: the base64 limit is 405 characters
+    assert decode_base64_gif("A" * 404, cap) == bytes(303)  # not its size: gif_bytes checks
+    refused(lambda: decode_base64_gif("A" * 405, cap), "`gif` is not valid base64", "bad_base64")
+    refused(
+        lambda: decode_base64_gif("A" * 406, cap),
+        "the GIF is over the limit of 301 bytes",
+        "too_large_bytes",
+    )
+    refused(lambda: decode_base64_gif("", cap), "the GIF is empty", "empty_file")
+    limits = GifLimits(max_bytes=cap)
+    assert gif_bytes(bytes(cap), limits, None) == bytes(cap)
+    refused(lambda: gif_bytes(bytes(cap + 1), limits, None), "`gif` is over the limit of 301 bytes")
+    refused(lambda: gif_bytes(b"", limits, None), "`gif` is empty")
+    refused(lambda: gif_bytes(7, limits, None), "`gif` must be the GIF's bytes, base64-encoded")
+    refused(
+        lambda: gif_bytes("a.gif", limits, None),
+        "`gif` must be the GIF's bytes, base64-encoded",
+        "bad_base64",
+    )
+    (tmp_path / "cap.gif").write_bytes(bytes(cap))
+    (tmp_path / "over.gif").write_bytes(bytes(cap + 1))
+    assert gif_bytes("cap.gif", limits, tmp_path) == bytes(cap)
+    refused(lambda: gif_bytes("over.gif", limits, tmp_path), "`gif` is over the limit of 301 bytes")
 
 
 def test_many_questions_about_many_gifs_answer_as_one_at_a_time(pair, gif, shared_data) -> None:
@@ -1073,6 +1246,58 @@ def test_a_gif_asked_about_again_skips_decode_and_clip(pair, gif, monkeypatch) -
     f = predictor.params.frames_per_gif
     assert calls == [2 * f] and len(predictor.cache) == 2  # both misses in one pass; bounded
     assert predictor.answer(gif, QUESTION) == first and calls == [2 * f, f]  # evicted: again
+
+
+def test_the_gif_cache_holds_gifs_given_as_bytes_and_only_as_many_as_asked(
+    pair, gif, tmp_path
+) -> None:
+    """A path is answered like its bytes but not cached (its file may change); a cache of 0
+    keeps nothing, of 1 the last GIF; the least recently asked goes first."""
+    import hashlib
+
+    from gifqa_model.inference.predict import GifQAPredictor
+
+    path = tmp_path / "a.gif"
+    path.write_bytes(gif)
+    off = GifQAPredictor(*pair, cache_gifs=0)
+    assert off.answer(path, QUESTION) == off.answer(gif, QUESTION) and len(off.cache) == 0
+    key = {g: hashlib.sha256(g).hexdigest() for g in (gif, *_others(2))}
+    a, b = _others(2)
+    one = GifQAPredictor(*pair, cache_gifs=1)
+    one.answer(path, QUESTION)
+    assert len(one.cache) == 0  # a path: no entry
+    one.answer_batch([(gif, [QUESTION]), (a, [QUESTION])])
+    assert list(one.cache) == [key[a]]
+    two = GifQAPredictor(*pair, cache_gifs=2)
+    for g in (gif, a, gif, b):  # gif asked again after a: a is the oldest when b comes
+        two.answer(g, QUESTION)
+    assert list(two.cache) == [key[gif], key[b]]
+
+
+def _others(n: int) -> list[bytes]:
+    return [generate_example(i, ShapesParams()).gif_bytes for i in range(1, n + 1)]
+
+
+def test_the_predictors_limits_refuse_before_decoding_and_allow_past_the_defaults(
+    pair, monkeypatch
+) -> None:
+    """A GIF over the predictor's frame limit is refused by the probe, nothing decoded; limits
+    above the defaults (an operator's) are the ones decoding applies too."""
+    import gifqa_model.inference.predict as predict
+
+    frames = [np.full((2, 2), i % 2, np.uint8) for i in range(1001)]  # one over the default
+    many = encode_gif(frames, [(0, 0, 0), (255, 255, 255)], duration_ms=20)
+    decodes = []
+    decode = predict.decode_frames
+    monkeypatch.setattr(
+        predict, "decode_frames", lambda *a, **k: decodes.append(1) or decode(*a, **k)
+    )
+    strict = predict.GifQAPredictor(*pair, limits=GifLimits(max_frames=1000))
+    with pytest.raises(GifError) as err:
+        strict.answer(many, QUESTION)
+    assert err.value.reason == "too_many_frames" and decodes == []
+    loose = predict.GifQAPredictor(*pair, limits=GifLimits(max_frames=1001))
+    assert loose.answer(many, QUESTION)["keyframes"] and decodes == [1]
 
 
 def test_a_question_is_embedded_once_and_alone(pair, gif, monkeypatch) -> None:

@@ -1086,8 +1086,29 @@ def test_a_pyfunc_logged_without_a_digest_names_none(pair, gif) -> None:
 
     model = GifQAPyfunc()
     model.load_context(SimpleNamespace(artifacts={"model_dir": pair[0], "clip_dir": pair[1]}))
+    tokens, answer_batch = [], model.predictor.answer_batch
+    model.predictor.answer_batch = lambda r, **k: tokens.append(k) or answer_batch(r, **k)
     frame = pd.DataFrame({"gif": [gif], "question": [QUESTION]})
     assert model.digest == "" and list(model.predict(None, frame).model) == [""]
+    assert tokens == [{"max_answer_tokens": 4}]  # called without MLflow's params: the default
+
+
+def test_a_question_is_refused_past_its_limit_and_when_blank() -> None:
+    from gifqa_model.inference.pyfunc import InputError, check_question
+
+    assert check_question(" " + "a" * 300 + " ") == "a" * 300  # the limit, stripped
+    for value, message, reason in (
+        (
+            "a" * 301,
+            "the question has 301 characters; the limit is 300 characters",
+            "question_too_long",
+        ),
+        ("  ", "`question` is missing or empty", "empty_question"),
+        (None, "`question` is missing or empty", "empty_question"),
+    ):
+        with pytest.raises(InputError) as err:
+            check_question(value)
+        assert (err.value.message, err.value.reason) == (message, reason)
 
 
 def test_a_gifs_limits_in_the_pyfunc_hold_at_their_edges(tmp_path) -> None:

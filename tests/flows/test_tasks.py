@@ -63,6 +63,14 @@ def test_lineage_tags_read_dvc_files(tmp_path: Path) -> None:
     assert lineage_tags(tmp_path)["git_dirty"] == "true"
 
 
+def test_lineage_tags_of_dvc_files_without_outputs(tmp_path: Path) -> None:
+    """A data.dvc without `outs` and a stage that writes only metrics give no output tags."""
+    (tmp_path / "data.dvc").write_text(yaml.safe_dump({"deps": []}))
+    lock = {"schema": "2.0", "stages": {"report": {"cmd": "gifqa report", "metrics": []}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert lineage_tags(tmp_path) == {"git_commit": "unknown"}
+
+
 def test_stage_env_puts_this_interpreter_first() -> None:
     env = stage_env({"X": "1"})
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)

@@ -57,8 +57,8 @@ test: install browser stack-deps
 MUTANTS ?= gifqa_model.registry.* gifqa_model.data.ingest.* gifqa_model.train.checkpoint.* \
   gifqa_model.train.loop.x__resume* gifqa_model.train.loop.x_seed_everything* \
   gifqa_model.inference.* flows.retrain.*
-# OMP_NUM_THREADS=1: mutmut forks each mutant's run from a process whose tests ran torch; a
-# forked child waits forever on the OpenMP team it inherited but has no threads of
+# OMP_NUM_THREADS=1: two mutants run at once on 2 cores, one torch thread each (two teams
+# each wanting both cores throttle each other); mutmut's fork server: [tool.mutmut]
 mutate: install
 	OMP_NUM_THREADS=1 GIFQA_SHARED_DATA=$(abspath ../shared/data) $(BIN)/mutmut run --max-children 2 $(MUTANTS) || true
 	$(BIN)/python bench/mutation.py $(MUTANTS)

@@ -219,6 +219,52 @@ def test_a_checkpoint_with_a_pickled_object_is_refused(tmp_path: Path, tmp_cwd) 
     assert not (tmp_cwd / "PWNED").exists()
 
 
+def test_each_checkpoint_reader_refuses_a_pickled_object_by_itself(tmp_path, tmp_cwd) -> None:
+    """The fingerprint read and the restore each load with weights only (the restore is not
+    covered by the fingerprint read before it: a checkpoint may be replaced in between)."""
+    from gifqa_model.train.checkpoint import checkpoint_fingerprint, load_checkpoint
+
+    tampered = tmp_path / "last.pt"
+    torch.save({"step": 1, "curve": [_Payload()], "fingerprint": "f"}, tampered)
+    for read in (
+        lambda: checkpoint_fingerprint(tampered),
+        lambda: load_checkpoint(tampered, None, None, torch.device("cpu")),
+    ):
+        with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+            read()
+    assert not (tmp_cwd / "PWNED").exists()
+
+
+def test_a_checkpoint_saved_without_a_fingerprint_reads_as_none(tmp_path) -> None:
+    """Saved before fingerprints: "" (which matches no run's fingerprint, so it starts over)."""
+    from gifqa_model.train.checkpoint import checkpoint_fingerprint
+
+    torch.save({"step": 3, "curve": []}, tmp_path / "old.pt")
+    assert checkpoint_fingerprint(tmp_path / "old.pt") == ""
+
+
+def test_seed_everything_seeds_every_generator_and_sets_the_determinism_flag() -> None:
+    import random
+
+    from gifqa_model.train.loop import seed_everything
+
+    def draws() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        seed_everything(11, deterministic=False)
+        first = draws()
+        assert not torch.are_deterministic_algorithms_enabled()
+        random.seed(0), np.random.seed(0), torch.manual_seed(0)  # anything else in between
+        seed_everything(11)
+        assert draws() == first and torch.are_deterministic_algorithms_enabled()
+        random.seed(11), np.random.seed(11), torch.manual_seed(11)
+        assert draws() == first  # the seed itself, not another
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 DDP_SCRIPT = """
 import sys, pandas as pd
 from pathlib import Path

@@ -328,6 +328,59 @@ def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) 
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # rank 0 only: once per step
 
 
+SPLIT_SCRIPT = """
+import os, sys, pandas as pd
+from pathlib import Path
+from gifqa_model.train.loop import TrainParams, run_train
+from tests.helpers import TINY_TRAIN
+root, stop = Path(sys.argv[1]), int(sys.argv[2])
+qa = pd.read_parquet(root / "qa.parquet")
+kf = pd.read_parquet(root / "index" / "keyframes.parquet")
+p = TrainParams(**{**TINY_TRAIN, "max_steps": 4, "gifs_per_batch": 8, "warmup_steps": 1,
+                   "eval_every": 2, "checkpoint_every": 2, "stop_at_step": stop or None})
+# a folder per rank: the machine of rank 1 never sees the checkpoint rank 0 writes
+run_train(qa, kf, root / "index", p, root / f"out{os.environ['RANK']}")
+"""
+
+
+@pytest.mark.slow
+def test_ranks_that_would_resume_from_different_steps_fail_saying_why(tmp_path: Path) -> None:
+    """Rank 0 finds its checkpoint at step 2, rank 1 none: both stop before training (they
+    would train different schedules, or hang) and say where the checkpoints must be."""
+    qa, _ = make_cache(tmp_path)
+    qa.to_parquet(tmp_path / "qa.parquet")
+    script = tmp_path / "split.py"
+    script.write_text(SPLIT_SCRIPT)
+    repo = Path(__file__).resolve().parents[3]
+
+    def launch(stop: int) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+            + [str(script), str(tmp_path), str(stop)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+        )
+
+    first = launch(2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / "out0" / "checkpoints" / "last.pt").is_file()
+    assert not (tmp_path / "out1" / "checkpoints" / "last.pt").exists()
+    saved = (tmp_path / "out0" / "model" / "model.safetensors").read_bytes()
+    second = launch(0)
+    assert second.returncode != 0
+    for rank in (0, 1):
+        checkpoint = tmp_path / f"out{rank}" / "checkpoints" / "last.pt"
+        assert (
+            f"ranks resumed from different steps ({checkpoint} is not on every machine): put "
+            "outputs/.checkpoints on storage all machines share, or delete it to start over"
+        ) in second.stderr + second.stdout
+    # nothing trained, nothing saved over the first run's weights
+    assert (tmp_path / "out0" / "model" / "model.safetensors").read_bytes() == saved
+
+
 def test_time_reversal_trains_on_reversed_clips(tmp_path: Path) -> None:
     """About half the GIFs of a batch play backwards: their frames reach the model in reverse
     order at mirrored times; the others forwards."""

@@ -174,12 +174,12 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
             raise InputError("input must be a table with columns `gif` and `question`")
         if len(model_input) > MAX_ROWS:
             raise InputError(f"{len(model_input)} rows is over the limit of {MAX_ROWS} per call")
-        if len(model_input) == 0:  # no rows, no answers (not a batch the predictor refuses)
-            return pd.DataFrame(columns=OUTPUT_COLUMNS)
         limits = self.predictor.limits
         max_tokens = int((params or {}).get("max_answer_tokens", 4))
         if not 1 <= max_tokens <= 16:
             raise InputError("`max_answer_tokens` must be between 1 and 16")
+        if len(model_input) == 0:  # no rows, no answers (not a batch the predictor refuses)
+            return pd.DataFrame(columns=OUTPUT_COLUMNS)
         gifs: dict[str, tuple[bytes, list[int]]] = {}  # content hash → (bytes, its rows)
         questions = []
         for row, (gif, question) in enumerate(

@@ -923,6 +923,20 @@ def test_the_pyfunc_loads_on_a_thread_that_ends_and_predicts_on_its_own(
     assert all(o.answer[0] == first.answer[0] for o in others)
 
 
+def _record_answer_batch(predictor) -> list[tuple]:
+    """Each `answer_batch` call on `predictor` from now on: (requests, keyword arguments,
+    answers); a call that raises is not recorded."""
+    calls, answer_batch = [], predictor.answer_batch
+
+    def record(requests, **kwargs):
+        answers = answer_batch(requests, **kwargs)
+        calls.append((requests, kwargs, answers))
+        return answers
+
+    predictor.answer_batch = record
+    return calls
+
+
 def test_pyfunc_rows_of_mixed_gifs_are_grouped_by_content_and_answered_in_their_order(
     tracking, gif
 ) -> None:
@@ -933,18 +947,11 @@ def test_pyfunc_rows_of_mixed_gifs_are_grouped_by_content_and_answered_in_their_
     model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
     pyfunc = model.unwrap_python_model()
     other = generate_example(1, ShapesParams()).gif_bytes
-    calls, answer_batch = [], pyfunc.predictor.answer_batch
-
-    def spy(requests, **kwargs):
-        calls.append((requests, kwargs))
-        calls.append(answer_batch(requests, **kwargs))
-        return calls[-1]
-
-    pyfunc.predictor.answer_batch = spy
+    calls = _record_answer_batch(pyfunc.predictor)
     b64 = base64.b64encode(gif).decode()
     questions = [QUESTION, "how many squares are there ?", "what is the circle doing ?"]
     out = model.predict(pd.DataFrame({"gif": [b64, other, gif], "question": questions}))
-    (requests, kwargs), answers = calls
+    ((requests, kwargs, answers),) = calls
     assert requests == [(gif, [questions[0], questions[2]]), (other, [questions[1]])]
     assert kwargs == {"max_answer_tokens": 4}  # the signature's default
     for row, (g, i) in enumerate([(0, 0), (1, 0), (0, 1)]):
@@ -966,8 +973,7 @@ def test_pyfunc_refusals_name_their_rule_and_are_a_bad_request(tracking, gif) ->
 
     model = mlflow.pyfunc.load_model("models:/gifqa-serve@champion")
     pyfunc = model.unwrap_python_model()
-    tokens, answer_batch = [], pyfunc.predictor.answer_batch
-    pyfunc.predictor.answer_batch = lambda r, **k: tokens.append(k) or answer_batch(r, **k)
+    calls = _record_answer_batch(pyfunc.predictor)
     b64 = base64.b64encode(gif).decode()
 
     def rows(n: int, value: str = b64) -> pd.DataFrame:
@@ -987,7 +993,10 @@ def test_pyfunc_refusals_name_their_rule_and_are_a_bad_request(tracking, gif) ->
     refused("65 rows is over the limit of 64 per call", lambda: model.predict(rows(65)))
     for n in (1, 16):
         model.predict(rows(1), params={"max_answer_tokens": n})
-    assert tokens[1:] == [{"max_answer_tokens": 1}, {"max_answer_tokens": 16}]
+    assert [kwargs for _, kwargs, _ in calls[1:]] == [
+        {"max_answer_tokens": 1},
+        {"max_answer_tokens": 16},
+    ]
     for n in (0, 17):
         refused(
             "`max_answer_tokens` must be between 1 and 16",
@@ -1086,11 +1095,11 @@ def test_a_pyfunc_logged_without_a_digest_names_none(pair, gif) -> None:
 
     model = GifQAPyfunc()
     model.load_context(SimpleNamespace(artifacts={"model_dir": pair[0], "clip_dir": pair[1]}))
-    tokens, answer_batch = [], model.predictor.answer_batch
-    model.predictor.answer_batch = lambda r, **k: tokens.append(k) or answer_batch(r, **k)
+    calls = _record_answer_batch(model.predictor)
     frame = pd.DataFrame({"gif": [gif], "question": [QUESTION]})
     assert model.digest == "" and list(model.predict(None, frame).model) == [""]
-    assert tokens == [{"max_answer_tokens": 4}]  # called without MLflow's params: the default
+    # called without MLflow's params: the default
+    assert [kwargs for _, kwargs, _ in calls] == [{"max_answer_tokens": 4}]
 
 
 def test_a_question_is_refused_past_its_limit_and_when_blank() -> None:

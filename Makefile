@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The offline switches and local stores are set by gifqa_model/core/env.py in every entry point.
 
-.PHONY: install browser stack-deps up down demo test mutate lint clean
+.PHONY: install browser stack-deps downstream-env up down demo test mutate lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ stack-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    postgresql >/dev/null; }
 
+# the downstream service's virtualenv (the model's own requirements only) that
+# tests/gifqa_model/serve/test_downstream.py loads the champion in: built once per checkout
+downstream-env: install
+	$(BIN)/python -m tests.downstream_env
+
 # the local stack of real servers on 127.0.0.1 (flows/stack.py); `make down` stops it
 up: install stack-deps
 	$(BIN)/gifqa stack up
@@ -46,10 +51,13 @@ down: install
 SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
 SEED := $(SEED)# drawn once: a `?=` with $(shell) is drawn again at each use
 WORKERS ?= 2
-test: install browser stack-deps
+# one torch/OpenMP thread per process: two workers on two cores, each running torch with a
+# team of two, outnumber the cores and throttle each other (two retrains at once: 175 → 152 s)
+TEST_THREADS ?= 1
+test: install browser stack-deps downstream-env
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	@echo "test order seed: $(SEED)"
-	$(BIN)/python -m pytest -q --timeout=1800 -n $(WORKERS) --dist loadgroup --no-loadscope-reorder \
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q --timeout=1800 -n $(WORKERS) --dist loadgroup --no-loadscope-reorder \
 	  --random-order-bucket=module --random-order-seed=$(SEED) --durations=15 tests
 
 # mutation testing of the decisions (not part of CI: an hour or more on 2 cores); the kill

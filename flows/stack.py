@@ -374,6 +374,9 @@ class Stack:
             # a new subscription counts from the next alias move, not a minute later (one
             # query per move: the registry's moves are few)
             "MLFLOW_WEBHOOK_CACHE_TTL": "0",
+            # MLflow's job runner (GenAI jobs: scorers, prompt optimisation, trace rollups) is
+            # nothing gifqa uses; it starts eight consumer processes that each import MLflow
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         proc = self._spawn(
             "mlflow",

@@ -142,12 +142,14 @@ def wait_until(
 @contextlib.contextmanager
 def step(name: str) -> Iterator[None]:
     """One named step of a scenario test (steps that each need what the one before left):
-    a failure says which step it was."""
+    a failure says which step it was; each prints how long it took (`pytest -s` shows it)."""
+    start = time.monotonic()
     try:
         yield
     except BaseException as e:
-        e.add_note(f"scenario step failed: {name}")
+        e.add_note(f"scenario step failed: {name} (after {time.monotonic() - start:.0f} s)")
         raise
+    print(f"step {name}: {time.monotonic() - start:.1f} s", flush=True)
 
 
 def run_steps(steps: list, **fixtures) -> None:
@@ -202,7 +204,14 @@ TINY_PROJECT = {
             name: {"n_gifs": 3} for name in ("held_out_pairs", "crowded", "long", "fast", "noisy")
         },
     },
-    "train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6, "warmup_steps": 2},
+    # one thread: `make test` runs two workers on two cores (Makefile, TEST_THREADS)
+    "train": {
+        "max_steps": 12,
+        "eval_every": 6,
+        "checkpoint_every": 6,
+        "warmup_steps": 2,
+        "threads": 1,
+    },
 }
 
 

@@ -1,9 +1,8 @@
-"""Faults across restarts on the local stack, each through the retrain deployment and the
-worker: a worker killed mid-train (its run ends Crashed, the slot frees, the next run resumes
-from the checkpoint); PostgreSQL and the Prefect server restarted between runs; and the object
-store down while the model's artifacts are logged (retried, then a clear failure, no version
-registered); the Prefect server down mid-train (the run ends, Completed or Crashed, within a
-bounded time, and never stays Running)."""
+"""Faults in the middle of training on the local stack, each through the retrain deployment
+and the worker: a worker killed mid-train (its run ends Crashed, the slot frees, the next run
+resumes from the checkpoint); the Prefect server down mid-train (the run ends, Completed or
+Crashed, within a bounded time, and never stays Running). Faults between runs and at
+registration are steps of test_retraining.py's scenario, which has the runs they need."""
 
 from __future__ import annotations
 
@@ -153,71 +152,6 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
     metrics = json.loads((project / "metrics" / "train.json").read_text())
     assert metrics["resumed_from_step"] >= 5 and metrics["steps"] == TRAIN["train"]["max_steps"]
     _no_mlflow_run_left_running()  # the next run closed the crashed one's, with why
-
-
-def test_postgres_and_prefect_restarted_between_runs_lose_no_run(stack, deployed, tmp_path) -> None:
-    project = deployed
-    first = _run()
-    assert _wait_done(stack, first, "a run before the restarts").is_completed()
-    versions = _versions()
-    t0 = time.monotonic()
-    try:
-        stack.stop("postgres")  # MLflow's and Prefect's database
-        stack.up(only=("postgres",), progress=print)
-        print(f"PostgreSQL restarted in {time.monotonic() - t0:.1f} s")
-        stack.stop("prefect")  # the worker keeps polling through it
-        stack.up(only=("prefect",), progress=print)
-    finally:
-        stack.up(progress=print)  # whatever failed, the next test finds every server up
-    new_seed(project, 12)
-    second = _run()
-    final = _wait_done(stack, second, "the run after the restarts", timeout=900)
-    assert final.is_completed(), final.message
-    now = _versions()
-    assert len(now - versions) == 1  # the new seed registered once, nothing half-registered
-    (new,) = now - versions
-    assert "gate.decision" in MlflowClient().get_model_version(MODEL, new).tags
-    # `gifqa compare` reads both runs' answers from the stack's object store
-    from gifqa_model.registry.compare import compare
-
-    paths = compare(MlflowClient(), MODEL, f"v{min(versions, key=int)}", f"v{new}", tmp_path)
-    summary = json.loads(paths["json"].read_text())
-    assert summary["n_common_questions"] > 0 and summary["param_diff"]["train.seed"][1] == "12"
-
-
-def test_the_store_down_while_the_model_is_logged_fails_clearly_and_registers_nothing(
-    stack, deployed, monkeypatch
-) -> None:
-    import gifqa_model.inference.pyfunc as pyfunc
-    from flows.retrain import retrain
-
-    project = deployed
-    retrain(project_dir=str(project))  # whatever the project had to do before the fault
-    new_seed(project, 13)
-    before = _versions()
-    real, calls = pyfunc.log_pyfunc, []
-
-    def store_goes_down(*args, **kwargs):  # the weights are trained, the upload begins
-        calls.append(1)
-        if len(calls) == 1:
-            stack.stop("s3")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pyfunc, "log_pyfunc", store_goes_down)
-    try:
-        with pytest.raises(Exception) as err:
-            retrain(project_dir=str(project))
-    finally:
-        stack.up(progress=print)
-    assert len(calls) == 1 + TRAIN["deploy"]["retries"], "the upload was not retried"
-    print("the failure:", str(err.value)[:300])
-    # clear: it names the upload that failed (the artifact store's API), not a later symptom
-    assert "mlflow-artifacts" in str(err.value) and "failed" in str(err.value), err.value
-    assert _versions() == before
-    monkeypatch.setattr(pyfunc, "log_pyfunc", real)
-    summary = retrain(project_dir=str(project))  # the store is back: registered once
-    after = _versions()
-    assert after - before == {str(summary["version"])}
 
 
 OUTAGE_S = 15  # the Prefect server stays down this long mid-train (beyond its restart time)

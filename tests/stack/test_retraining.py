@@ -2,13 +2,16 @@
 
 One project for the module, in order: the servers are real; 20 GIFs dropped start a retrain
 through the worker, which registers and publishes; a fresh clone pulls it clean; a tracking
-server that goes down during registration fails the run clearly and a rerun registers once; a
-second retrain waits for the first; an object store that is down fails the push clearly and
-leaves the workspace intact; and last, `make down && make up` loses nothing.
+server that goes down during registration, then an object store down while the model is
+uploaded, each fail the run clearly and the rerun registers once; PostgreSQL and the Prefect
+server restarted lose no run; a second retrain waits for the first (which registers a new
+seed once); an object store that is down fails the push clearly and leaves the workspace
+intact; and last, `make down && make up` loses nothing.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -144,32 +147,57 @@ def _remote_of(project: Path) -> tuple[str, str]:
     return url, conf.split("endpointurl = ")[1].split()[0]
 
 
-def _tracking_server_down_at_registration_fails_then_registers_once(
+def _registration_faults_fail_clearly_then_register_once(
     stack, stack_env, project, webhook, monkeypatch
 ) -> None:
+    """A new seed's weights, registered through two outages: the tracking server down as the
+    registry is asked for the weights' digest, then the object store down while the model's
+    artifacts are uploaded. Each is retried, then fails the run clearly with nothing
+    registered; the run after them registers the model once."""
+    import gifqa_model.inference.pyfunc as pyfunc
     from flows.retrain import retrain
     from gifqa_model.registry import promotion
 
     new_seed(project, 1)
-    real = promotion.find_by_digest
-    calls = []
+    retries = DEPLOY["deploy"]["retries"]
 
-    def server_goes_down(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            stack.stop("mlflow")
-        return real(*args, **kwargs)
+    def down_at_first_call(module, name: str, service: str) -> tuple[list[int], object]:
+        """`service` stopped as `module.name` is first called; its calls, and the real one."""
+        real, calls = getattr(module, name), []
 
-    monkeypatch.setattr(promotion, "find_by_digest", server_goes_down)
+        def goes_down(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                stack.stop(service)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, goes_down)
+        return calls, real
+
+    calls, real = down_at_first_call(promotion, "find_by_digest", "mlflow")
     with pytest.raises(Exception) as err:
         retrain(project_dir=str(project))
-    assert len(calls) == 1 + DEPLOY["deploy"]["retries"], "registration was not retried"
+    assert len(calls) == 1 + retries, "registration was not retried"
     assert "Connection refused" in str(err.value) or "Max retries" in str(err.value)
     assert len(webhook.received) == 1 and webhook.received[0]["flow"] == "gifqa-retrain"
     assert webhook.received[0]["state"] == "Failed"
-
-    stack.up()  # the server is back; the rerun trains nothing and registers the model once
     monkeypatch.setattr(promotion, "find_by_digest", real)
+    stack.up()  # the tracking server is back; the object store goes down in the upload
+
+    calls, real = down_at_first_call(pyfunc, "log_pyfunc", "s3")
+    try:
+        with pytest.raises(Exception) as err:
+            retrain(project_dir=str(project))
+    finally:
+        stack.up()
+    monkeypatch.setattr(pyfunc, "log_pyfunc", real)
+    assert len(calls) == 1 + retries, "the upload was not retried"
+    # clear: it names the upload that failed (the artifact store's API), not a later symptom
+    assert "mlflow-artifacts" in str(err.value) and "failed" in str(err.value), err.value
+    assert len(webhook.received) == 2 and webhook.received[1]["state"] == "Failed"
+    assert [v.version for v in _versions()] == ["1"]  # nothing half-registered
+
+    # both servers back: the rerun trains nothing and registers the model once
     summary = retrain(project_dir=str(project))
     assert summary["version"] == 2 and not summary["unchanged"]
     digest = MlflowClient().get_model_version("gifqa", "2").tags[DIGEST_TAG]
@@ -178,16 +206,37 @@ def _tracking_server_down_at_registration_fails_then_registers_once(
         == 1
     )
     assert GATE_TAG in MlflowClient().get_model_version("gifqa", "2").tags
-    # the run the outage left open is closed as failed by the rerun, with why
+    # the runs the outages left open are closed as failed by the rerun, with why
     exp = MlflowClient().get_experiment_by_name("gifqa").experiment_id
     assert not MlflowClient().search_runs([exp], "attributes.status = 'RUNNING'")
     failed = MlflowClient().search_runs([exp], "attributes.status = 'FAILED'")
-    assert failed and all("failure.reason" in r.data.tags for r in failed)
+    assert len(failed) >= 2 and all("failure.reason" in r.data.tags for r in failed)
 
 
-def _a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None:
+def _postgres_and_prefect_restarted_between_runs_lose_no_run(stack) -> None:
+    """MLflow's and Prefect's database restarted, then the Prefect server (the worker keeps
+    polling through it): the next step's runs go through them."""
+    t0 = time.monotonic()
+    try:
+        stack.stop("postgres")
+        stack.up(only=("postgres",), progress=print)
+        print(f"PostgreSQL restarted in {time.monotonic() - t0:.1f} s")
+        stack.stop("prefect")
+        stack.up(only=("prefect",), progress=print)
+    finally:
+        stack.up(progress=print)  # whatever failed, the next step finds every server up
+    assert all(stack.status().values()), stack.status()
+
+
+def _a_second_retrain_waits_for_the_first(stack, stack_env, project, tmp_path) -> None:
+    """Two runs of the deployment at once, after the restarts: the first trains a new seed
+    and registers it once; the second waits for it (and finds nothing new)."""
     from prefect.deployments import run_deployment
 
+    from gifqa_model.registry.compare import compare
+
+    new_seed(project, 3)
+    versions = {v.version for v in _versions()}
     before = {r.id for r in _retrain_runs()}
     first = run_deployment("gifqa-retrain/retrain", timeout=0)
     second = run_deployment("gifqa-retrain/retrain", timeout=0)
@@ -208,6 +257,14 @@ def _a_second_retrain_waits_for_the_first(stack, stack_env, project) -> None:
     assert a.state.is_completed() and b.state.is_completed()
     assert b.start_time >= a.end_time, "the second started before the first ended"
     print("states seen:", seen)
+    new = {v.version for v in _versions()} - versions
+    assert len(new) == 1, new  # the new seed registered once, nothing half-registered
+    (version,) = new
+    assert GATE_TAG in MlflowClient().get_model_version("gifqa", version).tags
+    # `gifqa compare` reads both runs' answers from the stack's object store
+    paths = compare(MlflowClient(), "gifqa", "v1", f"v{version}", tmp_path / "compare")
+    summary = json.loads(paths["json"].read_text())
+    assert summary["n_common_questions"] > 0 and summary["param_diff"]["train.seed"][1] == "3"
 
 
 def _object_store_down_during_push_fails_clearly_and_keeps_the_workspace(
@@ -295,7 +352,7 @@ def _down_and_up_loses_nothing(stack, stack_env, project, tmp_path) -> None:
     _a_fresh_clone_pulls_the_run_clean(project, tmp_path / "after-restart")
 
 
-@pytest.mark.timeout(5400)  # seven steps, several retrains: each had 1,800 s as a test of its own
+@pytest.mark.timeout(5400)  # nine steps, several retrains: each had 1,800 s as a test of its own
 def test_the_stack_scenario(stack, stack_env, project, webhook, monkeypatch, tmp_path) -> None:
     """One scenario in named steps, in order: each starts from where the one before left the
     stack and the project."""
@@ -304,7 +361,8 @@ def test_the_stack_scenario(stack, stack_env, project, webhook, monkeypatch, tmp
             _the_servers_are_real,
             _dropped_gifs_start_a_retrain_by_themselves,
             _a_fresh_clone_pulls_the_run_clean,
-            _tracking_server_down_at_registration_fails_then_registers_once,
+            _registration_faults_fail_clearly_then_register_once,
+            _postgres_and_prefect_restarted_between_runs_lose_no_run,
             _a_second_retrain_waits_for_the_first,
             _object_store_down_during_push_fails_clearly_and_keeps_the_workspace,
             _retention_keeps_the_champion_and_the_last_run,

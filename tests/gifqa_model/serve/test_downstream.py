@@ -3,14 +3,13 @@ the registry and its artifacts, and a fresh virtualenv holding only the model's 
 requirements (this project is not importable there) that loads `models:/gifqa@champion`,
 answers, and serves it with `mlflow models serve`.
 
-The virtualenv is built once per checkout under `.venv/downstream/` (keyed by the model's
-requirements) and reused: building it downloads torch, a few minutes.
+The virtualenv (tests/downstream_env.py) is built by `make test` before the tests, once per
+checkout, and reused; run alone, the test builds it first (minutes: it downloads torch).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -21,31 +20,14 @@ import httpx
 import pytest
 
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
-from gifqa_model.inference.pyfunc import PIP_REQUIREMENTS, log_pyfunc
+from gifqa_model.inference.pyfunc import log_pyfunc
+from tests.downstream_env import downstream_venv
 from tests.gifqa_model.serve.conftest import QUESTION
 from tests.helpers import reserved_ports, wait_http
 
 pytestmark = pytest.mark.integration  # minutes: scheduled first
 
-ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
-
-
-def downstream_venv() -> Path:
-    """A virtualenv with the model's pip requirements and nothing of this project."""
-    key = hashlib.sha256("\n".join(PIP_REQUIREMENTS).encode()).hexdigest()[:12]
-    venv = ROOT / ".venv" / "downstream" / key
-    python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run(
-            # no .pyc for the ~6 GB installed (216 → 128 s idle): only what is imported compiles
-            [str(python), "-m", "pip", "install", "--quiet", "--no-compile", *PIP_REQUIREMENTS],
-            check=True,
-            timeout=1500,
-        )
-        (venv / ".complete").touch()
-    return venv
 
 
 @pytest.fixture(scope="module")

@@ -168,3 +168,80 @@ def test_the_foundation_registers_once_with_a_card_naming_its_seed_and_ground_tr
     assert register_foundation(params, folder, metrics) == 1  # its digest is there already
     mv = mlflow.MlflowClient().get_model_version(FOUNDATION_MODEL, "1")
     assert "seed 7000" in mv.description and "ground truth" in mv.description
+
+
+def test_the_foundation_card_word_for_word() -> None:
+    from gifqa_model.registry.foundation import foundation_card
+
+    params = Params.model_validate({"foundation": {"seed": 5, "n_gifs": 9}})
+    card = foundation_card(params, {"digest": "d" * 64, "train": {"val_accuracy": 0.5, "steps": 7}})
+    assert card.split("\n") == [
+        "# gifqa-foundation `dddddddddddd`",
+        "",
+        "The tiny profile's stand-in for pretrained weights (CLIP, BLIP-2 Q-Former, LM).",
+        "",
+        "- **Learned from**: a ShapesWorld corpus of generator seed 5 (9 GIFs), which no retrain "
+        "and no benchmark split uses; its descriptions, their QA, **and the generator's ground "
+        "truth** (per-cell colour and shape in the CLIP fit, each object's motion, count and "
+        "start cell in training).",
+        "- **Settings changed from the project's**: clip.fit_scene_weight=1.0, train.lr=0.001, "
+        "train.max_steps=3200, train.scene_weight=1.0, train.warmup_steps=100.",
+        "- **Its own val accuracy** (its corpus): 0.5 after 7 steps.",
+        "- **A retrain** loads it through the full profile's paths and learns on from GIFs, "
+        "descriptions and QA only; it never rebuilds it. A new foundation is a deliberate, "
+        "recorded change: `gifqa foundation build --pin`, then commit.",
+    ]
+    bare = foundation_card(Params(), {})
+    assert bare.startswith("# gifqa-foundation ``\n")
+    assert "- **Its own val accuracy** (its corpus): n/a after n/a steps." in bare
+
+
+def test_registering_the_foundation_records_its_run_files_digest_and_card(tmp_path: Path) -> None:
+    """What `gifqa foundation register` leaves in the registry, field by field; a second
+    foundation is a second version of the same model, in the same experiment."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from gifqa_model.core.digests import tree_digest
+    from gifqa_model.registry.foundation import (
+        FOUNDATION_EXPERIMENT,
+        FOUNDATION_MODEL,
+        foundation_card,
+        register_foundation,
+    )
+    from gifqa_model.registry.versions import DIGEST_TAG
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    folder = tmp_path / "model"
+    (folder / "clip").mkdir(parents=True)
+    (folder / "clip" / "w.bin").write_bytes(b"weights")
+    (folder / "config.json").write_text("{}")
+    params = Params.model_validate({"foundation": {"seed": 5, "n_gifs": 9}})
+    metrics = {"digest": "ignored: the folder's own digest is what is recorded"}
+    store = (tmp_path / "artifacts").as_uri()
+    assert register_foundation(params, folder, metrics, artifact_location=store) == 1
+    digest = tree_digest(folder)
+    mv = client.get_model_version(FOUNDATION_MODEL, "1")
+    card = foundation_card(params, metrics)
+    assert mv.description == card and mv.tags == {DIGEST_TAG: digest, "seed": "5"}
+    run = client.get_run(mv.run_id)
+    assert mv.source == f"{run.info.artifact_uri}/foundation"
+    assert run.info.run_name == f"foundation-{digest[:12]}" and run.info.status == "FINISHED"
+    assert run.data.params == {"seed": "5", "n_gifs": "9", "digest": digest}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == FOUNDATION_EXPERIMENT and experiment.artifact_location == store
+    files = {a.path for a in client.list_artifacts(mv.run_id, "foundation")}
+    assert files == {"foundation/clip", "foundation/config.json"}
+    assert client.list_artifacts(mv.run_id, "foundation/clip")[0].path == "foundation/clip/w.bin"
+    assert {a.path for a in client.list_artifacts(mv.run_id)} == {"foundation", "model_card.md"}
+    local = client.download_artifacts(mv.run_id, "model_card.md", str(tmp_path))
+    assert Path(local).read_text() == card
+    model = client.get_registered_model(FOUNDATION_MODEL)
+    assert model.description == "gifqa's pretrained foundation"
+    (folder / "config.json").write_text('{"changed": true}')
+    assert register_foundation(params, folder, metrics) == 2  # the model and experiment exist
+    second = client.get_model_version(FOUNDATION_MODEL, "2")
+    assert client.get_run(second.run_id).info.experiment_id == experiment.experiment_id
+    assert second.tags[DIGEST_TAG] == tree_digest(folder) != digest
+    assert register_foundation(params, folder, metrics) == 2

@@ -88,6 +88,78 @@ def test_the_model_card_names_the_data_the_scores_and_what_differs() -> None:
     assert "corpus ?, benchmark ?" in unknown and "differ from the defaults: none" in unknown
 
 
+def test_the_model_card_reads_whole_with_its_trust_and_foundation_lines() -> None:
+    """Every line of a card with everything evaluate reports, word for word: the foundation it
+    started from (digest cut to 12, pinned paths not listed as changes), calibration at the 0.9
+    cut, reversed clips and the description scores."""
+    from gifqa_model.core.config import Params
+    from gifqa_model.registry.card import model_card
+
+    params = Params.model_validate(
+        {"train": {"lr": 0.5, "tokenizer_dir": "x"}, "foundation": {"digest": "f" * 64}}
+    )
+    ev = {
+        "accuracy": 0.5,
+        "by_qtype": {"b": 0.25, "a": 0.75},
+        "prior_accuracy": 0.125,
+        "blank_frames_accuracy": 0.0625,
+        "benchmark": {
+            "accuracy": 0.375,
+            "n": 8,
+            "blank_frames_accuracy": 0.25,
+            "prior_accuracy": 0.5,
+        },
+        "splits": {"noisy": {"accuracy": 0.125}, "crowded": {}},
+        "calibration": {
+            "ece": 0.0425,
+            "selective": [
+                {"cut": 0.5, "coverage": 1.0, "accuracy": 0.1},
+                {"cut": 0.9, "coverage": 0.25, "accuracy": 0.875},
+            ],
+        },
+        "reversed": {"forward_accuracy": 0.625, "reversed_accuracy": 0.375},
+        "foundation": {"accuracy": 0.3125},
+        "describe": {"bleu4": 0.1875, "object_recall": 0.5, "n_gifs": 6},
+    }
+    tags = {"git_commit": "0123456789abcdef", "dvc.data.data.md5": "c", "dvc.other": "x"}
+    assert model_card(params, "r", ev, tags).split("\n") == [
+        "gifqa: GIF question answering, trained by MLflow run r (git 0123456789ab).",
+        "Data: ShapesWorld corpus c, benchmark ?.",
+        "Test accuracy 0.5000 (a 0.750, b 0.250); answer prior 0.1250; blank frames 0.0625.",
+        "Benchmark accuracy 0.3750 on 8 questions (blank frames 0.2500, prior 0.5000).",
+        "Benchmark splits: noisy 0.125, crowded 0.000.",
+        "Confidence: ECE 0.043 on the benchmark; at confidence >= 0.9 it answers 25% with "
+        "accuracy 0.875. Time: action accuracy 0.625 forward, 0.375 on the same clips played "
+        "backwards.",
+        "Started from the foundation ffffffffffff (ShapesWorld seed 7000, trained with the "
+        "generator's ground truth); the foundation alone scores 0.3125 on this test split, the "
+        "retrain 0.5000. Describes a whole GIF (gifqa describe): BLEU-4 0.188, 50% of the "
+        "objects named, on 6 test GIFs.",
+        "Params that differ from the defaults: train.lr=0.5.",
+        "Limits: trained on ShapesWorld (synthetic coloured shapes that move); not for "
+        "real-world GIFs: it answers in ShapesWorld's words.",
+    ]
+    # nothing evaluated: every figure reads 0, no split, no 0.9 cut, from scratch, no describe
+    bare = model_card(Params(), "r", {"calibration": {"selective": [{"cut": 0.5}]}}, {})
+    assert bare.split("\n")[1:7] == [
+        "Data: ShapesWorld corpus ?, benchmark ?.",
+        "Test accuracy 0.0000 (); answer prior 0.0000; blank frames 0.0000.",
+        "Benchmark accuracy 0.0000 on 0 questions (blank frames 0.0000, prior 0.0000).",
+        "Benchmark splits: none.",
+        "Confidence: ECE 0.000 on the benchmark; at confidence >= 0.9 it answers 0% with "
+        "accuracy 0.000. Time: action accuracy 0.000 forward, 0.000 on the same clips played "
+        "backwards.",
+        "Trained from scratch (no foundation).",
+    ]
+    assert "(git ?)" in bare
+    unpinned = model_card(Params(), "r", {"foundation": {}, "describe": {}}, {})
+    assert "Trained from scratch" in unpinned  # an empty foundation entry: none evaluated
+    started = model_card(Params(), "r", {"foundation": {"n": 1}, "describe": {"n": 1}}, {})
+    assert "Started from the foundation unpinned (ShapesWorld seed 7000" in started
+    assert "scores 0.0000 on this test split, the retrain 0.0000." in started
+    assert "BLEU-4 0.000, 0% of the objects named, on 0 test GIFs." in started
+
+
 def test_models_list_shows_a_column_per_split_and_each_versions_gate(client, monkeypatch) -> None:
     """`gifqa models list`: newest first, aliases, benchmark and test accuracy, one column per
     benchmark split any version was scored on (empty where a version was not), the decision."""

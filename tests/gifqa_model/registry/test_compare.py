@@ -283,13 +283,70 @@ def test_the_page_shows_the_pair_the_bars_the_disagreements_and_the_tables(regis
     assert "<td class=ok>red<br><small>keyframes 0, 1</small></td>" in table
     assert "<td class=bad>blue<br><small>keyframes 2</small></td>" in table
     assert "<h2>Training curves</h2><img src='data:image/png;base64," in page
-    differs = page.split("<h2>What differs between the runs</h2>")[1].split("</table>")[0]
-    assert differs.startswith("<table><tr><th></th><th>A: v1 &lt;&amp;&gt;</th>")
-    assert "<tr><td>train.lr</td><td>0.001</td><td>0.002</td></tr>" in differs
-    assert "<tr><td>tag:git_commit</td><td>c1</td><td>c2</td></tr>" in differs
-    assert "<h2>Stage metrics</h2><table>" in page
-    assert "<tr><td>evaluate/accuracy</td><td>0.75</td><td>0.5</td></tr>" in page
+    assert table.count("</td></tr><tr><td>") == 2  # one row after the other
+    assert "</table><h2>Training curves</h2><img src='data:image/png;base64," in page
+    differs = page.split("<h2>What differs between the runs</h2>")[1]
+    assert differs.startswith(
+        "<table><tr><th></th><th>A: v1 &lt;&amp;&gt;</th><th>B: v2 (run bbbbbbbb)</th></tr>"
+        "<tr><td>tag:git_commit</td><td>c1</td><td>c2</td></tr>"
+        "<tr><td>train.lr</td><td>0.001</td><td>0.002</td></tr></table>"
+        "<h2>Stage metrics</h2><table>"
+    )
+    assert "<tr><td>evaluate/accuracy</td><td>0.75</td><td>0.5</td></tr></table>" in page
     assert page.endswith("</body></html>")
+
+
+def test_the_page_draws_both_sides_bars_and_their_logged_curves(registry, monkeypatch) -> None:
+    """What the page's images are drawn from: each side's accuracies per qtype and per split
+    under its label, and one panel per training metric with each side's logged history."""
+    import gifqa_model.registry.compare as compare_module
+
+    bars, figures = [], []
+    monkeypatch.setattr(compare_module, "bars_png", lambda *args: bars.append(args) or "BARS")
+
+    def keep(fig) -> str:
+        figures.append(fig)
+        return "CURVES"
+
+    monkeypatch.setattr(compare_module, "png", keep)
+    a, b, dis = _pair(registry)
+    summary = summarize(a, b, dis)
+    render(a, b, summary, dis)
+    la, lb = "A: v1 (run aaaaaaaa)", "B: v2 (run bbbbbbbb)"
+    assert bars == [
+        (summary["a"]["by_qtype"], summary["b"]["by_qtype"], la, lb),
+        (summary["a"]["by_split"], summary["b"]["by_split"], la, lb, "per split"),
+    ]
+    (fig,) = figures
+    assert tuple(fig.get_size_inches()) == (10, 3)  # 5 inches a panel
+    loss, val = fig.axes
+    assert (loss.get_title(), val.get_title()) == ("loss", "val_accuracy")
+    assert loss.get_xlabel() == val.get_xlabel() == "step"
+    drawn = {
+        (ax.get_title(), line.get_label()): (list(line.get_xdata()), list(line.get_ydata()))
+        for ax in (loss, val)
+        for line in ax.get_lines()
+    }
+    assert drawn == {
+        ("loss", "v1 (run aaaaaaaa)"): ([0, 10], [2.0, 0.5]),
+        ("loss", "v2 (run bbbbbbbb)"): ([0, 10], [2.1, 0.4]),
+        ("val_accuracy", "v1 (run aaaaaaaa)"): ([10], [0.75]),  # B logged no val_accuracy
+    }
+    assert all(line.get_linewidth() == 1 for ax in fig.axes for line in ax.get_lines())
+    for ax in fig.axes:  # each panel says whose curve is whose, in small print
+        legend = ax.get_legend()
+        assert [t.get_text() for t in legend.get_texts()] == [
+            line.get_label() for line in ax.get_lines()
+        ]
+        assert all(t.get_fontsize() == 8 for t in legend.get_texts())
+    figures.clear()
+    b.curves = {"loss": b.curves["loss"]}
+    a.curves = {}
+    render(a, b, summary, dis)
+    (fig,) = figures  # one panel when only one metric was logged, by either side
+    assert tuple(fig.get_size_inches()) == (5, 3) and [ax.get_title() for ax in fig.axes] == [
+        "loss"
+    ]
 
 
 def test_compare_writes_the_summary_and_the_page(registry, tmp_path: Path) -> None:
@@ -303,6 +360,8 @@ def test_compare_writes_the_summary_and_the_page(registry, tmp_path: Path) -> No
         json.dumps(summarize(a, b, dis), default=str)
     )
     assert "they disagree on 3" in out["html"].read_text()
+    # indented, for a person to read as well
+    assert out["json"].read_text() == json.dumps(summarize(a, b, dis), indent=2, default=str)
     one_sided = compare(registry, "gifqa", RUN_C, "v1", tmp_path / "c")
     summary = json.loads(one_sided["json"].read_text())
     assert summary["a"]["has_predictions"] is False and "n_disagreements" not in summary

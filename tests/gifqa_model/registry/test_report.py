@@ -96,7 +96,10 @@ def test_the_model_card_reads_whole_with_its_trust_and_foundation_lines() -> Non
     from gifqa_model.registry.card import model_card
 
     params = Params.model_validate(
-        {"train": {"lr": 0.5, "tokenizer_dir": "x"}, "foundation": {"digest": "f" * 64}}
+        {
+            "train": {"lr": 0.5, "seed": 3, "tokenizer_dir": "x"},
+            "foundation": {"digest": "f" * 64},
+        }
     )
     ev = {
         "accuracy": 0.5,
@@ -135,7 +138,7 @@ def test_the_model_card_reads_whole_with_its_trust_and_foundation_lines() -> Non
         "generator's ground truth); the foundation alone scores 0.3125 on this test split, the "
         "retrain 0.5000. Describes a whole GIF (gifqa describe): BLEU-4 0.188, 50% of the "
         "objects named, on 6 test GIFs.",
-        "Params that differ from the defaults: train.lr=0.5.",
+        "Params that differ from the defaults: train.lr=0.5, train.seed=3.",
         "Limits: trained on ShapesWorld (synthetic coloured shapes that move); not for "
         "real-world GIFs: it answers in ShapesWorld's words.",
     ]
@@ -338,3 +341,62 @@ def test_a_models_keyframes_are_drawn_in_its_order_at_twice_64_pixels(tmp_path: 
     want = np.concatenate(list(frames), axis=1).repeat(2, axis=0).repeat(2, axis=1)
     assert drawn.shape == (128, 256, 3) and np.array_equal(drawn, want)
     assert _strip("/elsewhere/g.gif", [4, 1]) == "<small>keyframes 4, 1</small>"
+
+
+def test_the_bars_show_each_models_accuracy_per_group_under_its_label(monkeypatch) -> None:
+    """The figure behind each bar chart: groups in name order, the challenger's bars left of
+    the champion's, heights the accuracies (0 where the champion has no figure), on 0..1."""
+    from gifqa_model.registry import report
+
+    figures = []
+    monkeypatch.setattr(report, "png", lambda fig: figures.append(fig) or "PNG")
+    assert report.bars_png({"b": 0.5, "a": 0.25}, {"a": 0.75}, "mine", "theirs") == "PNG"
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert tuple(fig.get_size_inches()) == (7, 3)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert list(ax.get_xticks()) == [0, 1]
+    assert all(t.get_fontsize() == 8 for t in ax.get_xticklabels())
+    assert ax.get_ylim() == (0, 1) and ax.get_ylabel() == "benchmark accuracy"
+    mine, theirs = ax.containers
+
+    def bars(container) -> list[tuple[float, float, float]]:  # (centre, width, height)
+        return [
+            (round(r.get_x() + r.get_width() / 2, 6), round(r.get_width(), 6), r.get_height())
+            for r in container
+        ]
+
+    assert bars(mine) == [(-0.2, 0.4, 0.25), (0.8, 0.4, 0.5)]
+    assert bars(theirs) == [(0.2, 0.4, 0.75), (1.2, 0.4, 0)]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["mine", "theirs"]
+    assert legend._loc == 4  # matplotlib's code for "lower right"
+    figures.clear()
+    report.bars_png({"a": 1.0}, None, "mine", "theirs", "per split")
+    (ax,) = figures[0].axes
+    assert len(ax.containers) == 1 and ax.get_ylabel() == "per split"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mine"]
+
+
+def test_a_figure_becomes_an_inline_png_at_90_dpi_and_is_closed() -> None:
+    import base64
+    import struct
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gifqa_model.registry.report import png
+
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [0, 1])
+    data = base64.b64decode(png(fig))
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # the pHYs chunk: pixels per metre, the dpi it was saved at (90 / 0.0254 m)
+    at = data.index(b"pHYs") + 4
+    x, y, unit = struct.unpack(">IIB", data[at : at + 9])
+    assert (x, y, unit) == (round(90 / 0.0254), round(90 / 0.0254), 1)
+    # bbox "tight": the canvas fitted to what is drawn, not 2 × 1 inches (180 × 90 pixels)
+    assert struct.unpack(">II", data[16:24]) != (180, 90)
+    assert fig.number not in plt.get_fignums()  # closed: a long report leaks no figures

@@ -229,6 +229,7 @@ class _Client:
     """The two MLflow calls the report makes: a version's run, and a run's params and tags."""
 
     def get_model_version(self, name: str, version: str):
+        assert name == "gifqa" and isinstance(version, str), (name, version)
         return SimpleNamespace(run_id=f"run{version}")
 
     def get_run(self, run_id: str):
@@ -295,6 +296,57 @@ def test_the_promotion_report_shows_the_decision_the_bars_the_disagreements_and_
     diff = page.split("<h2>What differs between the runs</h2>")[1]
     assert "<tr><td>train.lr</td><td>0.001</td><td>0.002</td></tr>" in diff
     assert "seed" not in diff and "prefect" not in diff
+
+
+def test_the_report_is_written_whole_from_the_gates_own_figures(tmp_path, monkeypatch) -> None:
+    """The report as the gate hands it over (numpy booleans in the checks) into a folder that
+    does not exist yet, then again into the same one: report.json indented and naming the
+    model, both models' bars drawn from their figures under their labels, each list whole."""
+    import numpy as np
+
+    from gifqa_model.registry import report
+
+    bars = []
+    monkeypatch.setattr(report, "bars_png", lambda *args: bars.append(args) or "BARS")
+    gif = tmp_path / "g0.gif"
+    gif.write_bytes(tiny_gif(n_frames=4, side=16, seed=1))
+    chall = _scored([True, True, False, True], ["red"] * 4, [[0]] * 4, gif)
+    champ = _scored([False, False, True, True], ["blue"] * 4, [[1]] * 4, gif)
+    decision = Decision(
+        promote=False,
+        reason="not significant",
+        challenger_accuracy=np.float64(0.75),
+        checks={"significant": np.bool_(False), "no_qtype_regression": np.bool_(True)},
+    )
+    out_dir = tmp_path / "reports" / "v2"
+    for _ in range(2):  # a rerun's gate writes over the report it left
+        out = write_report(out_dir, "gifqa", 2, 1, decision, chall, champ, _Client())
+    text = out["json"].read_text()
+    saved = json.loads(text)
+    assert text == json.dumps(saved, indent=2)
+    assert text.startswith('{\n  "model": "gifqa",\n  "version": 2,\n  "champion_before": 1,')
+    assert saved["decision"]["checks"] == {"significant": "False", "no_qtype_regression": "True"}
+    labels = ("challenger v2", "champion v1")
+    assert (
+        bars
+        == [
+            (saved["challenger_by_qtype"], saved["champion_by_qtype"], *labels),
+            (saved["challenger_by_split"], saved["champion_by_split"], *labels, "per split"),
+        ]
+        * 2
+    )
+    page = out["html"].read_text()
+    assert "<ul><li>significant: FAIL</li><li>no_qtype_regression: pass</li></ul>" in page
+    assert '<img src="data:image/png;base64,BARS">\n' * 2 in page
+    rows = page.split("<h2>Where they disagree</h2>")[1].split("</table>")[0]
+    assert rows.count("<tr><td>") == saved["n_disagreements"] == 3
+    assert rows.count("</td></tr><tr><td>") == 2  # one row after the other
+    diff = page.split("<h2>What differs between the runs</h2>")[1]
+    assert diff.startswith(
+        "\n<table><tr><th>param / data</th><th>challenger</th><th>champion</th></tr>"
+        "<tr><td>tag:git_commit</td><td>run2</td><td>run1</td></tr>"
+        "<tr><td>train.lr</td><td>0.001</td><td>0.002</td></tr></table>"
+    )
 
 
 def test_a_first_version_has_no_champion_to_differ_from_and_at_most_24_rows_show(tmp_path) -> None:
@@ -391,6 +443,7 @@ def test_a_figure_becomes_an_inline_png_at_90_dpi_and_is_closed() -> None:
 
     fig, ax = plt.subplots(figsize=(2, 1))
     ax.plot([0, 1], [0, 1])
+    other = plt.figure()  # the current figure is another one: the one given is closed
     data = base64.b64decode(png(fig))
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     # the pHYs chunk: pixels per metre, the dpi it was saved at (90 / 0.0254 m)
@@ -400,3 +453,39 @@ def test_a_figure_becomes_an_inline_png_at_90_dpi_and_is_closed() -> None:
     # bbox "tight": the canvas fitted to what is drawn, not 2 × 1 inches (180 × 90 pixels)
     assert struct.unpack(">II", data[16:24]) != (180, 90)
     assert fig.number not in plt.get_fignums()  # closed: a long report leaks no figures
+    assert other.number in plt.get_fignums()
+    plt.close(other)
+
+
+def test_each_disagreement_row_shows_the_gif_both_answers_and_who_was_right(tmp_path) -> None:
+    """A row word for word: the GIF inline when it is on this machine (its id otherwise), the
+    question and its type, the gold answer, then each model's answer, marked right or wrong,
+    above the keyframes it chose."""
+    import base64
+
+    from gifqa_model.registry.report import disagreement_rows, disagreements
+
+    gif = tmp_path / "g0.gif"
+    gif.write_bytes(tiny_gif(n_frames=4, side=16, seed=1))
+    chall = _scored([True, False, True], ["red", "blue", "red"], [[0], [1], [2]], gif)
+    champ = _scored([False, True, True], ["blue", "red", "red"], [[3], [0], [1]], gif)
+    dis = disagreements(chall, champ)
+    # the two that differ, numbered afresh, with the challenger's columns and the champion's
+    assert dis.qa_id.tolist() == ["q0", "q1"] and dis.index.tolist() == [0, 1]
+    assert "index" not in dis and {"prediction_champion", "keyframes_champion"} <= set(dis)
+    first, second = disagreement_rows(dis)
+    assert first.startswith(
+        f"<tr><td><img src='data:image/gif;base64,{base64.b64encode(gif.read_bytes()).decode()}'"
+        " width=96></td>"
+    )
+    # on this machine each model's keyframes are drawn (elsewhere listed: the second row)
+    assert "<td>what &lt;is&gt; 0?<br><small>color</small></td>" in first
+    assert "<td><b>red</b></td><td class=ok>red<br><img src='data:image/png;base64," in first
+    assert "</td><td class=bad>blue<br><img src='data:image/png;base64," in first
+    assert second == (
+        "<tr><td>g1</td><td>what &lt;is&gt; 1?<br><small>color</small></td><td><b>red</b></td>"
+        "<td class=bad>blue<br><small>keyframes 1</small></td>"
+        "<td class=ok>red<br><small>keyframes 0</small></td></tr>"
+    )
+    none = disagreements(chall, None)
+    assert none.empty and list(none.columns) == list(chall.columns)

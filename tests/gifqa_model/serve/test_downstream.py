@@ -39,7 +39,12 @@ def server(tmp_path_factory):
 
 
 def _mlflow_server(tmp: Path, port: int):
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # no job runner: eight consumer processes importing MLflow for GenAI jobs (as flows/stack.py)
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     proc = subprocess.Popen(
         [
             str(BIN / "mlflow"),

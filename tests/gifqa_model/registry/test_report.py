@@ -298,10 +298,13 @@ def test_the_promotion_report_shows_the_decision_the_bars_the_disagreements_and_
     assert "seed" not in diff and "prefect" not in diff
 
 
-def test_the_report_is_written_whole_from_the_gates_own_figures(tmp_path, monkeypatch) -> None:
-    """The report as the gate hands it over (numpy booleans in the checks) into a folder that
-    does not exist yet, then again into the same one: report.json indented and naming the
-    model, both models' bars drawn from their figures under their labels, each list whole."""
+def test_the_report_is_written_whole_even_with_numpy_values_and_again_on_a_rerun(
+    tmp_path, monkeypatch
+) -> None:
+    """Into a folder that does not exist yet, then again into the same one: report.json
+    indented and naming the model, values JSON does not know (numpy's, which a caller's figures
+    may be) written as text instead of failing the gate, both models' bars drawn from their
+    figures under their labels, each list whole."""
     import numpy as np
 
     from gifqa_model.registry import report

@@ -69,6 +69,9 @@ class StackSettings(BaseSettings):
     work_pool: str = "gifqa"
     start_timeout_s: float = 120.0
     worker: bool = True  # start a process worker on the work pool
+    # how often the worker asks for runs to start: a queued run (or one waiting for the
+    # deployment's slot) starts within this; Prefect's default is 10 s
+    worker_poll_s: float = 2.0
 
     @model_validator(mode="after")
     def _nine_inner_ports(self) -> StackSettings:
@@ -445,6 +448,7 @@ class Stack:
                 "PREFECT_HOME": str(self.home / "prefect"),
                 # a run that stops beating is marked Crashed (flows/deploy.crash_silent_runs)
                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+                "PREFECT_WORKER_QUERY_SECONDS": str(s.worker_poll_s),
             },
             cwd=project,
         )

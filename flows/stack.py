@@ -39,6 +39,9 @@ SECRET_KEYS = (
     "GIFQA_STACK_READER_PASSWORD",
 )
 HEARTBEAT_S = 30  # how often the worker's flow runs say they are alive (Prefect's minimum)
+# a worker with no flow run under it gets this long to stop: once it has run the retrain
+# deployment, Prefect's worker takes SIGTERM, starts its graceful shutdown and never ends it
+IDLE_WORKER_GRACE_S = 3.0
 SERVICES = ("postgres", "s3", "mlflow", "prefect", "worker")  # start order; stop reverses it
 
 
@@ -500,7 +503,10 @@ class Stack:
                     capture_output=True,
                 )
         elif name in state:
-            _terminate(state[name]["pid"], timeout)
+            pid = state[name]["pid"]
+            if name == "worker" and _children(pid) == []:
+                timeout = min(timeout, IDLE_WORKER_GRACE_S)
+            _terminate(pid, timeout)
         state.pop(name, None)
         if self.state_file.parent.is_dir():
             self._save(state)
@@ -508,8 +514,9 @@ class Stack:
     def down(self, progress=print) -> None:
         for name in reversed(SERVICES):
             if name in self.state():
+                t0 = time.monotonic()
                 self.stop(name)
-                progress(f"{name}: stopped")
+                progress(f"{name}: stopped in {time.monotonic() - t0:.1f} s")
 
     def status(self) -> dict[str, bool]:
         state, s = self.state(), self.s
@@ -597,6 +604,23 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _children(pid: int) -> list[int] | None:
+    """The processes whose parent is `pid` (from /proc); None where that cannot be read."""
+    try:
+        stats = [p / "stat" for p in Path("/proc").iterdir() if p.name.isdigit()]
+    except OSError:
+        return None
+    found = []
+    for stat in stats:
+        try:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _terminate(pid: int, timeout: float) -> None:

@@ -312,8 +312,8 @@ def _down_and_up_loses_nothing(stack, stack_env, project, tmp_path) -> None:
         }
 
     before = artifacts()
-    stack.down(progress=lambda _m: None)
-    stack.up(progress=lambda _m: None)
+    stack.down(progress=print)  # each service's time (`pytest -s` shows it)
+    stack.up(progress=print)
     assert artifacts() == before and sum(map(len, before.values())) > 0
     model = mlflow.pyfunc.load_model("models:/gifqa@champion")
     gif = sorted((project / "data").rglob("*.gif"))[0]

@@ -1,0 +1,79 @@
+"""Stopping the stack's worker (no server is started here): a worker with no flow run under it
+is given `IDLE_WORKER_GRACE_S` to end its graceful shutdown, which Prefect's worker does not
+always finish; one with a flow run under it gets the whole timeout, as every other service."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flows.stack import IDLE_WORKER_GRACE_S, Stack, _children, load_settings
+
+# a process that ignores SIGTERM, as a worker stuck in its graceful shutdown; with an argument
+# it first starts a child of its own (a flow run), which ignores SIGTERM too
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if len(sys.argv) > 1:
+    subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                      "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _stubborn(with_run: bool) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN, *(["run"] if with_run else [])],
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as the stack starts its services
+    )
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+def _stack_with_worker(tmp_path: Path, pid: int) -> Stack:
+    stack = Stack(load_settings(home=tmp_path / "stack"))
+    stack._save({"worker": {"pid": pid}})
+    return stack
+
+
+def test_children_are_read_from_proc_even_with_odd_names(tmp_path: Path) -> None:
+    odd = tmp_path / "a) b (c"  # the name /proc/<pid>/stat shows in parentheses
+    shutil.copy(shutil.which("sleep"), odd)
+    child = subprocess.Popen([str(odd), "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while child.pid not in (_children(os.getpid()) or []) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.pid in _children(os.getpid())
+        assert _children(child.pid) == []
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_an_idle_worker_gets_the_short_grace_one_with_a_run_the_whole_timeout(
+    tmp_path: Path,
+) -> None:
+    idle = _stubborn(with_run=False)
+    stack = _stack_with_worker(tmp_path, idle.pid)
+    t0 = time.monotonic()
+    stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 4)
+    idle.wait(timeout=10)  # killed: SIGKILL after the grace
+    assert IDLE_WORKER_GRACE_S - 0.5 <= time.monotonic() - t0 < IDLE_WORKER_GRACE_S + 2
+    assert "worker" not in stack.state()
+
+    busy = _stubborn(with_run=True)
+    deadline = time.monotonic() + 10
+    while not _children(busy.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stack = _stack_with_worker(tmp_path, busy.pid)
+    t0 = time.monotonic()
+    stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 4)
+    busy.wait(timeout=10)
+    assert time.monotonic() - t0 >= IDLE_WORKER_GRACE_S + 3.5  # waited for its run to end

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from flows.stack import IDLE_WORKER_GRACE_S, Stack, _children, load_settings
+from tests.helpers import wait_until
 
 # a process that ignores SIGTERM, as a worker stuck in its graceful shutdown; with an argument
 # it first starts a child of its own (a flow run), which ignores SIGTERM too
@@ -47,9 +48,9 @@ def test_children_are_read_from_proc_even_with_odd_names(tmp_path: Path) -> None
     shutil.copy(shutil.which("sleep"), odd)
     child = subprocess.Popen([str(odd), "30"])
     try:
-        deadline = time.monotonic() + 10
-        while child.pid not in (_children(os.getpid()) or []) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(
+            lambda: child.pid in (_children(os.getpid()) or []), "the child in /proc", timeout=10
+        )
         assert child.pid in _children(os.getpid())
         assert _children(child.pid) == []
     finally:
@@ -69,9 +70,7 @@ def test_an_idle_worker_gets_the_short_grace_one_with_a_run_the_whole_timeout(
     assert "worker" not in stack.state()
 
     busy = _stubborn(with_run=True)
-    deadline = time.monotonic() + 10
-    while not _children(busy.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: _children(busy.pid), "the busy worker's flow run to start", timeout=10)
     stack = _stack_with_worker(tmp_path, busy.pid)
     t0 = time.monotonic()
     stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 4)

@@ -15,7 +15,10 @@ ShardMapper = Callable[[Callable[[list], list], list[list]], Iterable[list]]
 
 
 def split_shards(items: list, n: int) -> list[list]:
-    """`items` in `n` contiguous, near-equal shards; concatenated, they are `items`."""
+    """`items` in `n` contiguous, near-equal shards; concatenated, they are `items`. No items,
+    no shards: a mapper given none starts nothing (a cached rerun sends no work to a cluster)."""
+    if not items:
+        return []
     n = max(1, min(n, len(items)))
     bounds = [round(i * len(items) / n) for i in range(n + 1)]
     return [items[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]

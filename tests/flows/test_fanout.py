@@ -61,10 +61,16 @@ def test_dask_shards_give_the_serial_outputs(tmp_path: Path) -> None:
     # the cached mean tokens are what averaging the concatenated tokens gives (the domain's input)
     assert serial.means.tobytes() == frame_means(tokens["t-serial"]).tobytes()
     pd.testing.assert_frame_equal(serial.table, spread.table)
-    # what the shards computed is cached: a second pass sends nothing to the cluster
-    again = WorkCache(tmp_path / "cache")
-    cached_tokens(manifest, clip_dir, 4, again, tmp_path / "t-again", mapper=mapper, shards=3)
-    assert again.misses == 0
+    # what the shards computed is cached: a second pass sends nothing to the cluster (starts
+    # none: the mapper is given no shard)
+    again, given = WorkCache(tmp_path / "cache"), []
+
+    def counting(fn, shards):
+        given.append(shards)
+        return mapper(fn, shards)
+
+    cached_tokens(manifest, clip_dir, 4, again, tmp_path / "t-again", mapper=counting, shards=3)
+    assert again.misses == 0 and given == [[]]
 
 
 def test_the_runner_is_a_setting(monkeypatch) -> None:

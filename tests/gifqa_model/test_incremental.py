@@ -217,6 +217,7 @@ def test_shards_cover_the_items_in_order() -> None:
         shards = split_shards(items, n)
         assert [i for s in shards for i in s] == items
         assert len(shards) == min(n, 10) and all(shards)
+    assert split_shards([], 3) == []  # nothing to map: no empty shard to start a cluster for
 
 
 def test_a_stage_run_by_hand_never_writes_through_its_last_runs_files(tmp_path: Path) -> None:

@@ -227,7 +227,9 @@ def sh(cmd: list[str], cwd: Path) -> str:
     from tasks.stages import stage_env
 
     proc = subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, env=stage_env())
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"{cmd} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc.stdout + proc.stderr
 
 

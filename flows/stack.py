@@ -16,6 +16,7 @@ template is `infra/stack.env.example`). Nothing binds to anything but 127.0.0.1.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -340,13 +341,7 @@ class Stack:
         )
         s3 = _s3_client(s)
 
-        def ready() -> bool:
-            try:
-                s3.list_buckets()
-            except Exception:  # noqa: BLE001 - not up yet, whatever the client says
-                return False
-            return True
-
+        ready = functools.partial(store_serves, s3, s.bucket)
         _wait("object store", ready, s.start_timeout_s, proc, self.home / "logs" / "s3.log")
         if s.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
             s3.create_bucket(Bucket=s.bucket)
@@ -577,6 +572,23 @@ def _weed_flags(s: StackSettings) -> list[str]:
         "-s3.port.lance=0",
         "-master.telemetry=false",  # nothing leaves this machine
     ]
+
+
+def store_serves(s3, bucket: str) -> bool:
+    """The object store is ready: its S3 API answers and serves a stored object's bytes (if
+    `bucket` holds one). Those need its volume server registered with its master again after
+    a restart, which on a busy machine can lag the API's first answers."""
+    try:
+        names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if bucket in names:
+            listed = s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("Contents", [])
+            if listed:
+                body = s3.get_object(Bucket=bucket, Key=listed[0]["Key"])["Body"]
+                body.read(1)
+                body.close()
+    except Exception:  # noqa: BLE001 - not up yet, whatever the client says
+        return False
+    return True
 
 
 def _s3_client(s: StackSettings):

@@ -619,20 +619,16 @@ def _alive(pid: int) -> bool:
 
 
 def _children(pid: int) -> list[int] | None:
-    """The processes whose parent is `pid` (from /proc); None where that cannot be read."""
+    """The processes whose parent is `pid` ([] once it has ended); None where that cannot be
+    read."""
+    import psutil
+
     try:
-        stats = [p / "stat" for p in Path("/proc").iterdir() if p.name.isdigit()]
-    except OSError:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
+    except psutil.Error:
         return None
-    found = []
-    for stat in stats:
-        try:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # it ended while we looked
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _terminate(pid: int, timeout: float) -> None:

@@ -24,6 +24,18 @@ from pathlib import Path
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import (
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    StateType,
+)
 from prefect.exceptions import ObjectAlreadyExists
 
 from gifqa_model.core.config import load_params
@@ -34,6 +46,11 @@ CRASH_AUTOMATION = "gifqa: crash silent flow runs"
 RETRAIN = "retrain"
 WATCH = "watch-data"
 MAINTENANCE = "maintenance"
+# one run at a time: a retrain triggered while one runs waits for the slot; a watch or
+# maintenance tick that finds the last one still running is cancelled, as the next tick sees
+# the same drop folder (queued, ticks every `watch_interval_s` behind a slow run pile up)
+QUEUE = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+SKIP = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
 def ensure_work_pool(name: str) -> None:
@@ -83,16 +100,36 @@ def crash_silent_runs(after_s: int = CRASH_AFTER_S) -> None:
     ).create()
 
 
+def drop_scheduled_runs(deployment_id) -> int:
+    """Delete the runs of a deployment that its schedule made and that have not started (due
+    or late); a run triggered by hand or by another flow stays. Returns how many."""
+    with get_client(sync_client=True) as client:
+        waiting = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+            ),
+        )
+        dropped = [run for run in waiting if run.auto_scheduled]
+        for run in dropped:
+            client.delete_flow_run(run.id)
+    return len(dropped)
+
+
 def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> list[str]:
     """Create (or update) the work pool and the deployments; returns their ids.
 
-    `schedules=False` creates them without schedules (tests trigger runs themselves)."""
+    `schedules=False` leaves them without schedules (tests trigger runs themselves), nor any
+    run a schedule made that still waits: Prefect deletes those due later, not the ones that
+    are late (ticks that piled up behind a run in progress)."""
     project = project.resolve()
     params = load_params(project / "params.yaml").deploy
     ensure_work_pool(work_pool)
     crash_silent_runs()
 
-    def one(entrypoint: str, name: str, description: str, **schedule) -> str:
+    def one(
+        entrypoint: str, name: str, description: str, limit: ConcurrencyLimitConfig, **schedule
+    ) -> str:
         """A deployment of this checkout's `entrypoint` on the project, one run at a time."""
         deployment_id = flow.from_source(str(CODE), entrypoint).deploy(
             name=name,
@@ -101,11 +138,13 @@ def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> l
             push=False,
             **(schedule if schedules else {}),
             parameters={"project_dir": str(project)},
-            concurrency_limit=1,
+            concurrency_limit=limit,
             description=description,
             print_next_steps=False,
             ignore_warnings=True,
         )
+        if not schedules:
+            drop_scheduled_runs(deployment_id)
         return str(deployment_id)
 
     return [
@@ -113,18 +152,21 @@ def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> l
             "flows/retrain.py:retrain",
             RETRAIN,
             "Every DVC stage, one MLflow run, the gate; one at a time.",
+            QUEUE,
             cron=params.retrain_cron,
         ),
         one(
             "flows/watch.py:watch_data",
             WATCH,
             "New GIFs in the drop folder → a data version → retrain.",
+            SKIP,
             interval=params.watch_interval_s,
         ),
         one(
             "flows/maintenance.py:maintenance",
             MAINTENANCE,
             "Retention: refused versions' weights, old flow runs.",
+            SKIP,
             cron=params.maintenance_cron,
         ),
     ]

@@ -1,0 +1,65 @@
+"""`gifqa deploy` on the ephemeral Prefect server: the three deployments, their schedules and
+how each treats a run that finds the last one still running; `schedules=False` leaves no
+schedule and no run a schedule made, late ones included (ticks that piled up)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+from flows.deploy import deploy
+
+REPO = Path(__file__).resolve().parents[2]
+POOL = "gifqa-test-deploy"
+
+
+def _schedules(ids: list[str]) -> list[int]:
+    with get_client(sync_client=True) as client:
+        return [len(client.read_deployment_schedules(i)) for i in ids]
+
+
+def _runs(client, deployment_id: str) -> list:
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
+
+
+def test_deployments_their_schedules_and_one_run_at_a_time(tmp_path) -> None:
+    shutil.copy(REPO / "params.yaml", tmp_path)
+    ids = deploy(tmp_path, POOL)
+    assert len(ids) == 3 and _schedules(ids) == [1, 1, 1]  # retrain, watch-data, maintenance
+    with get_client(sync_client=True) as client:
+        got = [client.read_deployment(i) for i in ids]
+    assert [d.name for d in got] == ["retrain", "watch-data", "maintenance"]
+    assert [d.global_concurrency_limit.limit for d in got] == [1, 1, 1]
+    # a triggered retrain waits for the slot; a tick that finds its last run busy is dropped
+    assert [d.concurrency_options.collision_strategy.value for d in got] == [
+        "ENQUEUE",
+        "CANCEL_NEW",
+        "CANCEL_NEW",
+    ]
+
+
+def test_deploying_without_schedules_leaves_no_schedule_and_no_waiting_tick(tmp_path) -> None:
+    shutil.copy(REPO / "params.yaml", tmp_path)
+    retrain, watch, _ = ids = deploy(tmp_path, POOL)
+    with get_client(sync_client=True) as client:
+        # ticks that were due a minute ago (late behind a slow run), as the scheduler makes them
+        since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        client._client.post(
+            f"/deployments/{watch}/schedule", json={"start_time": since, "max_runs": 3}
+        ).raise_for_status()
+        late = [r for r in _runs(client, watch) if r.auto_scheduled]
+        assert len(late) >= 3 and all(r.state.is_scheduled() for r in late)
+        by_hand = client.create_flow_run_from_deployment(retrain)
+    assert deploy(tmp_path, POOL, schedules=False) == ids  # updated in place
+    assert _schedules(ids) == [0, 0, 0]
+    with get_client(sync_client=True) as client:
+        assert not [r for i in ids for r in _runs(client, i) if r.auto_scheduled]
+        assert [r.id for r in _runs(client, retrain)] == [by_hand.id]  # a triggered run stays
+    assert deploy(tmp_path, POOL) == ids
+    assert _schedules(ids) == [1, 1, 1]  # back, once each

@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.runtime import deployment, flow_run  # noqa: E402
 
 from flows.alerts import close_abandoned_runs, notify_drift, notify_failure  # noqa: E402
+from flows.stageserver import stage_server  # noqa: E402
 from gifqa_model.core.artifacts import (  # noqa: E402
     BENCHMARK_PREDICTIONS_FILE,
     MANIFEST_CLEAN_FILE,
@@ -250,11 +251,13 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
         }
         results = {}
-        for stage in stages or STAGES:  # serial: never two DVC calls at once in one workspace
-            if stage == "index" and params.clip.pretrained_path is None:
-                pin_clip_fit_set(project, params)
-            results[stage] = run_dvc_stage(stage, str(project), env)
-            log_stage_metrics(stage, results[stage])
+        # each stage command forked from one process that imports each stage's code once
+        with stage_server(stage_env(env), project, logger.info) as served:
+            for stage in stages or STAGES:  # serial: never two DVC calls at once in a workspace
+                if stage == "index" and params.clip.pretrained_path is None:
+                    pin_clip_fit_set(project, params)
+                results[stage] = run_dvc_stage(stage, str(project), env | served)
+                log_stage_metrics(stage, results[stage])
         tags = lineage_tags(project) | register_foundation_once(project, params)
         mlflow.set_tags(tags)
         log_datasets(project)

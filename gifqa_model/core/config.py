@@ -537,9 +537,10 @@ class Params(Section):
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """params.yaml → Params; a missing file, an unknown key or a bad value is a clear error."""
+    """params.yaml → Params; a missing file, an unknown key or a bad value is a clear error.
+    A pipe is read too (`--params <(...)` in a shell)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise FileNotFoundError(f"{path} not found: run gifqa from the project root")
     return Params.model_validate(yaml.safe_load(path.read_text()) or {})
 

@@ -27,37 +27,52 @@ class FanoutSettings(BaseSettings):
     shards: int = 8  # shards per stage: a few per worker evens out slow shards
 
 
+def prefect_api_env() -> dict[str, str]:
+    """The Prefect API this process reports to, for the local cluster's workers. With none set
+    (the embedded default) it is this process's temporary server; without it each worker
+    would start a temporary server of its own (seconds of CPU each) and record the shard task
+    runs there, where no one sees them."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if url := PREFECT_API_URL.value():
+        return {"PREFECT_API_URL": url}
+    with get_client(sync_client=True) as client:  # starts the temporary server, if none runs
+        return {"PREFECT_API_URL": str(client.api_url)}
+
+
 def dask_mapper(settings: FanoutSettings) -> ShardMapper:
     """map(fn, shards) as a Prefect flow whose tasks run on a Dask cluster."""
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
     from prefect_dask import DaskTaskRunner
 
-    runner = (
-        DaskTaskRunner(address=settings.address)
-        if settings.address
-        else DaskTaskRunner(
+    def runner() -> DaskTaskRunner:
+        if settings.address:
+            return DaskTaskRunner(address=settings.address)
+        return DaskTaskRunner(
             cluster_kwargs={
                 "n_workers": settings.workers,
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
+                "env": prefect_api_env(),  # the workers' task runs go where the flow's go
             }
         )
-    )
 
     # the shard's items are its inputs: no input hashing, no result persistence
     @task(name="shard", cache_policy=NO_CACHE, persist_result=False)
     def run_shard(fn: Callable[[list], list], shard: list) -> list:
         return fn(shard)
 
-    @flow(name="gifqa-fanout", task_runner=runner, persist_result=False, log_prints=True)
+    @flow(name="gifqa-fanout", persist_result=False, log_prints=True)
     def fan_out(fn: Callable[[list], list], shards: list[list]) -> list[list]:
         futures = [run_shard.submit(fn, shard) for shard in shards]
         return [f.result() for f in futures]
 
     def mapper(fn: Callable[[list], list], shards: list[list]) -> Iterable[list]:
-        return fan_out(fn, shards) if shards else []
+        # the cluster and its runner only for work: a cached pass starts nothing
+        return fan_out.with_options(task_runner=runner())(fn, shards) if shards else []
 
     return mapper
 

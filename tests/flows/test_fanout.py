@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
 from flows.fanout import FanoutSettings, dask_mapper, from_env
 from gifqa_model.core.config import ClipParams, IngestParams, IngestSource, ShapesParams
@@ -17,6 +19,7 @@ from gifqa_model.data.shapesworld import generate_corpus
 from gifqa_model.index.clip import build_clip
 from gifqa_model.index.domain import frame_means
 from gifqa_model.index.indexing import cached_tokens
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration  # minutes: scheduled first
 
@@ -58,6 +61,15 @@ def test_dask_shards_give_the_serial_outputs(tmp_path: Path) -> None:
     assert tokens["t-serial"].tobytes() == tokens["t-spread"].tobytes()
     assert serial.emb.tobytes() == spread.emb.tobytes()
     assert serial.means.tobytes() == spread.means.tobytes()
+
+    # the workers' shard runs are recorded where this process's are (its temporary server),
+    # not each in a temporary server of its own that ends with the cluster
+    def shard_runs() -> int:
+        with get_client(sync_client=True) as client:
+            flows = FlowFilter(name=FlowFilterName(any_=["gifqa-fanout"]))
+            return sum(r.state.is_completed() for r in client.read_task_runs(flow_filter=flows))
+
+    wait_until(lambda: shard_runs() == 6, timeout=60, what="6 shard task runs in this API")
     # the cached mean tokens are what averaging the concatenated tokens gives (the domain's input)
     assert serial.means.tobytes() == frame_means(tokens["t-serial"]).tobytes()
     pd.testing.assert_frame_equal(serial.table, spread.table)

@@ -125,6 +125,16 @@ def preload(command: str) -> None:
         importlib.import_module(module)
 
 
+def fork_unsafe() -> str | None:
+    """Why a child forked from this process now could not run a stage safely, or None."""
+    if threading.active_count() > 1:  # a fork copies no thread: a lock one held stays held
+        return f"{threading.active_count()} threads run in the stage server"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # a forked child cannot use CUDA
+        return "CUDA was initialised in the stage server"
+    return None
+
+
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
     while len(data) < _HEADER.size or len(data) < _HEADER.size + _HEADER.unpack_from(data)[0]:
@@ -237,8 +247,8 @@ def _accept(listener: socket.socket, running: dict[int, tuple[socket.socket, str
         if command not in STAGE_COMMANDS:
             raise ValueError(f"not a stage command: {command}")
         preload(command)
-        if threading.active_count() > 1:  # a fork copies no thread: a lock one held stays held
-            raise RuntimeError(f"{threading.active_count()} threads run in the stage server")
+        if why := fork_unsafe():
+            raise RuntimeError(why)
     except Exception as refused:  # the caller runs the command itself
         with contextlib.suppress(OSError):
             conn.sendall(b"F" + str(refused).encode().replace(b"\n", b" ") + b"\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from flows.stageserver import SOCKET_ENV, STAGE_COMMANDS, served, stage_server
+from flows.stageserver import SOCKET_ENV, STAGE_COMMANDS, fork_unsafe, served, stage_server
 from tasks.stages import stage_env
 from tests.helpers import wait_until
 
@@ -137,3 +137,22 @@ def test_only_stage_commands_handed_a_server_are_sent_to_it(monkeypatch) -> None
     monkeypatch.setenv(SOCKET_ENV, "/run/x")
     assert all(served(["gifqa", c]) == "/run/x" for c in STAGE_COMMANDS)
     assert served(["gifqa", "serve"]) is None and served(["gifqa"]) is None
+
+
+def test_the_server_refuses_to_fork_with_a_thread_running_or_cuda_initialised(monkeypatch) -> None:
+    import threading
+
+    import torch
+
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait)
+    helper.start()
+    try:
+        assert "threads run" in (fork_unsafe() or "")
+    finally:
+        release.set()
+        helper.join()
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # this process's other threads
+    assert fork_unsafe() is None  # torch imported, CUDA not initialised: a fork may run it
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert "CUDA" in (fork_unsafe() or "")

@@ -28,6 +28,7 @@ import ctypes
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -236,6 +237,8 @@ def serve(path: str) -> None:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        if os.getppid() != parent:  # orphaned (its flow run killed): no block reads the log
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 def _accept(listener: socket.socket, running: dict[int, tuple[socket.socket, str]]) -> None:
@@ -299,7 +302,8 @@ def stage_server(
     imports reads it); yields the variables that hand it to the stages. It imports nothing
     until the first stage command arrives: a run whose stages are all cached pays nothing.
     Its log (each command it served, with its exit code) goes to `report` at the end."""
-    with tempfile.TemporaryDirectory(prefix="gifqa-stages-") as folder:
+    # (an orphaned server removes the folder itself)
+    with tempfile.TemporaryDirectory(prefix="gifqa-stages-", ignore_cleanup_errors=True) as folder:
         path = str(Path(folder) / "socket")
         log = open(Path(folder) / "server.log", "wb")  # noqa: SIM115  (closed below)
         proc = subprocess.Popen(

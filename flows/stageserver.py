@@ -14,9 +14,9 @@ same command, the same outputs.
 
 Faults end as they would without the server: a caller that is killed takes its stage with it
 (the server kills a child whose caller went away), a server that cannot serve a command (not
-running, or a thread running in it, which would make a fork unsafe) lets the caller run the
-command itself, and a server that dies takes its children with it (each child asks the kernel
-for SIGKILL when the server ends) and the callers fail saying so.
+running, or a thread running or CUDA initialised in it, which would make a fork unsafe) lets
+the caller run the command itself, and a server that dies takes its children with it (each
+child asks the kernel for SIGKILL when the server ends) and the callers fail saying so.
 
 Only the standard library is imported here: the caller's side must start in milliseconds.
 """
@@ -107,9 +107,14 @@ def forward(path: str, argv: list[str]) -> int | None:
 def exit_as(code: int) -> None:
     """End this process as the child ended: its exit code, or killed by the same signal."""
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
+        _die_by(-code)
     sys.exit(code)
+
+
+def _die_by(signum: int) -> None:
+    """End this process by `signum`'s default action, as a process that signal killed."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -203,8 +208,7 @@ def _run_child(request: dict, fds: list[int], server: int) -> None:
             with contextlib.suppress(Exception):
                 stream.flush()
         if code < 0:
-            signal.signal(-code, signal.SIG_DFL)
-            os.kill(os.getpid(), -code)
+            _die_by(-code)
         os._exit(code)
 
 
@@ -305,7 +309,8 @@ def stage_server(
     # (an orphaned server removes the folder itself)
     with tempfile.TemporaryDirectory(prefix="gifqa-stages-", ignore_cleanup_errors=True) as folder:
         path = str(Path(folder) / "socket")
-        log = open(Path(folder) / "server.log", "wb")  # noqa: SIM115  (closed below)
+        log_path = Path(folder) / "server.log"
+        log = open(log_path, "wb")  # noqa: SIM115  (closed below)
         proc = subprocess.Popen(
             [sys.executable, "-m", "flows.stageserver", path],
             env=env,
@@ -328,7 +333,7 @@ def stage_server(
                 proc.kill()
                 proc.wait()
             log.close()
-            for line in (Path(folder) / "server.log").read_text(errors="replace").splitlines():
+            for line in log_path.read_text(errors="replace").splitlines():
                 report(f"stage server: {line}")
 
 

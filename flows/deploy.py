@@ -9,7 +9,7 @@
 
 A flow run whose process dies with its machine (a worker SIGKILLed, an evicted container) stops
 sending heartbeats (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, set on the stack's and compose's
-workers); an automation marks it Crashed `CRASH_AFTER_S` after the last one, which frees the
+workers); an automation marks it Crashed `deploy.crash_after_s` after the last one, which frees the
 deployment's one concurrency slot for the next run (and the retrain resumes from the train
 stage's checkpoint).
 
@@ -41,7 +41,6 @@ from prefect.exceptions import ObjectAlreadyExists
 from gifqa_model.core.config import load_params
 
 CODE = Path(__file__).resolve().parents[1]  # the folder that holds flows/ and tasks/
-CRASH_AFTER_S = 90  # silent this long → Crashed
 CRASH_AUTOMATION = "gifqa: crash silent flow runs"
 RETRAIN = "retrain"
 WATCH = "watch-data"
@@ -61,9 +60,10 @@ def ensure_work_pool(name: str) -> None:
             pass
 
 
-def crash_silent_runs(after_s: int = CRASH_AFTER_S) -> None:
+def crash_silent_runs(after_s: int) -> None:
     """The server's automation that marks a flow run Crashed once it has sent no heartbeat
-    (nor reached a final state) for `after_s` seconds; created once."""
+    (nor reached a final state) for `after_s` seconds: created once, its window updated when
+    a deploy asks for another (one automation per server)."""
     from datetime import timedelta
 
     from prefect.automations import Automation
@@ -73,11 +73,12 @@ def crash_silent_runs(after_s: int = CRASH_AFTER_S) -> None:
     from prefect.events.schemas.events import ResourceSpecification
 
     try:
-        Automation.read(name=CRASH_AUTOMATION)
-        return
+        existing = Automation.read(name=CRASH_AUTOMATION)
     except ValueError:  # not there yet
-        pass
-    Automation(
+        existing = None
+    if existing is not None and existing.trigger.within == timedelta(seconds=after_s):
+        return
+    automation = Automation(
         name=CRASH_AUTOMATION,
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
@@ -97,7 +98,12 @@ def crash_silent_runs(after_s: int = CRASH_AFTER_S) -> None:
                 message=f"no heartbeat for {after_s} s: its process died (worker or machine)",
             )
         ],
-    ).create()
+    )
+    if existing is None:
+        automation.create()
+    else:
+        automation.id = existing.id
+        automation.update()
 
 
 def drop_scheduled_runs(deployment_id) -> int:
@@ -125,7 +131,7 @@ def deploy(project: Path, work_pool: str = "gifqa", schedules: bool = True) -> l
     project = project.resolve()
     params = load_params(project / "params.yaml").deploy
     ensure_work_pool(work_pool)
-    crash_silent_runs()
+    crash_silent_runs(params.crash_after_s)
 
     def one(
         entrypoint: str, name: str, description: str, limit: ConcurrencyLimitConfig, **schedule

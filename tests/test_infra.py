@@ -164,14 +164,21 @@ def test_compose_keeps_every_stateful_services_data_on_a_named_volume(compose) -
 def test_compose_workers_flow_runs_send_the_heartbeats_the_crash_automation_waits_for(
     compose,
 ) -> None:
-    """A run whose process dies is marked Crashed CRASH_AFTER_S after its last heartbeat:
-    the worker's runs must beat, at the local stack's period, well within that."""
-    from flows.deploy import CRASH_AFTER_S
+    """A run whose process dies is marked Crashed `deploy.crash_after_s` after its last
+    heartbeat: the worker's runs must beat, at the local stack's period, well within that,
+    and no window that params.yaml accepts is short enough to crash a live run."""
+    from pydantic import ValidationError
+
     from flows.stack import HEARTBEAT_S
+    from gifqa_model.core.config import DeployParams
 
     env = compose["services"]["worker"]["environment"]
     assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) == HEARTBEAT_S
-    assert 2 * HEARTBEAT_S < CRASH_AFTER_S  # one late heartbeat does not crash a live run
+    # one late heartbeat does not crash a live run: the shortest window is past two beats
+    DeployParams(crash_after_s=2 * HEARTBEAT_S + 1)
+    with pytest.raises(ValidationError):
+        DeployParams(crash_after_s=2 * HEARTBEAT_S)
+    assert DeployParams().crash_after_s > 2 * HEARTBEAT_S
 
 
 def test_make_test_prints_its_seed_and_the_same_seed_gives_the_same_order() -> None:

@@ -465,6 +465,9 @@ class DeployParams(Section):
     maintenance_cron: str = "30 4 * * *"  # retention (flows/maintenance.py)
     # refused versions' weights and ended flow runs are deleted after this many days
     retention_days: float = Field(30.0, gt=0)
+    # a flow run silent this long is marked Crashed and frees its slot: more than two of the
+    # workers' heartbeats (30 s apart, Prefect's minimum), so one late beat never crashes a run
+    crash_after_s: int = Field(90, gt=60)
 
 
 # params.yaml keys that name the project's own files (its pinned foundation): the only ones

@@ -63,3 +63,28 @@ def test_deploying_without_schedules_leaves_no_schedule_and_no_waiting_tick(tmp_
         assert [r.id for r in _runs(client, retrain)] == [by_hand.id]  # a triggered run stays
     assert deploy(tmp_path, POOL) == ids
     assert _schedules(ids) == [1, 1, 1]  # back, once each
+
+
+def test_the_crash_window_is_the_projects_and_one_automation_keeps_it(tmp_path) -> None:
+    """`deploy.crash_after_s` reaches the server's one crash automation: created by the first
+    deploy, its window updated (not a second automation) when a project asks for another."""
+    import yaml
+    from prefect.automations import Automation
+
+    from flows.deploy import CRASH_AUTOMATION
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def deployed_window(seconds: int) -> list:
+        params["deploy"]["crash_after_s"] = seconds
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        deploy(tmp_path, POOL, schedules=False)
+        with get_client(sync_client=True) as client:
+            mine = [a for a in client.read_automations() if a.name == CRASH_AUTOMATION]
+        assert len(mine) == 1, mine
+        return [mine[0].trigger.within, Automation.read(name=CRASH_AUTOMATION).actions[0].message]
+
+    window, message = deployed_window(75)
+    assert window == timedelta(seconds=75) and "no heartbeat for 75 s" in message
+    window, message = deployed_window(90)
+    assert window == timedelta(seconds=90) and "no heartbeat for 90 s" in message

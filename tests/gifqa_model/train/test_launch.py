@@ -1,11 +1,13 @@
 """The train stage with `train.nproc: 2`: `gifqa train` re-runs itself under torchrun (2 CPU
-processes, gloo), rank 0 alone writes and logs, and a failing rank fails the stage by name."""
+processes, gloo), both ranks train the same weights, rank 0 alone writes and logs (once a
+step), and a failing rank fails the stage by name."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +82,12 @@ def test_the_stage_trains_on_two_processes_and_rank0_alone_writes(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     metrics = json.loads((root / "metrics" / "train.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == STEPS
+    # each rank prints its metrics, then the launcher rank 0's file: both ranks trained, and
+    # their weights agree (DDP all-reduced the gradients; ranks apart end on different sums)
+    text = " ".join(proc.stdout.split())
+    assert text.count('"world_size": 2') == 3, text[-3000:]
+    sums = re.findall(r'"param_checksum": ([-0-9.e]+)', text)
+    assert len(sums) == 3 and set(sums) == {str(metrics["param_checksum"])}, sums
     # one writer: rank 0's files only, the checkpoint gone once done
     out = root / "outputs" / "train"
     assert sorted(p.name for p in out.iterdir()) == ["curve.csv", "model", "training_curve.png"]

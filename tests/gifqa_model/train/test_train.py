@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -273,59 +271,6 @@ def test_seed_everything_seeds_every_generator_and_sets_the_determinism_flag() -
         assert draws() == first  # the seed itself, not another
     finally:
         torch.use_deterministic_algorithms(before)
-
-
-DDP_SCRIPT = """
-import sys, pandas as pd
-from pathlib import Path
-from gifqa_model.train.loop import TrainParams, run_train
-from tests.helpers import TINY_TRAIN
-root, run_id = Path(sys.argv[1]), sys.argv[2]
-qa = pd.read_parquet(root / "qa.parquet")
-kf = pd.read_parquet(root / "index" / "keyframes.parquet")
-p = TrainParams(**{**TINY_TRAIN, "max_steps": 4, "gifs_per_batch": 8, "warmup_steps": 1,
-                   "eval_every": 2, "checkpoint_every": 2})
-m = run_train(qa, kf, root / "index", p, root / "out", mlflow_run_id=run_id)
-print("METRICS", m)
-"""
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_on_gloo_rank0_logs_once(tmp_path: Path, monkeypatch) -> None:
-    qa, _ = make_cache(tmp_path)
-    qa.to_parquet(tmp_path / "qa.parquet")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("ddp", artifact_location=(tmp_path / "art").as_uri())
-    run_id = mlflow.MlflowClient().create_run(exp).info.run_id
-    script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT)
-    repo = Path(__file__).resolve().parents[3]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",  # as gifqa train: the rendezvous port is chosen by the OS
-            str(script),
-            str(tmp_path),
-            run_id,
-        ],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("'world_size': 2") == 2  # both ranks trained
-    sums = re.findall(r"'param_checksum': ([-0-9.e]+)", proc.stdout)
-    assert len(sums) == 2 and sums[0] == sums[1]  # gradients were all-reduced
-    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
-    history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
-    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # rank 0 only: once per step
 
 
 SPLIT_SCRIPT = """

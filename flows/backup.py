@@ -94,6 +94,19 @@ def backup(stack: Stack, dest: Path, progress: Callable[[str], Any] = print) -> 
     return manifest
 
 
+def _verify(src: Path, manifest: dict) -> None:
+    """Every database dump and every object the manifest names is in `src`, each object with
+    the digest it was backed up with."""
+    for db in manifest["databases"]:
+        if not (src / f"{db}.dump").is_file():
+            raise BackupError(f"{src / f'{db}.dump'} is missing: the backup is incomplete")
+    root = src / "objects"
+    for key, want in manifest["objects"].items():
+        path = _object_path(root, key)
+        if not path.is_file() or _sha256(path) != want["sha256"]:
+            raise BackupError(f"object {key} does not match the backup's manifest")
+
+
 def restore(src: Path, progress: Callable[[str], Any] = print, **settings: Any) -> Stack:
     """A stack in a new home (`settings["home"]`, default GIFQA_STACK_HOME) made from the
     backup in `src`, started and returned."""
@@ -101,6 +114,7 @@ def restore(src: Path, progress: Callable[[str], Any] = print, **settings: Any) 
     if not manifest_file.is_file():
         raise BackupError(f"{src} holds no {MANIFEST}: not a gifqa stack backup")
     manifest = json.loads(manifest_file.read_text())
+    _verify(src, manifest)  # a damaged backup is refused before anything starts
     home = Path(settings.pop("home", None) or load_settings().home).resolve()
     if (home / "pg").exists() or (home / "s3").exists():
         raise BackupError(f"{home} already holds a stack: restore into a new home")
@@ -118,11 +132,8 @@ def restore(src: Path, progress: Callable[[str], Any] = print, **settings: Any) 
             progress(f"{db}: restored")
         stack.up(progress=progress, only=("s3",))
         s3, root = _s3_client(stack.s), src / "objects"
-        for key, want in manifest["objects"].items():
-            path = _object_path(root, key)
-            if _sha256(path) != want["sha256"]:
-                raise BackupError(f"object {key} does not match the backup's manifest")
-            s3.upload_file(str(path), stack.s.bucket, key)
+        for key in manifest["objects"]:
+            s3.upload_file(str(_object_path(root, key)), stack.s.bucket, key)
         progress(f"objects: {len(manifest['objects'])} restored")
         stack.up(progress=progress)
     except Exception:

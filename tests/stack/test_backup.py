@@ -1,10 +1,10 @@
 """`gifqa stack backup` and `restore`: a stack rebuilt in a new home from a backup has the same
 runs with their artifacts, the same versions and champion, which loads and answers; a backup
-that was tampered with, or a home that already holds a stack, is refused."""
+that was tampered with or lacks a part (before anything starts), or a home that already
+holds a stack, is refused."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -78,6 +78,14 @@ def test_a_tampered_backup_is_refused_and_leaves_nothing_running(stack, stack_en
                 restore(
                     dest, lambda _m: None, home=home, s3_inner_ports=inner, worker=False, **ports
                 )
-        assert json.loads((home / "state.json").read_text()) == {}, "servers left running"
+        # refused before anything started: the new home is as it was (empty)
+        assert list(home.iterdir()) == [], "the refused restore made a stack"
+        (dest / "objects" / key).unlink()
+        with pytest.raises(BackupError, match="does not match the backup's manifest"):
+            restore(dest, lambda _m: None, home=home)
+        (dest / "prefect.dump").unlink()
+        with pytest.raises(BackupError, match="prefect.dump is missing"):
+            restore(dest, lambda _m: None, home=home)
+        assert list(home.iterdir()) == []
     finally:
         shutil.rmtree(home, ignore_errors=True)

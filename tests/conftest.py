@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,6 +13,9 @@ import pytest
 # the suite's own Prefect home and MLflow store: no test reads or writes the checkout's
 # .prefect/ or mlflow/ (set before anything imports prefect, which reads its settings once)
 _STATE = Path(tempfile.mkdtemp(prefix="gifqa-tests-"))
+# removed when this process ends: registered before Prefect's own exit handler (which stops
+# the temporary server using it), so it runs after that one
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlflow.db'}"
 os.environ.pop("PREFECT_API_URL", None)

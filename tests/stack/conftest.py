@@ -13,23 +13,19 @@ import pytest
 from flows.stack import Stack, client_env, load_settings
 from tests.helpers import Receiver, reserved_ports
 
-# A call that finds the object store down fails at its second try, in every process of the
-# session (the tests, their DVC commands, and the servers and worker the stack starts, which
-# inherit this environment): botocore's own five tries with backoff took 8-10 s a call, under
-# the flows' task retries that the fault tests are about.
-STORE_TRIES = {"AWS_MAX_ATTEMPTS": "2"}
-
 
 @pytest.fixture(scope="session")
 def stack():
     # PostgreSQL runs as its own user: the home must be reachable by it (pytest's are 0700)
     home = Path(tempfile.mkdtemp(prefix="gifqa-stack-"))
     home.chmod(0o755)
-    mp = pytest.MonkeyPatch()
-    for key, value in STORE_TRIES.items():
-        mp.setenv(key, value)
-    # held for the whole session: the fault tests restart servers on the same ports
-    with reserved_ports(4 + 9) as (pg, s3, ml, pf, *s3_inner):
+    # ports held for the whole session: the fault tests restart servers on the same ports
+    with pytest.MonkeyPatch.context() as mp, reserved_ports(4 + 9) as (pg, s3, ml, pf, *s3_inner):
+        # a call that finds the object store down fails at its second try, in every process
+        # of the session (the tests, their DVC commands, and the servers and worker the stack
+        # starts, which inherit this environment): botocore's own five tries with backoff took
+        # 8-10 s a call, under the flows' task retries that the fault tests are about
+        mp.setenv("AWS_MAX_ATTEMPTS", "2")
         settings = load_settings(
             home=home,
             pg_port=pg,
@@ -46,7 +42,6 @@ def stack():
         finally:
             st.down(progress=lambda _m: None)
             shutil.rmtree(home, ignore_errors=True)
-            mp.undo()
 
 
 @pytest.fixture()

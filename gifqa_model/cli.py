@@ -172,11 +172,18 @@ def train(params: Path = PARAMS) -> None:
     MVM; train.nproc > 1: DDP under torchrun)."""
     from gifqa_model.stages import stage_train
     from gifqa_model.train.launch import DistributedTrainFailed
-    from gifqa_model.train.loop import TrainingTimeout
 
     try:
         _show("train", stage_train(_params(params)))
-    except (TrainingTimeout, DistributedTrainFailed) as exc:
+    except DistributedTrainFailed as exc:
+        fail(f"train stopped: {exc}")
+    except RuntimeError as exc:
+        # imported here, not above: a launcher of torchrun ranks never imports torch itself
+        # (the loop that raises a timeout is imported by then)
+        from gifqa_model.train.loop import TrainingTimeout
+
+        if not isinstance(exc, TrainingTimeout):
+            raise
         fail(f"train stopped: {exc}")
 
 

@@ -25,15 +25,15 @@ from tests.helpers import make_project, sh, wait_until
 pytestmark = pytest.mark.integration
 DVC = [sys.executable, "-m", "dvc"]
 # the kill comes at the first checkpoint (step 5): enough steps after it that the run is still
-# going when it lands, few enough that the resumed run is short
+# going when it lands, few enough that the resumed run is short; two GIFs a batch, a quarter
+# of the default's CPU a step (where training stops is under test, not what it learns)
 STEPS = 60
+TRAIN = {"max_steps": STEPS, "checkpoint_every": 5, "eval_every": STEPS, "gifs_per_batch": 2}
 
 
 @pytest.fixture()
 def project(tmp_path) -> Path:
-    root = make_project(
-        tmp_path / "p", {"train": {"max_steps": STEPS, "checkpoint_every": 5, "eval_every": STEPS}}
-    )
+    root = make_project(tmp_path / "p", {"train": TRAIN})
     stage_data(load_params(root / "params.yaml"), root=root)
     sh([*DVC, "add", "-q", "data"], root)
     return root

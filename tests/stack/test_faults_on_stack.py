@@ -22,11 +22,13 @@ from tests.helpers import git_commit, new_seed, stack_project, wait_until
 
 pytestmark = pytest.mark.integration
 MODEL = "gifqa-faults"  # its own registered model: the stack's other modules keep theirs
-# long enough that the kill lands mid-train, at the first checkpoints; quick retries; a
-# killed run's slot freed 70 s after its last heartbeat (room for one lost beat, 30 s apart)
+# long enough that the kill lands mid-train, at the first checkpoints, with two GIFs a batch
+# (a quarter of the default's CPU a step: what is under test is where training stops, not
+# what it learns); quick retries; a killed run's slot freed 70 s after its last heartbeat
+# (room for one lost beat, 30 s apart: the Prefect restart test loses beats for its outage)
 CRASH_AFTER_S = 70
 TRAIN = {
-    "train": {"max_steps": 60, "checkpoint_every": 5, "eval_every": 60},
+    "train": {"max_steps": 60, "checkpoint_every": 5, "eval_every": 60, "gifs_per_batch": 2},
     "deploy": {"retries": 2, "retry_delay_s": 0.5, "crash_after_s": CRASH_AFTER_S},
     "registry": {"model_name": MODEL},
 }

@@ -11,6 +11,7 @@ and weights already registered."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -45,6 +46,12 @@ class FilePredictor:
         return [
             {"answer": self.answers[q], "confidence": 0.9, "keyframes": [0, 1]} for q in questions
         ]
+
+
+class SlowPredictor(FilePredictor):
+    def answer_many(self, gif_path: str, questions: list[str]) -> list[dict]:
+        time.sleep(0.05)  # scoring takes a while: two gates overlap unless one waits
+        return super().answer_many(gif_path, questions)
 
 
 def _benchmark(root: Path) -> pd.DataFrame:
@@ -194,12 +201,7 @@ wiring = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(wiring)
 import gifqa_model.inference.predict as predict
 
-class Slow(wiring.FilePredictor):
-    def answer_many(self, gif_path, questions):
-        time.sleep(0.05)  # scoring takes a while: the two gates overlap unless one waits
-        return super().answer_many(gif_path, questions)
-
-predict.GifQAPredictor = Slow
+predict.GifQAPredictor = wiring.SlowPredictor
 uri, root, name, right = sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 mlflow.set_tracking_uri(uri)
 mlflow.set_experiment("registry-test")
@@ -277,11 +279,11 @@ def test_a_version_registered_but_never_gated_is_gated_not_registered_again(
 def test_two_gates_at_once_decide_one_after_the_other(
     client: MlflowClient, tmp_path: Path, monkeypatch
 ) -> None:
-    """Two challengers gated at once by two processes: the registry lock makes the second
-    score against the champion the first left, never both against the old one."""
+    """Two challengers gated at once by two processes (another one and this one): the registry
+    lock makes the second score against the champion the first left, never both against the
+    old one."""
     import subprocess
     import sys
-    import time
 
     monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", FilePredictor)
     _gate(client, tmp_path, _benchmark(tmp_path), "v1", right=240)
@@ -289,28 +291,28 @@ def test_two_gates_at_once_decide_one_after_the_other(
     script.write_text(RACE)
     repo = Path(__file__).resolve().parents[3]
     uri = mlflow.get_tracking_uri()
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, str(script), __file__, uri, str(tmp_path), name, str(right)],
-            cwd=repo,
-            env={**__import__("os").environ, "PYTHONPATH": str(repo)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, right in (("best", 360), ("good", 300))
-    }
+    proc = subprocess.Popen(
+        [sys.executable, str(script), __file__, uri, str(tmp_path), "good", "300"],
+        cwd=repo,
+        env={**__import__("os").environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    monkeypatch.setattr("gifqa_model.inference.predict.GifQAPredictor", SlowPredictor)
+    bench = _benchmark(tmp_path / "best")
     deadline = time.monotonic() + 300
-    while not all((tmp_path / f"{n}.ready").exists() for n in procs):
-        assert all(p.poll() is None for p in procs.values()), "a gate process died early"
-        assert time.monotonic() < deadline, "the gate processes never got ready"
+    while not (tmp_path / "good.ready").exists():
+        assert proc.poll() is None, f"the other gate process died early: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "the other gate process never got ready"
         time.sleep(0.05)
     (tmp_path / "go").touch()
-    versions = {}
-    for name, proc in procs.items():
+    try:
+        summary, _, _ = _gate(client, tmp_path / "best", bench, "best", 360)
+    finally:
         out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
-        versions[name] = int(out.split()[-1])
+    assert proc.returncode == 0, err[-3000:]
+    versions = {"best": summary["version"], "good": int(out.split()[-1])}
     compared = {
         name: client.get_model_version(PARAMS.model_name, str(v)).tags["gate.compared_with"]
         for name, v in versions.items()

@@ -61,8 +61,15 @@ def _gifqa_train(root: Path) -> subprocess.CompletedProcess:
         # message's words whole wherever pytest puts its temporary folder
         "COLUMNS": "1000",
     }
+    # two ranks write one pipe: their long tracebacks interleave, a character's bytes apart
     return subprocess.run(
-        ["gifqa", "train"], cwd=root, env=env, text=True, capture_output=True, timeout=600
+        ["gifqa", "train"],
+        cwd=root,
+        env=env,
+        text=True,
+        errors="replace",
+        capture_output=True,
+        timeout=600,
     )
 
 

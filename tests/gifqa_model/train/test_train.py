@@ -305,6 +305,7 @@ def test_ranks_that_would_resume_from_different_steps_fail_saying_why(tmp_path: 
             cwd=repo,
             capture_output=True,
             text=True,
+            errors="replace",  # two ranks' tracebacks interleave in one pipe, mid-character
             timeout=600,
             env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
         )

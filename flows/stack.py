@@ -499,9 +499,7 @@ class Stack:
                 )
         elif name in state:
             pid = state[name]["pid"]
-            if name == "worker" and _children(pid) == []:
-                timeout = min(timeout, IDLE_WORKER_GRACE_S)
-            _terminate(pid, timeout)
+            _terminate(pid, timeout, IDLE_WORKER_GRACE_S if name == "worker" else None)
         state.pop(name, None)
         if self.state_file.parent.is_dir():
             self._save(state)
@@ -619,20 +617,22 @@ def _alive(pid: int) -> bool:
 
 
 def _children(pid: int) -> list[int] | None:
-    """The processes whose parent is `pid` ([] once it has ended); None where that cannot be
-    read."""
+    """The live processes whose parent is `pid` (an ended one its parent has not reaped yet is
+    not counted; [] once `pid` has ended); None where that cannot be read."""
     import psutil
 
     try:
-        return [c.pid for c in psutil.Process(pid).children()]
+        return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
     except psutil.NoSuchProcess:
         return []
     except psutil.Error:
         return None
 
 
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+def _terminate(pid: int, timeout: float, idle_grace: float | None = None) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after `timeout`; with `idle_grace`,
+    at most that long after `pid` is first seen with no child (a worker with no flow run under
+    it, or whose run has just ended, gets the short grace, not the run's whole timeout)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -645,6 +645,9 @@ def _terminate(pid: int, timeout: float) -> None:
             pass
         if not _alive(pid):
             return
+        if idle_grace is not None and _children(pid) == []:
+            deadline = min(deadline, time.monotonic() + idle_grace)
+            idle_grace = None  # counted from the first moment without a child
         time.sleep(0.2)
     try:
         os.killpg(pid, signal.SIGKILL)

@@ -15,21 +15,22 @@ from flows.stack import IDLE_WORKER_GRACE_S, Stack, _children, load_settings
 from tests.helpers import wait_until
 
 # a process that ignores SIGTERM, as a worker stuck in its graceful shutdown; with an argument
-# it first starts a child of its own (a flow run), which ignores SIGTERM too
+# it first starts a child of its own (a flow run lasting that many seconds), which ignores
+# SIGTERM too, and which it never reaps (as the worker in its shutdown: a zombie once it ends)
 STUBBORN = """
 import signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if len(sys.argv) > 1:
     subprocess.Popen([sys.executable, "-c", "import signal, time; "
-                      "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"])
+                      f"signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep({sys.argv[1]})"])
 print("ready", flush=True)
 time.sleep(60)
 """
 
 
-def _stubborn(with_run: bool) -> subprocess.Popen:
+def _stubborn(run_s: float | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-c", STUBBORN, *(["run"] if with_run else [])],
+        [sys.executable, "-c", STUBBORN, *([str(run_s)] if run_s else [])],
         stdout=subprocess.PIPE,
         start_new_session=True,  # its own process group, as the stack starts its services
     )
@@ -61,7 +62,7 @@ def test_children_are_read_from_proc_even_with_odd_names(tmp_path: Path) -> None
 def test_an_idle_worker_gets_the_short_grace_one_with_a_run_the_whole_timeout(
     tmp_path: Path,
 ) -> None:
-    idle = _stubborn(with_run=False)
+    idle = _stubborn()
     stack = _stack_with_worker(tmp_path, idle.pid)
     t0 = time.monotonic()
     stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 4)
@@ -69,10 +70,27 @@ def test_an_idle_worker_gets_the_short_grace_one_with_a_run_the_whole_timeout(
     assert IDLE_WORKER_GRACE_S - 0.5 <= time.monotonic() - t0 < IDLE_WORKER_GRACE_S + 2
     assert "worker" not in stack.state()
 
-    busy = _stubborn(with_run=True)
+    busy = _stubborn(run_s=60)
     wait_until(lambda: _children(busy.pid), "the busy worker's flow run to start", timeout=10)
     stack = _stack_with_worker(tmp_path, busy.pid)
     t0 = time.monotonic()
     stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 4)
     busy.wait(timeout=10)
     assert time.monotonic() - t0 >= IDLE_WORKER_GRACE_S + 3.5  # waited for its run to end
+
+
+def test_a_worker_whose_run_ends_during_the_stop_gets_the_short_grace_from_then(
+    tmp_path: Path,
+) -> None:
+    """A flow run that ends a moment after the stop began (a run that has just reported its
+    final state and is exiting): the worker is killed the short grace after, not at the end
+    of the whole timeout; its unreaped child does not count as a run."""
+    run_s = 2.0
+    worker = _stubborn(run_s=run_s)
+    wait_until(lambda: _children(worker.pid), "the worker's flow run to start", timeout=10)
+    stack = _stack_with_worker(tmp_path, worker.pid)
+    t0 = time.monotonic()
+    stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 20)
+    worker.wait(timeout=10)
+    elapsed = time.monotonic() - t0
+    assert run_s + IDLE_WORKER_GRACE_S - 1 <= elapsed < run_s + IDLE_WORKER_GRACE_S + 3, elapsed

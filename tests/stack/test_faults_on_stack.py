@@ -111,11 +111,22 @@ def _start_and_wait_mid_train(project: Path, seed: int, what: str):
     ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
     ckpt.unlink(missing_ok=True)
     run = _run()
+    asked = {"at": 0.0, "final": False}
+
+    def checkpointed_or_ended() -> bool:
+        # the file every 50 ms (the fault lands within a step or two of the checkpoint, on a
+        # fast machine too), the server once a second
+        if ckpt.is_file():
+            return True
+        if time.monotonic() - asked["at"] >= POLL_S:
+            asked.update(at=time.monotonic(), final=_state(run.id).is_final())
+        return asked["final"]
+
     wait_until(
-        lambda: ckpt.is_file() or _state(run.id).is_final(),
+        checkpointed_or_ended,
         timeout=1200,
         what=f"{what}'s first train checkpoint",
-        interval=POLL_S,
+        interval=0.05,
     )
     assert not _state(run.id).is_final(), f"{what} ended before the fault could land mid-train"
     return run

@@ -44,6 +44,21 @@ LANES = {
 }
 
 
+# Within the random order, the longest modules go first (among themselves in their random
+# order): in a lane, because a worker takes its next group once two tests of its lane are left
+# and then waits for them before starting it; outside the lanes, so that what is left at the
+# end, when one worker may wait for the other, is short.
+FIRST = (
+    "tests/stack/test_retraining.py",
+    "tests/stack/test_faults_on_stack.py",
+    "tests/e2e/test_retrain_flow.py",
+    "tests/e2e/test_faults.py",
+    "tests/gifqa_model/train/",
+    "tests/gifqa_model/registry/test_gate_wiring.py",
+    "tests/test_layout.py",
+)
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
     path = item.nodeid.split("::")[0]
     group = next((g for prefix, g in LANES.items() if path.startswith(prefix)), path)
@@ -53,9 +68,15 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 @pytest.hookimpl(trylast=True)  # after the random order (and xdist's group suffix)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The lanes first, so the two workers start on the longest modules instead of ending on
-    them (with `--no-loadscope-reorder`: xdist would put the groups with most tests first)."""
+    them (with `--no-loadscope-reorder`: xdist would put the groups with most tests first);
+    in each part, the modules of FIRST first."""
     lanes = set(LANES.values())
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] not in lanes)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("xdist_group").args[0] not in lanes,
+            not item.nodeid.startswith(FIRST),
+        )
+    )
     # a worker of `--dist loadgroup` must see each test's group in its id, or the lanes split
     # over both workers and each starts a stack of its own (pytest 9.2 broke xdist 3.8 so)
     if getattr(config.option, "loadgroup", False) and any("@" not in i.nodeid for i in items):

@@ -47,7 +47,9 @@ LANES = {
 # Within the random order, the longest modules go first (among themselves in their random
 # order): in a lane, because a worker takes its next group once two tests of its lane are left
 # and then waits for them before starting it; outside the lanes, so that what is left at the
-# end, when one worker may wait for the other, is short.
+# end, when one worker may wait for the other, is short. Before them, the backup's tests: they
+# copy the whole shared store, which the other stack modules fill.
+EARLY = ("tests/stack/test_backup.py",)
 FIRST = (
     "tests/stack/test_retraining.py",
     "tests/stack/test_faults_on_stack.py",
@@ -69,11 +71,12 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The lanes first, so the two workers start on the longest modules instead of ending on
     them (with `--no-loadscope-reorder`: xdist would put the groups with most tests first);
-    in each part, the modules of FIRST first."""
+    in each part, the modules of EARLY, then those of FIRST first."""
     lanes = set(LANES.values())
     items.sort(
         key=lambda item: (
             item.get_closest_marker("xdist_group").args[0] not in lanes,
+            not item.nodeid.startswith(EARLY),
             not item.nodeid.startswith(FIRST),
         )
     )

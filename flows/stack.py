@@ -621,8 +621,14 @@ def _children(pid: int) -> list[int] | None:
     not counted; [] once `pid` has ended); None where that cannot be read."""
     import psutil
 
+    def live(child: psutil.Process) -> bool:
+        try:
+            return child.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # the child ended since the listing, not `pid`
+            return False
+
     try:
-        return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+        return [c.pid for c in psutil.Process(pid).children() if live(c)]
     except psutil.NoSuchProcess:
         return []
     except psutil.Error:

@@ -352,4 +352,6 @@ def deploy(
 
 
 if __name__ == "__main__":
-    sys.exit(app())
+    from gifqa_model.core.quick_exit import run_then_exit
+
+    run_then_exit(app)

@@ -1,13 +1,15 @@
 """The installed `gifqa` command. A stage command started where a stage server was handed on
 (`GIFQA_STAGE_SERVER`, flows/stageserver.py) runs there, forked from a process that has its
 imports done; everything else, and a stage the server does not take, runs here (flows/cli.py).
-Nothing but the standard library is imported before that choice."""
+Nothing but the standard library is imported before that choice. A command run here ends
+without the interpreter's teardown (gifqa_model/core/quick_exit.py)."""
 
 from __future__ import annotations
 
 import sys
 
 from flows.stageserver import exit_as, forward, served
+from gifqa_model.core.quick_exit import run_then_exit
 
 
 def main() -> None:
@@ -18,4 +20,4 @@ def main() -> None:
             exit_as(code)
     from flows.cli import app
 
-    app()
+    run_then_exit(app)  # without the interpreter's teardown of what the command imported

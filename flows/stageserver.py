@@ -39,6 +39,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
+
+from gifqa_model.core.quick_exit import die_by, run_then_exit
 
 SOCKET_ENV = "GIFQA_STAGE_SERVER"
 # the dvc.yaml stages' commands (`gifqa <command>`); tests/flows/test_stageserver.py checks it
@@ -107,14 +110,8 @@ def forward(path: str, argv: list[str]) -> int | None:
 def exit_as(code: int) -> None:
     """End this process as the child ended: its exit code, or killed by the same signal."""
     if code < 0:
-        _die_by(-code)
+        die_by(-code)
     sys.exit(code)
-
-
-def _die_by(signum: int) -> None:
-    """End this process by `signum`'s default action, as a process that signal killed."""
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -157,10 +154,10 @@ def _set_death_signal() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
-def _run_child(request: dict, fds: list[int], server: int) -> None:
+def _run_child(request: dict, fds: list[int], server: int) -> NoReturn:
     """In the forked child: become the caller's command, then exit as it does."""
-    code = 1
-    try:
+
+    def command() -> None:
         _set_death_signal()
         if os.getppid() != server:  # the server ended before the request could be set
             raise SystemExit(1)
@@ -185,31 +182,9 @@ def _run_child(request: dict, fds: list[int], server: int) -> None:
 
         apply_offline_env()
         app(prog_name="gifqa")
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        if not isinstance(done.code, int | None):
-            print(done.code, file=sys.stderr)
-    except KeyboardInterrupt:  # SIGINT relayed: end by it, as the interpreter does
-        code = -signal.SIGINT
-    except BaseException:
-        sys.excepthook(*sys.exc_info())  # as the interpreter would (typer's: rich's layout)
-        code = 1
-    finally:
-        # what the interpreter does at exit: non-daemon threads joined, atexit handlers run
-        for thread in threading.enumerate():
-            if thread is not threading.main_thread() and not thread.daemon:
-                thread.join()
-        import atexit
 
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        if code < 0:
-            _die_by(-code)
-        os._exit(code)
+    # never returns into the server's loop, whatever the command does
+    run_then_exit(command)
 
 
 def serve(path: str) -> None:
@@ -338,4 +313,6 @@ def stage_server(
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    # the interpreter's teardown of what the stages imported took 2-3 s, on every flow run
+    # that ran a stage (gifqa_model/core/quick_exit.py)
+    run_then_exit(lambda: serve(sys.argv[1]))

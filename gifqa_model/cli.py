@@ -12,7 +12,6 @@ apply_offline_env()
 import base64  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import NoReturn  # noqa: E402
 
@@ -370,5 +369,7 @@ def dev_deps(
     raise typer.Exit(1)
 
 
-if __name__ == "__main__":
-    sys.exit(app())
+if __name__ == "__main__":  # how torchrun starts each rank
+    from gifqa_model.core.quick_exit import run_then_exit
+
+    run_then_exit(app)

@@ -297,7 +297,9 @@ def _train_here(params: Params, root: Path, ground_truth_ok: bool = False) -> di
 
     inputs = train_inputs(root, params.train, ground_truth_ok)  # refuses ground truth first
     check_foundation(params, root)
-    out = fresh_out_dir("train", root)
+    # rank 0 alone empties and writes it: two ranks emptying one folder raced (the later
+    # mkdir found the other's folder: FileExistsError)
+    out = fresh_out_dir("train", root) if rank() == 0 else out_dir("train", root)
     # outside the stage's DVC output, which DVC deletes before a rerun: a killed run resumes
     ckpt_dir = root / CHECKPOINTS_DIR / "train"
     metrics = run_train(

@@ -313,6 +313,6 @@ def stage_server(
 
 
 if __name__ == "__main__":
-    # the interpreter's teardown of what the stages imported took 2-3 s, on every flow run
+    # the interpreter's teardown of what the stages imported took 2.3 s, on every flow run
     # that ran a stage (gifqa_model/core/quick_exit.py)
     run_then_exit(lambda: serve(sys.argv[1]))

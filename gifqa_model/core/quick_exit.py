@@ -5,9 +5,10 @@ MLflow's and Prefect's queues, temporary folders' cleanup), then frees every mod
 one by one: 1.4 s for a process that imported what training imports, 2.3 s for one that
 imported every stage's libraries (bench/quick_exit.py: 0.07 s either way here), paid by
 every `gifqa` command, stage and torchrun rank and waited for by whatever started it.
-`run_then_exit` does the first two, flushes the standard streams and ends the process there. What it skips is the
-freeing: a file object left open with unwritten data loses it (the project's writes close
-their files; the stages have ended this way since the stage server forked them).
+`run_then_exit` does the first two, flushes the standard streams and ends the process there.
+What it skips is the freeing: a file object left open with unwritten data loses it (the
+project's writes close their files; the stages have ended this way since the stage server
+forked them).
 
 Only the standard library is imported here: the `gifqa` launcher imports it before choosing
 where a command runs.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -86,10 +87,19 @@ def _kill_run_and_worker(stack, run_id) -> list[int]:
             parent = proc.parent()
             if parent is not None and "worker" in " ".join(parent.cmdline()):
                 victims[parent.pid] = parent
+    # the run's stage server cannot remove its folder once killed; a dead machine's /tmp goes
+    folders = []
+    for proc in victims.values():
+        with contextlib.suppress(psutil.Error):
+            cmd = proc.cmdline()
+            if "flows.stageserver" in cmd and Path(cmd[-1]).parent.name.startswith("gifqa-stages-"):
+                folders.append(Path(cmd[-1]).parent)
     for proc in victims.values():
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(list(victims.values()), timeout=10)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
     stack.stop("worker")  # its bookkeeping: the worker is gone (its process group too)
     return sorted(victims)
 

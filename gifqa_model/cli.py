@@ -210,12 +210,13 @@ def answer(
     model_uri: str = typer.Option(CHAMPION_URI, help="MLflow model URI"),
 ) -> None:
     """Answer a question about a GIF with a registered model."""
-    import mlflow
     import pandas as pd
+
+    from gifqa_model.inference.pyfunc import load_pyfunc
 
     if not gif.is_file():
         fail(f"no such file: {gif}", 2)
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = load_pyfunc(model_uri)
     # the model takes bytes, never a path: the CLI reads the file the user named
     data = base64.b64encode(gif.read_bytes()).decode()
     out = model.predict(pd.DataFrame({"gif": [data], "question": [question]}))
@@ -229,11 +230,11 @@ def describe(
     model_uri: str = typer.Option(CHAMPION_URI, help="MLflow model URI"),
 ) -> None:
     """Describe a whole GIF in words with a registered model."""
-    import mlflow
+    from gifqa_model.inference.pyfunc import load_pyfunc
 
     if not gif.is_file():
         fail(f"no such file: {gif}", 2)
-    predictor = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().predictor
+    predictor = load_pyfunc(model_uri).unwrap_python_model().predictor
     out = predictor.describe(gif.read_bytes())
     console.print(f"[bold]description:[/] {out['description']}")
     console.print(f"[bold]frames read:[/] {out['keyframes']}")

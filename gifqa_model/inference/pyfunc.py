@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,15 @@ class GifQAPyfunc(mlflow.pyfunc.PythonModel):
                     "model": self.digest,
                 }
         return pd.DataFrame(out, columns=OUTPUT_COLUMNS)
+
+
+def load_pyfunc(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """The model at `model_uri`, its files downloaded into a folder that is removed once it is
+    loaded (the predictor holds its weights, tokenizer and index in memory). From a remote
+    artifact store MLflow's own download folder is never removed: 35 MB in /tmp a load, one
+    per hot swap of a serving process and per `gifqa answer`."""
+    with tempfile.TemporaryDirectory(prefix="gifqa-model-") as folder:
+        return mlflow.pyfunc.load_model(model_uri, dst_path=folder)
 
 
 def log_pyfunc(

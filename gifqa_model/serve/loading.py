@@ -100,12 +100,14 @@ def load_model(settings: ServeSettings, version: int | None = None) -> LoadedMod
 
     import mlflow
 
+    from gifqa_model.inference.pyfunc import load_pyfunc
+
     uri = settings.model_uri
     registered = _REGISTERED.match(uri)
     if version is None:
         version = resolve_model_version(uri)
     load_uri = f"models:/{registered['name']}/{version}" if version is not None else uri
-    pyfunc = mlflow.pyfunc.load_model(load_uri)
+    pyfunc = load_pyfunc(load_uri)
     wrapped = pyfunc.unwrap_python_model()
     predictor = wrapped.predictor
     # the pyfunc builds its predictor with default GIF limits; the server's limits apply

@@ -97,6 +97,41 @@ def champion(server, pair, tmp_path_factory):
     return server
 
 
+@pytest.fixture(scope="module")
+def gif_bytes() -> bytes:
+    return generate_example(3, ShapesParams()).gif_bytes
+
+
+def test_a_model_loaded_from_the_server_leaves_no_download_behind(
+    champion, gif_bytes, monkeypatch, tmp_path
+) -> None:
+    """Through the server's artifact store MLflow downloads the model into a folder it never
+    removes (35 MB a load: each hot swap of `gifqa serve`, each `gifqa answer`); `load_pyfunc`
+    removes its own once the model is in memory, and the model answers as one loaded MLflow's
+    way."""
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from gifqa_model.inference.pyfunc import load_pyfunc
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(champion)
+    try:
+        rows = pd.DataFrame({"gif": [base64.b64encode(gif_bytes).decode()], "question": [QUESTION]})
+        ours = load_pyfunc("models:/gifqa@champion").predict(rows)
+        assert list(tmp.iterdir()) == []
+        theirs = mlflow.pyfunc.load_model("models:/gifqa@champion").predict(rows)
+        assert list(tmp.iterdir()), "MLflow's own load left nothing: load_pyfunc may be needless"
+    finally:
+        mlflow.set_tracking_uri(previous)
+    pd.testing.assert_frame_equal(ours, theirs)
+
+
 LOAD_AND_ANSWER = """
 import base64, importlib.util, json, sys
 assert importlib.util.find_spec("gifqa_model") is None, "the project leaked into the venv"

@@ -44,6 +44,7 @@ from typing import NoReturn
 from gifqa_model.core.quick_exit import die_by, run_then_exit
 
 SOCKET_ENV = "GIFQA_STAGE_SERVER"
+FOLDER_PREFIX = "gifqa-stages-"  # the temporary folder of its socket and log
 # the dvc.yaml stages' commands (`gifqa <command>`); tests/flows/test_stageserver.py checks it
 STAGE_COMMANDS = frozenset(
     {"ingest", "synth-qa", "validate", "index", "train", "benchmark", "evaluate"}
@@ -282,7 +283,7 @@ def stage_server(
     until the first stage command arrives: a run whose stages are all cached pays nothing.
     Its log (each command it served, with its exit code) goes to `report` at the end."""
     # (an orphaned server removes the folder itself)
-    with tempfile.TemporaryDirectory(prefix="gifqa-stages-", ignore_cleanup_errors=True) as folder:
+    with tempfile.TemporaryDirectory(prefix=FOLDER_PREFIX, ignore_cleanup_errors=True) as folder:
         path = str(Path(folder) / "socket")
         log_path = Path(folder) / "server.log"
         log = open(log_path, "wb")  # noqa: SIM115  (closed below)

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
 from flows.stack import HEARTBEAT_S
+from flows.stageserver import FOLDER_PREFIX
 from gifqa_model.core.artifacts import CHECKPOINTS_DIR
 from gifqa_model.registry.versions import GATE_TAG
 from tests.helpers import git_commit, new_seed, stack_project, wait_until
@@ -92,7 +93,7 @@ def _kill_run_and_worker(stack, run_id) -> list[int]:
     for proc in victims.values():
         with contextlib.suppress(psutil.Error):
             cmd = proc.cmdline()
-            if "flows.stageserver" in cmd and Path(cmd[-1]).parent.name.startswith("gifqa-stages-"):
+            if "flows.stageserver" in cmd and Path(cmd[-1]).parent.name.startswith(FOLDER_PREFIX):
                 folders.append(Path(cmd[-1]).parent)
     for proc in victims.values():
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -119,16 +119,12 @@ def test_a_model_loaded_from_the_server_leaves_no_download_behind(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(champion)
-    try:
-        rows = pd.DataFrame({"gif": [base64.b64encode(gif_bytes).decode()], "question": [QUESTION]})
-        ours = load_pyfunc("models:/gifqa@champion").predict(rows)
-        assert list(tmp.iterdir()) == []
-        theirs = mlflow.pyfunc.load_model("models:/gifqa@champion").predict(rows)
-        assert list(tmp.iterdir()), "MLflow's own load left nothing: load_pyfunc may be needless"
-    finally:
-        mlflow.set_tracking_uri(previous)
+    mlflow.set_tracking_uri(champion)  # the previous one back after: tests/conftest.py
+    rows = pd.DataFrame({"gif": [base64.b64encode(gif_bytes).decode()], "question": [QUESTION]})
+    ours = load_pyfunc("models:/gifqa@champion").predict(rows)
+    assert list(tmp.iterdir()) == []
+    theirs = mlflow.pyfunc.load_model("models:/gifqa@champion").predict(rows)
+    assert list(tmp.iterdir()), "MLflow's own load left nothing: load_pyfunc may be needless"
     pd.testing.assert_frame_equal(ours, theirs)
 
 

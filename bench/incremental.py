@@ -35,7 +35,7 @@ from gifqa_model.core.artifacts import out_dir, read_metrics  # noqa: E402
 from gifqa_model.core.config import ShapesParams, load_params  # noqa: E402
 from gifqa_model.data.drop import import_drop  # noqa: E402
 from gifqa_model.data.shapesworld import generate_corpus  # noqa: E402
-from gifqa_model.index.indexing import pin_fit_set  # noqa: E402
+from gifqa_model.index.fitset import pin_fit_set  # noqa: E402
 from gifqa_model.stages import clean_tables, stage_data  # noqa: E402
 from tests.helpers import make_project, sh  # noqa: E402
 

@@ -195,7 +195,7 @@ def stage_index(params: Params, root: Path = Path("."), ground_truth_ok: bool = 
     out = fresh_out_dir("index", root)
     truth = ground_truth(manifest, root)
     from gifqa_model.core.fanout import injected
-    from gifqa_model.index.indexing import read_fit_set
+    from gifqa_model.index.fitset import read_fit_set
 
     mapper, shards = injected()
     cache = work_cache(root)
@@ -232,7 +232,7 @@ def stage_index(params: Params, root: Path = Path("."), ground_truth_ok: bool = 
 def pin_clip_fit_set(params: Params, root: Path = Path(".")) -> dict:
     """Pin the CLIP encoder's fit set (`clip.fit_set_file`) before the index stage: refreshed
     only when the train GIFs outgrew it by `clip.refit_growth`; returns the pin's figures."""
-    from gifqa_model.index.indexing import pin_fit_set
+    from gifqa_model.index.fitset import pin_fit_set
 
     manifest, _ = clean_tables(root)
     return pin_fit_set(manifest, root / params.clip.fit_set_file, params.clip.refit_growth)

@@ -27,7 +27,8 @@ from gifqa_model.core.fanout import split_shards
 from gifqa_model.core.workcache import WorkCache
 from gifqa_model.data.ingest import run_ingest
 from gifqa_model.data.shapesworld import generate_corpus
-from gifqa_model.index.indexing import FIT_SET_FILE, fit_rows, read_fit_set, run_index
+from gifqa_model.index.fitset import fit_rows, read_fit_set
+from gifqa_model.index.indexing import FIT_SET_FILE, run_index
 from gifqa_model.qa.synth import synth_qa
 from tests.helpers import REPO, sh
 

@@ -11,7 +11,7 @@ import pytest
 
 from gifqa_model.core.config import DriftParams, GifLimits
 from gifqa_model.data.gifs import GifError, probe_gif
-from gifqa_model.index.indexing import fit_rows
+from gifqa_model.index.fitset import fit_rows
 from gifqa_model.monitor.drift import pick_action
 from tests.helpers import tiny_gif
 

@@ -123,8 +123,6 @@ def embed_shard(
     return out
 
 
-
-
 def _fit_encoder(
     manifest: pd.DataFrame,
     clip_params: ClipParams,
@@ -172,12 +170,6 @@ def _fit_encoder(
     write_fit_set(clip_dir / FIT_SET_FILE, rows.sha256)
     # the fitted encoder as saved, so a cached and a fresh fit embed with the same weights
     return ClipEncoder.load(clip_dir), metrics
-
-
-
-
-
-
 
 
 def encoder_digest(clip_dir: Path) -> str:

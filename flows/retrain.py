@@ -37,7 +37,12 @@ from gifqa_model.monitor.drift import DriftResult  # noqa: E402
 from gifqa_model.stages import MLFLOW_RUN_ENV, stage_data  # noqa: E402
 from tasks.drift import check_drift  # noqa: E402
 from tasks.publish import collect_garbage, commit_run, push, remote_configured  # noqa: E402
-from tasks.stages import log_stage_metrics, run_dvc_stage, stage_env  # noqa: E402
+from tasks.stages import (  # noqa: E402
+    changed_stages,
+    log_stage_metrics,
+    run_dvc_stage,
+    stage_env,
+)
 
 
 def lineage_tags(project: Path) -> dict[str, str]:
@@ -251,12 +256,19 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
             "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
         }
         results = {}
+        # one status for the pipeline: a stage DVC would skip costs no process of its own,
+        # until one runs (what it writes may change every stage after it: DVC decides those)
+        changed = changed_stages(project, stages or STAGES)
+        ran = False
         # each stage command forked from one process that imports each stage's code once
         with stage_server(stage_env(env), project, logger.info) as served:
             for stage in stages or STAGES:  # serial: never two DVC calls at once in a workspace
                 if stage == "index" and params.clip.pretrained_path is None:
-                    pin_clip_fit_set(project, params)
-                results[stage] = run_dvc_stage(stage, str(project), env | served)
+                    if pin_clip_fit_set(project, params):
+                        changed.add(stage)  # a new fit set: the stage's dep changed
+                unchanged = not ran and stage not in changed
+                results[stage] = run_dvc_stage(stage, str(project), env | served, unchanged)
+                ran = ran or not results[stage]["skipped"]
                 log_stage_metrics(stage, results[stage])
         tags = lineage_tags(project) | register_foundation_once(project, params)
         mlflow.set_tags(tags)
@@ -336,10 +348,10 @@ def register_foundation_once(project: Path, params) -> dict[str, str]:
     return {"foundation.version": str(version), "foundation.digest": str(params.foundation.digest)}
 
 
-def pin_clip_fit_set(project: Path, params) -> None:
+def pin_clip_fit_set(project: Path, params) -> bool:
     """The CLIP encoder's fit set, pinned in git before the index stage: refreshed only when
     the corpus outgrew it (`clip.refit_growth`), so most runs reuse the encoder and its cached
-    tokens."""
+    tokens. Returns whether it pinned a new one."""
     from gifqa_model.stages import pin_clip_fit_set as pin
 
     m = pin(params, project)
@@ -350,6 +362,7 @@ def pin_clip_fit_set(project: Path, params) -> None:
             m["clip_fit_gifs"],
             100 * m["clip_unfitted_share"],
         )
+    return not m["clip_fit_pinned"]
 
 
 @task(name="setup-experiment")

@@ -8,8 +8,10 @@ directory (git + DVC), then loads `models:/gifqa@champion` as a downstream servi
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -17,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from gifqa_model.core.artifacts import STAGES
 from gifqa_model.qa.normalize import match_form
 from tests.helpers import Receiver, described_frames, make_project, run_steps, sh
 
@@ -109,6 +112,23 @@ def _second_repro_skips_every_stage(project: Path, flow_summary: dict) -> None:
     assert "up to date" in status, status
 
 
+@contextlib.contextmanager
+def _dvc_repros() -> Iterator[list[str]]:
+    """The stages the flow ran `dvc repro --single-item` for, in order, during the block."""
+    import tasks.stages
+
+    real, stages = tasks.stages.stream, []
+
+    def spy(cmd: list[str], *args, **kwargs):
+        if "--single-item" in cmd:
+            stages.append(cmd[cmd.index("--single-item") + 1])
+        return real(cmd, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tasks.stages, "stream", spy)
+        yield stages
+
+
 def _retrain(project: Path) -> dict:
     mp = pytest.MonkeyPatch()
     mp.setenv("PREFECT_HOME", str(project / ".prefect"))
@@ -145,7 +165,9 @@ def _nothing_changed_registers_nothing_then_a_new_seed_is_gated(
     project: Path, flow_summary: dict
 ) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
-    again = _retrain(project)
+    with _dvc_repros() as repros:
+        again = _retrain(project)
+    assert repros == []  # `dvc status` found every stage unchanged: no DVC process a stage
     assert again["unchanged"] and again["version"] == 1 and not again["promoted"]
     assert len(client.search_model_versions("name='gifqa'")) == 1
     assert client.get_run(again["run_id"]).data.tags["registry.decision"] == "unchanged"
@@ -155,7 +177,12 @@ def _nothing_changed_registers_nothing_then_a_new_seed_is_gated(
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["seed"] = 1
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    changed = _retrain(project)
+    with _dvc_repros() as repros:
+        changed = _retrain(project)
+    # the data stages skipped by the status; from the changed stage on, DVC decides each
+    assert repros == ["train", "benchmark", "evaluate"], repros
+    tags = client.get_run(changed["run_id"]).data.tags
+    assert [s for s in STAGES if tags[f"stage.{s}.skipped"] == "true"] == [*STAGES[:4], "benchmark"]
     assert changed["version"] == 2 and not changed["unchanged"]
     v2 = client.get_model_version("gifqa", "2")
     assert v2.tags["gate.compared_with"] == "v1"

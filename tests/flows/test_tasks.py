@@ -128,3 +128,12 @@ def test_the_gate_reads_the_evaluate_stages_answers_when_there_are_some(tmp_path
     path.parent.mkdir(parents=True)
     pd.DataFrame({"qa_id": ["q1"], "correct": [True]}).to_parquet(path)
     assert _scored_benchmark(tmp_path).to_dict("records") == [{"qa_id": "q1", "correct": True}]
+
+
+def test_a_status_dvc_cannot_give_leaves_every_stage_to_dvc(tmp_path: Path) -> None:
+    """No DVC project here: `dvc status` fails, and the flow must then run each stage's own
+    `dvc repro` (which decides) rather than skip any."""
+    from gifqa_model.core.artifacts import STAGES
+    from tasks.stages import changed_stages
+
+    assert changed_stages(tmp_path, STAGES) == set(STAGES)

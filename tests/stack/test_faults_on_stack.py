@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
@@ -26,9 +27,12 @@ pytestmark = pytest.mark.integration
 MODEL = "gifqa-faults"  # its own registered model: the stack's other modules keep theirs
 # long enough that the kill lands mid-train, at the first checkpoints, with two GIFs a batch
 # (a quarter of the default's CPU a step: what is under test is where training stops, not
-# what it learns); quick retries; a killed run's slot freed 70 s after its last heartbeat
-# (room for one lost beat, 30 s apart: the Prefect restart test loses beats for its outage)
+# what it learns); quick retries; the restart test's run is crashed 70 s after its last
+# heartbeat (room for one lost beat, 30 s apart: it loses beats for the outage)
 CRASH_AFTER_S = 70
+# the kill test's window: the least a project may deploy (`deploy.crash_after_s` > 60, two
+# beats and a second); none of its live runs loses a beat
+KILL_CRASH_AFTER_S = 61
 TRAIN = {
     "train": {"max_steps": 60, "checkpoint_every": 5, "eval_every": 60, "gifs_per_batch": 2},
     "deploy": {"retries": 2, "retry_delay_s": 0.5, "crash_after_s": CRASH_AFTER_S},
@@ -45,13 +49,19 @@ def project(tmp_path_factory, stack) -> Path:
 
 
 @pytest.fixture()
-def deployed(stack, stack_env, project) -> Path:
-    """The retrain deployment on this module's project (the stack's other tests deploy on
-    theirs), this process a client of the stack."""
+def deploy_with(stack, stack_env, project):
+    """Deploys the retrain deployment on this module's project (the stack's other tests deploy
+    on theirs) with a crash window, this process a client of the stack; → the project."""
     from flows.deploy import deploy
 
-    deploy(project, stack.s.work_pool, schedules=False)
-    return project
+    def with_window(crash_after_s: int) -> Path:
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["deploy"]["crash_after_s"] = crash_after_s
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        deploy(project, stack.s.work_pool, schedules=False)
+        return project
+
+    return with_window
 
 
 def _state(run_id):
@@ -149,9 +159,9 @@ def _no_mlflow_run_left_running() -> None:
 
 
 def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
-    stack, deployed
+    stack, deploy_with
 ) -> None:
-    project = deployed
+    project = deploy_with(KILL_CRASH_AFTER_S)
     killed = _start_and_wait_mid_train(project, 11, "the killed run")
     killed_pids = _kill_run_and_worker(stack, killed.id)
     print(f"killed {killed_pids} (the flow run's process and its worker)")
@@ -159,7 +169,7 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
     try:
         wait_until(
             lambda: _state(killed.id).is_crashed(),
-            timeout=CRASH_AFTER_S + 180,
+            timeout=KILL_CRASH_AFTER_S + 180,
             what="the killed run to be marked Crashed",
             interval=POLL_S,
         )
@@ -168,10 +178,10 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
     elapsed = time.monotonic() - t0
     print(f"the killed run was marked Crashed {elapsed:.0f} s after the kill")
     # the window this project deployed with reached the server's automation
-    assert f"no heartbeat for {CRASH_AFTER_S} s" in (_state(killed.id).message or "")
-    # by the missing heartbeats: CRASH_AFTER_S after the last one, which came at most
-    # HEARTBEAT_S before the kill (40-70 s here; a slow server evaluates late)
-    assert CRASH_AFTER_S - HEARTBEAT_S - 5 <= elapsed <= CRASH_AFTER_S + 60, elapsed
+    assert f"no heartbeat for {KILL_CRASH_AFTER_S} s" in (_state(killed.id).message or "")
+    # by the missing heartbeats: the window after the last one, which came at most
+    # HEARTBEAT_S before the kill (31-61 s here; a slow server evaluates late)
+    assert KILL_CRASH_AFTER_S - HEARTBEAT_S - 5 <= elapsed <= KILL_CRASH_AFTER_S + 60, elapsed
     after = _run()
     final = _wait_done(stack, after, "the run after the crash", timeout=900)
     assert final.is_completed(), final.message  # the slot was freed: it ran
@@ -180,15 +190,17 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
     _no_mlflow_run_left_running()  # the next run closed the crashed one's, with why
 
 
-OUTAGE_S = 15  # the Prefect server stays down this long mid-train (beyond its restart time)
+OUTAGE_S = 5  # the Prefect server stays down this long mid-train, then its restart's seconds
 
 
-def test_prefect_restarted_mid_run_ends_the_run_clearly_and_frees_the_slot(stack, deployed) -> None:
+def test_prefect_restarted_mid_run_ends_the_run_clearly_and_frees_the_slot(
+    stack, deploy_with
+) -> None:
     """The server that orchestrates the run goes away under it for a while. Whatever the run
     does (finish, or end Crashed), it must end within a bounded time, never stay Running, and
     register at most one version; the next run completes (the slot is free) and its MLflow run
     and every other are closed."""
-    project = deployed
+    project = deploy_with(CRASH_AFTER_S)
     before = _versions()
     train_json = project / "metrics" / "train.json"
     run = _start_and_wait_mid_train(project, 14, "the run across the restart")

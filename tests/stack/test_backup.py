@@ -51,7 +51,8 @@ def test_a_restored_stack_serves_the_champion_it_had(stack, stack_env, monkeypat
                 client = MlflowClient()
                 assert client.get_model_version_by_alias(NAME, "champion").version == version
                 assert client.get_logged_model(model_id).source_run_id == run_id
-                model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+                # into the test's folder: through a remote store MLflow's own download stays in /tmp
+                model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion", dst_path=str(tmp_path))
                 frame = pd.DataFrame({"question": ["still there?"]})
                 assert model.predict(frame).equals(frame)  # the echo model answers
                 with pytest.raises(BackupError, match="already holds a stack"):

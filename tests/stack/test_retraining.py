@@ -307,7 +307,8 @@ def _down_and_up_loses_nothing(stack, stack_env, project, tmp_path) -> None:
         stack.up(progress=print)  # whatever failed, the next step finds every server up
     assert all(stack.status().values()), stack.status()
     assert artifacts() == before and sum(map(len, before.values())) > 0
-    model = mlflow.pyfunc.load_model("models:/gifqa@champion")
+    # into the test's folder: through a remote store MLflow's own download stays in /tmp
+    model = mlflow.pyfunc.load_model("models:/gifqa@champion", dst_path=str(tmp_path))
     gif = sorted((project / "data").rglob("*.gif"))[0]
     data = base64.b64encode(gif.read_bytes()).decode()
     out = model.predict(pd.DataFrame({"gif": [data], "question": ["what color is the circle ?"]}))

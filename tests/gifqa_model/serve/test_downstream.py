@@ -146,10 +146,14 @@ def test_a_fresh_environment_loads_the_champion_from_the_server(champion, tmp_pa
     gif = tmp_path / "q.gif"
     gif.write_bytes(generate_example(3, ShapesParams()).gif_bytes)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    (tmp_path / "tmp").mkdir()
     env.update(
         MLFLOW_TRACKING_URI=champion,
         MLFLOW_DISABLE_TELEMETRY="true",
         PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        # MLflow's downloads of the model (the load, then `mlflow models serve`'s) stay in
+        # temporary folders it never removes: the test's own, not the machine's /tmp
+        TMPDIR=str(tmp_path / "tmp"),
     )  # as if activated
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-c", LOAD_AND_ANSWER, str(gif), QUESTION],

@@ -258,11 +258,12 @@ def retrain(project_dir: str = ".", stages: list[str] | None = None) -> dict:
         results = {}
         # one status for the pipeline: a stage DVC would skip costs no process of its own,
         # until one runs (what it writes may change every stage after it: DVC decides those)
-        changed = changed_stages(project, stages or STAGES)
+        todo = stages or STAGES
+        changed = changed_stages(project, todo)
         ran = False
         # each stage command forked from one process that imports each stage's code once
         with stage_server(stage_env(env), project, logger.info) as served:
-            for stage in stages or STAGES:  # serial: never two DVC calls at once in a workspace
+            for stage in todo:  # serial: never two DVC calls at once in a workspace
                 if stage == "index" and params.clip.pretrained_path is None:
                     if pin_clip_fit_set(project, params):
                         changed.add(stage)  # a new fit set: the stage's dep changed

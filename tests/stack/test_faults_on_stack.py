@@ -20,6 +20,7 @@ from prefect.client.orchestration import get_client
 from flows.stack import HEARTBEAT_S
 from flows.stageserver import FOLDER_PREFIX
 from gifqa_model.core.artifacts import CHECKPOINTS_DIR
+from gifqa_model.core.config import DeployParams
 from gifqa_model.registry.versions import GATE_TAG
 from tests.helpers import git_commit, new_seed, stack_project, wait_until
 
@@ -30,12 +31,14 @@ MODEL = "gifqa-faults"  # its own registered model: the stack's other modules ke
 # what it learns); quick retries; the restart test's run is crashed 70 s after its last
 # heartbeat (room for one lost beat, 30 s apart: it loses beats for the outage)
 CRASH_AFTER_S = 70
-# the kill test's window: the least a project may deploy (`deploy.crash_after_s` > 60, two
-# beats and a second); none of its live runs loses a beat
-KILL_CRASH_AFTER_S = 61
+# the kill test's window: the least a project may deploy (`deploy.crash_after_s`'s bound, two
+# beats, plus a second); none of its live runs loses a beat
+KILL_CRASH_AFTER_S = (
+    next(m.gt for m in DeployParams.model_fields["crash_after_s"].metadata if hasattr(m, "gt")) + 1
+)
 TRAIN = {
     "train": {"max_steps": 60, "checkpoint_every": 5, "eval_every": 60, "gifs_per_batch": 2},
-    "deploy": {"retries": 2, "retry_delay_s": 0.5, "crash_after_s": CRASH_AFTER_S},
+    "deploy": {"retries": 2, "retry_delay_s": 0.5},  # each test deploys its crash window
     "registry": {"model_name": MODEL},
 }
 POLL_S = 1.0  # the conditions below ask the servers: once a second, not a hundred times

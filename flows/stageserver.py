@@ -119,14 +119,15 @@ def exit_as(code: int) -> None:
 
 
 def preload(command: str) -> None:
-    """Import what `gifqa <command>` imports: the CLI and the stage's import closure."""
-    import importlib
+    """Import what `gifqa <command>` imports: the CLI and the stage's import closure, with the
+    cyclic collector paused (gifqa_model/core/gcpause.py)."""
+    from gifqa_model.core.gcpause import collector_paused
 
-    import flows.cli  # noqa: F401  (the commands; typer, rich)
-    from gifqa_model.core.deps import stage_modules
+    with collector_paused():
+        import flows.cli  # noqa: F401  (the commands; typer, rich)
+        from gifqa_model.core.deps import import_stage
 
-    for module in sorted(stage_modules(command.replace("-", "_"))):
-        importlib.import_module(module)
+        import_stage(command.replace("-", "_"))
 
 
 def fork_unsafe() -> str | None:

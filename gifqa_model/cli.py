@@ -371,6 +371,11 @@ def dev_deps(
 
 
 if __name__ == "__main__":  # how torchrun starts each rank
+    import sys
+
+    from gifqa_model.core.deps import import_stage
     from gifqa_model.core.quick_exit import run_then_exit
 
+    if sys.argv[1:2] == ["train"]:
+        import_stage("train")  # with the cyclic collector paused: 1 CPU-s less a rank
     run_then_exit(app)

@@ -21,11 +21,22 @@ os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_STATE / 'mlflow.db'}"
 os.environ.pop("PREFECT_API_URL", None)
 
 from gifqa_model.core.env import apply_offline_env  # noqa: E402
+from gifqa_model.core.gcpause import collector_paused  # noqa: E402
 
 apply_offline_env()
 # Prefect's ephemeral server logs "Stopping temporary server" at interpreter exit, after pytest
 # has closed the streams its handler writes to; warnings and errors still show
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session):
+    """The test modules import torch, MLflow, Prefect and the rest: with the cyclic collector
+    paused, and what they made frozen after (gifqa_model/core/gcpause.py), each worker spends
+    about a tenth less CPU, collection and tests together."""
+    with collector_paused():
+        return (yield)
+
 
 # beside the repo; GIFQA_SHARED_DATA when the tests run from a copy elsewhere (make mutate's)
 SHARED_DATA = Path(

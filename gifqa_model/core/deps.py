@@ -11,11 +11,13 @@ app leaves evaluation up to date and editing drift leaves the data stages up to 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import yaml
 
 from gifqa_model.core.digests import ROOT, closure_files, imported_modules
+from gifqa_model.core.gcpause import collector_paused
 
 LIB = ROOT / "gifqa_model"
 STAGES_MODULE = LIB / "stages.py"
@@ -41,6 +43,14 @@ def stage_modules(stage: str, root: Path = ROOT) -> set[str]:
         modules |= imported_modules(funcs[fn], root)
         todo += [n.id for n in ast.walk(funcs[fn]) if isinstance(n, ast.Name) and n.id in funcs]
     return modules
+
+
+def import_stage(stage: str) -> None:
+    """Import `stage_<stage>`'s modules (and so the libraries they import) with the cyclic
+    collector paused: a process about to run the stage, or to fork processes that will."""
+    with collector_paused():
+        for module in sorted(stage_modules(stage)):
+            importlib.import_module(module)
 
 
 def stage_files(stage: str, root: Path = ROOT) -> set[Path]:

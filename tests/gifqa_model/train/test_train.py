@@ -150,6 +150,8 @@ def test_the_stage_fingerprint_follows_the_train_params_and_every_input(tmp_path
 TRAIN_SCRIPT = """
 import hashlib, sys
 from pathlib import Path
+from gifqa_model.core.deps import import_stage
+import_stage("train")  # as `gifqa train` and each rank import it: the collector paused
 import pandas as pd
 from gifqa_model.core.artifacts import KEYFRAMES_FILE
 from gifqa_model.core.config import TrainParams
@@ -274,8 +276,11 @@ def test_seed_everything_seeds_every_generator_and_sets_the_determinism_flag() -
 
 
 SPLIT_SCRIPT = """
-import os, sys, pandas as pd
+import os, sys
 from pathlib import Path
+from gifqa_model.core.deps import import_stage
+import_stage("train")  # as each rank of the train stage imports it: the collector paused
+import pandas as pd
 from gifqa_model.train.loop import TrainParams, run_train
 from tests.helpers import TINY_TRAIN
 root, stop = Path(sys.argv[1]), int(sys.argv[2])

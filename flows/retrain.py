@@ -101,7 +101,6 @@ def register_model(
     logged to the run."""
     from gifqa_model.core.artifacts import CLIP_DIR, MODEL_DIR
     from gifqa_model.evaluate.benchmark import load_benchmark
-    from gifqa_model.inference.pyfunc import log_pyfunc
     from gifqa_model.registry.card import model_card
     from gifqa_model.registry.promotion import Candidate, register_and_gate
     from gifqa_model.registry.versions import SPLIT_TAG
@@ -117,6 +116,10 @@ def register_model(
     clip_dir = out_dir("index", project) / CLIP_DIR
 
     def log_model() -> str:
+        # imported here: the pyfunc pulls torch and open_clip in (5 CPU-s), which weights that
+        # are a version already never need
+        from gifqa_model.inference.pyfunc import log_pyfunc
+
         return log_pyfunc(model_dir, clip_dir, gif_path, example.question).model_uri
 
     bench = ev.get("benchmark", {})

@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_collection(session: pytest.Session):
+def pytest_collection(session: pytest.Session) -> Generator[None, object, object]:
     """The test modules import torch, MLflow, Prefect and the rest: with the cyclic collector
     paused, and what they made frozen after (gifqa_model/core/gcpause.py), each worker spends
     about a tenth less CPU, collection and tests together."""

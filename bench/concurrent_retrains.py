@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "concurrent_retrains"
+sys.path.insert(0, str(REPO))
+
+from bench.record import write_dated  # noqa: E402
 
 
 def child(threads: int) -> None:
     """One project, three retrains; one JSON line of seconds."""
-    sys.path.insert(0, str(REPO))
     os.chdir(REPO)
     import tests.conftest  # noqa: F401  the suite's own Prefect home and MLflow store, offline
     from flows.retrain import retrain
@@ -79,10 +80,7 @@ def main() -> None:
             f"{row['threads']} thread(s) each: pair wall {row['wall_s']:.0f} s "
             f"({row['wall_s'] / base:.2f}× the {rows[0]['threads']}-thread pair)"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    write_dated("concurrent_retrains", rows)
 
 
 if __name__ == "__main__":

@@ -13,26 +13,22 @@ and their ratio; writes bench/results/import_gc/<date>.json. Run it on an idle m
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "import_gc"
+sys.path.insert(0, str(REPO))
+
+from bench.record import write_dated  # noqa: E402
 
 CHILD = """
-import importlib, os, resource, sys
-if sys.argv[1] == "paused":
-    from flows.stageserver import preload
-else:
-    def preload(command):  # the same modules, the collector left on
-        import flows.cli
-        from gifqa_model.core.deps import stage_modules
-        for module in sorted(stage_modules(command.replace("-", "_"))):
-            importlib.import_module(module)
+import contextlib, os, resource, sys
+if sys.argv[1] == "collector_on":  # the same preload, its pause a no-op (both places bind it)
+    import gifqa_model.core.deps as deps, gifqa_model.core.gcpause as gcpause
+    deps.collector_paused = gcpause.collector_paused = contextlib.nullcontext
+from flows.stageserver import preload
 for stage in sys.argv[2:]:
     preload(stage)
 use = resource.getrusage(resource.RUSAGE_SELF)
@@ -79,10 +75,7 @@ def main() -> None:
         f"on {medians['collector_on']:.2f} CPU-s, paused {medians['paused']:.2f} CPU-s "
         f"({result['saved_cpu_s']:.2f} s less, {result['ratio_on_to_paused']:.2f}x)"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    write_dated("import_gc", result)
 
 
 if __name__ == "__main__":

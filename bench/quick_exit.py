@@ -13,7 +13,6 @@ their ratio; writes bench/results/quick_exit/<date>.json. Run it on an idle mach
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "quick_exit"
+sys.path.insert(0, str(REPO))
+
+from bench.record import write_dated  # noqa: E402
+
 STAGES = ["ingest", "synth-qa", "validate", "index", "train", "benchmark", "evaluate"]
 
 CHILD = """
@@ -73,10 +75,7 @@ def main() -> None:
         f"interpreter {medians['interpreter']:.2f} s, quick exit {medians['quick']:.2f} s "
         f"({result['ratio_interpreter_to_quick']:.1f}x)"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    write_dated("quick_exit", result)
 
 
 if __name__ == "__main__":

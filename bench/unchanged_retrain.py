@@ -19,13 +19,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "unchanged_retrain"
 sys.path.insert(0, str(REPO))
 
+from bench.record import write_dated  # noqa: E402
 from bench.worktree import worktree  # noqa: E402
 
 CHILD = """
@@ -102,10 +101,7 @@ def main() -> None:
         f"{row['after_median_s']} s (this checkout), {ratio:.2f}×; DVC processes "
         f"{row['before_dvc_processes']} → {row['after_dvc_processes']}"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps(row, indent=1) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    write_dated("unchanged_retrain", row)
 
 
 if __name__ == "__main__":

@@ -201,16 +201,8 @@ def log_datasets(project: Path) -> None:
         ("benchmark", out_dir("benchmark", project) / QUESTIONS_FILE, "evaluation"),
     ]
     for name, path, context in inputs:
-        if path.is_file():
-            frame = pd.read_parquet(path)
-            frame = frame.drop(
-                columns=[
-                    c
-                    for c in frame
-                    if frame[c].dtype == object and frame[c].map(type).eq(list).any()
-                ]
-            )
-            ds = mlflow.data.from_pandas(frame, source=str(path), name=name)
+        if path.is_file():  # every column, list-valued ones too (MLflow types them as arrays)
+            ds = mlflow.data.from_pandas(pd.read_parquet(path), source=str(path), name=name)
             mlflow.log_input(ds, context=context)
 
 

@@ -17,8 +17,10 @@ def save_checkpoint(
     opt: torch.optim.Optimizer,
     step: int,
     curve: list[dict],
-    fingerprint: str = "",
+    fingerprint: str,
 ) -> None:
+    """Write the checkpoint whole; `fingerprint`: the inputs it may be resumed with; `config`:
+    the architecture, for whoever opens the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(

@@ -137,3 +137,140 @@ def test_a_status_dvc_cannot_give_leaves_every_stage_to_dvc(tmp_path: Path) -> N
     from tasks.stages import changed_stages
 
     assert changed_stages(tmp_path, STAGES) == set(STAGES)
+
+
+def test_the_run_logs_its_three_tables_as_inputs_with_every_column(tmp_path: Path) -> None:
+    """The clean manifest and QA table as training inputs, the benchmark's questions as
+    evaluation's, each named and pointing at its file, every column in the logged schema
+    (list-valued ones too); a missing table is skipped."""
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    from flows.retrain import log_datasets
+    from gifqa_model.core.artifacts import (
+        MANIFEST_CLEAN_FILE,
+        QA_CLEAN_FILE,
+        QUESTIONS_FILE,
+        out_dir,
+    )
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("inputs")
+    validate, benchmark = out_dir("validate", tmp_path), out_dir("benchmark", tmp_path)
+    validate.mkdir(parents=True)
+    tables = {
+        "manifest": (
+            validate / MANIFEST_CLEAN_FILE,
+            pd.DataFrame({"gif_id": ["a", "b"], "n_frames": [3, 4], "path": ["x", "y"]}),
+        ),
+        "qa": (
+            validate / QA_CLEAN_FILE,
+            pd.DataFrame({"qa_id": ["q1", "q2"], "answer": ["red", "2"], "tags": [["t"], None]}),
+        ),
+        "benchmark": (
+            benchmark / QUESTIONS_FILE,
+            pd.DataFrame({"qa_id": ["b1"], "frames": [[0, 1]], "split": ["test"]}),
+        ),
+    }
+
+    def logged(run_id: str) -> dict[str, tuple[str, str, list[str]]]:
+        inputs = mlflow.get_run(run_id).inputs.dataset_inputs
+        return {
+            i.dataset.name: (
+                {t.key: t.value for t in i.tags}["mlflow.data.context"],
+                json.loads(i.dataset.source)["uri"],
+                [c["name"] for c in json.loads(i.dataset.schema)["mlflow_colspec"]],
+            )
+            for i in inputs
+        }
+
+    for name in ("manifest", "qa"):  # the benchmark's table not there yet
+        path, frame = tables[name]
+        frame.to_parquet(path)
+    with mlflow.start_run() as run:
+        log_datasets(tmp_path)
+    assert logged(run.info.run_id) == {
+        "manifest": ("training", str(tables["manifest"][0]), ["gif_id", "n_frames", "path"]),
+        "qa": ("training", str(tables["qa"][0]), ["qa_id", "answer", "tags"]),
+    }
+    benchmark.mkdir(parents=True)
+    tables["benchmark"][1].to_parquet(tables["benchmark"][0])
+    with mlflow.start_run() as run:
+        log_datasets(tmp_path)
+    assert logged(run.info.run_id)["benchmark"] == (
+        "evaluation",
+        str(tables["benchmark"][0]),
+        ["qa_id", "frames", "split"],
+    )
+
+
+def test_the_foundation_is_registered_with_its_files_figures_and_store(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`register_foundation_once` hands the registry the pinned folder, its metrics file (or
+    none) and, on a local store, the project's artifact folder (a server keeps its own);
+    → the tags naming the version. A project whose weights are not the foundation's registers
+    nothing."""
+    import json
+
+    import mlflow
+
+    import gifqa_model.registry.foundation as foundation
+    from flows.retrain import register_foundation_once
+    from gifqa_model.core.artifacts import FOUNDATION_METRICS
+    from gifqa_model.core.config import load_params
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(foundation, "register_foundation", lambda *a: calls.append(a) or 7)
+    repo = Path(__file__).resolve().parents[2]
+    params = load_params(repo / "params.yaml")
+    tags = {"foundation.version": "7", "foundation.digest": str(params.foundation.digest)}
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert register_foundation_once(tmp_path, params) == tags
+    where = (tmp_path / "mlflow" / "artifacts").as_uri()
+    assert calls == [(params, tmp_path / params.foundation.dir, {}, where)]
+
+    (tmp_path / FOUNDATION_METRICS).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / FOUNDATION_METRICS).write_text(json.dumps({"accuracy": 0.5}))
+    for server in ("http://127.0.0.1:5000", "https://mlflow.example", "databricks"):
+        calls.clear()
+        mlflow.set_tracking_uri(server)
+        assert register_foundation_once(tmp_path, params) == tags
+        assert calls == [(params, tmp_path / params.foundation.dir, {"accuracy": 0.5}, None)]
+
+    calls.clear()
+    own = params.model_copy(deep=True)  # the full profile's own weights: no foundation file
+    own.clip.pretrained_path = None
+    own.train.model.qformer_dir = own.train.model.lm_dir = own.train.tokenizer_dir = None
+    assert register_foundation_once(tmp_path, own) == {} and calls == []
+
+
+def test_a_refitted_clip_fit_set_is_logged_and_reported(monkeypatch, caplog) -> None:
+    """`pin_clip_fit_set` pins through the stage's own function; a new fit set (the corpus
+    outgrew the last) is said in the run's log with its size and share, and returned True."""
+    import logging
+
+    import flows.retrain as retrain
+    import gifqa_model.stages as stages
+
+    params, project = object(), Path("/project")
+    figures = {"clip_fit_pinned": False, "clip_fit_gifs": 40, "clip_unfitted_share": 0.25}
+    calls = []
+    monkeypatch.setattr(stages, "pin_clip_fit_set", lambda *a: calls.append(a) or figures)
+    logger = logging.getLogger("test-pin")
+    monkeypatch.setattr(retrain, "get_run_logger", lambda: logger)
+    with caplog.at_level(logging.INFO, logger="test-pin"):
+        assert retrain.pin_clip_fit_set(project, params) is True
+    assert calls == [(params, project)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "CLIP refit: 40 train GIFs pinned as its fit set (25% of the train GIFs were outside "
+        "the last one)"
+    ]
+    caplog.clear()
+    figures["clip_fit_pinned"] = True  # the pinned set still fits: no refit, nothing said
+    with caplog.at_level(logging.INFO, logger="test-pin"):
+        assert retrain.pin_clip_fit_set(project, params) is False
+    assert caplog.records == []

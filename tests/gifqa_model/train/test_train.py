@@ -243,6 +243,32 @@ def test_each_checkpoint_reader_refuses_a_pickled_object_by_itself(tmp_path, tmp
     assert not (tmp_cwd / "PWNED").exists()
 
 
+def test_a_checkpoint_holds_its_step_curve_fingerprint_and_architecture(tmp_path) -> None:
+    """What a person opening `last.pt` reads: the step, the curve, the fingerprint it resumes
+    for and the model's architecture; written whole (no temporary file left)."""
+    from dataclasses import asdict
+
+    from gifqa_model.model.modeling import GifQAConfig, GifQAModel
+    from gifqa_model.train.checkpoint import checkpoint_fingerprint, save_checkpoint
+
+    cfg = GifQAConfig(
+        vision_width=8,
+        n_query=1,
+        qformer_hidden=8,
+        qformer_intermediate=8,
+        lm_hidden=8,
+        vocab_size=11,
+    )
+    model = GifQAModel(cfg)
+    path = tmp_path / "ckpt" / "last.pt"
+    curve = [{"step": 2, "loss": 1.5}]
+    save_checkpoint(path, model, torch.optim.SGD(model.parameters(), lr=0.1), 2, curve, "fp")
+    state = torch.load(path, weights_only=True)
+    assert (state["step"], state["curve"], state["fingerprint"]) == (2, curve, "fp")
+    assert state["config"] == asdict(cfg) and checkpoint_fingerprint(path) == "fp"
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
 def test_a_checkpoint_saved_without_a_fingerprint_reads_as_none(tmp_path) -> None:
     """Saved before fingerprints: "" (which matches no run's fingerprint, so it starts over)."""
     from gifqa_model.train.checkpoint import checkpoint_fingerprint

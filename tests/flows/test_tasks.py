@@ -257,7 +257,7 @@ def test_a_refitted_clip_fit_set_is_logged_and_reported(monkeypatch, caplog) -> 
     import gifqa_model.stages as stages
 
     params, project = object(), Path("/project")
-    figures = {"clip_fit_pinned": False, "clip_fit_gifs": 40, "clip_unfitted_share": 0.25}
+    figures = {"clip_fit_pinned": False, "clip_fit_gifs": 40, "clip_unfitted_share": 0.6}
     calls = []
     monkeypatch.setattr(stages, "pin_clip_fit_set", lambda *a: calls.append(a) or figures)
     logger = logging.getLogger("test-pin")
@@ -266,7 +266,7 @@ def test_a_refitted_clip_fit_set_is_logged_and_reported(monkeypatch, caplog) -> 
         assert retrain.pin_clip_fit_set(project, params) is True
     assert calls == [(params, project)]
     assert [r.getMessage() for r in caplog.records] == [
-        "CLIP refit: 40 train GIFs pinned as its fit set (25% of the train GIFs were outside "
+        "CLIP refit: 40 train GIFs pinned as its fit set (60% of the train GIFs were outside "
         "the last one)"
     ]
     caplog.clear()

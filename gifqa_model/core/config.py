@@ -34,6 +34,8 @@ CHAMPION_ALIAS, CHALLENGER_ALIAS = "champion", "challenger"
 CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
 # the longest question accepted anywhere (CLI, pyfunc, HTTP)
 MAX_QUESTION_CHARS = 300
+# GIFs a predictor keeps decoded and embedded, by content (the server's GIFQA_GIF_CACHE)
+GIF_CACHE_SIZE = 256
 
 
 class GifLimits(Section):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from gifqa_model.core.artifacts import DOMAIN_DIR, INDEX_PARAMS_FILE
-from gifqa_model.core.config import GifLimits, IndexParams
+from gifqa_model.core.config import GIF_CACHE_SIZE, GifLimits, IndexParams
 from gifqa_model.data.gifs import decode_frames, probe_gif
 from gifqa_model.index.cache import Frames, earlier_position, spread_frames
 from gifqa_model.index.clip import ClipEncoder
@@ -59,7 +59,7 @@ class GifQAPredictor:
         model_dir: Path,
         clip_dir: Path,
         limits: GifLimits | None = None,
-        cache_gifs: int = 256,
+        cache_gifs: int = GIF_CACHE_SIZE,
     ) -> None:
         self.model = GifQAModel.from_pretrained(model_dir)
         self.tokenizer = load_tokenizer(Path(model_dir) / "tokenizer")

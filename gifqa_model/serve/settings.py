@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gifqa_model.core.config import CHAMPION_URI, MAX_QUESTION_CHARS, GifLimits
+from gifqa_model.core.config import CHAMPION_URI, GIF_CACHE_SIZE, MAX_QUESTION_CHARS, GifLimits
 
 # Multipart framing (boundaries, part headers) and the question field ride on top of the GIF
 # bytes; the whole request body may exceed the upload limit by this much and no more.
@@ -43,7 +43,7 @@ class ServeSettings(BaseSettings):
     # the same GIFQA_WEBHOOK_SECRET signs the notices gifqa sends; unset = disabled
     webhook_secret: SecretStr | None = None
     search_dir: Path | None = None  # an index stage's outputs: enables GET /v1/search
-    gif_cache: int = 256  # GIFs whose decoded, embedded frames are kept (by content hash)
+    gif_cache: int = GIF_CACHE_SIZE  # GIFs kept decoded and embedded (by content hash)
     # the CLIP vision tower's runtime: "onnx" runs the tower through ONNX Runtime, exported
     # from the loaded weights (same answers, a new GIF answered sooner: docs/serving.md);
     # "torch" runs the index stage's own code

@@ -335,7 +335,14 @@ class Stack:
         data.mkdir(parents=True, exist_ok=True)
         proc = self._spawn(
             "s3",
-            [_bin("weed"), "mini", f"-dir={data}", *_weed_flags(s)],
+            # its logs beside the others (glog writes to /tmp by default, one set per start)
+            [
+                _bin("weed"),
+                f"-logdir={self.home / 'logs'}",
+                "mini",
+                f"-dir={data}",
+                *_weed_flags(s),
+            ],
             # the identity weed mini creates on first start (and checks on every request)
             env={"AWS_ACCESS_KEY_ID": s.s3_key, "AWS_SECRET_ACCESS_KEY": s.s3_secret},
         )
@@ -500,6 +507,8 @@ class Stack:
         elif name in state:
             pid = state[name]["pid"]
             _terminate(pid, timeout, IDLE_WORKER_GRACE_S if name == "worker" else None)
+            if name == "s3":  # a stopped weed leaves its socket file behind
+                weed_socket(self.s).unlink(missing_ok=True)
         state.pop(name, None)
         if self.state_file.parent.is_dir():
             self._save(state)
@@ -569,7 +578,14 @@ def _weed_flags(s: StackSettings) -> list[str]:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-master.telemetry=false",  # nothing leaves this machine
+        f"-s3.localSocket={weed_socket(s)}",
     ]
+
+
+def weed_socket(s: StackSettings) -> Path:
+    """The object store's local socket: weed's own default path, named so that `stop` can
+    remove it (weed leaves it when stopped)."""
+    return Path("/tmp") / f"seaweedfs-s3-{s.s3_port}.sock"
 
 
 def store_serves(s3, bucket: str) -> bool:

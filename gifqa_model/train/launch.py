@@ -80,9 +80,10 @@ def run_under_torchrun(params: Params, root: Path = Path(".")) -> None:
         failures.mkdir()
         cmd = torchrun_command(train, params_file)
         log.info("training on %d x %d processes: %s", train.nnodes, train.nproc, " ".join(cmd))
-        code = subprocess.run(
-            cmd, cwd=root, env={**os.environ, FAILURES_ENV: str(failures)}, check=False
-        ).returncode
+        # TMPDIR: torchrun's own log folder (torchelastic_*), which it never removes, and the
+        # ranks' temporary files go with this folder
+        env = {**os.environ, FAILURES_ENV: str(failures), "TMPDIR": tmp}
+        code = subprocess.run(cmd, cwd=root, env=env, check=False).returncode
         if code != 0:
             raise DistributedTrainFailed(failure_message(code, failures, train))
 

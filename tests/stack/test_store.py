@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from flows.stack import urls
+from flows.stack import urls, weed_socket
 from tests.helpers import sh
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,12 @@ def test_objects_multipart_and_deletes_survive_a_restart(stack) -> None:
         "persist/k4",
     ]
 
+    pid = stack.state()["s3"]["pid"]
     stack.stop("s3")
+    # nothing of it is left in /tmp: its socket removed, its logs (named by pid) in the home
+    assert not weed_socket(stack.s).exists()
+    assert list((stack.home / "logs").glob(f"weed.*.{pid}"))
+    assert not list(Path("/tmp").glob(f"weed.*.{pid}"))
     stack.up(progress=lambda _m: None)
 
     s3 = _client(stack)

@@ -53,8 +53,11 @@ def _project(root: Path, **train) -> Path:
 
 
 def _gifqa_train(root: Path) -> subprocess.CompletedProcess:
+    """`gifqa train` in `root`, with a temporary folder of its own (`root/../tmp`)."""
+    (root.parent / "tmp").mkdir(exist_ok=True)
     env = {
         **os.environ,
+        "TMPDIR": str(root.parent / "tmp"),
         "OMP_NUM_THREADS": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         # rich folds a word longer than the line (a deep temporary path): wide lines keep the
@@ -107,6 +110,8 @@ def test_the_stage_trains_on_two_processes_and_rank0_alone_writes(
     assert rows[-1]["val_accuracy"]  # rank 0's curve: only rank 0 validates
     history = mlflow.MlflowClient().get_metric_history(run_id, "loss")
     assert sorted(m.step for m in history) == list(range(1, STEPS + 1))  # logged once a step
+    # nothing left in the temporary folder: torchrun's log folder went with the launcher's
+    assert not list((tmp_path / "tmp").iterdir())
 
 
 @pytest.mark.slow

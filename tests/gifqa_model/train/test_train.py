@@ -338,7 +338,12 @@ def test_ranks_that_would_resume_from_different_steps_fail_saying_why(tmp_path: 
             text=True,
             errors="replace",  # two ranks' tracebacks interleave in one pipe, mid-character
             timeout=600,
-            env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+            env={
+                **__import__("os").environ,
+                "PYTHONPATH": str(repo),
+                "OMP_NUM_THREADS": "1",
+                "TMPDIR": str(tmp_path),  # torchrun's log folder, which it leaves behind
+            },
         )
 
     first = launch(2)

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from gifqa_model.core.artifacts import FRAMES_FILE, KEYFRAMES_FILE, TOKENS_DIR
+from gifqa_model.model.configuration import GifQAConfig
 
 # a Q-Former + LM small enough to train in seconds; no motion, no token positions: the
 # synthetic cache below has neither motion nor places
@@ -30,10 +31,18 @@ TINY_MODEL = {
     "motion_gap": 0,
     "token_positions": False,
 }
+
+
 # the train section for such a model on a cache without ground truth or descriptions (no
 # scene loss, no caption task)
 TINY_TRAIN = {"model": TINY_MODEL, "scene_weight": 0.0, "scene_labels": [], "captions": False}
 COLORS = ["red", "green", "blue", "white"]
+
+
+def tiny_config(**overrides) -> GifQAConfig:
+    """TINY_MODEL as the model's own config, with `overrides` (a vision width, a vocabulary
+    size, a head): a real GifQAModel built from it on CPU in milliseconds."""
+    return GifQAConfig(**{**TINY_MODEL, **overrides})
 
 
 def make_cache(root: Path, n_gifs: int = 24, n_frames: int = 4) -> tuple[pd.DataFrame, Path]:

@@ -14,6 +14,7 @@ from gifqa_model.model.text import (
     match_form,
     train_word_tokenizer,
 )
+from tests.helpers import tiny_config
 
 QS = ["what is the color of the circle ?", "how many squares grow ?"]
 AS = ["red", "two"]
@@ -22,17 +23,7 @@ AS = ["red", "two"]
 def _tiny():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(
-        vision_width=32,
-        n_query=2,
-        qformer_hidden=32,
-        qformer_intermediate=64,
-        lm_hidden=32,
-        vocab_size=len(tok),
-        dropout=0.0,
-        motion_gap=0,
-        token_positions=False,
-    )
+    cfg = tiny_config(vision_width=32, vocab_size=len(tok), dropout=0.0)
     return GifQAModel(cfg), tok
 
 
@@ -234,18 +225,13 @@ def test_match_form():
 def _conditioned():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(
+    cfg = tiny_config(
         vision_width=32,
-        n_query=2,
-        qformer_hidden=32,
-        qformer_intermediate=64,
-        lm_hidden=32,
         vocab_size=len(tok),
         dropout=0.0,
         question_conditioned=True,
         token_positions=True,
         n_tokens=5,
-        motion_gap=0,
     )
     return GifQAModel(cfg), tok
 
@@ -288,18 +274,8 @@ def test_grid_positions_tell_every_cell_apart():
 def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(
-        vision_width=32,
-        n_query=2,
-        qformer_hidden=32,
-        qformer_intermediate=64,
-        lm_hidden=32,
-        vocab_size=len(tok),
-        dropout=0.0,
-        scene_cells=4,
-        scene_classes=[3, 2],
-        motion_gap=0,
-        token_positions=False,
+    cfg = tiny_config(
+        vision_width=32, vocab_size=len(tok), dropout=0.0, scene_cells=4, scene_classes=[3, 2]
     )
     model = GifQAModel(cfg)
     ids, mask, labels = encode_train_batch(tok, QS, AS)
@@ -337,17 +313,7 @@ def test_scene_head_loss_reaches_the_qformer_and_is_added_to_the_answer_loss():
 def test_a_motion_model_reads_the_change_from_the_earlier_frame():
     tok = train_word_tokenizer(QS + AS)
     torch.manual_seed(0)
-    cfg = GifQAConfig(
-        vision_width=32,
-        n_query=2,
-        qformer_hidden=32,
-        qformer_intermediate=64,
-        lm_hidden=32,
-        vocab_size=len(tok),
-        dropout=0.0,
-        motion_gap=2,
-        token_positions=False,
-    )
+    cfg = tiny_config(vision_width=32, vocab_size=len(tok), dropout=0.0, motion_gap=2)
     model = GifQAModel(cfg).eval()
     feats = torch.randn(2, 4, 5, 32)
     still = model.encode_visual(Frames.dense(feats, before=feats))
@@ -370,19 +336,13 @@ def test_scene_words_tie_the_head_to_the_lm_word_embeddings():
     with pytest.raises(ValueError, match="one known token"):
         scene_word_ids(tok, [["magenta"]])
     torch.manual_seed(0)
-    cfg = GifQAConfig(
+    cfg = tiny_config(
         vision_width=32,
-        n_query=2,
-        qformer_hidden=32,
-        qformer_intermediate=64,
-        lm_hidden=32,
         vocab_size=len(tok),
         dropout=0.0,
         scene_cells=4,
         scene_classes=[3, 3],
         scene_word_ids=word_ids,
-        motion_gap=0,
-        token_positions=False,
     )
     model = GifQAModel(cfg)
     frames = Frames.dense(torch.randn(2, 4, 5, 32))

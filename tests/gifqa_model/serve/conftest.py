@@ -15,8 +15,9 @@ from gifqa_model.core.artifacts import INDEX_PARAMS_FILE
 from gifqa_model.data.shapesworld import ShapesParams, generate_example
 from gifqa_model.index.clip import ClipParams, build_clip
 from gifqa_model.index.clipcut import IndexParams
-from gifqa_model.model.modeling import GifQAConfig, GifQAModel
+from gifqa_model.model.modeling import GifQAModel
 from gifqa_model.model.text import train_word_tokenizer
+from tests.helpers import tiny_config
 
 QUESTION = "what is the color of the square ?"
 
@@ -28,18 +29,8 @@ def pair(tmp_path_factory) -> tuple[Path, Path]:
     tok = train_word_tokenizer([QUESTION, "red green blue two three"])
     torch.manual_seed(0)
     # vision_width matches the tiny CLIP's token width; the rest is as small as it goes
-    cfg = GifQAConfig(
-        vision_width=128,
-        n_query=2,
-        qformer_hidden=32,
-        qformer_layers=1,
-        qformer_intermediate=64,
-        lm_hidden=32,
-        lm_layers=1,
-        vocab_size=len(tok),
-        dropout=0.0,
-        motion_gap=0,
-        token_positions=False,
+    cfg = tiny_config(
+        vision_width=128, qformer_layers=1, lm_layers=1, vocab_size=len(tok), dropout=0.0
     )
     GifQAModel(cfg).save_pretrained(root / "model", tok)
     build_clip(ClipParams()).save(root / "clip")

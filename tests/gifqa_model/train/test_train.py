@@ -19,7 +19,7 @@ from gifqa_model.core.config import TrainParams
 from gifqa_model.index.cache import load_tokens
 from gifqa_model.train.loop import TrainingTimeout, run_train
 from gifqa_model.train.schedule import cosine_lr
-from tests.helpers import COLORS, TINY_TRAIN, make_cache
+from tests.helpers import COLORS, TINY_TRAIN, make_cache, tiny_config
 
 
 def _params(**kw) -> TrainParams:
@@ -248,17 +248,10 @@ def test_a_checkpoint_holds_its_step_curve_fingerprint_and_architecture(tmp_path
     for and the model's architecture; written whole (no temporary file left)."""
     from dataclasses import asdict
 
-    from gifqa_model.model.modeling import GifQAConfig, GifQAModel
+    from gifqa_model.model.modeling import GifQAModel
     from gifqa_model.train.checkpoint import checkpoint_fingerprint, save_checkpoint
 
-    cfg = GifQAConfig(
-        vision_width=8,
-        n_query=1,
-        qformer_hidden=8,
-        qformer_intermediate=8,
-        lm_hidden=8,
-        vocab_size=11,
-    )
+    cfg = tiny_config(vision_width=8, vocab_size=11)
     model = GifQAModel(cfg)
     path = tmp_path / "ckpt" / "last.pt"
     curve = [{"step": 2, "loss": 1.5}]

@@ -33,6 +33,8 @@ import httpx
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gifqa_model.core.artifacts import REGISTRY_LOCK_ENV
+
 SECRET_KEYS = (
     "GIFQA_STACK_DB_PASSWORD",
     "GIFQA_STACK_S3_SECRET",
@@ -44,6 +46,10 @@ HEARTBEAT_S = 30  # how often the worker's flow runs say they are alive (Prefect
 # deployment, Prefect's worker takes SIGTERM, starts its graceful shutdown and never ends it
 IDLE_WORKER_GRACE_S = 3.0
 SERVICES = ("postgres", "s3", "mlflow", "prefect", "worker")  # start order; stop reverses it
+# each worker's temporary folder, `<home>/tmp/worker-*`, its flow runs' too: what a killed run
+# leaves there (Prefect's workspaces, a stage server's folder) goes once its processes have
+WORKER_TMP = "tmp"
+WORKER_PID = ".worker-pid"  # in a worker's folder: the process group that uses it
 
 
 class StackSettings(BaseSettings):
@@ -139,6 +145,9 @@ def client_env(s: StackSettings, reader: bool = False) -> dict[str, str]:
         else {  # retention's `mlflow gc` opens the database itself
             "GIFQA_MLFLOW_BACKEND_URI": db_url(s, "mlflow"),
             "GIFQA_MLFLOW_ARTIFACTS": u["artifacts"],
+            # one lock for this stack's registry, whatever temporary folder a client has (the
+            # worker's flow runs have their own)
+            REGISTRY_LOCK_ENV: str(s.home.resolve() / "registry.lock"),
         }
     )
     return {
@@ -443,13 +452,18 @@ class Stack:
         )
 
     def start_worker(self, project: Path | None = None) -> None:
-        """A process worker on the work pool; flow runs inherit the stack's client env."""
+        """A process worker on the work pool; flow runs inherit the stack's client env and a
+        temporary folder of the worker's own under the home."""
         s = self.s
+        self.sweep_worker_tmp()
+        tmp = self.home / WORKER_TMP / f"worker-{time.time_ns()}"
+        tmp.mkdir(parents=True)
         proc = self._spawn(
             "worker",
             [_bin("prefect"), "worker", "start", "--pool", s.work_pool, "--type", "process"],
             env={
                 **client_env(s),
+                "TMPDIR": str(tmp.resolve()),
                 "PREFECT_HOME": str(self.home / "prefect"),
                 # a run that stops beating is marked Crashed (flows/deploy.crash_silent_runs)
                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
@@ -457,6 +471,7 @@ class Stack:
             },
             cwd=project,
         )
+        (tmp / WORKER_PID).write_text(str(proc.pid))  # its process group (a session of its own)
         _wait(
             "Prefect worker",
             lambda: _pool_has_worker(s),
@@ -509,9 +524,26 @@ class Stack:
             _terminate(pid, timeout, IDLE_WORKER_GRACE_S if name == "worker" else None)
             if name == "s3":  # a stopped weed leaves its socket file behind
                 weed_socket(self.s).unlink(missing_ok=True)
+            if name == "worker":
+                self.sweep_worker_tmp(wait_s=5.0)
         state.pop(name, None)
         if self.state_file.parent.is_dir():
             self._save(state)
+
+    def sweep_worker_tmp(self, wait_s: float = 0.0) -> list[Path]:
+        """Remove each worker's temporary folder whose process group has no live process left
+        (waiting up to `wait_s` for it to go); a folder still in use stays. → what was removed."""
+        root, removed = self.home / WORKER_TMP, []
+        deadline = time.monotonic() + wait_s
+        for folder in sorted(root.glob("worker-*")) if root.is_dir() else []:
+            pid = folder / WORKER_PID
+            group = int(pid.read_text()) if pid.is_file() else None
+            while group is not None and _group_alive(group) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if group is None or not _group_alive(group):  # no pid: its start failed
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
     def down(self, progress=print) -> None:
         for name in reversed(SERVICES):
@@ -630,6 +662,19 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Some process of process group `pgid` is alive (a zombie is not)."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return False
 
 
 def _children(pid: int) -> list[int] | None:

@@ -30,6 +30,22 @@ apply_offline_env()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set itself up
+def pytest_configure(config: pytest.Config) -> None:
+    """One temporary folder for the run, removed at its end: what the processes of the tests
+    put in the temp dir (browsers' profiles, Dask's scratch space, MLflow's downloads, the
+    stack's home) does not pile up in /tmp run after run. The xdist workers inherit it;
+    pytest's own folders (tmp_path, kept for the last three runs) stay where they were."""
+    if hasattr(config, "workerinput"):
+        return
+    config._tmp_path_factory.getbasetemp()  # fixed before TMPDIR moves (xdist reads it later)
+    run_tmp = Path(tempfile.mkdtemp(prefix="gifqa-run-"))
+    run_tmp.chmod(0o755)  # the stack's PostgreSQL runs as its own user and needs its way in
+    os.environ["TMPDIR"] = str(run_tmp)
+    tempfile.tempdir = None  # read again from TMPDIR
+    config.add_cleanup(lambda: shutil.rmtree(run_tmp, ignore_errors=True))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection(session: pytest.Session) -> Generator[None, object, object]:
     """The test modules import torch, MLflow, Prefect and the rest: with the cyclic collector

@@ -16,6 +16,7 @@ METRICS = Path("metrics")
 CHECKPOINTS_DIR = OUTPUTS / ".checkpoints"  # no stage's output: survives a rerun of it
 WORK_CACHE_DIR = OUTPUTS / ".cache"  # per-GIF work by content (core/workcache.py)
 WORK_CACHE_ENV = "GIFQA_WORK_CACHE"  # another folder for it, or "off"
+REGISTRY_LOCK_ENV = "GIFQA_REGISTRY_LOCK"  # the registry lock's file (registry/versions.py)
 DATA_DIR = Path("data") / "shapesworld"  # the embedded corpus (tracked by data.dvc)
 FOUNDATION_WORK_DIR = Path("foundation") / "work"  # where `gifqa foundation build` builds
 FOUNDATION_METRICS = Path("foundation") / "metrics.json"  # what it built (git-tracked)

@@ -28,6 +28,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from gifqa_model.core.artifacts import REGISTRY_LOCK_ENV
 from gifqa_model.core.config import CHALLENGER_ALIAS, CHAMPION_ALIAS
 from gifqa_model.core.digests import weights_digest  # noqa: F401  (re-exported)
 from gifqa_model.core.notices import post_notice
@@ -38,7 +39,6 @@ CHAMPION, CHALLENGER = CHAMPION_ALIAS, CHALLENGER_ALIAS
 DIGEST_TAG = "weights_sha256"
 GATE_TAG = "gate.decision"  # set once the gate has decided on a version
 HISTORY_PREFIX = "history."
-LOCK_ENV = "GIFQA_REGISTRY_LOCK"
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # when a registry record was written, in UTC
 
 
@@ -98,8 +98,8 @@ def create_version(
 
 def lock_path() -> Path:
     """$GIFQA_REGISTRY_LOCK, else beside a SQLite store, else in the temp dir."""
-    if os.environ.get(LOCK_ENV):
-        return Path(os.environ[LOCK_ENV])
+    if os.environ.get(REGISTRY_LOCK_ENV):
+        return Path(os.environ[REGISTRY_LOCK_ENV])
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///")).parent / "registry.lock"

@@ -11,7 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from flows.stack import IDLE_WORKER_GRACE_S, Stack, _children, load_settings
+from flows.stack import (
+    IDLE_WORKER_GRACE_S,
+    WORKER_PID,
+    WORKER_TMP,
+    Stack,
+    _children,
+    load_settings,
+)
+from gifqa_model.core.artifacts import REGISTRY_LOCK_ENV
 from tests.helpers import wait_until
 
 # a process that ignores SIGTERM, as a worker stuck in its graceful shutdown; with an argument
@@ -94,3 +102,35 @@ def test_a_worker_whose_run_ends_during_the_stop_gets_the_short_grace_from_then(
     worker.wait(timeout=10)
     elapsed = time.monotonic() - t0
     assert run_s + IDLE_WORKER_GRACE_S - 1 <= elapsed < run_s + IDLE_WORKER_GRACE_S + 3, elapsed
+
+
+def test_a_workers_folder_goes_once_no_process_of_its_group_is_left(tmp_path: Path) -> None:
+    """Each worker's temporary folder (its flow runs' too) is removed once its process group
+    is gone: at the next worker's start, or when it is stopped; a folder still in use stays."""
+    live, gone = _stubborn(), _stubborn()
+    gone.kill()
+    gone.wait()
+    stack = _stack_with_worker(tmp_path, live.pid)
+    root = stack.home / WORKER_TMP
+    folders = {name: root / f"worker-{name}" for name in ("live", "gone", "unstarted")}
+    for folder in folders.values():
+        (folder / "prefect-workspace-attempt-x").mkdir(parents=True)
+    (folders["live"] / WORKER_PID).write_text(str(live.pid))
+    (folders["gone"] / WORKER_PID).write_text(str(gone.pid))  # "unstarted": none (start failed)
+    assert stack.sweep_worker_tmp() == [folders["gone"], folders["unstarted"]]
+    assert folders["live"].is_dir() and not folders["gone"].exists()
+    stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 4)  # killed after the grace
+    live.wait(timeout=10)
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_the_workers_runs_get_its_folder_and_every_client_the_stacks_lock(tmp_path: Path) -> None:
+    """The registry lock is the stack's (`<home>/registry.lock`), so a flow run of the worker
+    (its own temporary folder) and a client in a shell decide one at a time; a reader, which
+    never decides, is not given one."""
+    from flows.stack import client_env
+
+    s = load_settings(home=tmp_path / "stack")
+    lock = client_env(s)[REGISTRY_LOCK_ENV]
+    assert lock == str((tmp_path / "stack" / "registry.lock").resolve())
+    assert REGISTRY_LOCK_ENV not in client_env(s, reader=True)

@@ -36,13 +36,14 @@ def test_the_servers_defaults_are_the_readmes(clean_env) -> None:
 
 
 def test_the_registry_lock_sits_beside_a_sqlite_store_unless_moved(clean_env, tmp_path) -> None:
-    from gifqa_model.registry.versions import LOCK_ENV, lock_path
+    from gifqa_model.core.artifacts import REGISTRY_LOCK_ENV
+    from gifqa_model.registry.versions import lock_path
 
     clean_env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow/mlflow.db")
     assert lock_path() == tmp_path / "mlflow" / "registry.lock"
-    clean_env.setenv(LOCK_ENV, str(tmp_path / "elsewhere.lock"))
-    assert LOCK_ENV == "GIFQA_REGISTRY_LOCK" and lock_path() == tmp_path / "elsewhere.lock"
-    clean_env.delenv(LOCK_ENV)
+    clean_env.setenv(REGISTRY_LOCK_ENV, str(tmp_path / "elsewhere.lock"))
+    assert REGISTRY_LOCK_ENV == "GIFQA_REGISTRY_LOCK" and lock_path() == tmp_path / "elsewhere.lock"
+    clean_env.delenv(REGISTRY_LOCK_ENV)
     clean_env.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:15000")
     assert lock_path() == Path(tempfile.gettempdir()) / "gifqa-registry.lock"
 

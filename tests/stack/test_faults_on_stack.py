@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
-from flows.stack import HEARTBEAT_S
-from flows.stageserver import FOLDER_PREFIX
+from flows.stack import HEARTBEAT_S, WORKER_TMP
 from gifqa_model.core.artifacts import CHECKPOINTS_DIR
 from gifqa_model.core.config import DeployParams
 from gifqa_model.registry.versions import GATE_TAG
@@ -82,18 +80,23 @@ def _versions() -> set[str]:
     return {v.version for v in MlflowClient().search_model_versions(f"name='{MODEL}'")}
 
 
-def _kill_run_and_worker(stack, run_id) -> list[int]:
+def _kill_run_and_worker(stack, run_id) -> tuple[list[int], Path]:
     """SIGKILL the process that runs the flow run and the worker that started it, as when
     their machine dies. Found by what they are (the run's id in its environment, its parent),
-    not by the stack's bookkeeping; fails if no process runs it."""
+    not by the stack's bookkeeping; fails if no process runs it. → the pids killed and the
+    run's temporary folder (the worker's own, under the stack's home)."""
     import psutil
 
-    runners = []
+    runners, tmp = [], set()
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if proc.environ().get("PREFECT__FLOW_RUN_ID") == str(run_id):
+            env = proc.environ()
+            if env.get("PREFECT__FLOW_RUN_ID") == str(run_id):
                 runners.append(proc)
+                tmp.add(env.get("TMPDIR"))
     assert runners, f"no process on this machine runs flow run {run_id}"
+    (folder,) = tmp
+    assert Path(folder).parent == (stack.home / WORKER_TMP).resolve(), folder
     victims = {p.pid: p for p in runners}
     for proc in runners:
         with contextlib.suppress(psutil.Error):
@@ -101,21 +104,12 @@ def _kill_run_and_worker(stack, run_id) -> list[int]:
             parent = proc.parent()
             if parent is not None and "worker" in " ".join(parent.cmdline()):
                 victims[parent.pid] = parent
-    # the run's stage server cannot remove its folder once killed; a dead machine's /tmp goes
-    folders = []
-    for proc in victims.values():
-        with contextlib.suppress(psutil.Error):
-            cmd = proc.cmdline()
-            if "flows.stageserver" in cmd and Path(cmd[-1]).parent.name.startswith(FOLDER_PREFIX):
-                folders.append(Path(cmd[-1]).parent)
     for proc in victims.values():
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(list(victims.values()), timeout=10)
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
     stack.stop("worker")  # its bookkeeping: the worker is gone (its process group too)
-    return sorted(victims)
+    return sorted(victims), Path(folder)
 
 
 def _wait_done(stack, run, what: str, timeout: float = 1500):
@@ -166,7 +160,7 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
 ) -> None:
     project = deploy_with(KILL_CRASH_AFTER_S)
     killed = _start_and_wait_mid_train(project, 11, "the killed run")
-    killed_pids = _kill_run_and_worker(stack, killed.id)
+    killed_pids, folder = _kill_run_and_worker(stack, killed.id)
     print(f"killed {killed_pids} (the flow run's process and its worker)")
     t0 = time.monotonic()
     try:
@@ -180,6 +174,9 @@ def test_a_worker_killed_mid_train_crashes_its_run_frees_the_slot_and_resumes(
         stack.up(project, only=("worker",), progress=print)  # a new worker, whatever happened
     elapsed = time.monotonic() - t0
     print(f"the killed run was marked Crashed {elapsed:.0f} s after the kill")
+    # what the killed run left in its temporary folder (Prefect's workspace, its stage
+    # server's folder) went with its processes: a dead machine's /tmp goes too
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())
     # the window this project deployed with reached the server's automation
     assert f"no heartbeat for {KILL_CRASH_AFTER_S} s" in (_state(killed.id).message or "")
     # by the missing heartbeats: the window after the last one, which came at most

@@ -273,16 +273,17 @@ def test_a_model_logged_without_artifacts_has_none(tmp_path: Path) -> None:
 def test_the_registry_lock_lives_beside_a_sqlite_store_or_where_asked(monkeypatch) -> None:
     import tempfile
 
-    from gifqa_model.registry.versions import LOCK_ENV, lock_path
+    from gifqa_model.core.artifacts import REGISTRY_LOCK_ENV
+    from gifqa_model.registry.versions import lock_path
 
-    monkeypatch.delenv(LOCK_ENV, raising=False)
+    monkeypatch.delenv(REGISTRY_LOCK_ENV, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////srv/x/mlflow.db")
     assert lock_path() == Path("/srv/x/registry.lock")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert lock_path() == Path(tempfile.gettempdir()) / "gifqa-registry.lock"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert lock_path() == Path(tempfile.gettempdir()) / "gifqa-registry.lock"
-    monkeypatch.setenv(LOCK_ENV, "/shared/locks/reg.lock")
+    monkeypatch.setenv(REGISTRY_LOCK_ENV, "/shared/locks/reg.lock")
     assert lock_path() == Path("/shared/locks/reg.lock")
 
 

@@ -151,8 +151,10 @@ def test_library_imports_with_prefect_blocked() -> None:
     code = (
         "import sys, importlib\n"
         "sys.modules['prefect'] = None  # any `import prefect` now raises ImportError\n"
-        f"for name in {_library_modules()!r}:\n"
-        "    importlib.import_module(name)\n"
+        "from gifqa_model.core.gcpause import collector_paused  # as the stages import\n"
+        "with collector_paused():\n"
+        f"    for name in {_library_modules()!r}:\n"
+        "        importlib.import_module(name)\n"
         "print('ok')"
     )
     proc = _fresh(code)

@@ -289,6 +289,15 @@ def serve(
         "search_dir": search_dir,
     }
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    from gifqa_model.core.gcpause import collector_paused
+
+    # what the model's load imports (torch, open_clip, transformers; MLflow for a registered
+    # model), here with the cyclic collector paused: ≈1.2× faster (core/gcpause.py)
+    with collector_paused():
+        import gifqa_model.inference.predict  # noqa: F401
+
+        if settings.model_dir is None:
+            import gifqa_model.inference.pyfunc  # noqa: F401
     uvicorn.run(create_app(settings), host=host, port=port)
 
 

@@ -161,3 +161,39 @@ def test_dev_deps_prints_stale_stages_and_rewrites(runner, monkeypatch) -> None:
     monkeypatch.setattr(deps, "write_code_deps", write)
     result = runner("dev", "deps", "--write")
     assert result.exit_code == 0 and "train, evaluate" in result.output, result.output
+
+
+@pytest.mark.parametrize("registered", [False, True])
+def test_serve_imports_the_models_libraries_with_the_collector_paused(
+    runner, monkeypatch, tmp_path: Path, registered: bool
+) -> None:
+    """Before the server starts, `gifqa serve` imports what loading the model imports (the
+    predictor; the pyfunc too for a registered model) inside `collector_paused`."""
+    import contextlib
+
+    import uvicorn
+
+    import gifqa_model.core.gcpause as gcpause
+
+    seen: list[set[str]] = []
+
+    @contextlib.contextmanager
+    def spy():
+        before = set(sys.modules)
+        yield
+        seen.append(set(sys.modules) - before)
+
+    import gifqa_model.inference as inference
+
+    for name in ("predict", "pyfunc"):  # imported again, inside (the originals back after)
+        monkeypatch.delitem(sys.modules, f"gifqa_model.inference.{name}", raising=False)
+        monkeypatch.delattr(inference, name, raising=False)
+    monkeypatch.setattr(gcpause, "collector_paused", spy)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append({"run"}))
+    where = ["--model-uri", "models:/gifqa@champion"] if registered else []
+    where = where or ["--model-dir", tmp_path, "--clip-dir", tmp_path]
+    result = runner("serve", "--port", 1, *where)
+    assert result.exit_code == 0, result.output
+    (imported, run) = seen  # the imports first, then the server
+    assert run == {"run"} and "gifqa_model.inference.predict" in imported
+    assert ("gifqa_model.inference.pyfunc" in imported) == registered

@@ -40,28 +40,38 @@ def project(tmp_path) -> Path:
 
 
 def test_a_run_killed_mid_train_resumes_and_reruns_only_what_is_stale(project: Path) -> None:
-    proc = subprocess.Popen(
-        [*DVC, "repro", "train"],
-        cwd=project,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=stage_env(),
-    )
-    ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
-    try:
-        wait_until(
-            lambda: ckpt.is_file() or proc.poll() is not None,
-            timeout=900,
-            what="the first checkpoint",
+    """`dvc repro` as a flow run starts it, its stages forked by a stage server; the whole run
+    (DVC, the stage command and the stage) SIGKILLed at the first checkpoint, then run again."""
+    from flows.stageserver import stage_server
+
+    with stage_server(stage_env(), project) as served:
+        env = stage_env(served)
+        proc = subprocess.Popen(
+            [*DVC, "repro", "train"],
+            cwd=project,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
-        assert proc.poll() is None, "training ended before it could be killed"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the worker dies: no cleanup runs
-        proc.wait()
-    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    assert "train" not in lock and "index" in lock  # the killed stage is not recorded as done
-    out = sh([*DVC, "repro", "train"], project)
+        ckpt = project / CHECKPOINTS_DIR / "train" / "last.pt"
+        try:
+            wait_until(
+                lambda: ckpt.is_file() or proc.poll() is not None,
+                timeout=900,
+                what="the first checkpoint",
+            )
+            assert proc.poll() is None, "training ended before it could be killed"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker dies: no cleanup runs
+            proc.wait()
+        lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+        assert "train" not in lock and "index" in lock  # the killed stage is not recorded as done
+        again = subprocess.run(
+            [*DVC, "repro", "train"], cwd=project, env=env, text=True, capture_output=True
+        )
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
     for stage in ["ingest", "synth_qa", "validate", "index"]:
         assert f"Stage '{stage}' didn't change, skipping" in out, out
     metrics = json.loads((project / "metrics" / "train.json").read_text())

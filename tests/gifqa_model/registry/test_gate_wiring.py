@@ -194,12 +194,14 @@ def test_the_blank_and_prior_figures_reach_the_gate_as_given(
 RACE = """
 import json, sys, time, importlib.util
 from pathlib import Path
-import mlflow
-from mlflow import MlflowClient
-spec = importlib.util.spec_from_file_location("wiring", sys.argv[1])
-wiring = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(wiring)
-import gifqa_model.inference.predict as predict
+from gifqa_model.core.gcpause import collector_paused
+with collector_paused():  # as a stage imports its libraries (core/gcpause.py)
+    import mlflow
+    from mlflow import MlflowClient
+    spec = importlib.util.spec_from_file_location("wiring", sys.argv[1])
+    wiring = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wiring)
+    import gifqa_model.inference.predict as predict
 
 predict.GifQAPredictor = wiring.SlowPredictor
 uri, root, name, right = sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])

@@ -47,9 +47,8 @@ HEARTBEAT_S = 30  # how often the worker's flow runs say they are alive (Prefect
 IDLE_WORKER_GRACE_S = 3.0
 SERVICES = ("postgres", "s3", "mlflow", "prefect", "worker")  # start order; stop reverses it
 # each worker's temporary folder, `<home>/tmp/worker-*`, its flow runs' too: what a killed run
-# leaves there (Prefect's workspaces, a stage server's folder) goes once its processes have
+# leaves there (Prefect's workspaces, a stage server's folder) goes once no process uses it
 WORKER_TMP = "tmp"
-WORKER_PID = ".worker-pid"  # in a worker's folder: the process group that uses it
 
 
 class StackSettings(BaseSettings):
@@ -471,7 +470,6 @@ class Stack:
             },
             cwd=project,
         )
-        (tmp / WORKER_PID).write_text(str(proc.pid))  # its process group (a session of its own)
         _wait(
             "Prefect worker",
             lambda: _pool_has_worker(s),
@@ -531,16 +529,15 @@ class Stack:
             self._save(state)
 
     def sweep_worker_tmp(self, wait_s: float = 0.0) -> list[Path]:
-        """Remove each worker's temporary folder whose process group has no live process left
-        (waiting up to `wait_s` for it to go); a folder still in use stays. → what was removed."""
+        """Remove each worker's temporary folder that no live process uses any more (waiting up
+        to `wait_s` for them to go): the worker's and its flow runs', which Prefect starts in
+        sessions of their own. → what was removed."""
         root, removed = self.home / WORKER_TMP, []
         deadline = time.monotonic() + wait_s
         for folder in sorted(root.glob("worker-*")) if root.is_dir() else []:
-            pid = folder / WORKER_PID
-            group = int(pid.read_text()) if pid.is_file() else None
-            while group is not None and _group_alive(group) and time.monotonic() < deadline:
+            while _in_use(folder) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if group is None or not _group_alive(group):  # no pid: its start failed
+            if not _in_use(folder):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
         return removed
@@ -664,16 +661,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _group_alive(pgid: int) -> bool:
-    """Some process of process group `pgid` is alive (a zombie is not)."""
+def _in_use(folder: Path) -> bool:
+    """Some live process (a zombie is not) was started with `folder`, or a folder in it, as
+    its temporary folder (`TMPDIR`)."""
     import psutil
 
+    root = str(folder.resolve())
     for proc in psutil.process_iter(["status"]):
         try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                return True
-        except (psutil.Error, ProcessLookupError):
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            tmp = proc.environ().get("TMPDIR", "")
+        except psutil.Error:  # gone, or another user's
             continue
+        if tmp == root or tmp.startswith(root + os.sep):
+            return True
     return False
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from flows.stack import (
     IDLE_WORKER_GRACE_S,
-    WORKER_PID,
     WORKER_TMP,
     Stack,
     _children,
@@ -36,11 +35,12 @@ time.sleep(60)
 """
 
 
-def _stubborn(run_s: float | None = None) -> subprocess.Popen:
+def _stubborn(run_s: float | None = None, tmp: Path | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-c", STUBBORN, *([str(run_s)] if run_s else [])],
         stdout=subprocess.PIPE,
         start_new_session=True,  # its own process group, as the stack starts its services
+        env={**os.environ, **({"TMPDIR": str(tmp.resolve())} if tmp else {})},
     )
     assert proc.stdout.readline().strip() == b"ready"
     return proc
@@ -104,24 +104,35 @@ def test_a_worker_whose_run_ends_during_the_stop_gets_the_short_grace_from_then(
     assert run_s + IDLE_WORKER_GRACE_S - 1 <= elapsed < run_s + IDLE_WORKER_GRACE_S + 3, elapsed
 
 
-def test_a_workers_folder_goes_once_no_process_of_its_group_is_left(tmp_path: Path) -> None:
-    """Each worker's temporary folder (its flow runs' too) is removed once its process group
-    is gone: at the next worker's start, or when it is stopped; a folder still in use stays."""
-    live, gone = _stubborn(), _stubborn()
+def test_a_workers_folder_goes_once_no_process_uses_it(tmp_path: Path) -> None:
+    """Each worker's temporary folder is removed once no live process has it (or a folder in
+    it) as its TMPDIR: the worker, or a flow run Prefect started in a session of its own; at
+    the next worker's start (a sweep), or when the worker is stopped."""
+    stack = _stack_with_worker(tmp_path, 0)
+    root = stack.home / WORKER_TMP
+    live, dead, unused = (root / f"worker-{n}" for n in ("live", "dead", "unused"))
+    for folder in (live, dead, unused):
+        (folder / "prefect-workspace-attempt-x").mkdir(parents=True)
+    worker = _stubborn(tmp=live)
+    run = _stubborn(tmp=live / "gifqa-torchrun-x")  # a session of its own, as Prefect's runs
+    gone = _stubborn(tmp=dead)
     gone.kill()
     gone.wait()
-    stack = _stack_with_worker(tmp_path, live.pid)
-    root = stack.home / WORKER_TMP
-    folders = {name: root / f"worker-{name}" for name in ("live", "gone", "unstarted")}
-    for folder in folders.values():
-        (folder / "prefect-workspace-attempt-x").mkdir(parents=True)
-    (folders["live"] / WORKER_PID).write_text(str(live.pid))
-    (folders["gone"] / WORKER_PID).write_text(str(gone.pid))  # "unstarted": none (start failed)
-    assert stack.sweep_worker_tmp() == [folders["gone"], folders["unstarted"]]
-    assert folders["live"].is_dir() and not folders["gone"].exists()
+    assert stack.sweep_worker_tmp() == [dead, unused]
+    worker.kill()
+    worker.wait()
+    assert stack.sweep_worker_tmp() == [] and live.is_dir()  # its run still uses it
+    run.kill()
+    run.wait()
+    assert stack.sweep_worker_tmp() == [live]
+
+    stopped = root / "worker-stopped"
+    stopped.mkdir()
+    worker = _stubborn(tmp=stopped)
+    stack = _stack_with_worker(tmp_path, worker.pid)
     stack.stop("worker", timeout=IDLE_WORKER_GRACE_S + 4)  # killed after the grace
-    live.wait(timeout=10)
-    assert not root.exists() or list(root.iterdir()) == []
+    worker.wait(timeout=10)
+    assert list(root.iterdir()) == []
 
 
 def test_the_workers_runs_get_its_folder_and_every_client_the_stacks_lock(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from gifqa_model.inference.pyfunc import PIP_REQUIREMENTS
@@ -44,12 +45,18 @@ def downstream_venv() -> Path:
         # the bytecode of what loading the model and `mlflow models serve` import, written
         # once: pip wrote none, and where PYTHONDONTWRITEBYTECODE is set no process would, so
         # each test process compiled torch, transformers and MLflow again (22 → 9 s a process)
-        subprocess.run(
-            [str(python), "-c", f"import {', '.join(WARM_IMPORTS)}"],
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "", "PYTHONPATH": str(ROOT)},
-            check=True,
-            timeout=600,
-        )
+        with tempfile.TemporaryDirectory() as tmp:  # torch leaves torchinductor_<user> in it
+            subprocess.run(
+                [str(python), "-c", f"import {', '.join(WARM_IMPORTS)}"],
+                env={
+                    **os.environ,
+                    "PYTHONDONTWRITEBYTECODE": "",
+                    "PYTHONPATH": str(ROOT),
+                    "TMPDIR": tmp,
+                },
+                check=True,
+                timeout=600,
+            )
         (venv / ".compiled").touch()
     return venv
 

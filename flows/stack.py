@@ -533,13 +533,17 @@ class Stack:
         to `wait_s` for them to go): the worker's and its flow runs', which Prefect starts in
         sessions of their own. → what was removed."""
         root, removed = self.home / WORKER_TMP, []
+        left = sorted(root.glob("worker-*")) if root.is_dir() else []
         deadline = time.monotonic() + wait_s
-        for folder in sorted(root.glob("worker-*")) if root.is_dir() else []:
-            while _in_use(folder) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if not _in_use(folder):
+        while left:
+            used = _temp_dirs_in_use()  # one pass over the processes for every folder
+            for folder in [f for f in left if not _uses(used, f)]:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
+                left.remove(folder)
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
         return removed
 
     def down(self, progress=print) -> None:
@@ -661,22 +665,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _in_use(folder: Path) -> bool:
-    """Some live process (a zombie is not) was started with `folder`, or a folder in it, as
-    its temporary folder (`TMPDIR`)."""
+def _temp_dirs_in_use() -> set[str]:
+    """The temporary folders (`TMPDIR`) live processes were started with (a zombie's are not)."""
     import psutil
 
-    root = str(folder.resolve())
+    found = set()
     for proc in psutil.process_iter(["status"]):
         try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            tmp = proc.environ().get("TMPDIR", "")
+            if proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.add(proc.environ().get("TMPDIR", ""))
         except psutil.Error:  # gone, or another user's
             continue
-        if tmp == root or tmp.startswith(root + os.sep):
-            return True
-    return False
+    return found
+
+
+def _uses(temp_dirs: set[str], folder: Path) -> bool:
+    """One of `temp_dirs` is `folder` or a folder in it."""
+    root = str(folder.resolve())
+    return any(t == root or t.startswith(root + os.sep) for t in temp_dirs)
 
 
 def _children(pid: int) -> list[int] | None:
